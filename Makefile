@@ -1,0 +1,58 @@
+# Warden: `make run` starts the gateway on the embedded defaults, `make test` runs the tests.
+# Both set everything up from nothing: Python 3.12 venv, pinned dependencies, CA and keys.
+
+SHELL := /bin/bash
+PY_VERSION := $(shell cat .python-version 2>/dev/null || echo 3.12.1)
+# python3.12 on PATH, else pyenv's 3.12 (the machine default may be another version), else nothing.
+PYTHON ?= $(shell command -v python3.12 2>/dev/null \
+	|| PYENV_VERSION=$(PY_VERSION) pyenv which python3.12 2>/dev/null \
+	|| ls $(HOME)/.pyenv/versions/$(PY_VERSION)/bin/python3.12 2>/dev/null)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LISTEN ?= 127.0.0.1
+PORT ?= 8080
+ADMIN ?= 127.0.0.1:8081
+GATEWAY = $(BIN)/mitmdump -s addons/gateway.py --listen-host $(LISTEN) --listen-port $(PORT) \
+	--set confdir=certs --set warden_rules=rules/default.yaml \
+	--set warden_db=data/warden.duckdb --set warden_admin=$(ADMIN) \
+	--set ssl_verify_upstream_trusted_ca=certs/upstream-trust.pem
+
+.PHONY: run test bench demo setup check-python clean
+
+run: setup  ## start the gateway on 127.0.0.1:8080, admin API on 127.0.0.1:8081
+	$(GATEWAY) --mode regular@$(PORT) --mode reverse:https://localhost:9443@8090
+
+demo: setup  ## the offline demo upstream (OpenAI/Anthropic-shaped) on https://localhost:9443
+	$(BIN)/python -m scripts.demo_upstream --host 127.0.0.1 --port 9443 \
+		--tls-cert certs/demo-upstream.pem --tls-key certs/demo-upstream.key
+
+test: setup  ## the whole suite: unit tests and end-to-end tests through a real mitmdump
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup  ## throughput and added latency: direct vs bare mitmdump vs the Warden chain
+	$(BIN)/python -m scripts.bench
+
+setup: $(STAMP) certs/upstream-trust.pem
+
+check-python:
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "error: Python $(PY_VERSION) not found. Install it (pyenv install $(PY_VERSION)) or run make PYTHON=/path/to/python3.12" >&2; \
+		exit 1; \
+	fi
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' 2>/dev/null || { \
+		echo "error: $(PYTHON) is not Python 3.12 (mitmproxy 12 needs it)" >&2; exit 1; }
+
+$(STAMP): requirements.lock pyproject.toml | check-python
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+certs/upstream-trust.pem: $(STAMP) scripts/setup_certs.py
+	$(BIN)/python -m scripts.setup_certs certs
+
+clean:
+	rm -rf $(VENV) .pytest_cache

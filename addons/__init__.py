@@ -1,0 +1,1 @@
+"""Warden: the gateway's addons, loaded in chain order by ``addons/gateway.py``."""

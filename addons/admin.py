@@ -1,0 +1,195 @@
+"""The admin API: one loopback listener inside the gateway process.
+
+``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /api/flows`` (search), ``GET /api/flows/ID``
+(a flow's events), ``GET /api/events?after_seq=N`` (the chain, paged, for export) and
+``GET /api/verify``. The CLI uses it while the gateway holds the DuckDB file; queries are the same
+functions the CLI runs on the file when the gateway is stopped. Bodies travel as stored (masked;
+originals only encrypted), so the API never decrypts anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import tornado.httpserver
+import tornado.web
+from mitmproxy import ctx, exceptions
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from addons import metrics
+from addons.keys import KeyFileError, load_public_key
+from addons.queries import FlowFilter, event_to_json, flow_events, iter_events, parse_when, search_flows, verify_chain
+from addons.store import OPEN_STORES, Store
+
+log = logging.getLogger("warden.admin")
+EVENTS_PAGE = 500
+
+
+def parse_listen(spec: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8081`` for IPv6) or empty to disable; raises ValueError naming the problem."""
+    host, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, e.g. 127.0.0.1:8081, got {spec!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class _Handler(tornado.web.RequestHandler):
+    def initialize(self, admin: Admin) -> None:
+        self.admin = admin
+
+    def send_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, default=str))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = str(exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message else self._reason)
+        self.send_json({"error": {"status": status_code, "message": message}}, status_code)
+
+    async def query(self, fn: Callable, *args: Any) -> Any:
+        store = self.admin.store()
+        if store is None:
+            raise tornado.web.HTTPError(503, "the store is not open")
+
+        def run() -> Any:
+            cursor = store.reader()
+            try:
+                return fn(cursor, *args)
+            finally:
+                cursor.close()
+
+        return await asyncio.to_thread(run)
+
+
+class Health(_Handler):
+    async def get(self) -> None:
+        store = self.admin.store()
+        if store is None:
+            self.send_json({"status": "unavailable", "store": None}, 503)
+            return
+        self.send_json({
+            "status": "ok" if store.last_error is None else "degraded",
+            "store": {"path": str(store.path), "head_seq": store.head.seq, "queue_depth": store.queue_depth,
+                      "commits": store.commits, "failures": store.failures, "last_error": store.last_error},
+        })
+
+
+class Metrics(_Handler):
+    async def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(metrics.REGISTRY))
+
+
+class Flows(_Handler):
+    async def get(self) -> None:
+        try:
+            f = FlowFilter(
+                user=self.get_query_argument("user", None), host=self.get_query_argument("host", None),
+                decision=self.get_query_argument("decision", None), fate=self.get_query_argument("fate", None),
+                since=self._when("since"), until=self._when("until"),
+                limit=int(self.get_query_argument("limit", "100")),
+            )
+        except ValueError as e:
+            raise tornado.web.HTTPError(400, str(e)) from None
+        self.send_json({"flows": await self.query(search_flows, f)})
+
+    def _when(self, name: str):
+        value = self.get_query_argument(name, None)
+        return parse_when(value) if value else None
+
+
+class FlowEvents(_Handler):
+    async def get(self, flow_id: str) -> None:
+        events = await self.query(flow_events, flow_id)
+        if not events:
+            raise tornado.web.HTTPError(404, f"no flow {flow_id}")
+        self.send_json({"events": [event_to_json(e) for e in events]})
+
+
+class Events(_Handler):
+    async def get(self) -> None:
+        try:
+            after = int(self.get_query_argument("after_seq", "-1"))
+        except ValueError:
+            raise tornado.web.HTTPError(400, "after_seq must be an integer") from None
+
+        def page(cursor) -> list:
+            out = []
+            for event in iter_events(cursor, after):
+                out.append(event_to_json(event))
+                if len(out) >= EVENTS_PAGE:
+                    break
+            return out
+
+        events = await self.query(page)
+        self.send_json({"events": events, "more": len(events) >= EVENTS_PAGE})
+
+
+class Verify(_Handler):
+    async def get(self) -> None:
+        result = await self.query(verify_chain, self.admin.public_key())
+        self.send_json(result.as_dict(), 200 if result.ok else 409)
+
+
+class Admin:
+    def __init__(self) -> None:
+        self.server: tornado.httpserver.HTTPServer | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "warden_admin", str, "127.0.0.1:8081",
+            "Admin API listener as host:port (loopback by default); empty to disable.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "warden_admin" in updated and ctx.options.warden_admin:
+            try:
+                parse_listen(ctx.options.warden_admin)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"warden_admin: {e}") from None
+            if self.server is not None:
+                self._restart()
+
+    def store(self) -> Store | None:
+        return OPEN_STORES.get(str(Path(ctx.options.warden_db)))
+
+    def public_key(self):
+        try:
+            return load_public_key(Path(ctx.options.warden_signing_key).with_suffix(".pub"))
+        except KeyFileError:
+            return None
+
+    def running(self) -> None:
+        self._restart()
+
+    def done(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def _restart(self) -> None:
+        self.done()
+        if not ctx.options.warden_admin:
+            return
+        host, port = parse_listen(ctx.options.warden_admin)
+        app = tornado.web.Application([
+            (r"/healthz", Health, {"admin": self}),
+            (r"/metrics", Metrics, {"admin": self}),
+            (r"/api/flows", Flows, {"admin": self}),
+            (r"/api/flows/([A-Za-z0-9-]+)", FlowEvents, {"admin": self}),
+            (r"/api/events", Events, {"admin": self}),
+            (r"/api/verify", Verify, {"admin": self}),
+        ])
+        server = tornado.httpserver.HTTPServer(app)
+        try:
+            server.listen(port, host)
+        except OSError as e:
+            log.error("warden: warden_admin: cannot listen on %s:%d: %s", host, port, e.strerror)
+            return
+        self.server = server
+        log.info("warden admin API listening at http://%s:%d", host, port)

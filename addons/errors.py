@@ -1,0 +1,87 @@
+"""The errors a client or operator can meet, each with its HTTP status and a message naming cause and fix.
+
+Addons raise these (or set them on the flow); ``WardenError.response()`` turns one into the JSON answer
+the client sees, in the same shape for every failure:
+``{"error": {"type": "host_not_allowed", "message": "...", "status": 403}}``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mitmproxy import http
+
+
+class WardenError(Exception):
+    """Base class: a failure the gateway answers itself instead of forwarding the request."""
+
+    status: int = 500
+    type: str = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"type": self.type, "message": self.message, "status": self.status}}
+
+    def response(self) -> http.Response:
+        headers = {"content-type": "application/json", "x-warden-error": self.type, **self.headers}
+        return http.Response.make(self.status, json.dumps(self.body()).encode(), headers)
+
+
+class InternalError(WardenError):
+    """An addon failed unexpectedly; the request was stopped rather than let through."""
+
+    status = 500
+    type = "internal_error"
+
+
+class NotConfigured(WardenError):
+    """The gateway has no valid configuration loaded (see the operator log)."""
+
+    status = 503
+    type = "gateway_not_configured"
+
+
+class HostNotAllowed(WardenError):
+    """The request's host is not one of the rules file's upstreams."""
+
+    status = 403
+    type = "host_not_allowed"
+
+
+class PolicyBlocked(WardenError):
+    """A rule blocked the request."""
+
+    status = 403
+    type = "blocked_by_policy"
+
+
+class CredentialMissing(WardenError):
+    """The upstream's credential is optional and its environment variable is not set."""
+
+    status = 503
+    type = "upstream_credential_missing"
+
+
+class BodyTooLarge(WardenError):
+    """The request body is over the configured limit (``warden_max_body``)."""
+
+    status = 413
+    type = "body_too_large"
+
+
+class MalformedBody(WardenError):
+    """The request body does not match its declared content type or encoding."""
+
+    status = 400
+    type = "malformed_body"
+
+
+class RecordingUnavailable(WardenError):
+    """The store could not commit the request's event, so the request did not leave."""
+
+    status = 503
+    type = "recording_unavailable"

@@ -1,0 +1,115 @@
+"""The one typed object addons share through ``flow.metadata["warden"]``.
+
+Each addon writes its own part and reads what earlier addons wrote; no addon imports another.
+``fail_closed`` wraps every hook so that an addon which raises stops the request instead of
+letting mitmproxy forward it (mitmproxy logs a raising hook and carries on).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from mitmproxy import http
+
+from addons.errors import InternalError, WardenError
+
+KEY = "warden"
+log = logging.getLogger("warden")
+
+
+@dataclass
+class Identity:
+    """Who sent the request (filled by the identity addon)."""
+
+    sub: str
+    email: str | None = None
+    groups: list[str] = field(default_factory=list)
+    token_id: str | None = None
+    method: str | None = None
+
+
+@dataclass
+class Decision:
+    """What policy decided, and which rule said so."""
+
+    action: str
+    rule: str
+    reason: str = ""
+
+
+@dataclass
+class WardenMeta:
+    """Everything Warden knows about one flow. Never holds a credential."""
+
+    upstream: str | None = None
+    identity: Identity | None = None
+    decision: Decision | None = None
+    error: WardenError | None = None
+    # Set by masking when it changed a body: stored only encrypted, or not at all.
+    original_request_body: bytes | None = None
+    original_response_body: bytes | None = None
+    # Filled by the recorder: (sequence number, hash) of each committed event.
+    events: list[tuple[int, str]] = field(default_factory=list)
+    response_capture: bytearray | None = None
+    capture_truncated: bool = False
+
+    @property
+    def fate_hint(self) -> str | None:
+        return self.error.type if self.error else None
+
+
+def meta(flow: http.HTTPFlow) -> WardenMeta:
+    """The flow's Warden metadata, created on first use."""
+    found = flow.metadata.get(KEY)
+    if not isinstance(found, WardenMeta):
+        found = WardenMeta()
+        flow.metadata[KEY] = found
+    return found
+
+
+def refuse(flow: http.HTTPFlow, error: WardenError) -> None:
+    """Answer the flow locally with ``error``; the request does not go upstream."""
+    meta(flow).error = error
+    flow.response = error.response()
+
+
+def fail_closed(hook: Callable) -> Callable:
+    """Wrap an addon hook ``(self, flow)``: any exception answers the flow with an error, never forwards it."""
+
+    def handle(self: Any, flow: http.HTTPFlow, exc: Exception) -> None:
+        name = f"{type(self).__name__}.{hook.__name__}"
+        if not isinstance(exc, WardenError):
+            log.error("warden: %s failed on %s: %r", name, flow.request.pretty_url, exc, exc_info=exc)
+            exc = InternalError(f"{name} failed; the request was stopped (see the gateway log)")
+        if hook.__name__ == "error":
+            return
+        if flow.response is not None and flow.response.stream:
+            # The body already went out in pieces: cutting the connection is the only way to fail closed.
+            meta(flow).error = exc
+            flow.kill()
+            return
+        refuse(flow, exc)
+
+    if inspect.iscoroutinefunction(hook):
+
+        @functools.wraps(hook)
+        async def async_wrapper(self: Any, flow: http.HTTPFlow) -> None:
+            try:
+                await hook(self, flow)
+            except Exception as exc:  # noqa: BLE001 - failing closed is the point
+                handle(self, flow, exc)
+
+        return async_wrapper
+
+    @functools.wraps(hook)
+    def wrapper(self: Any, flow: http.HTTPFlow) -> None:
+        try:
+            hook(self, flow)
+        except Exception as exc:  # noqa: BLE001 - failing closed is the point
+            handle(self, flow, exc)
+
+    return wrapper

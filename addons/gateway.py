@@ -1,0 +1,25 @@
+"""Warden's addon chain, in order. Run it with::
+
+    mitmdump -s addons/gateway.py --set confdir=certs --set warden_rules=rules/default.yaml \\
+        --set warden_db=data/warden.duckdb --set warden_admin=127.0.0.1:8081
+
+The chain: intake (size, encoding) -> policy (upstream allow-list, rules) -> credentials (strip
+the caller's, inject the upstream's) -> recorder (DuckDB, before the request leaves). The admin
+API runs beside them. Addons meet only in ``flow.metadata["warden"]``.
+"""
+
+import sys
+from pathlib import Path
+
+# mitmproxy puts this file's folder on sys.path; the chain imports as the ``addons`` package.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from addons.admin import Admin  # noqa: E402
+from addons.credentials import Credentials  # noqa: E402
+from addons.intake import Intake  # noqa: E402
+from addons.policy import Policy  # noqa: E402
+from addons.recorder import Recorder  # noqa: E402
+
+addons = [Intake(), Policy(), Credentials(), Recorder(), Admin()]

@@ -1,0 +1,219 @@
+"""Read-side queries over the store, shared by the admin API (in the gateway) and the CLI (on the file).
+
+Every function takes an open DuckDB connection or cursor and returns plain data, so both paths
+answer alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Iterator
+
+import duckdb
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from addons.events import COLUMN_NAMES, GENESIS, Event, chain_hash, checkpoint_message
+from addons.keys import key_id, verify_signature
+
+FLOW_COLUMNS = (
+    "flow_id", "started", "user", "client", "mode", "method", "scheme", "host", "port", "path",
+    "upstream", "decision", "rule", "model", "status", "fate", "reason", "latency_upstream_ms",
+    "latency_total_ms", "tokens_in", "tokens_out", "request_bytes", "response_bytes",
+)
+
+
+@dataclass
+class FlowFilter:
+    """What ``warden flows`` can filter on. Times are naive UTC."""
+
+    user: str | None = None
+    host: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    decision: str | None = None
+    fate: str | None = None
+    limit: int = 100
+
+
+_FLOWS_SQL = """
+WITH last AS (
+  SELECT flow_id,
+         arg_max(status, seq) AS status,
+         arg_max(fate, seq) AS fate,
+         arg_max(reason, seq) AS reason,
+         arg_max(latency_upstream_ms, seq) AS latency_upstream_ms,
+         arg_max(latency_total_ms, seq) AS latency_total_ms,
+         arg_max(tokens_in, seq) AS tokens_in,
+         arg_max(tokens_out, seq) AS tokens_out,
+         arg_max(body_size, seq) AS response_bytes
+  FROM events WHERE kind IN ('response', 'error') GROUP BY flow_id
+)
+SELECT r.flow_id, r.ts, r.user, r.client, r.mode, r.method, r.scheme, r.host, r.port, r.path,
+       r.upstream, r.decision, r.rule, r.model, last.status,
+       coalesce(last.fate, CASE WHEN r.fate IS NOT NULL AND r.fate <> 'forwarded' THEN r.fate ELSE 'incomplete' END),
+       coalesce(last.reason, r.reason), last.latency_upstream_ms, last.latency_total_ms,
+       last.tokens_in, last.tokens_out, r.body_size, last.response_bytes
+FROM events r LEFT JOIN last USING (flow_id)
+WHERE r.kind = 'request' {where}
+ORDER BY r.seq DESC
+LIMIT ?
+"""
+
+
+def search_flows(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> list[dict[str, Any]]:
+    """One row per flow (newest first): who, where, what was decided and how it ended."""
+    where, params = [], []
+    for column, value in (("r.user", f.user), ("r.host", f.host), ("r.decision", f.decision)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if f.fate is not None:
+        where.append("coalesce(last.fate, r.fate, 'incomplete') = ?")
+        params.append(f.fate)
+    if f.since is not None:
+        where.append("r.ts >= ?")
+        params.append(f.since)
+    if f.until is not None:
+        where.append("r.ts < ?")
+        params.append(f.until)
+    sql = _FLOWS_SQL.format(where="".join(f" AND {w}" for w in where))
+    rows = con.execute(sql, [*params, f.limit]).fetchall()
+    return [dict(zip(FLOW_COLUMNS, row, strict=True)) for row in rows]
+
+
+def flow_events(con: duckdb.DuckDBPyConnection, flow_id: str) -> list[Event]:
+    cols = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
+    rows = con.execute(f"SELECT {cols} FROM events WHERE flow_id = ? ORDER BY seq", [flow_id]).fetchall()
+    return [Event.from_row(r) for r in rows]
+
+
+def iter_events(con: duckdb.DuckDBPyConnection, after_seq: int = -1, batch: int = 500) -> Iterator[Event]:
+    """Every event with ``seq > after_seq`` in chain order, fetched in batches."""
+    cols = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
+    cur = con.execute(f"SELECT {cols} FROM events WHERE seq > ? ORDER BY seq", [after_seq])
+    while rows := cur.fetchmany(batch):
+        for row in rows:
+            yield Event.from_row(row)
+
+
+@dataclass
+class Verification:
+    """The outcome of walking the chain. ``problem`` names the first bad event."""
+
+    ok: bool
+    events: int = 0
+    head_seq: int = -1
+    head_hash: str = GENESIS
+    checkpoints: int = 0
+    problem: str | None = None
+    bad_seq: int | None = None
+    bad_flow_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) -> Verification:
+    """Walk the chain: contiguous sequence numbers, linked hashes, recomputed hashes, valid signatures."""
+    result = Verification(ok=True)
+    prev_hash, expected_seq = GENESIS, None
+    hashes: dict[int, str] = {}
+    wanted_key = key_id(public_key) if public_key is not None else None
+
+    def fail(event: Event, why: str) -> Verification:
+        result.ok = False
+        result.problem = f"event seq={event.seq} kind={event.kind} flow={event.flow_id}: {why}"
+        result.bad_seq, result.bad_flow_id = event.seq, event.flow_id
+        return result
+
+    for event in events:
+        if expected_seq is None and event.seq != 0:
+            result.notes.append(f"chain starts at seq={event.seq} (earlier events purged)")
+            prev_hash = event.prev_hash
+        elif expected_seq is not None and event.seq != expected_seq:
+            what = "missing" if event.seq > expected_seq else "out of order"
+            return fail(event, f"expected seq={expected_seq}: event(s) {what}")
+        if event.prev_hash != prev_hash:
+            return fail(event, "prev_hash does not match the previous event's hash (an event was removed or reordered)")
+        if chain_hash(prev_hash, event) != event.hash:
+            return fail(event, "hash does not match the event's content (the event was changed)")
+        if event.kind == "checkpoint":
+            why = _check_checkpoint(event, hashes, public_key, wanted_key)
+            if why:
+                return fail(event, why)
+            result.checkpoints += 1
+        hashes[event.seq] = event.hash
+        prev_hash, expected_seq = event.hash, event.seq + 1
+        result.events += 1
+        result.head_seq, result.head_hash = event.seq, event.hash
+    if public_key is None:
+        result.notes.append("no public key given: checkpoint signatures were not checked")
+    return result
+
+
+def _check_checkpoint(event: Event, hashes: dict[int, str], public_key, wanted_key) -> str | None:
+    detail = event.detail_json()
+    head_seq, head_hash = detail.get("head_seq"), detail.get("head_hash")
+    if head_seq in hashes and hashes[head_seq] != head_hash:
+        return f"checkpoint vouches for seq={head_seq} with a different hash"
+    if public_key is None:
+        return None
+    if detail.get("key_id") != wanted_key:
+        return f"checkpoint signed by key {detail.get('key_id')}, not by the given key {wanted_key}"
+    if not verify_signature(public_key, checkpoint_message(head_seq, head_hash), detail.get("signature", "")):
+        return "checkpoint signature is not valid"
+    return None
+
+
+def verify_chain(con: duckdb.DuckDBPyConnection, public_key: Ed25519PublicKey | None) -> Verification:
+    return verify_events(iter_events(con), public_key)
+
+
+def event_to_json(event: Event, with_bodies: bool = True) -> dict[str, Any]:
+    """An event as JSON-safe data (bytes as base64), the wire format of the admin API."""
+    out: dict[str, Any] = {}
+    for name in COLUMN_NAMES:
+        value = getattr(event, name)
+        if isinstance(value, (bytes, bytearray)):
+            value = base64.b64encode(bytes(value)).decode() if with_bodies else None
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        out[name] = value
+    return out
+
+
+def event_from_json(data: dict[str, Any]) -> Event:
+    values = dict(data)
+    for name in ("body", "original_enc"):
+        if values.get(name) is not None:
+            values[name] = base64.b64decode(values[name])
+    values["ts"] = datetime.fromisoformat(values["ts"])
+    return Event(**{k: values[k] for k in COLUMN_NAMES})
+
+
+def headers_of(event: Event) -> list[tuple[str, str]]:
+    return [tuple(pair) for pair in json.loads(event.headers)] if event.headers else []
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """``2026-11-23T10:00:00`` (UTC unless it carries an offset) or a duration ago: ``90s``, ``15m``, ``2h``, ``7d``."""
+    from datetime import UTC, timedelta
+
+    text = text.strip()
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    if text[:-1].isdigit() and text[-1:] in _UNITS:
+        return now - timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO 8601 time nor a duration like 15m, 2h, 7d") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment

@@ -1,0 +1,295 @@
+"""Recorder: appends every flow's events to the DuckDB store, whatever the flow's fate.
+
+Last in the chain. A request's event is committed before the request leaves for the upstream
+(the ``request`` hook awaits the commit; if it fails, the client gets 503 and nothing leaves), and
+a response's event before the response is complete for the client (mitmproxy sends the end of
+the message only after the ``response`` hook). Streamed (SSE) responses are teed into the record
+as they pass. Secrets are redacted before anything is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import UTC, datetime
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.flow import Error as FlowError
+
+from addons import metrics
+from addons.errors import RecordingUnavailable
+from addons.events import Event
+from addons.flowmeta import WardenMeta, fail_closed, meta
+from addons.keys import KeyFileError, OriginalsKey, SigningKey
+from addons.redaction import redact_headers, redact_path
+from addons.rules import RulesError, load_rules
+from addons.store import OPEN_STORES, Store, StoreError
+from addons.usage import request_model, response_usage
+
+log = logging.getLogger("warden.recorder")
+
+
+def classify_error(flow: http.HTTPFlow) -> str:
+    """The fate of a flow that ended in an error rather than a response."""
+    msg = flow.error.msg if flow.error else ""
+    if msg == FlowError.KILLED_MESSAGE:
+        return "killed"
+    if "client disconnected" in msg.lower() or (flow.response is not None):
+        return "client_gone"
+    return "upstream_error"
+
+
+def _peer(flow: http.HTTPFlow) -> str | None:
+    peer = flow.client_conn.peername
+    return f"{peer[0]}:{peer[1]}" if peer else None
+
+
+def _mode(flow: http.HTTPFlow) -> str | None:
+    mode = getattr(flow.client_conn, "proxy_mode", None)
+    return mode.type_name if mode is not None else None
+
+
+def _ts(timestamp: float | None) -> datetime:
+    moment = datetime.fromtimestamp(timestamp, UTC) if timestamp else datetime.now(UTC)
+    return moment.replace(tzinfo=None)
+
+
+def _clip(body: bytes | None, limit: int) -> tuple[bytes | None, int, bool]:
+    if body is None:
+        return None, 0, False
+    return body[:limit], len(body), len(body) > limit
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.store: Store | None = None
+        self.signing_key: SigningKey | None = None
+        self.originals_key: OriginalsKey | None = None
+        self.keep_originals = "encrypted"
+        self.running_ = False
+
+    def load(self, loader) -> None:
+        loader.add_option("warden_db", str, "data/warden.duckdb", "Warden's DuckDB store (created if missing).")
+        loader.add_option(
+            "warden_signing_key", str, "certs/warden-signing.key",
+            "Ed25519 key that signs chain checkpoints (created if missing; public key beside it as .pub).",
+        )
+        loader.add_option(
+            "warden_originals_key", str, "certs/warden-originals.key",
+            "AES-256-GCM key for original bodies that masking changed (created if missing). "
+            "The environment variable WARDEN_ORIGINALS_KEY (base64) takes precedence.",
+        )
+        loader.add_option(
+            "warden_checkpoint_every", int, 1000, "Sign a chain checkpoint after this many events (and every minute)."
+        )
+        loader.add_option(
+            "warden_record_max_body", int, 10 * 1024 * 1024,
+            "Bodies longer than this many bytes are recorded truncated (their full size is kept).",
+        )
+        loader.add_option(
+            "warden_record_timeout", float, 10.0,
+            "Seconds a request waits for its event to be committed before it is refused with 503.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if updated & {"warden_signing_key", "warden_originals_key"}:
+            try:
+                self.signing_key = SigningKey.load_or_create(ctx.options.warden_signing_key)
+                self.originals_key = OriginalsKey.load_or_create(ctx.options.warden_originals_key)
+            except KeyFileError as e:
+                raise exceptions.OptionsError(f"warden_signing_key/warden_originals_key: {e}") from None
+        if "warden_checkpoint_every" in updated and ctx.options.warden_checkpoint_every < 1:
+            raise exceptions.OptionsError("warden_checkpoint_every: must be at least 1")
+        if "warden_record_max_body" in updated and ctx.options.warden_record_max_body < 0:
+            raise exceptions.OptionsError("warden_record_max_body: must not be negative")
+        if "warden_rules" in updated and hasattr(ctx.options, "warden_rules"):
+            try:
+                self.keep_originals = load_rules(ctx.options.warden_rules).model.masking.originals
+            except RulesError as e:
+                raise exceptions.OptionsError(f"warden_rules: {e}") from None
+        if updated & {"warden_db", "warden_signing_key", "warden_checkpoint_every"}:
+            self._open_store()
+
+    def _open_store(self) -> None:
+        assert self.signing_key is not None
+        old, self.store = self.store, None
+        if old is not None:
+            old.close()
+        try:
+            store = Store(ctx.options.warden_db, self.signing_key, ctx.options.warden_checkpoint_every)
+        except StoreError as e:
+            raise exceptions.OptionsError(f"warden_db: {e}") from None
+        store.on_commit.append(metrics.record_commit)
+        metrics.QUEUE_DEPTH.set_function(lambda: store.queue_depth)
+        OPEN_STORES[str(store.path)] = store
+        self.store = store
+        if self.running_:
+            store.start()
+
+    def running(self) -> None:
+        self.running_ = True
+        if self.store is not None:
+            self.store.start()
+
+    def done(self) -> None:
+        if self.store is not None:
+            OPEN_STORES.pop(str(self.store.path), None)
+            self.store.close()
+            self.store = None
+
+    # -- hooks --------------------------------------------------------------------------------------
+
+    @fail_closed
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        # Allowed tunnels are recorded request by request inside; a refused CONNECT is a flow of its own.
+        if flow.response is None or 200 <= flow.response.status_code < 300:
+            return
+        m = meta(flow)
+        await self._commit(self._request_event(flow, m), m)
+        await self._commit(self._response_event(flow, m), m)
+
+    @fail_closed
+    async def request(self, flow: http.HTTPFlow) -> None:
+        m = meta(flow)
+        await self._commit(self._request_event(flow, m), m)
+
+    @fail_closed
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        if not flow.response.stream and "text/event-stream" in flow.response.headers.get("content-type", ""):
+            flow.response.stream = True  # pass events on as they come, recording them on the way
+        if flow.response.stream:
+            self._tee(flow)
+
+    @fail_closed
+    async def response(self, flow: http.HTTPFlow) -> None:
+        m = meta(flow)
+        event = self._response_event(flow, m)
+        await self._commit(event, m)
+        self._count(event, m)
+
+    @fail_closed
+    async def error(self, flow: http.HTTPFlow) -> None:
+        m = meta(flow)
+        assert flow.error is not None
+        fate = classify_error(flow)
+        event = Event(
+            kind="error", flow_id=flow.id, fate=fate, status=flow.response.status_code if flow.response else None,
+            reason=flow.error.msg, user=m.identity.sub if m.identity else None,
+            latency_total_ms=self._since(flow.request.timestamp_start),
+        )
+        if m.response_capture is not None:
+            event.body, event.body_size, event.body_truncated = _clip(
+                bytes(m.response_capture), ctx.options.warden_record_max_body
+            )
+        await self._commit(event, m)
+        self._count(event, m)
+
+    # -- events -------------------------------------------------------------------------------------
+
+    def _request_event(self, flow: http.HTTPFlow, m: WardenMeta) -> Event:
+        req = flow.request
+        body, size, truncated = _clip(req.raw_content, ctx.options.warden_record_max_body)
+        if m.error is not None:
+            fate = m.error.type
+        elif flow.response is not None:
+            fate = "answered_locally"
+        else:
+            fate = "forwarded"
+        detail: dict[str, object] = {}
+        event = Event(
+            kind="request", flow_id=flow.id, ts=_ts(req.timestamp_start), user=m.identity.sub if m.identity else None,
+            client=_peer(flow), mode=_mode(flow), method=req.method, scheme=req.scheme, host=req.host,
+            port=req.port, path=redact_path(req.path), http_version=req.http_version, fate=fate,
+            decision=m.decision.action if m.decision else None, rule=m.decision.rule if m.decision else None,
+            reason=(m.error.message if m.error else (m.decision.reason if m.decision else None)) or None,
+            upstream=m.upstream, model=request_model(req.raw_content, req.headers.get("content-type", "")),
+            headers=redact_headers(req.headers.fields), body=body, body_size=size, body_truncated=truncated,
+        )
+        if m.identity is not None:
+            detail["identity"] = {"sub": m.identity.sub, "email": m.identity.email, "groups": m.identity.groups,
+                                  "token_id": m.identity.token_id, "method": m.identity.method}
+        if m.original_request_body is not None and m.original_request_body != req.raw_content:
+            detail["original"] = self._keep_original(event, m.original_request_body, flow.id)
+        event.detail = json.dumps(detail, sort_keys=True) if detail else None
+        return event
+
+    def _response_event(self, flow: http.HTTPFlow, m: WardenMeta) -> Event:
+        resp = flow.response
+        assert resp is not None
+        streamed = bool(resp.stream)
+        raw = bytes(m.response_capture) if streamed and m.response_capture is not None else resp.raw_content
+        body, size, truncated = _clip(raw, ctx.options.warden_record_max_body)
+        content_type = resp.headers.get("content-type", "")
+        decoded = raw if streamed else resp.get_content(strict=False)
+        usage = response_usage(decoded, content_type)
+        local = m.error is not None or flow.server_conn.timestamp_start is None
+        event = Event(
+            kind="response", flow_id=flow.id, user=m.identity.sub if m.identity else None, status=resp.status_code,
+            fate=m.error.type if m.error else ("answered_locally" if local else "completed"),
+            reason=m.error.message if m.error else None, http_version=resp.http_version,
+            headers=redact_headers(resp.headers.fields), body=body, body_size=size,
+            body_truncated=truncated or m.capture_truncated, tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
+            latency_upstream_ms=None if local else self._since(flow.request.timestamp_end, resp.timestamp_end),
+            latency_total_ms=self._since(flow.request.timestamp_start),
+        )
+        detail: dict[str, object] = {"streamed": streamed} if streamed else {}
+        if m.original_response_body is not None and m.original_response_body != raw:
+            detail["original"] = self._keep_original(event, m.original_response_body, flow.id)
+        event.detail = json.dumps(detail, sort_keys=True) if detail else None
+        return event
+
+    def _keep_original(self, event: Event, original: bytes, flow_id: str) -> str:
+        if self.keep_originals == "encrypted" and self.originals_key is not None:
+            event.original_enc = self.originals_key.encrypt(original, flow_id)
+            return "encrypted"
+        return "discarded"
+
+    def _tee(self, flow: http.HTTPFlow) -> None:
+        m = meta(flow)
+        inner = flow.response.stream
+        limit = ctx.options.warden_record_max_body
+        m.response_capture = bytearray()
+
+        def tee(data: bytes) -> list[bytes]:
+            out = inner(data) if callable(inner) else data
+            # An empty chunk would end an HTTP/1.1 chunked body early: never pass one on.
+            chunks = [c for c in ([out] if isinstance(out, bytes) else out) if c]
+            for chunk in chunks:
+                room = limit - len(m.response_capture)
+                if room < len(chunk):
+                    m.capture_truncated = True
+                m.response_capture += chunk[: max(room, 0)]
+            return chunks
+
+        flow.response.stream = tee
+
+    @staticmethod
+    def _since(start: float | None, end: float | None = None) -> float | None:
+        if start is None:
+            return None
+        return round(((end or time.time()) - start) * 1000, 3)
+
+    async def _commit(self, event: Event, m: WardenMeta) -> None:
+        if self.store is None:
+            raise RecordingUnavailable("the store is not open (see the gateway log); nothing was forwarded")
+        try:
+            seq_hash = await asyncio.wait_for(
+                asyncio.wrap_future(self.store.submit(event)), ctx.options.warden_record_timeout
+            )
+        except (StoreError, TimeoutError) as e:
+            metrics.COMMIT_FAILURES.inc()
+            raise RecordingUnavailable(f"the flow could not be recorded ({e or 'timed out'}); nothing was forwarded") from None
+        m.events.append(seq_hash)
+
+    @staticmethod
+    def _count(event: Event, m: WardenMeta) -> None:
+        decision = m.decision.action if m.decision else "none"
+        metrics.REQUESTS.labels(fate=event.fate or "unknown", decision=decision).inc()
+        if event.latency_total_ms is not None:
+            metrics.TOTAL_LATENCY.observe(event.latency_total_ms / 1000)
+        if event.latency_upstream_ms is not None:
+            metrics.UPSTREAM_LATENCY.observe(event.latency_upstream_ms / 1000)
+

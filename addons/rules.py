@@ -1,0 +1,185 @@
+"""The rules file: its model (declared and documented once, here), loading and validation.
+
+``load_rules(path)`` returns a validated ``Rules`` or raises ``RulesError`` whose lines each name
+the file and the field, e.g. ``rules/default.yaml: upstreams[1].credential.value: environment
+variable ANTHROPIC_API_KEY is not set``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from mitmproxy import flowfilter
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+CALLER_CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+class RulesError(ValueError):
+    """The rules file is unreadable or invalid; ``str()`` holds one line per problem."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Credential(_Model):
+    """The upstream's own credential, injected in place of whatever the caller sent."""
+
+    header: str = Field(min_length=1, description="header that carries it, e.g. Authorization or x-api-key")
+    value: str | None = Field(None, description='template with ${ENV} references, e.g. "Bearer ${OPENAI_API_KEY}"')
+    file: Path | None = Field(None, description="or a file whose (stripped) content is the value")
+    optional: bool = Field(
+        False, description="if the variable or file is missing, refuse this upstream's requests (503) instead of failing start-up"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Credential:
+        if (self.value is None) == (self.file is None):
+            raise ValueError("give exactly one of 'value' or 'file'")
+        return self
+
+
+class Upstream(_Model):
+    """A host the gateway may reach. Every other host is refused."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    host: str = Field(min_length=1)
+    port: int = Field(443, ge=1, le=65535)
+    credential: Credential | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower().rstrip(".")
+
+
+class Rule(_Model):
+    """One policy rule; the first whose filter matches decides."""
+
+    name: str = Field(min_length=1)
+    filter: str | None = Field(None, description="mitmproxy filter expression, e.g. '~d api.openai.com & ~u /v1/files'")
+    action: Literal["allow", "block"]
+    reason: str = ""
+
+    @field_validator("filter")
+    @classmethod
+    def _parses(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                flowfilter.parse(v)
+            except ValueError as e:
+                raise ValueError(f"invalid mitmproxy filter expression {v!r}: {e}") from None
+        return v
+
+
+class Masking(_Model):
+    """What the recorder keeps of a body that masking changed."""
+
+    originals: Literal["encrypted", "none"] = "encrypted"
+
+
+class RulesFile(_Model):
+    upstreams: list[Upstream] = Field(min_length=1)
+    masking: Masking = Masking()
+    rules: list[Rule] = Field(default_factory=lambda: [Rule(name="default", action="allow")])
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RulesFile:
+        for kind, names in (("upstreams", [u.name for u in self.upstreams]), ("rules", [r.name for r in self.rules])):
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+
+class Rules:
+    """A loaded rules file, with credentials resolved from the environment or secret files."""
+
+    def __init__(self, path: Path, model: RulesFile, secrets: dict[str, SecretStr | None], missing: dict[str, str]):
+        self.path = path
+        self.model = model
+        self._secrets = secrets
+        self.missing = missing
+        self._by_endpoint = {(u.host, u.port): u for u in model.upstreams}
+        self.filters = {r.name: flowfilter.parse(r.filter) if r.filter else None for r in model.rules}
+
+    @property
+    def upstreams(self) -> list[Upstream]:
+        return list(self.model.upstreams)
+
+    @property
+    def rules(self) -> list[Rule]:
+        return list(self.model.rules)
+
+    def upstream_for(self, host: str, port: int) -> Upstream | None:
+        return self._by_endpoint.get((host.lower().rstrip("."), port))
+
+    def credential(self, upstream: str) -> SecretStr | None:
+        """The resolved credential value, or None (no credential, or optional and missing: see ``missing``)."""
+        return self._secrets.get(upstream)
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _resolve(cred: Credential, base: Path) -> tuple[str | None, str | None]:
+    """(value, None) or (None, what is missing)."""
+    if cred.file is not None:
+        path = cred.file if cred.file.is_absolute() else base / cred.file
+        try:
+            return path.read_text().strip(), None
+        except OSError as e:
+            return None, f"credential file {path} cannot be read ({e.strerror})"
+    assert cred.value is not None
+    unset = [name for name in _ENV_REF.findall(cred.value) if not os.environ.get(name)]
+    if unset:
+        return None, f"environment variable {', '.join(unset)} is not set"
+    return _ENV_REF.sub(lambda m: os.environ[m.group(1)], cred.value), None
+
+
+def load_rules(path: str | Path) -> Rules:
+    """Read, validate and resolve a rules file. Raises ``RulesError`` naming file and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise RulesError(f"{path}: cannot read rules file: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise RulesError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise RulesError(f"{path}: the rules file must be a mapping with 'upstreams' and 'rules'")
+    try:
+        model = RulesFile.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: {_field_path(err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise RulesError("\n".join(lines)) from None
+
+    secrets: dict[str, SecretStr | None] = {}
+    missing: dict[str, str] = {}
+    problems = []
+    for i, up in enumerate(model.upstreams):
+        if up.credential is None:
+            continue
+        value, why = _resolve(up.credential, path.parent)
+        if why is None:
+            secrets[up.name] = SecretStr(value or "")
+        elif up.credential.optional:
+            missing[up.name] = why
+        else:
+            src = "file" if up.credential.file is not None else "value"
+            problems.append(f"{path}: upstreams[{i}].credential.{src}: {why}")
+    if problems:
+        raise RulesError("\n".join(problems))
+    return Rules(path, model, secrets, missing)

@@ -1,0 +1,210 @@
+"""The DuckDB event store: one writer thread, group commit, hash chain, signed checkpoints.
+
+The gateway process owns the file (DuckDB lets one process write and no other read beside it).
+``submit()`` queues an event and returns a future that resolves to ``(seq, hash)`` once the
+event is committed; the recorder awaits it where the store's invariants require (a request's
+event before the request leaves, a response's before the client has it). Everything else runs
+on the writer thread, which drains the queue in batches: one transaction and one Appender flush
+per batch. There is no UPDATE anywhere; rows leave only through a retention purge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from addons.events import COLUMNS, GENESIS, Event, chain_hash, checkpoint_message
+from addons.keys import SigningKey
+
+log = logging.getLogger("warden.store")
+
+MAX_BATCH = 1024
+_STOP = object()
+
+# The open stores of this process, by path: the admin API reads through them.
+OPEN_STORES: dict[str, "Store"] = {}
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written."""
+
+
+def schema_sql() -> str:
+    cols = ",\n  ".join(f'"{name}" {kind}' for name, kind in COLUMNS)
+    return f"CREATE TABLE IF NOT EXISTS events (\n  {cols}\n)"
+
+
+def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the store file; a lock held by a running gateway becomes a ``StoreError`` that says so."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise StoreError(f"{path}: no such store (has the gateway run with --set warden_db={path}?)")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as e:
+        if "lock" in str(e).lower():
+            raise StoreError(f"{path}: in use by a running gateway (ask its admin API instead): {e}") from None
+        raise StoreError(f"{path}: cannot open: {e}") from None
+    if not read_only:
+        con.execute(schema_sql())
+    return con
+
+
+@dataclass
+class Head:
+    seq: int
+    hash: str
+
+
+class Store:
+    """The writing side of the store. One per gateway process and file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        signing_key: SigningKey,
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float = 60.0,
+    ) -> None:
+        self.path = Path(path)
+        self._key = signing_key
+        self._every = checkpoint_every
+        self._interval = checkpoint_seconds
+        self._con = connect(self.path)
+        row = self._con.execute('SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1').fetchone()
+        self.head = Head(row[0], row[1]) if row else Head(-1, GENESIS)
+        cp = self._con.execute("SELECT max(seq) FROM events WHERE kind = 'checkpoint'").fetchone()
+        self._last_checkpoint = cp[0] if cp and cp[0] is not None else -1
+        self._appender = self._con.appender("events")
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.commits = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self.on_commit: list = []  # callables(batch_size, seconds), e.g. metrics
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="warden-store-writer", daemon=True)
+            self._thread.start()
+
+    def submit(self, event: Event) -> Future:
+        """Queue ``event``; the future resolves to ``(seq, hash)`` when committed, or raises ``StoreError``."""
+        future: Future = Future()
+        if self._thread is None or not self._thread.is_alive():
+            future.set_exception(StoreError("the store writer is not running"))
+            return future
+        self._queue.put((event, future))
+        return future
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        """Flush what is queued, sign the final head, and release the file."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout=30)
+        self._thread = None
+        try:
+            self._appender.close() if hasattr(self._appender, "close") else None
+        finally:
+            self._con.close()
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A separate cursor on the same database, for queries from another thread."""
+        return self._con.cursor()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self._interval)
+            except queue.Empty:
+                self._checkpoint_if_due(force=True)
+                continue
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is _STOP for item in batch)
+            self._commit([item for item in batch if item is not _STOP])
+            if stop:
+                self._checkpoint_if_due(force=True)
+                return
+            self._checkpoint_if_due(force=False)
+
+    def _chain(self, events: list[Event]) -> Head:
+        head = Head(self.head.seq, self.head.hash)
+        for event in events:
+            event.seq = head.seq + 1
+            event.prev_hash = head.hash
+            event.hash = chain_hash(event.prev_hash, event)
+            head = Head(event.seq, event.hash)
+        return head
+
+    def _write(self, events: list[Event]) -> None:
+        self._con.begin()
+        try:
+            self._appender.append_rows([e.row() for e in events])
+            self._appender.flush()
+            self._con.commit()
+        except Exception:
+            self._appender.clear()
+            self._con.rollback()
+            raise
+
+    def _commit(self, items: list[tuple[Event, Future]]) -> None:
+        if not items:
+            return
+        events = [event for event, _ in items]
+        started = time.perf_counter()
+        new_head = self._chain(events)
+        try:
+            self._write(events)
+        except Exception as e:  # noqa: BLE001 - every waiter must hear about it
+            self.failures += 1
+            self.last_error = f"{type(e).__name__}: {e}"
+            log.error("warden: store commit of %d events failed: %s", len(events), self.last_error)
+            for _, future in items:
+                future.set_exception(StoreError(f"the store could not commit: {self.last_error}"))
+            return
+        self.head = new_head
+        self.commits += 1
+        elapsed = time.perf_counter() - started
+        for callback in self.on_commit:
+            callback(len(events), elapsed)
+        for event, future in items:
+            future.set_result((event.seq, event.hash))
+
+    def _checkpoint_if_due(self, force: bool) -> None:
+        since = self.head.seq - self._last_checkpoint
+        if since <= 0 or (not force and since < self._every):
+            return
+        head = self.head
+        signature = self._key.sign(checkpoint_message(head.seq, head.hash))
+        detail = {"head_seq": head.seq, "head_hash": head.hash, "signature": signature, "key_id": self._key.key_id}
+        event = Event(kind="checkpoint", detail=json.dumps(detail, sort_keys=True))
+        future: Future = Future()
+        self._commit([(event, future)])
+        if future.exception() is None:
+            self._last_checkpoint = event.seq
+            # The external anchor: whoever keeps this line can prove everything before it.
+            log.info(
+                "warden checkpoint seq=%d head_seq=%d head_hash=%s key_id=%s signature=%s",
+                event.seq, head.seq, head.hash, self._key.key_id, signature,
+            )
