@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 LISTEN ?= 127.0.0.1
 PORT ?= 8080
 ADMIN ?= 127.0.0.1:8081
-GATEWAY = $(BIN)/mitmdump -s addons/gateway.py --listen-host $(LISTEN) --listen-port $(PORT) \
+GATEWAY = $(BIN)/mitmdump -s addons/gateway.py --listen-host $(LISTEN) --set flow_detail=0 \
 	--set confdir=certs --set warden_rules=rules/default.yaml \
 	--set warden_db=data/warden.duckdb --set warden_admin=$(ADMIN) \
 	--set ssl_verify_upstream_trusted_ca=certs/upstream-trust.pem

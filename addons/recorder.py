@@ -168,7 +168,7 @@ class Recorder:
         m = meta(flow)
         event = self._response_event(flow, m)
         await self._commit(event, m)
-        self._count(event, m)
+        self._count(flow, event, m)
 
     @fail_closed
     async def error(self, flow: http.HTTPFlow) -> None:
@@ -185,7 +185,7 @@ class Recorder:
                 bytes(m.response_capture), ctx.options.warden_record_max_body
             )
         await self._commit(event, m)
-        self._count(event, m)
+        self._count(flow, event, m)
 
     # -- events -------------------------------------------------------------------------------------
 
@@ -285,8 +285,12 @@ class Recorder:
         m.events.append(seq_hash)
 
     @staticmethod
-    def _count(event: Event, m: WardenMeta) -> None:
+    def _count(flow: http.HTTPFlow, event: Event, m: WardenMeta) -> None:
         decision = m.decision.action if m.decision else "none"
+        who = m.identity.sub if m.identity else "-"
+        log.info("%s %s %s %s://%s:%d%s -> %s %s", _peer(flow), who, flow.request.method, flow.request.scheme,
+                 flow.request.host, flow.request.port, redact_path(flow.request.path)[:200],
+                 event.status or "-", event.fate)
         metrics.REQUESTS.labels(fate=event.fate or "unknown", decision=decision).inc()
         if event.latency_total_ms is not None:
             metrics.TOTAL_LATENCY.observe(event.latency_total_ms / 1000)

@@ -21,8 +21,15 @@ SECRET_HEADERS = frozenset(
 _SECRET_NAME = re.compile(r"(auth|token|secret|passw|api[-_]?key|session|cookie|signature|credential)", re.I)
 
 
+SECRET_PARAMS = frozenset({"key", "apikey", "sig", "code", "password", "pwd"})
+
+
 def is_secret_name(name: str) -> bool:
     return name.lower() in SECRET_HEADERS or bool(_SECRET_NAME.search(name))
+
+
+def is_secret_param(name: str) -> bool:
+    return name.lower() in SECRET_PARAMS or is_secret_name(name)
 
 
 def redact_headers(fields: list[tuple[bytes, bytes]] | tuple) -> str:
@@ -41,7 +48,7 @@ def redact_path(path: str) -> str:
     if not parts.query:
         return path
     query = parse_qsl(parts.query, keep_blank_values=True)
-    if not any(is_secret_name(k) for k, _ in query):
+    if not any(is_secret_param(k) for k, _ in query):
         return path
-    cleaned = [(k, REDACTED if is_secret_name(k) else v) for k, v in query]
+    cleaned = [(k, REDACTED if is_secret_param(k) else v) for k, v in query]
     return urlunsplit(parts._replace(query=urlencode(cleaned)))

@@ -89,13 +89,13 @@ class RulesFile(_Model):
     masking: Masking = Masking()
     rules: list[Rule] = Field(default_factory=lambda: [Rule(name="default", action="allow")])
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> RulesFile:
-        for kind, names in (("upstreams", [u.name for u in self.upstreams]), ("rules", [r.name for r in self.rules])):
-            dup = {n for n in names if names.count(n) > 1}
-            if dup:
-                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(sorted(dup))}")
-        return self
+    @field_validator("upstreams", "rules")
+    @classmethod
+    def _unique_names(cls, items: list) -> list:
+        names = [item.name for item in items]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"names must be unique; repeated: {', '.join(dup)}")
+        return items
 
 
 class Rules:

@@ -5,7 +5,7 @@ The gateway process owns the file (DuckDB lets one process write and no other re
 event is committed; the recorder awaits it where the store's invariants require (a request's
 event before the request leaves, a response's before the client has it). Everything else runs
 on the writer thread, which drains the queue in batches: one transaction and one Appender flush
-per batch. There is no UPDATE anywhere; rows leave only through a retention purge.
+per batch. Rows are only ever appended; they leave only through a retention purge.
 """
 
 from __future__ import annotations
