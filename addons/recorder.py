@@ -94,6 +94,10 @@ class Recorder:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
+            # Eager connects to the upstream at the CONNECT, before any request is checked or on record.
+            log.info("warden: setting connection_strategy=lazy: nothing reaches an upstream before it is recorded")
+            ctx.options.connection_strategy = "lazy"
         if updated & {"warden_signing_key", "warden_originals_key"}:
             try:
                 self.signing_key = SigningKey.load_or_create(ctx.options.warden_signing_key)

@@ -211,7 +211,9 @@ def _progress() -> Progress:
 
 @app.command()
 def verify(
-    pubkey: Annotated[Path, typer.Option(help="The gateway's Ed25519 public key.")] = Path("certs/warden-signing.pub"),
+    pubkey: Annotated[Path, typer.Option(envvar="WARDEN_PUBKEY", help="The gateway's Ed25519 public key.")] = Path(
+        "certs/warden-signing.pub"
+    ),
     as_json: Annotated[bool, typer.Option("--json", help="The result as JSON.")] = False,
 ) -> None:
     """Check the hash chain and checkpoint signatures; exit 1 naming the first bad event. Example: warden verify"""

@@ -137,7 +137,7 @@ class Gateway:
         """Run the real ``warden`` console script against this gateway's store."""
         cmd = [str(BIN / "warden"), "--db", str(self.db), "--admin", "127.0.0.1:1" if db_only else self.admin, *args]
         result = subprocess.run(cmd, capture_output=True, text=True, cwd=self.workdir, timeout=120,
-                                env={**os.environ, "COLUMNS": "200"})
+                                env={**os.environ, "COLUMNS": "200", "WARDEN_PUBKEY": str(self.signing_pub)})
         if check and result.returncode != 0:
             raise AssertionError(f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
         return result
@@ -163,7 +163,7 @@ class Gateway:
 def start_gateway(
     workdir: Path, confdir: Path, rules_text: str, upstream_port: int, *, db: Path | None = None,
     extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None, wait: bool = True,
-    scripts_before: tuple[str, ...] = (),
+    scripts_before: tuple[str, ...] = (), upstream_trust: Path | None = None,
 ) -> Gateway:
     workdir.mkdir(parents=True, exist_ok=True)
     rules = workdir / "rules.yaml"
@@ -173,16 +173,19 @@ def start_gateway(
     full_env = {**os.environ, "WARDEN_TEST_UPSTREAM_KEY": UPSTREAM_KEY, **(env or {})}
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "NO_PROXY", "no_proxy"):
         full_env.pop(name, None)
+    settings = {
+        "confdir": confdir, "flow_detail": 0,
+        "ssl_verify_upstream_trusted_ca": upstream_trust or confdir / "test-upstream-ca.pem",
+        "warden_rules": rules, "warden_db": db, "warden_admin": f"127.0.0.1:{admin_port}",
+        "warden_signing_key": workdir / "warden-signing.key", "warden_originals_key": workdir / "warden-originals.key",
+    }
+    overridden = {extra_args[i + 1].split("=", 1)[0] for i, a in enumerate(extra_args) if a == "--set"}
     args = [
         str(BIN / "mitmdump"), *(arg for script in scripts_before for arg in ("-s", script)),
         "-s", str(ROOT / "addons" / "gateway.py"),
         "--mode", f"regular@{proxy_port}", "--mode", f"reverse:https://localhost:{upstream_port}@{reverse_port}",
-        "--listen-host", "127.0.0.1", "--set", f"confdir={confdir}", "--set", "flow_detail=0",
-        "--set", f"ssl_verify_upstream_trusted_ca={confdir / 'test-upstream-ca.pem'}",
-        "--set", f"warden_rules={rules}", "--set", f"warden_db={db}",
-        "--set", f"warden_admin=127.0.0.1:{admin_port}",
-        "--set", f"warden_signing_key={workdir / 'warden-signing.key'}",
-        "--set", f"warden_originals_key={workdir / 'warden-originals.key'}",
+        "--listen-host", "127.0.0.1",
+        *(arg for name, value in settings.items() if name not in overridden for arg in ("--set", f"{name}={value}")),
         *extra_args,
     ]
     log_path = workdir / f"mitmdump-{proxy_port}.log"
@@ -214,6 +217,7 @@ def wait_ready(gateway: Gateway, timeout: float = 30) -> None:
 def gateway_factory(tmp_path: Path, confdir: Path, upstream: DemoUpstream):
     """Start gateways with given rules; every one is stopped at the end of the test."""
     started: list[Gateway] = []
+    upstream.clear()
 
     def start(rules_text: str | None = None, name: str = "gw", **kwargs) -> Gateway:
         text = rules_text if rules_text is not None else rules_for(upstream.port)

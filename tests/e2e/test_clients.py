@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import anthropic
 import certifi
@@ -120,7 +121,7 @@ def test_one_tunnel_many_requests(gateway: Gateway, upstream) -> None:
 
 def test_tls_to_upstream_is_verified(gateway_factory, upstream) -> None:
     """An upstream whose certificate the gateway does not trust fails (502, recorded), never passes silently."""
-    gw = gateway_factory(extra_args=("--set", f"ssl_verify_upstream_trusted_ca={certifi.where()}"))
+    gw = gateway_factory(upstream_trust=Path(certifi.where()))
     with gw.client() as client:
         r = client.get(f"https://localhost:{upstream.port}/echo/untrusted")
     assert r.status_code == 502

@@ -104,7 +104,7 @@ def test_tampering_is_found_and_named(mixed, tmp_path: Path) -> None:
     gw.stop()
     assert tampered_copy(gw, tmp_path, "clean").returncode == 0
 
-    edited = tampered_copy(gw, tmp_path, "edited", "UPDATE events SET status = 200 WHERE seq = 5")
+    edited = tampered_copy(gw, tmp_path, "edited", "UPDATE events SET status = 299 WHERE seq = 5")
     assert edited.returncode == 1 and "seq=5" in edited.stderr and "changed" in edited.stderr
 
     body = tampered_copy(gw, tmp_path, "body", "UPDATE events SET body = 'x'::BLOB WHERE seq = 2")

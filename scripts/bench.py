@@ -1,0 +1,219 @@
+"""``make bench``: throughput and added latency of the Warden chain against bare mitmdump and a direct call.
+
+One run starts the demo upstream (TLS), a bare ``mitmdump`` and a Warden gateway, then drives
+small JSON chat requests at each, in that order, from a separate load process:
+
+* sequential requests (concurrency 1) give p50/p99 latency; added latency is the difference to direct;
+* concurrent requests (``--concurrency``, default 8) for ``--seconds`` give requests/s.
+
+It prints a table and the ratios, and writes the Markdown for BENCHMARKS.md to ``.bench/last.md``.
+Usage: ``python -m scripts.bench [--seconds 10] [--concurrency 8] [--requests 300]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+BODY = {"model": "bench", "messages": [{"role": "user", "content": "a small benchmark prompt of a few words"}]}
+console = Console()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"a benchmark process exited early: {proc.args}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"port {port} did not open in {timeout}s")
+
+
+# -- the load process -------------------------------------------------------------------------------
+
+
+async def _load(url: str, proxy: str | None, cafile: str, concurrency: int, seconds: float, requests: int) -> dict:
+    context = ssl.create_default_context(cafile=cafile)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(proxy=proxy, verify=context, limits=limits, trust_env=False, timeout=30) as client:
+        for _ in range(20):  # warm up: tunnels, TLS sessions, caches
+            (await client.post(url, json=BODY)).raise_for_status()
+        latencies: list[float] = []
+        if requests:
+            for _ in range(requests):
+                start = time.perf_counter()
+                (await client.post(url, json=BODY)).raise_for_status()
+                latencies.append(time.perf_counter() - start)
+        done = 0
+        errors = 0
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done, errors
+            while time.perf_counter() < deadline:
+                r = await client.post(url, json=BODY)
+                if r.status_code == 200:
+                    done += 1
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        if seconds:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"latencies": latencies, "done": done, "errors": errors, "elapsed": elapsed}
+
+
+def load_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--proxy")
+    p.add_argument("--cafile", required=True)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--requests", type=int, default=300)
+    a = p.parse_args(argv)
+    print(json.dumps(asyncio.run(_load(a.url, a.proxy, a.cafile, a.concurrency, a.seconds, a.requests))))
+
+
+# -- the orchestration ------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_load(url: str, proxy: str | None, cafile: Path, args: argparse.Namespace, mode: str) -> dict:
+    cmd = [sys.executable, "-m", "scripts.bench", "load", "--url", url, "--cafile", str(cafile),
+           "--concurrency", str(args.concurrency)]
+    if proxy:
+        cmd += ["--proxy", proxy]
+    cmd += ["--seconds", "0", "--requests", str(args.requests)] if mode == "latency" else \
+           ["--seconds", str(args.seconds), "--requests", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    return json.loads(out.stdout)
+
+
+def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "load":
+        load_main(sys.argv[2:])
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=10, help="duration of each throughput run")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent connections in throughput runs")
+    p.add_argument("--requests", type=int, default=300, help="sequential requests for latency")
+    args = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="warden-bench-"))
+    certs = ROOT / "certs"
+    up_port, bare_port, warden_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    rules = work / "rules.yaml"
+    rules.write_text(f"upstreams:\n  - name: demo\n    host: localhost\n    port: {up_port}\n"
+                     "    credential: {header: Authorization, value: 'Bearer bench-key'}\n"
+                     "rules:\n  - name: default\n    action: allow\n")
+    common = ["--listen-host", "127.0.0.1", "--set", f"confdir={certs}", "--set", "flow_detail=0",
+              "--set", f"ssl_verify_upstream_trusted_ca={certs / 'upstream-trust.pem'}"]
+    procs = [
+        start([sys.executable, "-m", "scripts.demo_upstream", "--host", "127.0.0.1", "--port", str(up_port),
+               "--tls-cert", str(certs / "demo-upstream.pem"), "--tls-key", str(certs / "demo-upstream.key")],
+              work / "upstream.log"),
+        start([str(BIN / "mitmdump"), "--mode", f"regular@{bare_port}", *common], work / "bare.log"),
+        start([str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "gateway.py"), "--mode", f"regular@{warden_port}",
+               *common, "--set", f"warden_rules={rules}", "--set", f"warden_db={work / 'bench.duckdb'}",
+               "--set", f"warden_admin=127.0.0.1:{admin_port}",
+               "--set", f"warden_signing_key={work / 'sign.key'}", "--set", f"warden_originals_key={work / 'orig.key'}"],
+              work / "warden.log"),
+    ]
+    try:
+        for port, proc in zip((up_port, bare_port, warden_port, admin_port), (*procs, procs[2])):
+            wait_port(port, proc)
+        url = f"https://localhost:{up_port}/v1/chat/completions"
+        setups = {
+            "direct": (None, certs / "demo-upstream-ca.pem"),
+            "bare mitmdump": (f"http://127.0.0.1:{bare_port}", certs / "mitmproxy-ca-cert.pem"),
+            "warden chain": (f"http://127.0.0.1:{warden_port}", certs / "mitmproxy-ca-cert.pem"),
+        }
+        results: dict[str, dict] = {}
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("benchmarking", total=len(setups) * 2)
+            for name, (proxy, cafile) in setups.items():
+                progress.update(task, description=f"{name}: latency")
+                lat = run_load(url, proxy, cafile, args, "latency")
+                progress.advance(task)
+                progress.update(task, description=f"{name}: throughput")
+                thr = run_load(url, proxy, cafile, args, "throughput")
+                progress.advance(task)
+                ms = [x * 1000 for x in lat["latencies"]]
+                results[name] = {"p50": statistics.median(ms), "p99": percentile(ms, 0.99),
+                                 "rps": thr["done"] / thr["elapsed"], "errors": thr["errors"]}
+        report(results, args)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def report(results: dict[str, dict], args: argparse.Namespace) -> None:
+    direct, bare, warden = results["direct"], results["bare mitmdump"], results["warden chain"]
+    table = Table(title="small JSON chat requests through TLS")
+    for col in ("setup", "req/s", "p50 ms", "p99 ms", "added p50 ms", "errors"):
+        table.add_column(col, justify="right")
+    lines = ["| setup | req/s | p50 ms | p99 ms | added p50 vs direct (ms) | errors |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        added = r["p50"] - direct["p50"]
+        table.add_row(name, f"{r['rps']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{added:.2f}", str(r["errors"]))
+        lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {added:.2f} | {r['errors']} |")
+    console.print(table)
+    ratios = [
+        f"warden / bare mitmdump throughput: {warden['rps'] / bare['rps']:.0%} (target >= 85%)",
+        f"warden / direct throughput: {warden['rps'] / direct['rps']:.0%}",
+        f"bare mitmdump / direct throughput: {bare['rps'] / direct['rps']:.0%}",
+        f"warden added p50 over bare mitmdump: {warden['p50'] - bare['p50']:.2f} ms",
+    ]
+    for line in ratios:
+        console.print(line)
+    machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    header = (f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {machine}\n\n"
+              f"{args.concurrency} concurrent connections for {args.seconds:.0f} s (throughput); "
+              f"{args.requests} sequential requests (latency). Client, upstream and proxy share the machine.\n")
+    Path(ROOT / ".bench").mkdir(exist_ok=True)
+    (ROOT / ".bench" / "last.md").write_text(header + "\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {r}" for r in ratios) + "\n")
+    console.print(f"Markdown for BENCHMARKS.md: {ROOT / '.bench' / 'last.md'}")
+
+
+if __name__ == "__main__":
+    main()
