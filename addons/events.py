@@ -19,41 +19,30 @@ GENESIS = "0" * 64
 KINDS = ("request", "response", "error", "checkpoint")
 
 # (column, DuckDB type). The order is part of the chain format: append only, never reorder.
+# Few columns on purpose: DuckDB's commit cost grows with the column count. What is searched
+# often is a column; everything else lives in ``record``, a JSON object (``record->>'path'``).
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("seq", "BIGINT NOT NULL"),
     ("ts", "TIMESTAMP NOT NULL"),
     ("kind", "VARCHAR NOT NULL"),
     ("flow_id", "VARCHAR"),
     ("user", "VARCHAR"),
-    ("client", "VARCHAR"),
-    ("mode", "VARCHAR"),
-    ("method", "VARCHAR"),
-    ("scheme", "VARCHAR"),
     ("host", "VARCHAR"),
-    ("port", "INTEGER"),
-    ("path", "VARCHAR"),
-    ("http_version", "VARCHAR"),
     ("status", "INTEGER"),
     ("fate", "VARCHAR"),
     ("decision", "VARCHAR"),
-    ("rule", "VARCHAR"),
-    ("reason", "VARCHAR"),
-    ("upstream", "VARCHAR"),
-    ("model", "VARCHAR"),
-    ("headers", "VARCHAR"),
+    ("record", "JSON"),
     ("body", "BLOB"),
-    ("body_size", "BIGINT"),
-    ("body_truncated", "BOOLEAN"),
     ("original_enc", "BLOB"),
-    ("tokens_in", "BIGINT"),
-    ("tokens_out", "BIGINT"),
-    ("latency_upstream_ms", "DOUBLE"),
-    ("latency_total_ms", "DOUBLE"),
-    ("detail", "VARCHAR"),
     ("prev_hash", "VARCHAR NOT NULL"),
     ("hash", "VARCHAR NOT NULL"),
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+RECORD_FIELDS = (
+    "client", "mode", "method", "scheme", "port", "path", "http_version", "rule", "reason", "upstream", "model",
+    "headers", "body_size", "body_truncated", "tokens_in", "tokens_out", "latency_upstream_ms", "latency_total_ms",
+    "detail",
+)
 
 
 def utcnow() -> datetime:
@@ -84,7 +73,7 @@ class Event:
     reason: str | None = None
     upstream: str | None = None
     model: str | None = None
-    headers: str | None = None
+    headers: list[list[str]] | None = None
     body: bytes | None = None
     body_size: int | None = None
     body_truncated: bool | None = None
@@ -93,20 +82,33 @@ class Event:
     tokens_out: int | None = None
     latency_upstream_ms: float | None = None
     latency_total_ms: float | None = None
-    detail: str | None = None
+    detail: dict[str, Any] | None = None
     seq: int = -1
     prev_hash: str = ""
     hash: str = ""
+    # The stored ``record`` text when read back, so verification hashes exactly what is stored.
+    stored_record: str | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def record(self) -> str:
+        if self.stored_record is not None:
+            return self.stored_record
+        values = {name: getattr(self, name) for name in RECORD_FIELDS if getattr(self, name) is not None}
+        return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     def row(self) -> tuple:
-        return tuple(getattr(self, name) for name in COLUMN_NAMES)
+        values = {name: getattr(self, name) for name in COLUMN_NAMES if name != "record"}
+        values["record"] = self.record()
+        return tuple(values[name] for name in COLUMN_NAMES)
 
     @classmethod
     def from_row(cls, row: tuple | list) -> Event:
-        return cls(**dict(zip(COLUMN_NAMES, row, strict=True)))
-
-    def detail_json(self) -> dict[str, Any]:
-        return json.loads(self.detail) if self.detail else {}
+        values = dict(zip(COLUMN_NAMES, row, strict=True))
+        record = values.pop("record")
+        fields = {k: v for k, v in (json.loads(record) if record else {}).items() if k in RECORD_FIELDS}
+        for name in ("body", "original_enc"):
+            if values[name] is not None:
+                values[name] = bytes(values[name])
+        return cls(**values, **fields, stored_record=record)
 
 
 def _canonical_value(value: Any) -> Any:
@@ -119,7 +121,7 @@ def _canonical_value(value: Any) -> Any:
 
 def canonical(event: Event) -> bytes:
     """The exact bytes hashed for ``event``: every column but ``hash``, in column order."""
-    values = [_canonical_value(getattr(event, name)) for name in COLUMN_NAMES if name != "hash"]
+    values = [_canonical_value(value) for name, value in zip(COLUMN_NAMES, event.row(), strict=True) if name != "hash"]
     return json.dumps(values, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 

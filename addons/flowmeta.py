@@ -54,6 +54,7 @@ class WardenMeta:
     original_response_body: bytes | None = None
     # Filled by the recorder: (sequence number, hash) of each committed event.
     events: list[tuple[int, str]] = field(default_factory=list)
+    forwarded_at: float | None = None  # when the request left for the upstream (after its commit)
     response_capture: bytearray | None = None
     capture_truncated: bool = False
 

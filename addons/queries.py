@@ -7,7 +7,6 @@ answer alike.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Iterator
@@ -43,19 +42,20 @@ WITH last AS (
   SELECT flow_id,
          arg_max(status, seq) AS status,
          arg_max(fate, seq) AS fate,
-         arg_max(reason, seq) AS reason,
-         arg_max(latency_upstream_ms, seq) AS latency_upstream_ms,
-         arg_max(latency_total_ms, seq) AS latency_total_ms,
-         arg_max(tokens_in, seq) AS tokens_in,
-         arg_max(tokens_out, seq) AS tokens_out,
-         arg_max(body_size, seq) AS response_bytes
+         arg_max(record->>'reason', seq) AS reason,
+         arg_max(CAST(record->>'latency_upstream_ms' AS DOUBLE), seq) AS latency_upstream_ms,
+         arg_max(CAST(record->>'latency_total_ms' AS DOUBLE), seq) AS latency_total_ms,
+         arg_max(CAST(record->>'tokens_in' AS BIGINT), seq) AS tokens_in,
+         arg_max(CAST(record->>'tokens_out' AS BIGINT), seq) AS tokens_out,
+         arg_max(CAST(record->>'body_size' AS BIGINT), seq) AS response_bytes
   FROM events WHERE kind IN ('response', 'error') GROUP BY flow_id
 )
-SELECT r.flow_id, r.ts, r.user, r.client, r.mode, r.method, r.scheme, r.host, r.port, r.path,
-       r.upstream, r.decision, r.rule, r.model, last.status,
+SELECT r.flow_id, r.ts, r.user, r.record->>'client', r.record->>'mode', r.record->>'method',
+       r.record->>'scheme', r.host, CAST(r.record->>'port' AS INTEGER), r.record->>'path',
+       r.record->>'upstream', r.decision, r.record->>'rule', r.record->>'model', last.status,
        coalesce(last.fate, CASE WHEN r.fate IS NOT NULL AND r.fate <> 'forwarded' THEN r.fate ELSE 'incomplete' END),
-       coalesce(last.reason, r.reason), last.latency_upstream_ms, last.latency_total_ms,
-       last.tokens_in, last.tokens_out, r.body_size, last.response_bytes
+       coalesce(last.reason, r.record->>'reason'), last.latency_upstream_ms, last.latency_total_ms,
+       last.tokens_in, last.tokens_out, CAST(r.record->>'body_size' AS BIGINT), last.response_bytes
 FROM events r LEFT JOIN last USING (flow_id)
 WHERE r.kind = 'request' {where}
 ORDER BY r.seq DESC
@@ -156,7 +156,7 @@ def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) 
 
 
 def _check_checkpoint(event: Event, hashes: dict[int, str], public_key, wanted_key) -> str | None:
-    detail = event.detail_json()
+    detail = event.detail or {}
     head_seq, head_hash = detail.get("head_seq"), detail.get("head_hash")
     if head_seq in hashes and hashes[head_seq] != head_hash:
         return f"checkpoint vouches for seq={head_seq} with a different hash"
@@ -173,13 +173,12 @@ def verify_chain(con: duckdb.DuckDBPyConnection, public_key: Ed25519PublicKey | 
     return verify_events(iter_events(con), public_key)
 
 
-def event_to_json(event: Event, with_bodies: bool = True) -> dict[str, Any]:
-    """An event as JSON-safe data (bytes as base64), the wire format of the admin API."""
+def event_to_json(event: Event) -> dict[str, Any]:
+    """An event as its stored row, JSON-safe (bytes as base64): the wire format of the admin API."""
     out: dict[str, Any] = {}
-    for name in COLUMN_NAMES:
-        value = getattr(event, name)
+    for name, value in zip(COLUMN_NAMES, event.row(), strict=True):
         if isinstance(value, (bytes, bytearray)):
-            value = base64.b64encode(bytes(value)).decode() if with_bodies else None
+            value = base64.b64encode(bytes(value)).decode()
         elif isinstance(value, datetime):
             value = value.isoformat()
         out[name] = value
@@ -187,16 +186,19 @@ def event_to_json(event: Event, with_bodies: bool = True) -> dict[str, Any]:
 
 
 def event_from_json(data: dict[str, Any]) -> Event:
-    values = dict(data)
-    for name in ("body", "original_enc"):
-        if values.get(name) is not None:
-            values[name] = base64.b64decode(values[name])
-    values["ts"] = datetime.fromisoformat(values["ts"])
-    return Event(**{k: values[k] for k in COLUMN_NAMES})
+    row = []
+    for name in COLUMN_NAMES:
+        value = data[name]
+        if name in ("body", "original_enc") and value is not None:
+            value = base64.b64decode(value)
+        elif name == "ts":
+            value = datetime.fromisoformat(value)
+        row.append(value)
+    return Event.from_row(row)
 
 
 def headers_of(event: Event) -> list[tuple[str, str]]:
-    return [tuple(pair) for pair in json.loads(event.headers)] if event.headers else []
+    return [(name, value) for name, value in event.headers or []]
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -10,8 +10,8 @@ as they pass. Secrets are redacted before anything is queued.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -29,6 +29,7 @@ from addons.store import OPEN_STORES, Store, StoreError
 from addons.usage import request_model, response_usage
 
 log = logging.getLogger("warden.recorder")
+SWITCH_INTERVAL = 0.001
 
 
 def classify_error(flow: http.HTTPFlow) -> str:
@@ -133,6 +134,9 @@ class Recorder:
             store.start()
 
     def running(self) -> None:
+        # The store writer needs the GIL briefly and often while the event loop keeps it busy; with
+        # the default 5 ms switch interval each commit waits several intervals for it.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self.running_ = True
         if self.store is not None:
             self.store.start()
@@ -158,6 +162,7 @@ class Recorder:
     async def request(self, flow: http.HTTPFlow) -> None:
         m = meta(flow)
         await self._commit(self._request_event(flow, m), m)
+        m.forwarded_at = time.time()
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -217,7 +222,7 @@ class Recorder:
                                   "token_id": m.identity.token_id, "method": m.identity.method}
         if m.original_request_body is not None and m.original_request_body != req.raw_content:
             detail["original"] = self._keep_original(event, m.original_request_body, flow.id)
-        event.detail = json.dumps(detail, sort_keys=True) if detail else None
+        event.detail = detail or None
         return event
 
     def _response_event(self, flow: http.HTTPFlow, m: WardenMeta) -> Event:
@@ -236,13 +241,13 @@ class Recorder:
             reason=m.error.message if m.error else None, http_version=resp.http_version,
             headers=redact_headers(resp.headers.fields), body=body, body_size=size,
             body_truncated=truncated or m.capture_truncated, tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
-            latency_upstream_ms=None if local else self._since(flow.request.timestamp_end, resp.timestamp_end),
+            latency_upstream_ms=None if local else self._since(m.forwarded_at, resp.timestamp_end),
             latency_total_ms=self._since(flow.request.timestamp_start),
         )
         detail: dict[str, object] = {"streamed": streamed} if streamed else {}
         if m.original_response_body is not None and m.original_response_body != raw:
             detail["original"] = self._keep_original(event, m.original_response_body, flow.id)
-        event.detail = json.dumps(detail, sort_keys=True) if detail else None
+        event.detail = detail or None
         return event
 
     def _keep_original(self, event: Event, original: bytes, flow_id: str) -> str:
@@ -292,7 +297,8 @@ class Recorder:
     def _count(flow: http.HTTPFlow, event: Event, m: WardenMeta) -> None:
         decision = m.decision.action if m.decision else "none"
         who = m.identity.sub if m.identity else "-"
-        log.info("%s %s %s %s://%s:%d%s -> %s %s", _peer(flow), who, flow.request.method, flow.request.scheme,
+        # Debug, not info: a line per flow costs throughput; the store is the record.
+        log.debug("%s %s %s %s://%s:%d%s -> %s %s", _peer(flow), who, flow.request.method, flow.request.scheme,
                  flow.request.host, flow.request.port, redact_path(flow.request.path)[:200],
                  event.status or "-", event.fate)
         metrics.REQUESTS.labels(fate=event.fate or "unknown", decision=decision).inc()

@@ -6,7 +6,6 @@ was sent. Identity's token is reduced to its subject and id by the identity addo
 
 from __future__ import annotations
 
-import json
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -32,14 +31,14 @@ def is_secret_param(name: str) -> bool:
     return name.lower() in SECRET_PARAMS or is_secret_name(name)
 
 
-def redact_headers(fields: list[tuple[bytes, bytes]] | tuple) -> str:
-    """Headers as a JSON list of ``[name, value]`` pairs, secret values replaced."""
+def redact_headers(fields: list[tuple[bytes, bytes]] | tuple) -> list[list[str]]:
+    """Headers as a list of ``[name, value]`` pairs, secret values replaced."""
     pairs = []
     for raw_name, raw_value in fields:
         name = raw_name.decode("latin-1")
         value = raw_value.decode("latin-1")
         pairs.append([name, REDACTED if is_secret_name(name) else value])
-    return json.dumps(pairs, ensure_ascii=False)
+    return pairs
 
 
 def redact_path(path: str) -> str:

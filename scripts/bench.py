@@ -119,7 +119,9 @@ def run_load(url: str, proxy: str | None, cafile: Path, args: argparse.Namespace
         cmd += ["--proxy", proxy]
     cmd += ["--seconds", "0", "--requests", str(args.requests)] if mode == "latency" else \
            ["--seconds", str(args.seconds), "--requests", "0"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    if out.returncode != 0:
+        raise SystemExit(f"the load against {proxy or 'the upstream'} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout)
 
 

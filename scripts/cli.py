@@ -155,7 +155,7 @@ def show(
     orig_key = _originals_key(key) if originals else None
     if as_json:
         for event in events:
-            data = {k: v for k, v in vars(event).items() if k not in ("body", "original_enc")}
+            data = {k: v for k, v in vars(event).items() if k not in ("body", "original_enc", "stored_record")}
             data["ts"] = event.ts.isoformat()
             data["body"] = _text(body_of(event, orig_key))
             data["original"] = "encrypted" if event.original_enc is not None else None

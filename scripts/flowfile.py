@@ -7,7 +7,6 @@ opens the result.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from datetime import UTC
@@ -78,7 +77,7 @@ def to_flow(events: list[Event], originals: OriginalsKey | None = None) -> http.
         "fate": fate, "user": req.user, "upstream": req.upstream, "decision": req.decision, "rule": req.rule,
         "reason": next((e.reason for e in reversed(events) if e.reason), None),
         "events": [{"seq": e.seq, "kind": e.kind, "hash": e.hash} for e in events],
-        "detail": [json.loads(e.detail) if e.detail else None for e in events],
+        "detail": [e.detail for e in events],
     }
     flow.live = False
     return flow

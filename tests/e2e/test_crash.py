@@ -45,8 +45,8 @@ def test_sigkill_during_load(gateway: Gateway, upstream) -> None:
 
     con = duckdb.connect(str(gateway.db))  # DuckDB replays its WAL
     rows = con.execute(
-        "SELECT r.path, count(x.seq) FROM events r LEFT JOIN events x "
-        "ON x.flow_id = r.flow_id AND x.kind = 'response' WHERE r.kind = 'request' GROUP BY r.path"
+        "SELECT r.record->>'path', count(x.seq) FROM events r LEFT JOIN events x "
+        "ON x.flow_id = r.flow_id AND x.kind = 'response' WHERE r.kind = 'request' GROUP BY r.record->>'path'"
     ).fetchall()
     con.close()
     responded = {path.rsplit("/", 1)[-1] for path, responses in rows if responses == 1}

@@ -123,6 +123,6 @@ def test_tampering_is_found_and_named(mixed, tmp_path: Path) -> None:
     # Rewriting a checkpoint without the signing key: the signature no longer matches.
     forged = tampered_copy(
         gw, tmp_path, "forged",
-        "UPDATE events SET detail = replace(detail, '\"head_seq\": ', '\"head_seq\": 1') WHERE kind = 'checkpoint'",
+        "UPDATE events SET record = replace(record, '\"head_seq\":', '\"head_seq\":1') WHERE kind = 'checkpoint'",
     )
     assert forged.returncode == 1

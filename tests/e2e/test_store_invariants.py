@@ -80,7 +80,7 @@ def test_masked_body_stored_with_original_only_encrypted(gateway_factory, upstre
     import duckdb
 
     con = duckdb.connect(str(gw.db), read_only=True)
-    body, original = con.execute("SELECT body, original_enc FROM events WHERE kind='request' AND path='/echo/mask'").fetchone()
+    body, original = con.execute("SELECT body, original_enc FROM events WHERE kind='request' AND record->>'path'='/echo/mask'").fetchone()
     con.close()
     assert b"<EMAIL>" in body and secret_email.encode() not in body
     assert original is not None and secret_email.encode() not in original
