@@ -57,6 +57,7 @@ class _Handler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(503, "the store is not open")
 
         def run() -> Any:
+            store.sync()  # what is committed but still in the journal must show too
             cursor = store.reader()
             try:
                 return fn(cursor, *args)

@@ -111,6 +111,30 @@ class Event:
         return cls(**values, **fields, stored_record=record)
 
 
+def event_to_json(event: Event) -> dict[str, Any]:
+    """An event as its stored row, JSON-safe (bytes as base64): the journal's and the admin API's format."""
+    out: dict[str, Any] = {}
+    for name, value in zip(COLUMN_NAMES, event.row(), strict=True):
+        if isinstance(value, (bytes, bytearray)):
+            value = base64.b64encode(bytes(value)).decode()
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        out[name] = value
+    return out
+
+
+def event_from_json(data: dict[str, Any]) -> Event:
+    row = []
+    for name in COLUMN_NAMES:
+        value = data[name]
+        if name in ("body", "original_enc") and value is not None:
+            value = base64.b64decode(value)
+        elif name == "ts":
+            value = datetime.fromisoformat(value)
+        row.append(value)
+    return Event.from_row(row)
+
+
 def _canonical_value(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"b64": base64.b64encode(bytes(value)).decode()}

@@ -6,7 +6,6 @@ answer alike.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Iterator
@@ -14,7 +13,7 @@ from typing import Any, Iterator
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from addons.events import COLUMN_NAMES, GENESIS, Event, chain_hash, checkpoint_message
+from addons.events import COLUMN_NAMES, GENESIS, Event, chain_hash, checkpoint_message, event_from_json, event_to_json  # noqa: F401 - re-exported
 from addons.keys import key_id, verify_signature
 
 FLOW_COLUMNS = (
@@ -171,30 +170,6 @@ def _check_checkpoint(event: Event, hashes: dict[int, str], public_key, wanted_k
 
 def verify_chain(con: duckdb.DuckDBPyConnection, public_key: Ed25519PublicKey | None) -> Verification:
     return verify_events(iter_events(con), public_key)
-
-
-def event_to_json(event: Event) -> dict[str, Any]:
-    """An event as its stored row, JSON-safe (bytes as base64): the wire format of the admin API."""
-    out: dict[str, Any] = {}
-    for name, value in zip(COLUMN_NAMES, event.row(), strict=True):
-        if isinstance(value, (bytes, bytearray)):
-            value = base64.b64encode(bytes(value)).decode()
-        elif isinstance(value, datetime):
-            value = value.isoformat()
-        out[name] = value
-    return out
-
-
-def event_from_json(data: dict[str, Any]) -> Event:
-    row = []
-    for name in COLUMN_NAMES:
-        value = data[name]
-        if name in ("body", "original_enc") and value is not None:
-            value = base64.b64decode(value)
-        elif name == "ts":
-            value = datetime.fromisoformat(value)
-        row.append(value)
-    return Event.from_row(row)
 
 
 def headers_of(event: Event) -> list[tuple[str, str]]:

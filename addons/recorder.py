@@ -296,11 +296,6 @@ class Recorder:
     @staticmethod
     def _count(flow: http.HTTPFlow, event: Event, m: WardenMeta) -> None:
         decision = m.decision.action if m.decision else "none"
-        who = m.identity.sub if m.identity else "-"
-        # Debug, not info: a line per flow costs throughput; the store is the record.
-        log.debug("%s %s %s %s://%s:%d%s -> %s %s", _peer(flow), who, flow.request.method, flow.request.scheme,
-                 flow.request.host, flow.request.port, redact_path(flow.request.path)[:200],
-                 event.status or "-", event.fate)
         metrics.REQUESTS.labels(fate=event.fate or "unknown", decision=decision).inc()
         if event.latency_total_ms is not None:
             metrics.TOTAL_LATENCY.observe(event.latency_total_ms / 1000)

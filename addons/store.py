@@ -4,8 +4,10 @@ The gateway process owns the file (DuckDB lets one process write and no other re
 ``submit()`` queues an event and returns a future that resolves to ``(seq, hash)`` once the
 event is committed; the recorder awaits it where the store's invariants require (a request's
 event before the request leaves, a response's before the client has it). Everything else runs
-on the writer thread, which drains the queue in batches: one transaction and one Appender flush
-per batch. Rows are only ever appended; they leave only through a retention purge.
+on the writer thread, which drains the queue in batches: one journal write and fdatasync per
+batch (the commit, see ``addons/journal.py``), and every ``LOAD_INTERVAL`` or ``LOAD_BATCH``
+events one Appender flush into DuckDB. Rows are only ever appended; they leave only through a
+retention purge.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from pathlib import Path
 import duckdb
 
 from addons.events import COLUMNS, GENESIS, Event, chain_hash, checkpoint_message
+from addons.journal import Journal, journal_path, read_journal
 from addons.keys import SigningKey
 
 log = logging.getLogger("warden.store")
 
 MAX_BATCH = 1024
+LOAD_BATCH = 2000  # events: load the journal into DuckDB at least this often...
+LOAD_INTERVAL = 0.25  # seconds: ...and at most this long after a commit
 _STOP = object()
 
 # The open stores of this process, by path: the admin API reads through them.
@@ -41,22 +46,63 @@ def schema_sql() -> str:
     return f"CREATE TABLE IF NOT EXISTS events (\n  {cols}\n)"
 
 
+def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as e:
+        if "lock" in str(e).lower():
+            raise StoreError(f"{path}: in use by a running gateway (ask its admin API instead): {e}") from None
+        raise StoreError(f"{path}: cannot open: {e}") from None
+
+
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the store file; a lock held by a running gateway becomes a ``StoreError`` that says so."""
+    """Open the store file, loading a journal a crash left behind; a running gateway's lock becomes a ``StoreError``."""
     path = Path(path)
     if read_only and not path.exists():
         raise StoreError(f"{path}: no such store (has the gateway run with --set warden_db={path}?)")
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as e:
-        if "lock" in str(e).lower():
-            raise StoreError(f"{path}: in use by a running gateway (ask its admin API instead): {e}") from None
-        raise StoreError(f"{path}: cannot open: {e}") from None
+    pending = journal_path(path)
+    if read_only and pending.exists() and pending.stat().st_size > 0:
+        _open(path, read_only=False).close()  # take the lock first: a running gateway owns its journal
+        recover(path)
+    con = _open(path, read_only)
     if not read_only:
         con.execute(schema_sql())
     return con
+
+
+def _head(con: duckdb.DuckDBPyConnection) -> Head:
+    rows = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchall()
+    return Head(*rows[0]) if rows else Head(-1, GENESIS)
+
+
+def _load_journal(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """Append the journal's events that DuckDB does not hold yet; returns how many."""
+    head = _head(con)
+    missing = [e for e in read_journal(path) if e.seq > head.seq]
+    if not missing:
+        return 0
+    if missing[0].seq != head.seq + 1 or missing[0].prev_hash != head.hash:
+        raise StoreError(f"{path}: the journal does not continue the chain at seq={head.seq + 1}; "
+                         "keep both files for investigation and move the journal aside to start")
+    appender = con.appender("events")
+    appender.append_rows([e.row() for e in missing])
+    appender.flush()
+    log.info("warden: loaded %d committed events from %s after an unclean stop", len(missing), path)
+    return len(missing)
+
+
+def recover(path: str | Path) -> int:
+    """Load a journal left by an unclean stop into the store file, then empty it."""
+    con = _open(Path(path), read_only=False)
+    try:
+        con.execute(schema_sql())
+        loaded = _load_journal(con, journal_path(path))
+    finally:
+        con.close()
+    journal_path(path).write_bytes(b"")
+    return loaded
 
 
 @dataclass
@@ -80,13 +126,17 @@ class Store:
         self._every = checkpoint_every
         self._interval = checkpoint_seconds
         self._con = connect(self.path)
-        # One DuckDB worker: the commits are small, and on a small machine extra threads only contend.
+        # One DuckDB worker: the loads are batched, and on a small machine extra threads only contend.
         self._con.execute("SET threads = 1")
-        rows = self._con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchall()
-        self.head = Head(*rows[0]) if rows else Head(-1, GENESIS)
+        _load_journal(self._con, journal_path(self.path))
+        self._journal = Journal(journal_path(self.path))
+        self._journal.reset()
+        self.head = _head(self._con)
         [(last_checkpoint,)] = self._con.execute("SELECT max(seq) FROM events WHERE kind = 'checkpoint'").fetchall()
         self._last_checkpoint = -1 if last_checkpoint is None else last_checkpoint
         self._appender = self._con.appender("events")
+        self._pending: list[Event] = []
+        self._pending_since = 0.0
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self.commits = 0
@@ -94,7 +144,7 @@ class Store:
         self.last_error: str | None = None
         self.on_commit: list = []  # callables(batch_size, seconds), e.g. metrics
 
-    # -- writing ----------------------------------------------------------------------------------
+    # -- the public side ----------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._thread is None:
@@ -110,30 +160,41 @@ class Store:
         self._queue.put((event, future))
         return future
 
+    def sync(self, timeout: float = 30) -> None:
+        """Wait until every committed event is in DuckDB (call before a query that must see them)."""
+        future: Future = Future()
+        if self._thread is None or not self._thread.is_alive():
+            return
+        self._queue.put((None, future))
+        future.result(timeout=timeout)
+
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
     def close(self) -> None:
-        """Flush what is queued, sign the final head, and release the file."""
+        """Commit what is queued, sign the final head, load everything into DuckDB and release the file."""
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout=30)
         self._thread = None
-        try:
-            self._appender.close() if hasattr(self._appender, "close") else None
-        finally:
-            self._con.close()
+        self._load()
+        self._journal.close()
+        self._con.close()
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A separate cursor on the same database, for queries from another thread."""
         return self._con.cursor()
 
+    # -- the writer thread --------------------------------------------------------------------------
+
     def _run(self) -> None:
         while True:
+            wait = max(0.0, self._pending_since + LOAD_INTERVAL - time.monotonic()) if self._pending else self._interval
             try:
-                first = self._queue.get(timeout=self._interval)
+                first = self._queue.get(timeout=wait)
             except queue.Empty:
+                self._load()
                 self._checkpoint_if_due(force=True)
                 continue
             batch = [first]
@@ -143,11 +204,21 @@ class Store:
                 except queue.Empty:
                     break
             stop = any(item is _STOP for item in batch)
-            self._commit([item for item in batch if item is not _STOP])
+            items = [item for item in batch if item is not _STOP]
+            self._commit([(e, f) for e, f in items if e is not None])
+            syncs = [f for e, f in items if e is None]
             if stop:
                 self._checkpoint_if_due(force=True)
+            else:
+                self._checkpoint_if_due(force=False)
+            if syncs or stop or len(self._pending) >= LOAD_BATCH or (
+                self._pending and time.monotonic() - self._pending_since >= LOAD_INTERVAL
+            ):
+                self._load()
+            for future in syncs:
+                future.set_result(None)
+            if stop:
                 return
-            self._checkpoint_if_due(force=False)
 
     def _chain(self, events: list[Event]) -> Head:
         head = Head(self.head.seq, self.head.hash)
@@ -158,16 +229,6 @@ class Store:
             head = Head(event.seq, event.hash)
         return head
 
-    def _write(self, events: list[Event]) -> None:
-        # One flush is one transaction: the batch lands whole or not at all. (An explicit BEGIN/COMMIT
-        # around it costs twice the time, most of it waiting for the GIL under load.)
-        try:
-            self._appender.append_rows([e.row() for e in events])
-            self._appender.flush()
-        except Exception:
-            self._appender.clear()
-            raise
-
     def _commit(self, items: list[tuple[Event, Future]]) -> None:
         if not items:
             return
@@ -175,7 +236,7 @@ class Store:
         started = time.perf_counter()
         new_head = self._chain(events)
         try:
-            self._write(events)
+            self._journal.append(events)
         except Exception as e:  # noqa: BLE001 - every waiter must hear about it
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"
@@ -185,11 +246,29 @@ class Store:
             return
         self.head = new_head
         self.commits += 1
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.extend(events)
         elapsed = time.perf_counter() - started
         for callback in self.on_commit:
             callback(len(events), elapsed)
         for event, future in items:
             future.set_result((event.seq, event.hash))
+
+    def _load(self) -> None:
+        """Move committed events from the journal into DuckDB (one transaction), then empty the journal."""
+        if not self._pending:
+            return
+        try:
+            self._appender.append_rows([e.row() for e in self._pending])
+            self._appender.flush()
+        except Exception as e:  # noqa: BLE001 - the journal still holds them; retried on the next load
+            self._appender.clear()
+            self.last_error = f"loading into DuckDB failed: {type(e).__name__}: {e}"
+            log.error("warden: %s (the events stay in the journal)", self.last_error)
+            return
+        self._pending.clear()
+        self._journal.reset()
 
     def _checkpoint_if_due(self, force: bool) -> None:
         since = self.head.seq - self._last_checkpoint

@@ -14,6 +14,7 @@ import pytest
 from addons.events import Event, chain_hash
 from addons.keys import SigningKey
 from addons.queries import iter_events, verify_chain, verify_events
+from addons.journal import journal_path, read_journal
 from addons.store import Store, StoreError, connect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,14 +35,21 @@ def store(tmp_path: Path, key: SigningKey):
 
 def test_committed_before_the_future_resolves(store: Store) -> None:
     seq, digest = store.submit(Event(kind="request", flow_id="f1", body=b"hello")).result(timeout=10)
+    # Committed: durable in the journal the moment the future resolves...
+    [journaled] = read_journal(journal_path(store.path))
+    assert (journaled.seq, journaled.hash, journaled.body) == (seq, digest, b"hello")
+    # ...and in DuckDB once loaded (sync forces the load a query needs).
+    store.sync()
     reader = store.reader()
-    assert reader.execute("SELECT hash FROM events WHERE seq = ?", [seq]).fetchone() == (digest,)
+    assert reader.execute("SELECT hash FROM events WHERE seq = ?", [seq]).fetchall() == [(digest,)]
+    assert journal_path(store.path).stat().st_size == 0
 
 
 def test_group_commit_keeps_a_contiguous_chain(store: Store, key: SigningKey) -> None:
     futures = [store.submit(Event(kind="request", flow_id=f"f{i}", body=b"x" * i)) for i in range(2000)]
     done, _ = wait(futures, timeout=60)
     assert len({f.result()[0] for f in done}) == 2000
+    store.sync()
     seqs = [s for (s,) in store.reader().execute("SELECT seq FROM events ORDER BY seq").fetchall()]
     assert seqs == list(range(len(seqs)))  # requests and interleaved checkpoints, no gap
     assert store.commits < 2000  # batched, not one transaction per event
@@ -70,14 +78,53 @@ def test_a_second_process_cannot_open_a_held_store(store: Store) -> None:
     assert result.returncode != 0 and "in use by a running gateway" in result.stderr
 
 
-def test_failed_commit_fails_every_waiter_and_the_chain_stays_whole(store: Store, key: SigningKey) -> None:
+def test_failed_commit_fails_every_waiter_and_the_chain_stays_whole(store: Store, key: SigningKey, monkeypatch) -> None:
+    import os
+
     store.submit(Event(kind="request", flow_id="ok")).result(timeout=10)
-    bad = store.submit(Event(kind="request", flow_id="bad", status=2**40))  # INTEGER overflow: the write fails
-    with pytest.raises(StoreError, match="could not commit"):
-        bad.result(timeout=10)
+    real_fdatasync = os.fdatasync
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", disk_full)
+    with pytest.raises(StoreError, match="could not commit: OSError"):
+        store.submit(Event(kind="request", flow_id="lost", body=b"x" * 100)).result(timeout=10)
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
     assert store.failures == 1
     store.submit(Event(kind="request", flow_id="after")).result(timeout=10)
-    assert verify_chain(store.reader(), key.public).ok
+    assert [e.flow_id for e in read_journal(journal_path(store.path))][-1] == "after"  # cut back, not torn
+    store.sync()
+    result = verify_chain(store.reader(), key.public)
+    assert result.ok and result.events == 2
+
+
+def test_a_crash_loses_no_committed_event(tmp_path: Path, key: SigningKey) -> None:
+    """A process killed right after its commits: the next open loads them from the journal."""
+    import subprocess
+    import sys
+
+    code = f"""
+import os
+from addons.events import Event
+from addons.keys import SigningKey
+from addons.store import Store
+s = Store({str(tmp_path / 'w.duckdb')!r}, SigningKey.load_or_create({str(tmp_path / 'sign.key')!r}))
+s.start()
+for i in range(50):
+    s.submit(Event(kind="request", flow_id=f"f{{i}}")).result(timeout=10)
+os._exit(9)  # like SIGKILL: no close, no load, no final checkpoint
+"""
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 9
+    with open(journal_path(tmp_path / "w.duckdb"), "ab") as f:
+        f.write(b'{"seq": 50, "ts": "2026-')  # a torn write that was never acknowledged
+    con = connect(tmp_path / "w.duckdb", read_only=True)  # the CLI's way in: loads the journal first
+    result = verify_chain(con, key.public)
+    assert result.ok and result.events == 50
+    con.close()
+    reopened = Store(tmp_path / "w.duckdb", key)
+    assert reopened.head.seq == 49
+    reopened.close()
 
 
 def test_no_update_or_delete_in_the_code() -> None:

@@ -6,10 +6,10 @@ import threading
 import time
 import uuid
 
-import duckdb
 import httpx
 import pytest
 
+from addons.store import connect
 from tests.conftest import Gateway, start_gateway
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +43,7 @@ def test_sigkill_during_load(gateway: Gateway, upstream) -> None:
         t.join(timeout=10)
     assert len(got) > 20, "the load did not get going"
 
-    con = duckdb.connect(str(gateway.db))  # DuckDB replays its WAL
+    con = connect(gateway.db, read_only=True)  # as the CLI opens it: the journal is loaded first
     rows = con.execute(
         "SELECT r.record->>'path', count(x.seq) FROM events r LEFT JOIN events x "
         "ON x.flow_id = r.flow_id AND x.kind = 'response' WHERE r.kind = 'request' GROUP BY r.record->>'path'"
