@@ -153,6 +153,30 @@ def chain_hash(prev_hash: str, event: Event) -> str:
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(event)).hexdigest()
 
 
+def seal(event: Event, seq: int, prev_hash: str) -> bytes:
+    """Place ``event`` in the chain (seq, prev_hash, hash; its record frozen) and return its journal line."""
+    event.seq, event.prev_hash = seq, prev_hash
+    event.stored_record = event.record()
+    body = canonical(event)
+    event.hash = hashlib.sha256(prev_hash.encode() + b"\n" + body).hexdigest()
+    return body[:-1] + b',"' + event.hash.encode() + b'"]\n'
+
+
+def unseal(line: bytes) -> Event:
+    """The event a journal line holds (the inverse of ``seal``)."""
+    values = json.loads(line)
+    if not isinstance(values, list) or len(values) != len(COLUMN_NAMES):
+        raise ValueError("not a journal line")
+    row = []
+    for name, value in zip(COLUMN_NAMES, values, strict=True):
+        if isinstance(value, dict):
+            value = base64.b64decode(value["b64"])
+        elif name == "ts":
+            value = datetime.fromisoformat(value)
+        row.append(value)
+    return Event.from_row(row)
+
+
 def checkpoint_message(head_seq: int, head_hash: str) -> bytes:
     """What a checkpoint signs: the chain head it vouches for."""
     return f"warden-checkpoint|{head_seq}|{head_hash}".encode()

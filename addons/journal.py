@@ -4,18 +4,18 @@ A request waits for its event to be *committed*; here that means written and fda
 append-only file (a quarter of a millisecond, one system call without the GIL), not a DuckDB
 transaction (milliseconds, and many GIL hand-offs under load). The writer loads the journal into
 DuckDB in large batches and empties it; at start-up, whatever the journal still holds (a crash
-between commit and load) is loaded first. One JSON line per event, the stored row with bytes as
-base64; a torn last line is a write that never completed, so no caller was told it was committed.
+between commit and load) is loaded first. One JSON line per event: its canonical form and hash
+(``events.seal``). A torn last line is a write that never completed: no caller was told it was
+committed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
-from addons.events import Event, event_from_json, event_to_json
+from addons.events import Event, unseal
 
 log = logging.getLogger("warden.journal")
 
@@ -35,7 +35,7 @@ def read_journal(path: Path) -> list[Event]:
         if not line:
             continue
         try:
-            events.append(event_from_json(json.loads(line)))
+            events.append(unseal(line))
         except (ValueError, KeyError, TypeError) as e:
             log.warning("warden: %s: line %d is incomplete (%s); it and what follows were never committed", path, n, e)
             break
@@ -50,9 +50,9 @@ class Journal:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = os.fstat(self._fd).st_size
 
-    def append(self, events: list[Event]) -> None:
-        """Write and fdatasync; on failure the journal is cut back to what it was, never left torn."""
-        data = b"".join(json.dumps(event_to_json(e), separators=(",", ":")).encode() + b"\n" for e in events)
+    def append(self, lines: list[bytes]) -> None:
+        """Write sealed events (``events.seal``) and fdatasync; on failure cut back to what was, never torn."""
+        data = b"".join(lines)
         try:
             view = memoryview(data)
             while view:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from addons.events import COLUMNS, GENESIS, Event, chain_hash, checkpoint_message
+from addons.events import COLUMNS, GENESIS, Event, checkpoint_message, seal
 from addons.journal import Journal, journal_path, read_journal
 from addons.keys import SigningKey
 
@@ -220,23 +220,21 @@ class Store:
             if stop:
                 return
 
-    def _chain(self, events: list[Event]) -> Head:
-        head = Head(self.head.seq, self.head.hash)
+    def _chain(self, events: list[Event]) -> tuple[Head, list[bytes]]:
+        head, lines = Head(self.head.seq, self.head.hash), []
         for event in events:
-            event.seq = head.seq + 1
-            event.prev_hash = head.hash
-            event.hash = chain_hash(event.prev_hash, event)
+            lines.append(seal(event, head.seq + 1, head.hash))
             head = Head(event.seq, event.hash)
-        return head
+        return head, lines
 
     def _commit(self, items: list[tuple[Event, Future]]) -> None:
         if not items:
             return
         events = [event for event, _ in items]
         started = time.perf_counter()
-        new_head = self._chain(events)
+        new_head, lines = self._chain(events)
         try:
-            self._journal.append(events)
+            self._journal.append(lines)
         except Exception as e:  # noqa: BLE001 - every waiter must hear about it
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"

@@ -6,8 +6,11 @@ small JSON chat requests at each, in that order, from a separate load process:
 * sequential requests (concurrency 1) give p50/p99 latency; added latency is the difference to direct;
 * concurrent requests (``--concurrency``, default 8) for ``--seconds`` give requests/s.
 
+The setups take turns for ``--rounds`` rounds and each figure is the median over the rounds:
+this machine's neighbours move single runs by a third.
+
 It prints a table and the ratios, and writes the Markdown for BENCHMARKS.md to ``.bench/last.md``.
-Usage: ``python -m scripts.bench [--seconds 10] [--concurrency 8] [--requests 300]``
+Usage: ``python -m scripts.bench [--rounds 3] [--seconds 8] [--concurrency 8] [--requests 300]``
 """
 
 from __future__ import annotations
@@ -134,7 +137,8 @@ def main() -> None:
         load_main(sys.argv[2:])
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seconds", type=float, default=10, help="duration of each throughput run")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; each figure is the median over them")
+    p.add_argument("--seconds", type=float, default=8, help="duration of each throughput run")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent connections in throughput runs")
     p.add_argument("--requests", type=int, default=300, help="sequential requests for latency")
     args = p.parse_args()
@@ -168,19 +172,25 @@ def main() -> None:
             "bare mitmdump": (f"http://127.0.0.1:{bare_port}", certs / "mitmproxy-ca-cert.pem"),
             "warden chain": (f"http://127.0.0.1:{warden_port}", certs / "mitmproxy-ca-cert.pem"),
         }
-        results: dict[str, dict] = {}
+        runs: dict[str, list[dict]] = {name: [] for name in setups}
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("benchmarking", total=len(setups) * 2)
-            for name, (proxy, cafile) in setups.items():
-                progress.update(task, description=f"{name}: latency")
-                lat = run_load(url, proxy, cafile, args, "latency")
-                progress.advance(task)
-                progress.update(task, description=f"{name}: throughput")
-                thr = run_load(url, proxy, cafile, args, "throughput")
-                progress.advance(task)
-                ms = [x * 1000 for x in lat["latencies"]]
-                results[name] = {"p50": statistics.median(ms), "p99": percentile(ms, 0.99),
-                                 "rps": thr["done"] / thr["elapsed"], "errors": thr["errors"]}
+            task = progress.add_task("benchmarking", total=len(setups) * 2 * args.rounds)
+            for round_ in range(1, args.rounds + 1):
+                for name, (proxy, cafile) in setups.items():
+                    progress.update(task, description=f"round {round_}: {name}, latency")
+                    lat = run_load(url, proxy, cafile, args, "latency")
+                    progress.advance(task)
+                    progress.update(task, description=f"round {round_}: {name}, throughput")
+                    thr = run_load(url, proxy, cafile, args, "throughput")
+                    progress.advance(task)
+                    ms = [x * 1000 for x in lat["latencies"]]
+                    runs[name].append({"p50": statistics.median(ms), "p99": percentile(ms, 0.99),
+                                       "rps": thr["done"] / thr["elapsed"], "errors": thr["errors"]})
+        results = {
+            name: {key: statistics.median(r[key] for r in rs) for key in ("p50", "p99", "rps")}
+            | {"errors": sum(r["errors"] for r in rs), "rps_runs": [round(r["rps"]) for r in rs]}
+            for name, rs in runs.items()
+        }
         report(results, args)
     finally:
         for proc in procs:
@@ -192,13 +202,17 @@ def main() -> None:
 def report(results: dict[str, dict], args: argparse.Namespace) -> None:
     direct, bare, warden = results["direct"], results["bare mitmdump"], results["warden chain"]
     table = Table(title="small JSON chat requests through TLS")
-    for col in ("setup", "req/s", "p50 ms", "p99 ms", "added p50 ms", "errors"):
+    for col in ("setup", "req/s (median)", "per round", "p50 ms", "p99 ms", "added p50 ms", "errors"):
         table.add_column(col, justify="right")
-    lines = ["| setup | req/s | p50 ms | p99 ms | added p50 vs direct (ms) | errors |", "|---|---|---|---|---|---|"]
+    lines = ["| setup | req/s (median) | req/s per round | p50 ms | p99 ms | added p50 vs direct (ms) | errors |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         added = r["p50"] - direct["p50"]
-        table.add_row(name, f"{r['rps']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{added:.2f}", str(r["errors"]))
-        lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {added:.2f} | {r['errors']} |")
+        per_round = " / ".join(str(x) for x in r["rps_runs"])
+        table.add_row(name, f"{r['rps']:.0f}", per_round, f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{added:.2f}",
+                      str(r["errors"]))
+        lines.append(f"| {name} | {r['rps']:.0f} | {per_round} | {r['p50']:.2f} | {r['p99']:.2f} | {added:.2f} | "
+                     f"{r['errors']} |")
     console.print(table)
     ratios = [
         f"warden / bare mitmdump throughput: {warden['rps'] / bare['rps']:.0%} (target >= 85%)",
@@ -210,8 +224,9 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
         console.print(line)
     machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     header = (f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {machine}\n\n"
-              f"{args.concurrency} concurrent connections for {args.seconds:.0f} s (throughput); "
-              f"{args.requests} sequential requests (latency). Client, upstream and proxy share the machine.\n")
+              f"{args.rounds} rounds, setups taking turns; medians. {args.concurrency} concurrent connections for "
+              f"{args.seconds:.0f} s (throughput); {args.requests} sequential requests (latency). Client, upstream "
+              "and proxy share the machine.\n")
     Path(ROOT / ".bench").mkdir(exist_ok=True)
     (ROOT / ".bench" / "last.md").write_text(header + "\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {r}" for r in ratios) + "\n")
     console.print(f"Markdown for BENCHMARKS.md: {ROOT / '.bench' / 'last.md'}")
