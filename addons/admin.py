@@ -2,7 +2,8 @@
 
 ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /api/flows`` (search), ``GET /api/flows/ID``
 (a flow's events), ``GET /api/events?after_seq=N`` (the chain, paged, for export) and
-``GET /api/verify``. The CLI uses it while the gateway holds the DuckDB file; queries are the same
+``GET /api/verify``; with the embedded issuer also ``/.well-known/openid-configuration`` and
+``/jwks``. The CLI uses it while the gateway holds the DuckDB file; queries are the same
 functions the CLI runs on the file when the gateway is stopped. Bodies travel as stored (masked;
 originals only encrypted), so the API never decrypts anything.
 """
@@ -21,8 +22,10 @@ from mitmproxy import ctx, exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from addons import metrics
+from addons.issuer import EmbeddedIssuer, discovery
 from addons.keys import KeyFileError, load_public_key
 from addons.queries import FlowFilter, event_to_json, flow_events, iter_events, parse_when, search_flows, verify_chain
+from addons.rules import RulesError, load_rules
 from addons.store import OPEN_STORES, Store
 
 log = logging.getLogger("warden.admin")
@@ -137,6 +140,21 @@ class Verify(_Handler):
         self.send_json(result.as_dict(), 200 if result.ok else 409)
 
 
+class Discovery(_Handler):
+    async def get(self) -> None:
+        if self.admin.embedded_issuer() is None:
+            raise tornado.web.HTTPError(404, "this gateway does not run the embedded issuer")
+        self.send_json(discovery(f"{self.request.protocol}://{self.request.host}"))
+
+
+class Jwks(_Handler):
+    async def get(self) -> None:
+        issuer = self.admin.embedded_issuer()
+        if issuer is None:
+            raise tornado.web.HTTPError(404, "this gateway does not run the embedded issuer")
+        self.send_json(issuer.jwks())
+
+
 class Admin:
     def __init__(self) -> None:
         self.server: tornado.httpserver.HTTPServer | None = None
@@ -158,6 +176,14 @@ class Admin:
 
     def store(self) -> Store | None:
         return OPEN_STORES.get(str(Path(ctx.options.warden_db)))
+
+    def embedded_issuer(self) -> EmbeddedIssuer | None:
+        try:
+            if load_rules(ctx.options.warden_rules).identity.issuer != "embedded":
+                return None
+            return EmbeddedIssuer.load_or_create(ctx.options.warden_issuer_key)
+        except (RulesError, KeyFileError, AttributeError):
+            return None
 
     def public_key(self):
         try:
@@ -185,6 +211,8 @@ class Admin:
             (r"/api/flows/([A-Za-z0-9-]+)", FlowEvents, {"admin": self}),
             (r"/api/events", Events, {"admin": self}),
             (r"/api/verify", Verify, {"admin": self}),
+            (r"/\.well-known/openid-configuration", Discovery, {"admin": self}),
+            (r"/jwks", Jwks, {"admin": self}),
         ])
         server = tornado.httpserver.HTTPServer(app)
         try:

@@ -31,6 +31,31 @@ class WardenError(Exception):
         return http.Response.make(self.status, json.dumps(self.body()).encode(), headers)
 
 
+class Unauthenticated(WardenError):
+    """No acceptable identity token: 407 to a forward-proxy client, 401 in reverse mode."""
+
+    type = "unauthenticated"
+
+    def __init__(self, reason: str, message: str, *, proxy: bool) -> None:
+        self.status = 407 if proxy else 401
+        self.reason = reason
+        challenge = 'Bearer realm="warden", Basic realm="warden"' if proxy else f'Bearer realm="warden", error="invalid_token"'
+        header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        super().__init__(f"{reason}: {message}", headers={header: challenge})
+
+    def body(self) -> dict:
+        body = super().body()
+        body["error"]["reason"] = self.reason
+        return body
+
+
+class IdentityUnavailable(WardenError):
+    """The identity issuer cannot be reached, so no token can be checked: fail closed."""
+
+    status = 503
+    type = "identity_unavailable"
+
+
 class InternalError(WardenError):
     """An addon failed unexpectedly; the request was stopped rather than let through."""
 

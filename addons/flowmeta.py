@@ -28,8 +28,10 @@ class Identity:
     sub: str
     email: str | None = None
     groups: list[str] = field(default_factory=list)
+    client_id: str | None = None  # service accounts (client-credentials tokens)
     token_id: str | None = None
-    method: str | None = None
+    expires: int | None = None
+    method: str | None = None  # proxy-bearer, proxy-basic, bearer
 
 
 @dataclass
@@ -49,6 +51,7 @@ class WardenMeta:
     identity: Identity | None = None
     decision: Decision | None = None
     error: WardenError | None = None
+    claimed_sub: str | None = None  # the unverified subject of a refused token, for the record
     # Set by masking when it changed a body: stored only encrypted, or not at all.
     original_request_body: bytes | None = None
     original_response_body: bytes | None = None

@@ -3,7 +3,7 @@
     mitmdump -s addons/gateway.py --set confdir=certs --set warden_rules=rules/default.yaml \\
         --set warden_db=data/warden.duckdb --set warden_admin=127.0.0.1:8081
 
-The chain: intake (size, encoding) -> policy (upstream allow-list, rules) -> credentials (strip
+The chain: identity (OIDC token) -> intake (size, encoding) -> policy (upstream allow-list, rules) -> credentials (strip
 the caller's, inject the upstream's) -> recorder (DuckDB, before the request leaves). The admin
 API runs beside them. Addons meet only in ``flow.metadata["warden"]``.
 """
@@ -18,8 +18,9 @@ if _ROOT not in sys.path:
 
 from addons.admin import Admin  # noqa: E402
 from addons.credentials import Credentials  # noqa: E402
+from addons.identity import IdentityGate  # noqa: E402
 from addons.intake import Intake  # noqa: E402
 from addons.policy import Policy  # noqa: E402
 from addons.recorder import Recorder  # noqa: E402
 
-addons = [Intake(), Policy(), Credentials(), Recorder(), Admin()]
+addons = [IdentityGate(), Intake(), Policy(), Credentials(), Recorder(), Admin()]

@@ -36,6 +36,28 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def load_or_create_ed25519(path: str | Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key from ``path`` (PEM), generated there first if missing, public key beside it as .pub."""
+    path = Path(path)
+    if not path.exists():
+        private = Ed25519PrivateKey.generate()
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        _write_private(path, pem)
+        public_pem = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        path.with_suffix(".pub").write_bytes(public_pem)
+    try:
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as e:
+        raise KeyFileError(f"{path}: not a readable PEM private key ({e})") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: expected an Ed25519 private key")
+    return private
+
+
 class SigningKey:
     """Ed25519 private key at ``path``, public key beside it at ``path`` with suffix ``.pub``."""
 
@@ -46,24 +68,7 @@ class SigningKey:
 
     @classmethod
     def load_or_create(cls, path: str | Path) -> SigningKey:
-        path = Path(path)
-        if not path.exists():
-            private = Ed25519PrivateKey.generate()
-            pem = private.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            _write_private(path, pem)
-            public_pem = private.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            path.with_suffix(".pub").write_bytes(public_pem)
-        try:
-            private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (OSError, ValueError) as e:
-            raise KeyFileError(f"{path}: not a readable PEM private key ({e})") from None
-        if not isinstance(private, Ed25519PrivateKey):
-            raise KeyFileError(f"{path}: expected an Ed25519 private key")
-        return cls(private)
+        return cls(load_or_create_ed25519(path))
 
     def sign(self, message: bytes) -> str:
         return base64.b64encode(self._private.sign(message)).decode()

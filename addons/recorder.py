@@ -10,6 +10,7 @@ as they pass. Secrets are redacted before anything is queued.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 import time
@@ -218,8 +219,9 @@ class Recorder:
             headers=redact_headers(req.headers.fields), body=body, body_size=size, body_truncated=truncated,
         )
         if m.identity is not None:
-            detail["identity"] = {"sub": m.identity.sub, "email": m.identity.email, "groups": m.identity.groups,
-                                  "token_id": m.identity.token_id, "method": m.identity.method}
+            detail["identity"] = dataclasses.asdict(m.identity)
+        elif m.claimed_sub is not None:
+            detail["claimed_sub"] = m.claimed_sub  # unverified: the token was refused
         if m.original_request_body is not None and m.original_request_body != req.raw_content:
             detail["original"] = self._keep_original(event, m.original_request_body, flow.id)
         event.detail = detail or None

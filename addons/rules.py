@@ -78,6 +78,27 @@ class Rule(_Model):
         return v
 
 
+class IdentityConfig(_Model):
+    """Who may use the gateway: the OIDC issuer whose tokens are accepted."""
+
+    issuer: str = Field("embedded", description="'embedded' (the gateway's own dev issuer) or the issuer URL")
+    audience: str = Field("warden", min_length=1, description="the 'aud' tokens must carry")
+    groups_claim: str = Field("groups", pattern=r"^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$",
+                              description="claim with the caller's groups; a dotted path for nested ones (realm_access.roles)")
+    algorithms: list[Literal["RS256", "ES256", "EdDSA", "PS256", "ES384", "RS384", "RS512"]] = Field(
+        default_factory=lambda: ["RS256", "ES256", "EdDSA"], min_length=1, description="accepted signature algorithms"
+    )
+    leeway: int = Field(30, ge=0, le=300, description="seconds of clock skew tolerated for exp and nbf")
+    jwks_min_refresh: float = Field(30, ge=1, description="seconds between JWKS refetches for unknown key ids")
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        if v != "embedded" and not v.startswith(("https://", "http://")):
+            raise ValueError("must be 'embedded' or an http(s) URL of an OIDC issuer")
+        return v
+
+
 class Masking(_Model):
     """What the recorder keeps of a body that masking changed."""
 
@@ -85,6 +106,7 @@ class Masking(_Model):
 
 
 class RulesFile(_Model):
+    identity: IdentityConfig = IdentityConfig()
     upstreams: list[Upstream] = Field(min_length=1)
     masking: Masking = Masking()
     rules: list[Rule] = Field(default_factory=lambda: [Rule(name="default", action="allow")])
@@ -108,6 +130,10 @@ class Rules:
         self.missing = missing
         self._by_endpoint = {(u.host, u.port): u for u in model.upstreams}
         self.filters = {r.name: flowfilter.parse(r.filter) if r.filter else None for r in model.rules}
+
+    @property
+    def identity(self) -> IdentityConfig:
+        return self.model.identity
 
     @property
     def upstreams(self) -> list[Upstream]:

@@ -24,6 +24,7 @@ import httpx
 import pytest
 import trustme
 
+from addons.issuer import EmbeddedIssuer
 from scripts.demo_upstream import DemoUpstream
 from scripts.setup_certs import main as setup_certs
 
@@ -107,7 +108,16 @@ class Gateway:
 
     @property
     def proxy_url(self) -> str:
+        """The proxy without credentials (the gateway answers 407 to it)."""
         return f"http://127.0.0.1:{self.proxy_port}"
+
+    def token(self, sub: str = "alice", **kwargs) -> str:
+        """A token from this gateway's embedded issuer (what ``warden token`` prints)."""
+        return EmbeddedIssuer.load_or_create(self.workdir / "warden-issuer.key").mint(sub, **kwargs)
+
+    def proxy_url_for(self, token: str | None = None, user: str = "alice") -> str:
+        """The proxy URL a user puts in HTTPS_PROXY: the token as the password."""
+        return f"http://{user}:{token or self.token(user)}@127.0.0.1:{self.proxy_port}"
 
     @property
     def admin_url(self) -> str:
@@ -128,10 +138,10 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def client(self, **kwargs) -> httpx.Client:
-        """An httpx client that goes through the gateway in forward mode and trusts its CA."""
-        return httpx.Client(proxy=self.proxy_url, verify=ssl.create_default_context(cafile=str(self.ca_cert)),
-                            trust_env=False, **kwargs)
+    def client(self, token: str | None = None, user: str = "alice", **kwargs) -> httpx.Client:
+        """An httpx client that goes through the gateway in forward mode with a token, trusting its CA."""
+        return httpx.Client(proxy=self.proxy_url_for(token, user),
+                            verify=ssl.create_default_context(cafile=str(self.ca_cert)), trust_env=False, **kwargs)
 
     def warden(self, *args: str, check: bool = True, db_only: bool = False) -> subprocess.CompletedProcess:
         """Run the real ``warden`` console script against this gateway's store."""
@@ -178,6 +188,7 @@ def start_gateway(
         "ssl_verify_upstream_trusted_ca": upstream_trust or confdir / "test-upstream-ca.pem",
         "warden_rules": rules, "warden_db": db, "warden_admin": f"127.0.0.1:{admin_port}",
         "warden_signing_key": workdir / "warden-signing.key", "warden_originals_key": workdir / "warden-originals.key",
+        "warden_issuer_key": workdir / "warden-issuer.key",
     }
     overridden = {extra_args[i + 1].split("=", 1)[0] for i, a in enumerate(extra_args) if a == "--set"}
     args = [
@@ -240,7 +251,7 @@ def proxy_env(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> Gateway:
     """HTTPS_PROXY and SSL_CERT_FILE set as a user would, for SDKs that read the environment."""
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", gateway.proxy_url)
+    monkeypatch.setenv("HTTPS_PROXY", gateway.proxy_url_for())
     monkeypatch.setenv("SSL_CERT_FILE", str(gateway.ca_cert))
     return gateway
 

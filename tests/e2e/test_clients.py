@@ -41,7 +41,7 @@ def test_curl_forward_mode(proxy_env: Gateway, upstream) -> None:
     gw = proxy_env
     body = json.dumps({"model": "demo", "messages": [{"role": "user", "content": "hello from curl"}]})
     result = subprocess.run(
-        ["curl", "-sS", "--fail-with-body", "--proxy", gw.proxy_url, "--cacert", str(gw.ca_cert),
+        ["curl", "-sS", "--fail-with-body", "--proxy", gw.proxy_url_for(), "--cacert", str(gw.ca_cert),
          "-H", f"Authorization: Bearer {CALLER_KEY}", "-H", "content-type: application/json", "-d", body,
          f"https://localhost:{upstream.port}/v1/chat/completions"],
         capture_output=True, text=True, timeout=30,
@@ -99,8 +99,9 @@ def test_anthropic_sdk_forward_mode(proxy_env: Gateway, upstream) -> None:
 
 
 def test_openai_sdk_reverse_mode(gateway: Gateway, upstream) -> None:
+    # Reverse mode: the caller's "API key" is its Warden token; the gateway swaps it for the provider key.
     client = openai.OpenAI(
-        base_url=f"http://127.0.0.1:{gateway.reverse_port}/v1", api_key=CALLER_KEY, max_retries=0,
+        base_url=f"http://127.0.0.1:{gateway.reverse_port}/v1", api_key=gateway.token("alice"), max_retries=0,
         http_client=httpx.Client(trust_env=False),
     )
     reply = client.chat.completions.create(model="gpt-demo", messages=[{"role": "user", "content": "reverse"}])
@@ -108,6 +109,7 @@ def test_openai_sdk_reverse_mode(gateway: Gateway, upstream) -> None:
     assert_gateway_credential(last_received(upstream, "/v1/chat/completions"))
     [flow] = [f for f in gateway.flows() if f["path"] == "/v1/chat/completions"]
     assert flow["mode"] == "reverse" and flow["fate"] == "completed" and flow["upstream"] == "demo"
+    assert flow["user"] == "alice"
 
 
 def test_one_tunnel_many_requests(gateway: Gateway, upstream) -> None:

@@ -29,7 +29,7 @@ def mixed_traffic(gw: Gateway, upstream_port: int) -> Counter:
         expected["blocked_by_policy"] += 1
         assert client.get(f"https://localhost:{gw.down_port}/anything").status_code == 502
         expected["upstream_error"] += 1
-    with httpx.Client(proxy=gw.proxy_url, trust_env=False) as plain:
+    with httpx.Client(proxy=gw.proxy_url_for(), trust_env=False) as plain:
         r = plain.get("http://example.invalid/")
         assert r.status_code == 403 and r.json()["error"]["type"] == "host_not_allowed"
         expected["host_not_allowed"] += 1

@@ -1,0 +1,164 @@
+"""Identity: no request passes without a verified OIDC identity, first in the chain.
+
+Forward mode reads ``Proxy-Authorization`` (``Bearer TOKEN``, or ``Basic`` with the token as the
+password, which ``HTTPS_PROXY=http://alice:TOKEN@host:port`` makes clients send) on the CONNECT
+and binds the identity to the client connection for every request in the tunnel; a plain-HTTP
+proxy request carries it itself. Reverse mode reads ``Authorization: Bearer TOKEN``. Missing or
+invalid: 407 (forward) or 401 (reverse) with a JSON reason, recorded. The token never travels on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+
+from mitmproxy import connection, ctx, exceptions, http
+
+from addons.errors import IdentityUnavailable, NotConfigured, Unauthenticated
+from addons.flowmeta import Identity, fail_closed, meta, refuse
+from addons.issuer import EMBEDDED_ISSUER, EmbeddedIssuer
+from addons.keys import KeyFileError
+from addons.rules import IdentityConfig, RulesError, load_rules
+from addons.tokens import IssuerUnavailable, JwksKeys, StaticKeys, TokenError, TokenValidator
+
+log = logging.getLogger("warden.identity")
+HOW_TO = "send Proxy-Authorization: Bearer TOKEN, or set HTTPS_PROXY=http://USER:TOKEN@HOST:PORT"
+
+
+def token_from_proxy_authorization(value: str | None) -> tuple[str | None, str | None]:
+    """(token, method) from a Proxy-Authorization value: Bearer, or Basic with the token as password."""
+    if not value:
+        return None, None
+    scheme, _, credentials = value.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip() or None, "proxy-bearer"
+    if scheme.lower() == "basic":
+        try:
+            _, _, password = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return "", "proxy-basic"
+        return password or None, "proxy-basic"
+    return "", None
+
+
+def token_from_authorization(value: str | None) -> str | None:
+    scheme, _, credentials = (value or "").strip().partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+def claim_at(claims: dict, path: str) -> object:
+    """A claim by dotted path, e.g. ``realm_access.roles``."""
+    value: object = claims
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def identity_from_claims(claims: dict, config: IdentityConfig, method: str | None) -> Identity:
+    groups = claim_at(claims, config.groups_claim)
+    if isinstance(groups, str):
+        groups = [groups]
+    client_id = claims.get("client_id") or claims.get("azp")
+    return Identity(
+        sub=claims["sub"], email=claims.get("email") or claims.get("preferred_username"),
+        groups=[g for g in groups if isinstance(g, str)] if isinstance(groups, list) else [],
+        client_id=client_id if isinstance(client_id, str) else None, token_id=claims.get("jti"),
+        expires=claims.get("exp"), method=method,
+    )
+
+
+class IdentityGate:
+    def __init__(self) -> None:
+        self.config: IdentityConfig | None = None
+        self.validator: TokenValidator | None = None
+        self.tunnels: dict[str, Identity] = {}  # client connection id -> identity proven on its CONNECT
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "warden_issuer_key", str, "certs/warden-issuer.key",
+            "Ed25519 key of the embedded development issuer (identity.issuer: embedded); created if missing.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & {"warden_rules", "warden_issuer_key"}:
+            return
+        try:
+            config = load_rules(ctx.options.warden_rules).identity
+        except RulesError as e:
+            raise exceptions.OptionsError(f"warden_rules: {e}") from None
+        if config.issuer == "embedded":
+            try:
+                issuer = EmbeddedIssuer.load_or_create(ctx.options.warden_issuer_key)
+            except KeyFileError as e:
+                raise exceptions.OptionsError(f"warden_issuer_key: {e}") from None
+            source, name = StaticKeys(issuer.public_keys()), EMBEDDED_ISSUER
+        else:
+            source, name = JwksKeys(config.issuer, config.jwks_min_refresh), config.issuer
+        self.config = config
+        self.validator = TokenValidator(name, config.audience, source, tuple(config.algorithms), config.leeway)
+
+    async def running(self) -> None:
+        if self.validator is not None and isinstance(self.validator.source, JwksKeys):
+            try:
+                await self.validator.source.keys(None)
+            except IssuerUnavailable as e:
+                log.error("warden: %s; requests are refused (503) until it answers", e)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.tunnels.pop(client.id, None)
+
+    @fail_closed
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error:
+            return
+        token, method = token_from_proxy_authorization(flow.request.headers.pop("proxy-authorization", None))
+        identity = await self._check(flow, token, method, proxy=True)
+        if identity is not None:
+            self.tunnels[flow.client_conn.id] = identity
+
+    @fail_closed
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        proxy_auth = flow.request.headers.pop("proxy-authorization", None)
+        bound = self.tunnels.get(flow.client_conn.id)
+        if bound is not None:
+            meta(flow).identity = bound
+            if bound.expires is not None and bound.expires + (self.config.leeway if self.config else 0) < time.time():
+                refuse(flow, Unauthenticated("expired", "the tunnel's token has expired; reconnect with a new one",
+                                             proxy=True))
+            return
+        mode = getattr(flow.client_conn, "proxy_mode", None)
+        if mode is not None and mode.type_name == "reverse":
+            await self._check(flow, token_from_authorization(flow.request.headers.get("authorization")), "bearer",
+                              proxy=False)
+        else:
+            token, method = token_from_proxy_authorization(proxy_auth)
+            await self._check(flow, token, method, proxy=True)
+
+    async def _check(self, flow: http.HTTPFlow, token: str | None, method: str | None, proxy: bool) -> Identity | None:
+        if self.validator is None or self.config is None:
+            refuse(flow, NotConfigured("identity is not configured; see the operator log"))
+            return None
+        if token is None:
+            refuse(flow, Unauthenticated("missing", f"no identity token; {HOW_TO}" if proxy else
+                                         "no identity token; send Authorization: Bearer TOKEN", proxy=proxy))
+            return None
+        if token == "":
+            refuse(flow, Unauthenticated("malformed", "the credentials are neither Bearer TOKEN nor Basic with "
+                                         "the token as password", proxy=proxy))
+            return None
+        try:
+            claims = await self.validator.validate(token)
+        except TokenError as e:
+            meta(flow).claimed_sub = e.claimed_sub
+            refuse(flow, Unauthenticated(e.reason, e.message, proxy=proxy))
+            return None
+        except IssuerUnavailable as e:
+            refuse(flow, IdentityUnavailable(f"{e}; try again when it is back"))
+            return None
+        identity = identity_from_claims(claims, self.config, method)
+        meta(flow).identity = identity
+        return identity
