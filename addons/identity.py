@@ -104,7 +104,9 @@ class IdentityGate:
             try:
                 await self.validator.source.keys(None)
             except IssuerUnavailable as e:
-                log.error("warden: %s; requests are refused (503) until it answers", e)
+                # A warning, not an error: mitmdump exits on start-up errors, and the gateway must
+                # keep running (refusing with 503) so it recovers when the issuer is back.
+                log.warning("warden: %s; requests are refused (503) until it answers", e)
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.tunnels.pop(client.id, None)

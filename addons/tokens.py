@@ -68,20 +68,24 @@ class JwksKeys:
     min_refresh: float = 30.0
     timeout: float = 5.0
     key_set: KeySet | None = None
-    fetched_at: float = 0.0
+    fetched_at: float = float("-inf")
     fetches: int = 0
+    last_error: str | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def keys(self, kid: str | None) -> KeySet:
-        known = self.key_set is not None and (kid is None or _has_kid(self.key_set, kid))
-        if known:
+        if self.key_set is not None and (kid is None or _has_kid(self.key_set, kid)):
             return self.key_set
         async with self._lock:
             if self.key_set is not None and (kid is None or _has_kid(self.key_set, kid)):
                 return self.key_set
-            if self.key_set is not None and time.monotonic() - self.fetched_at < self.min_refresh:
-                return self.key_set  # unknown kid, but we asked the issuer moments ago: no flood
+            if time.monotonic() - self.fetched_at < self.min_refresh:
+                # We asked the issuer moments ago: answer from what we have, never flood it.
+                if self.key_set is None:
+                    raise IssuerUnavailable(f"the identity issuer {self.issuer} cannot be reached: {self.last_error}")
+                return self.key_set
             await self._fetch()
+        assert self.key_set is not None
         return self.key_set
 
     async def _fetch(self) -> None:
@@ -96,10 +100,12 @@ class JwksKeys:
                     raise ValueError(f"discovery names issuer {discovery.get('issuer')!r}")
                 self.key_set = KeySet.import_key_set((await client.get(jwks_uri)).raise_for_status().json())
         except (httpx.HTTPError, ValueError, KeyError, TypeError, errors.JoseError) as e:
+            self.last_error = f"{type(e).__name__}: {e}"
             if self.key_set is None:
                 raise IssuerUnavailable(f"the identity issuer {self.issuer} cannot be reached: {e}") from None
             log.warning("warden: refreshing the keys of %s failed (%s); keeping the ones we have", self.issuer, e)
         else:
+            self.last_error = None
             log.info("warden: fetched %d keys from %s", len(self.key_set.keys), jwks_uri)
 
 

@@ -1,6 +1,7 @@
 """``make bench``: throughput and added latency of the Warden chain against bare mitmdump and a direct call.
 
-One run starts the demo upstream (TLS), a bare ``mitmdump`` and a Warden gateway, then drives
+One run starts the demo upstream (TLS), a bare ``mitmdump``, a Warden gateway, and the same chain
+without its identity addon (to price identity), then drives
 small JSON chat requests at each, in that order, from a separate load process:
 
 * sequential requests (concurrency 1) give p50/p99 latency; added latency is the difference to direct;
@@ -31,9 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
+from addons.issuer import EMBEDDED_ISSUER, EmbeddedIssuer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -128,6 +132,51 @@ def run_load(url: str, proxy: str | None, cafile: Path, args: argparse.Namespace
     return json.loads(out.stdout)
 
 
+# The chain minus identity, for measuring what identity costs; never a way to run the gateway.
+NO_IDENTITY_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+from addons.admin import Admin
+from addons.credentials import Credentials
+from addons.intake import Intake
+from addons.policy import Policy
+from addons.recorder import Recorder
+addons = [Intake(), Policy(), Credentials(), Recorder(), Admin()]
+"""
+
+
+def warden_settings(work: Path, name: str, rules: Path, admin_port: int) -> list[str]:
+    settings = {"warden_rules": rules, "warden_db": work / f"{name}.duckdb", "warden_admin": f"127.0.0.1:{admin_port}",
+                "warden_signing_key": work / f"{name}-sign.key", "warden_originals_key": work / f"{name}-orig.key",
+                "warden_issuer_key": work / f"{name}-issuer.key"}
+    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+
+
+def validation_cost() -> dict[str, float]:
+    """Microseconds per token validation: a fresh token (signature and claims), and a repeated one (cache)."""
+    import asyncio
+
+    from addons.tokens import StaticKeys, TokenValidator
+
+    issuer = EmbeddedIssuer(Ed25519PrivateKey.generate())
+    validator = TokenValidator(EMBEDDED_ISSUER, "warden", StaticKeys(issuer.public_keys()))
+    tokens = [issuer.mint(f"user{i}") for i in range(500)]
+
+    async def run() -> dict[str, float]:
+        start = time.perf_counter()
+        for t in tokens:
+            await validator.validate(t)
+        fresh = (time.perf_counter() - start) / len(tokens) * 1e6
+        start = time.perf_counter()
+        for _ in range(4):
+            for t in tokens:
+                await validator.validate(t)
+        cached = (time.perf_counter() - start) / (4 * len(tokens)) * 1e6
+        return {"fresh_us": fresh, "cached_us": cached}
+
+    return asyncio.run(run())
+
+
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
@@ -146,10 +195,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="warden-bench-"))
     certs = ROOT / "certs"
     up_port, bare_port, warden_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    anon_port, anon_admin = free_port(), free_port()
     rules = work / "rules.yaml"
     rules.write_text(f"upstreams:\n  - name: demo\n    host: localhost\n    port: {up_port}\n"
                      "    credential: {header: Authorization, value: 'Bearer bench-key'}\n"
                      "rules:\n  - name: default\n    action: allow\n")
+    no_identity = work / "gateway_without_identity.py"
+    no_identity.write_text(NO_IDENTITY_SCRIPT.format(root=str(ROOT)))
     common = ["--listen-host", "127.0.0.1", "--set", f"confdir={certs}", "--set", "flow_detail=0",
               "--set", f"ssl_verify_upstream_trusted_ca={certs / 'upstream-trust.pem'}"]
     procs = [
@@ -158,19 +210,20 @@ def main() -> None:
               work / "upstream.log"),
         start([str(BIN / "mitmdump"), "--mode", f"regular@{bare_port}", *common], work / "bare.log"),
         start([str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "gateway.py"), "--mode", f"regular@{warden_port}",
-               *common, "--set", f"warden_rules={rules}", "--set", f"warden_db={work / 'bench.duckdb'}",
-               "--set", f"warden_admin=127.0.0.1:{admin_port}",
-               "--set", f"warden_signing_key={work / 'sign.key'}", "--set", f"warden_originals_key={work / 'orig.key'}"],
-              work / "warden.log"),
+               *common, *warden_settings(work, "chain", rules, admin_port)], work / "warden.log"),
+        start([str(BIN / "mitmdump"), "-s", str(no_identity), "--mode", f"regular@{anon_port}",
+               *common, *warden_settings(work, "anon", rules, anon_admin)], work / "anon.log"),
     ]
     try:
-        for port, proc in zip((up_port, bare_port, warden_port, admin_port), (*procs, procs[2])):
+        for port, proc in zip((up_port, bare_port, warden_port, admin_port, anon_port), (*procs[:3], procs[2], procs[3])):
             wait_port(port, proc)
+        token = EmbeddedIssuer.load_or_create(work / "chain-issuer.key").mint("bench", ttl=3600)
         url = f"https://localhost:{up_port}/v1/chat/completions"
         setups = {
             "direct": (None, certs / "demo-upstream-ca.pem"),
             "bare mitmdump": (f"http://127.0.0.1:{bare_port}", certs / "mitmproxy-ca-cert.pem"),
-            "warden chain": (f"http://127.0.0.1:{warden_port}", certs / "mitmproxy-ca-cert.pem"),
+            "warden chain": (f"http://bench:{token}@127.0.0.1:{warden_port}", certs / "mitmproxy-ca-cert.pem"),
+            "warden without identity": (f"http://127.0.0.1:{anon_port}", certs / "mitmproxy-ca-cert.pem"),
         }
         runs: dict[str, list[dict]] = {name: [] for name in setups}
         with Progress(console=console, transient=True) as progress:
@@ -201,6 +254,8 @@ def main() -> None:
 
 def report(results: dict[str, dict], args: argparse.Namespace) -> None:
     direct, bare, warden = results["direct"], results["bare mitmdump"], results["warden chain"]
+    anon = results["warden without identity"]
+    tokens = validation_cost()
     table = Table(title="small JSON chat requests through TLS")
     for col in ("setup", "req/s (median)", "per round", "p50 ms", "p99 ms", "added p50 ms", "errors"):
         table.add_column(col, justify="right")
@@ -219,6 +274,9 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
         f"warden / direct throughput: {warden['rps'] / direct['rps']:.0%}",
         f"bare mitmdump / direct throughput: {bare['rps'] / direct['rps']:.0%}",
         f"warden added p50 over bare mitmdump: {warden['p50'] - bare['p50']:.2f} ms",
+        f"identity on / off throughput: {warden['rps'] / anon['rps']:.0%}; "
+        f"p50 {warden['p50']:.2f} vs {anon['p50']:.2f} ms",
+        f"token validation: {tokens['fresh_us']:.0f} us fresh (signature + claims), {tokens['cached_us']:.1f} us cached",
     ]
     for line in ratios:
         console.print(line)

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 from mitmproxy import io
 
@@ -34,7 +35,8 @@ def all_cells(db: Path) -> str:
 
 
 def test_planted_secrets_are_nowhere(gateway: Gateway, upstream, tmp_path: Path) -> None:
-    with gateway.client() as client:
+    token = gateway.token("alice")  # the caller's Warden token travels in Proxy-Authorization
+    with gateway.client(token=token) as client:
         r = client.post(
             f"https://localhost:{upstream.port}/v1/chat/completions?api_key={QUERY_KEY}&q=1",
             headers={"Authorization": f"Bearer {CALLER_BEARER}", "x-api-key": CALLER_API_KEY, "Cookie": COOKIE},
@@ -54,7 +56,7 @@ def test_planted_secrets_are_nowhere(gateway: Gateway, upstream, tmp_path: Path)
     cells = all_cells(gateway.db)
     assert VISIBLE_MARKER in cells and VISIBLE_MARKER in export.read_bytes().decode("latin-1")
     files = [p for p in gateway.db.parent.iterdir() if p.name.startswith(gateway.db.name)]
-    for secret in SECRETS:
+    for secret in (*SECRETS, token):
         assert secret not in cells, f"{secret} is in the store"
         for path in [*files, export]:
             assert secret.encode() not in path.read_bytes(), f"{secret} is in {path.name}"
@@ -64,6 +66,11 @@ def test_planted_secrets_are_nowhere(gateway: Gateway, upstream, tmp_path: Path)
 
 
 def test_upstream_key_never_stored_for_normal_traffic(gateway: Gateway, upstream) -> None:
+    reverse_token = gateway.token("bob")
+    r = httpx.post(f"http://127.0.0.1:{gateway.reverse_port}/v1/chat/completions", trust_env=False,
+                   headers={"Authorization": f"Bearer {reverse_token}"},
+                   json={"model": "m", "messages": [{"role": "user", "content": "reverse"}]})
+    assert r.status_code == 200
     with gateway.client() as client:
         r = client.post(f"https://localhost:{upstream.port}/v1/chat/completions",
                         json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
@@ -71,7 +78,7 @@ def test_upstream_key_never_stored_for_normal_traffic(gateway: Gateway, upstream
         assert r.status_code == 200
     gateway.stop()
     cells = all_cells(gateway.db)
-    for secret in (UPSTREAM_KEY, CALLER_BEARER):
+    for secret in (UPSTREAM_KEY, CALLER_BEARER, reverse_token):
         assert secret not in cells
         assert secret.encode() not in gateway.db.read_bytes()
     assert subprocess.run(["grep", "-r", "-l", UPSTREAM_KEY, str(gateway.workdir)], capture_output=True).returncode == 1
