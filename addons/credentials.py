@@ -6,11 +6,11 @@ Proxy-Authorization, API-key headers) and injects the upstream's own from the ru
 
 from __future__ import annotations
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, http
 
 from addons.errors import CredentialMissing, InternalError
 from addons.flowmeta import fail_closed, meta, refuse
-from addons.rules import CALLER_CREDENTIAL_HEADERS, Rules, RulesError, load_rules
+from addons.rules import CALLER_CREDENTIAL_HEADERS, Rules, rules_from_option
 
 
 class Credentials:
@@ -19,10 +19,7 @@ class Credentials:
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
-            try:
-                self.rules = load_rules(ctx.options.warden_rules)
-            except RulesError as e:
-                raise exceptions.OptionsError(f"warden_rules: {e}") from None
+            self.rules = rules_from_option(ctx.options.warden_rules)
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:

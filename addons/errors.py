@@ -39,7 +39,7 @@ class Unauthenticated(WardenError):
     def __init__(self, reason: str, message: str, *, proxy: bool) -> None:
         self.status = 407 if proxy else 401
         self.reason = reason
-        challenge = 'Bearer realm="warden", Basic realm="warden"' if proxy else f'Bearer realm="warden", error="invalid_token"'
+        challenge = 'Bearer realm="warden", Basic realm="warden"' if proxy else 'Bearer realm="warden", error="invalid_token"'
         header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         super().__init__(f"{reason}: {message}", headers={header: challenge})
 

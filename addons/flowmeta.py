@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from mitmproxy import http
 
@@ -104,7 +105,7 @@ def fail_closed(hook: Callable) -> Callable:
         async def async_wrapper(self: Any, flow: http.HTTPFlow) -> None:
             try:
                 await hook(self, flow)
-            except Exception as exc:  # noqa: BLE001 - failing closed is the point
+            except Exception as exc:
                 handle(self, flow, exc)
 
         return async_wrapper
@@ -113,7 +114,7 @@ def fail_closed(hook: Callable) -> Callable:
     def wrapper(self: Any, flow: http.HTTPFlow) -> None:
         try:
             hook(self, flow)
-        except Exception as exc:  # noqa: BLE001 - failing closed is the point
+        except Exception as exc:
             handle(self, flow, exc)
 
     return wrapper

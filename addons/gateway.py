@@ -16,11 +16,11 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from addons.admin import Admin  # noqa: E402
-from addons.credentials import Credentials  # noqa: E402
-from addons.identity import IdentityGate  # noqa: E402
-from addons.intake import Intake  # noqa: E402
-from addons.policy import Policy  # noqa: E402
-from addons.recorder import Recorder  # noqa: E402
+from addons.admin import Admin
+from addons.credentials import Credentials
+from addons.identity import IdentityGate
+from addons.intake import Intake
+from addons.policy import Policy
+from addons.recorder import Recorder
 
 addons = [IdentityGate(), Intake(), Policy(), Credentials(), Recorder(), Admin()]

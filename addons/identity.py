@@ -20,7 +20,7 @@ from addons.errors import IdentityUnavailable, NotConfigured, Unauthenticated
 from addons.flowmeta import Identity, fail_closed, meta, refuse
 from addons.issuer import EMBEDDED_ISSUER, EmbeddedIssuer
 from addons.keys import KeyFileError
-from addons.rules import IdentityConfig, RulesError, load_rules
+from addons.rules import IdentityConfig, rules_from_option
 from addons.tokens import IssuerUnavailable, JwksKeys, StaticKeys, TokenError, TokenValidator
 
 log = logging.getLogger("warden.identity")
@@ -84,10 +84,7 @@ class IdentityGate:
     def configure(self, updated: set[str]) -> None:
         if not updated & {"warden_rules", "warden_issuer_key"}:
             return
-        try:
-            config = load_rules(ctx.options.warden_rules).identity
-        except RulesError as e:
-            raise exceptions.OptionsError(f"warden_rules: {e}") from None
+        config = rules_from_option(ctx.options.warden_rules).identity
         if config.issuer == "embedded":
             try:
                 issuer = EmbeddedIssuer.load_or_create(ctx.options.warden_issuer_key)

@@ -7,11 +7,11 @@ or ``block``. No matching rule means block: nothing passes by accident.
 
 from __future__ import annotations
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, http
 
 from addons.errors import HostNotAllowed, NotConfigured, PolicyBlocked
 from addons.flowmeta import Decision, fail_closed, meta, refuse
-from addons.rules import Rules, RulesError, load_rules
+from addons.rules import Rules, rules_from_option
 
 NO_MATCH = "(no rule matched)"
 
@@ -28,10 +28,7 @@ class Policy:
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
-            try:
-                self.rules = load_rules(ctx.options.warden_rules)
-            except RulesError as e:
-                raise exceptions.OptionsError(f"warden_rules: {e}") from None
+            self.rules = rules_from_option(ctx.options.warden_rules)
 
     @fail_closed
     def http_connect(self, flow: http.HTTPFlow) -> None:

@@ -6,14 +6,15 @@ answer alike.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from addons.events import COLUMN_NAMES, GENESIS, Event, chain_hash, checkpoint_message, event_from_json, event_to_json  # noqa: F401 - re-exported
+from addons.events import COLUMN_NAMES, GENESIS, Event, chain_hash, checkpoint_message, event_from_json, event_to_json
 from addons.keys import key_id, verify_signature
 
 FLOW_COLUMNS = (

@@ -25,7 +25,7 @@ from addons.events import Event
 from addons.flowmeta import WardenMeta, fail_closed, meta
 from addons.keys import KeyFileError, OriginalsKey, SigningKey
 from addons.redaction import redact_headers, redact_path
-from addons.rules import RulesError, load_rules
+from addons.rules import rules_from_option
 from addons.store import OPEN_STORES, Store, StoreError
 from addons.usage import request_model, response_usage
 
@@ -111,10 +111,7 @@ class Recorder:
         if "warden_record_max_body" in updated and ctx.options.warden_record_max_body < 0:
             raise exceptions.OptionsError("warden_record_max_body: must not be negative")
         if "warden_rules" in updated and hasattr(ctx.options, "warden_rules"):
-            try:
-                self.keep_originals = load_rules(ctx.options.warden_rules).model.masking.originals
-            except RulesError as e:
-                raise exceptions.OptionsError(f"warden_rules: {e}") from None
+            self.keep_originals = rules_from_option(ctx.options.warden_rules).model.masking.originals
         if updated & {"warden_db", "warden_signing_key", "warden_checkpoint_every"}:
             self._open_store()
 

@@ -17,7 +17,7 @@ SECRET_HEADERS = frozenset(
     }
 )
 # Any header or query parameter whose name suggests a secret is redacted too.
-_SECRET_NAME = re.compile(r"(auth|token|secret|passw|api[-_]?key|session|cookie|signature|credential)", re.I)
+_SECRET_NAME = re.compile(r"(auth|token|secret|passw|api[-_]?key|session|cookie|signature|credential)", re.IGNORECASE)
 
 
 SECRET_PARAMS = frozenset({"key", "apikey", "sig", "code", "password", "pwd"})

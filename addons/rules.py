@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from mitmproxy import flowfilter
+from mitmproxy import exceptions, flowfilter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -171,6 +171,14 @@ def _resolve(cred: Credential, base: Path) -> tuple[str | None, str | None]:
     if unset:
         return None, f"environment variable {', '.join(unset)} is not set"
     return _ENV_REF.sub(lambda m: os.environ[m.group(1)], cred.value), None
+
+
+def rules_from_option(path: str | Path) -> Rules:
+    """``load_rules`` for an addon's ``configure``: errors become the OptionsError mitmproxy reports."""
+    try:
+        return load_rules(path)
+    except RulesError as e:
+        raise exceptions.OptionsError(f"warden_rules: {e}") from None
 
 
 def load_rules(path: str | Path) -> Rules:

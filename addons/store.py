@@ -34,7 +34,7 @@ LOAD_INTERVAL = 0.25  # seconds: ...and at most this long after a commit
 _STOP = object()
 
 # The open stores of this process, by path: the admin API reads through them.
-OPEN_STORES: dict[str, "Store"] = {}
+OPEN_STORES: dict[str, Store] = {}
 
 
 class StoreError(RuntimeError):
@@ -235,7 +235,7 @@ class Store:
         new_head, lines = self._chain(events)
         try:
             self._journal.append(lines)
-        except Exception as e:  # noqa: BLE001 - every waiter must hear about it
+        except Exception as e:
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"
             log.error("warden: store commit of %d events failed: %s", len(events), self.last_error)
@@ -260,7 +260,7 @@ class Store:
         try:
             self._appender.append_rows([e.row() for e in self._pending])
             self._appender.flush()
-        except Exception as e:  # noqa: BLE001 - the journal still holds them; retried on the next load
+        except Exception as e:
             self._appender.clear()
             self.last_error = f"loading into DuckDB failed: {type(e).__name__}: {e}"
             log.error("warden: %s (the events stay in the journal)", self.last_error)

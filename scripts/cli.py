@@ -50,7 +50,7 @@ def _backend() -> Backend:
         raise _fail(str(e)) from None
 
 
-def _originals_key(path: Optional[Path]) -> OriginalsKey:
+def _originals_key(path: Path | None) -> OriginalsKey:
     """--key, else $WARDEN_ORIGINALS_KEY, else certs/warden-originals.key; never creates one."""
     try:
         if path is not None:
@@ -68,7 +68,7 @@ def main_options(
     State.db, State.admin = db, admin
 
 
-def _when(value: Optional[str], name: str):
+def _when(value: str | None, name: str):
     if value is None:
         return None
     try:
@@ -79,12 +79,12 @@ def _when(value: Optional[str], name: str):
 
 @app.command()
 def flows(
-    user: Annotated[Optional[str], typer.Option(help="Only this identity (sub).")] = None,
-    host: Annotated[Optional[str], typer.Option(help="Only this upstream host.")] = None,
-    since: Annotated[Optional[str], typer.Option(help="From this time (ISO 8601, UTC) or duration ago (15m, 2h, 7d).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Before this time or duration ago.")] = None,
-    decision: Annotated[Optional[str], typer.Option(help="Only this policy decision (allow, block).")] = None,
-    fate: Annotated[Optional[str], typer.Option(help="Only this fate (completed, host_not_allowed, upstream_error, client_gone, ...).")] = None,
+    user: Annotated[str | None, typer.Option(help="Only this identity (sub).")] = None,
+    host: Annotated[str | None, typer.Option(help="Only this upstream host.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this time (ISO 8601, UTC) or duration ago (15m, 2h, 7d).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this time or duration ago.")] = None,
+    decision: Annotated[str | None, typer.Option(help="Only this policy decision (allow, block).")] = None,
+    fate: Annotated[str | None, typer.Option(help="Only this fate (completed, host_not_allowed, upstream_error, client_gone, ...).")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many flows, newest first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
@@ -141,7 +141,7 @@ def _text(body: bytes | None) -> str:
 def show(
     flow_id: Annotated[str, typer.Argument(help="The flow's id (or a unique prefix of it).")],
     originals: Annotated[bool, typer.Option(help="Show original bodies where masking changed them (needs the key).")] = False,
-    key: Annotated[Optional[Path], typer.Option(help="The originals key file (default certs/warden-originals.key or $WARDEN_ORIGINALS_KEY).")] = None,
+    key: Annotated[Path | None, typer.Option(help="The originals key file (default certs/warden-originals.key or $WARDEN_ORIGINALS_KEY).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The flow's events as JSON.")] = False,
 ) -> None:
     """Show one whole flow: every event, headers redacted, bodies masked. Example: warden show 0f8c12ab"""
@@ -184,7 +184,7 @@ def show(
 def export_flows(
     output: Annotated[Path, typer.Option("-o", "--output", help="The mitmproxy flow file to write.")],
     originals: Annotated[bool, typer.Option(help="Put original bodies in place of masked ones (needs the key).")] = False,
-    key: Annotated[Optional[Path], typer.Option(help="The originals key file.")] = None,
+    key: Annotated[Path | None, typer.Option(help="The originals key file.")] = None,
 ) -> None:
     """Write every recorded flow to a mitmproxy flow file. Example: warden export-flows -o flows.mitm && mitmweb --rfile flows.mitm"""
     orig_key = _originals_key(key) if originals else None
@@ -264,7 +264,7 @@ def token(
     user: Annotated[str, typer.Argument(help="The subject (sub) the token names.")],
     groups: Annotated[str, typer.Option(help="Comma-separated groups, e.g. dev,security.")] = "",
     ttl: Annotated[str, typer.Option(help="Lifetime: seconds or 15m, 1h, 1d.")] = "1h",
-    email: Annotated[Optional[str], typer.Option(help="The email claim.")] = None,
+    email: Annotated[str | None, typer.Option(help="The email claim.")] = None,
     audience: Annotated[str, typer.Option(help="The aud claim (the rules file's identity.audience).")] = "warden",
     key: Annotated[Path, typer.Option(envvar="WARDEN_ISSUER_KEY", help="The embedded issuer's key.")] = Path(
         "certs/warden-issuer.key"

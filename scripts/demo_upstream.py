@@ -23,8 +23,9 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -92,7 +93,7 @@ def anthropic_events(req: dict, reply: str, size: int) -> Iterator[bytes]:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     # -- plumbing --------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from addons.keys import OriginalsKey
 from addons.queries import headers_of
 
 
-def group_by_flow(events: Iterable[Event]) -> "OrderedDict[str, list[Event]]":
+def group_by_flow(events: Iterable[Event]) -> OrderedDict[str, list[Event]]:
     """Events (in chain order) grouped per flow, flows in order of their first event; checkpoints dropped."""
     flows: OrderedDict[str, list[Event]] = OrderedDict()
     for event in events:

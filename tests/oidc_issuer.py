@@ -32,7 +32,7 @@ def new_key(alg: str, kid: str):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def _json(self, status: int, data: Any) -> None:
         body = json.dumps(data).encode()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from concurrent.futures import wait
 from pathlib import Path
@@ -12,9 +11,9 @@ import duckdb
 import pytest
 
 from addons.events import Event, chain_hash
+from addons.journal import journal_path, read_journal
 from addons.keys import SigningKey
 from addons.queries import iter_events, verify_chain, verify_events
-from addons.journal import journal_path, read_journal
 from addons.store import Store, StoreError, connect
 
 ROOT = Path(__file__).resolve().parents[2]

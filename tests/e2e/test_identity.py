@@ -225,3 +225,46 @@ def test_issuer_down_fails_closed_and_recovers(gateway_factory, upstream) -> Non
     finally:
         issuer.stop()
     assert {f["fate"] for f in gw.flows()} == {"identity_unavailable", "completed"}
+
+
+def test_misbehaving_issuer_at_refresh_keeps_known_keys(gw: Gateway, upstream, issuer) -> None:
+    with gw.client(token=issuer.token("frank")) as client:
+        assert client.get(f"https://localhost:{upstream.port}/echo/1").status_code == 200
+    issuer.healthy = False  # JWKS answers 503 from now on
+    issuer.rotate("ES256")
+    time.sleep(1.1)
+    status, _, body = raw_connect(gw, f"localhost:{upstream.port}", f"Bearer {issuer.token('frank', 'ES256')}")
+    assert status == 407 and body["error"]["reason"] == "unknown_key"  # refused, not crashed
+    with gw.client(token=issuer.token("frank", "RS256")) as client:  # known keys still work
+        assert client.get(f"https://localhost:{upstream.port}/echo/2").status_code == 200
+    issuer.healthy = True
+    time.sleep(1.1)
+    with gw.client(token=issuer.token("frank", "ES256")) as client:
+        assert client.get(f"https://localhost:{upstream.port}/echo/3").status_code == 200
+
+
+def test_embedded_issuer_token_cli_discovery_and_jwks(gateway: Gateway, upstream) -> None:
+    """The default setup: `warden token` signs, the admin API publishes the keys, the gateway accepts."""
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    result = subprocess.run(
+        [str(gateway.args[0]).replace("mitmdump", "warden"), "token", "grace", "--groups", "dev,ml", "--ttl", "10m",
+         "--email", "grace@example.org", "--key", str(gateway.workdir / "warden-issuer.key")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    admin = httpx.Client(base_url=gateway.admin_url, trust_env=False)
+    discovery = admin.get("/.well-known/openid-configuration").json()
+    assert discovery["issuer"] == "urn:warden:embedded" and discovery["jwks_uri"].endswith("/jwks")
+    keys = KeySet.import_key_set(admin.get("/jwks").json())
+    claims = jwt.decode(token, keys, algorithms=["EdDSA"]).claims
+    assert claims["sub"] == "grace" and claims["groups"] == ["dev", "ml"] and claims["exp"] - claims["iat"] == 600
+    with gateway.client(token=token, user="grace") as client:
+        assert client.get(f"https://localhost:{upstream.port}/echo/embedded").status_code == 200
+    [flow] = gateway.flows("--user", "grace")
+    assert flow["fate"] == "completed"
+    bad = subprocess.run([str(gateway.args[0]).replace("mitmdump", "warden"), "token", "x", "--ttl", "soon",
+                          "--key", str(gateway.workdir / "warden-issuer.key")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--ttl: 'soon' is not a duration" in bad.stderr
