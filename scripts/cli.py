@@ -102,14 +102,17 @@ def flows(
         for row in rows:
             sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
-    table = Table(title=f"{len(rows)} flows ({backend.where})", title_justify="left")
-    for column in ("started (UTC)", "flow", "user", "method", "host", "path", "status", "fate", "ms", "tokens"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=f"{len(rows)} flows ({backend.where})", title_justify="left", pad_edge=False)
+    # (column, min width): short columns keep their width, long ones give way with an ellipsis.
+    # What people scan for first comes first, so a narrow terminal crops the least useful columns.
+    for column, width in (("time (UTC)", 14), ("flow", 8), ("user", 5), ("status", 6), ("fate", 9), ("method", 7),
+                          ("host", 9), ("path", 6), ("ms", 4), ("tokens", 6)):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=width)
     for row in rows:
         tokens = "" if row["tokens_in"] is None else f"{row['tokens_in']}/{row['tokens_out']}"
         table.add_row(
-            str(row["started"])[:19], row["flow_id"][:8], row["user"] or "-", row["method"], row["host"],
-            (row["path"] or "")[:48], str(row["status"] or "-"), row["fate"],
+            str(row["started"])[5:19], row["flow_id"][:8], row["user"] or "-", str(row["status"] or "-"), row["fate"],
+            row["method"], f"{row['host']}:{row['port']}", row["path"] or "",
             "" if row["latency_total_ms"] is None else f"{row['latency_total_ms']:.0f}", tokens,
         )
     out.print(table)

@@ -35,3 +35,12 @@ def test_health_metrics_and_search(gateway: Gateway, upstream) -> None:
     bad = admin.get("/api/flows", params={"since": "yesterday-ish"})
     assert bad.status_code == 400 and "neither an ISO 8601 time" in bad.json()["error"]["message"]
     assert admin.get("/api/verify").json()["ok"] is True
+
+
+def test_flows_table_for_people(gateway: Gateway, upstream) -> None:
+    with gateway.client() as client:
+        client.get(f"https://localhost:{upstream.port}/echo/table")
+    table = gateway.warden("flows").stdout
+    [flow] = gateway.flows()
+    assert "1 flows (admin API" in table and flow["flow_id"][:8] in table
+    assert "alice" in table and "completed" in table and "/echo/table" in table
