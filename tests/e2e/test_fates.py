@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -77,6 +78,15 @@ def test_every_fate_on_record_via_admin_api_and_file(mixed) -> None:
     result = gw.warden("verify", "--json", "--pubkey", str(gw.signing_pub))
     verdict = json.loads(result.stdout)
     assert verdict["ok"] and verdict["checkpoints"] >= 1  # the shutdown signs the final head
+    # The external anchor: the signed head is also in the operator's log, outside the store.
+    anchors = re.findall(r"warden checkpoint seq=(\d+) head_seq=\d+ head_hash=([0-9a-f]{64})", gw.log())
+    assert anchors and int(anchors[-1][0]) == verdict["head_seq"]
+
+    # Time filters: everything is from the last hour, nothing is older than it.
+    assert len(gw.flows("--since", "1h")) == len(from_file)
+    assert gw.flows("--until", "1h") == []
+    bad_time = gw.warden("flows", "--since", "last tuesday", check=False)
+    assert bad_time.returncode == 2 and "--since" in bad_time.stderr
 
     # Filters: by host and by fate.
     assert all(f["host"] == "example.invalid" for f in gw.flows("--host", "example.invalid"))
