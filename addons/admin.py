@@ -23,10 +23,12 @@ from mitmproxy import ctx, exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from addons import metrics
-from addons.issuer import EmbeddedIssuer, discovery
+from addons.issuer import EmbeddedIssuer, discovery, validator_for
 from addons.keys import KeyFileError, load_public_key
-from addons.queries import FlowFilter, event_to_json, flow_events, iter_events, parse_when, search_flows, verify_chain
-from addons.rules import RulesError, load_rules
+from addons.events import event_to_json
+from addons.queries import FlowFilter, flow_events, iter_events, parse_when, search_flows, verify_chain
+from addons.rules import IdentityConfig, RulesError, load_rules, rules_from_option
+from addons.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
 from addons.store import OPEN_STORES, Store
 
 log = logging.getLogger("warden.admin")
@@ -42,8 +44,14 @@ def parse_listen(spec: str) -> tuple[str, int]:
 
 
 class _Handler(tornado.web.RequestHandler):
+    protected = False  # True: needs a token of one of identity.admin_groups
+
     def initialize(self, admin: Admin) -> None:
         self.admin = admin
+
+    async def prepare(self) -> None:
+        if self.protected:
+            await self.admin.authorize(self)
 
     def send_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -53,6 +61,8 @@ class _Handler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
         message = str(exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message else self._reason)
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="warden-admin"')
         self.send_json({"error": {"status": status_code, "message": message}}, status_code)
 
     async def query(self, fn: Callable, *args: Any) -> Any:
@@ -91,6 +101,8 @@ class Metrics(_Handler):
 
 
 class Flows(_Handler):
+    protected = True
+
     async def get(self) -> None:
         try:
             f = FlowFilter(
@@ -109,6 +121,8 @@ class Flows(_Handler):
 
 
 class FlowEvents(_Handler):
+    protected = True
+
     async def get(self, flow_id: str) -> None:
         events = await self.query(flow_events, flow_id)
         if not events:
@@ -117,6 +131,8 @@ class FlowEvents(_Handler):
 
 
 class Events(_Handler):
+    protected = True
+
     async def get(self) -> None:
         try:
             after = int(self.get_query_argument("after_seq", "-1"))
@@ -136,6 +152,8 @@ class Events(_Handler):
 
 
 class Verify(_Handler):
+    protected = True
+
     async def get(self) -> None:
         result = await self.query(verify_chain, self.admin.public_key())
         self.send_json(result.as_dict(), 200 if result.ok else 409)
@@ -159,6 +177,28 @@ class Jwks(_Handler):
 class Admin:
     def __init__(self) -> None:
         self.server: tornado.httpserver.HTTPServer | None = None
+        self.identity: IdentityConfig | None = None
+        self.validator: TokenValidator | None = None
+
+    async def authorize(self, handler: _Handler) -> None:
+        """401 without a valid token, 403 without one of ``identity.admin_groups``: the admin API serves flows."""
+        if self.validator is None or self.identity is None:
+            raise tornado.web.HTTPError(503, "identity is not configured; see the operator log")
+        token = token_from_authorization(handler.request.headers.get("Authorization"))
+        if token is None:
+            raise tornado.web.HTTPError(401, "send Authorization: Bearer TOKEN (the CLI does: see warden --help)")
+        try:
+            claims = await self.validator.validate(token)
+        except TokenError as e:
+            raise tornado.web.HTTPError(401, f"{e.reason}: {e.message}") from None
+        except IssuerUnavailable as e:
+            raise tornado.web.HTTPError(503, str(e)) from None
+        groups = claim_at(claims, self.identity.groups_claim)
+        groups = [groups] if isinstance(groups, str) else groups if isinstance(groups, list) else []
+        if not set(groups) & set(self.identity.admin_groups):
+            raise tornado.web.HTTPError(
+                403, f"{claims['sub']} is in none of the admin groups ({', '.join(self.identity.admin_groups)})"
+            )
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -167,6 +207,12 @@ class Admin:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if updated & {"warden_rules", "warden_issuer_key"}:
+            self.identity = rules_from_option(ctx.options.warden_rules).identity
+            try:
+                self.validator = validator_for(self.identity, ctx.options.warden_issuer_key)
+            except KeyFileError as e:
+                raise exceptions.OptionsError(f"warden_issuer_key: {e}") from None
         if "warden_admin" in updated and ctx.options.warden_admin:
             try:
                 parse_listen(ctx.options.warden_admin)

@@ -18,10 +18,10 @@ from mitmproxy import connection, ctx, exceptions, http
 
 from addons.errors import IdentityUnavailable, NotConfigured, Unauthenticated
 from addons.flowmeta import Identity, fail_closed, meta, refuse
-from addons.issuer import EMBEDDED_ISSUER, EmbeddedIssuer
+from addons.issuer import validator_for
 from addons.keys import KeyFileError
 from addons.rules import IdentityConfig, rules_from_option
-from addons.tokens import IssuerUnavailable, JwksKeys, StaticKeys, TokenError, TokenValidator
+from addons.tokens import IssuerUnavailable, JwksKeys, TokenError, TokenValidator, claim_at, token_from_authorization
 
 log = logging.getLogger("warden.identity")
 HOW_TO = "send Proxy-Authorization: Bearer TOKEN, or set HTTPS_PROXY=http://USER:TOKEN@HOST:PORT"
@@ -41,19 +41,6 @@ def token_from_proxy_authorization(value: str | None) -> tuple[str | None, str |
             return "", "proxy-basic"
         return password or None, "proxy-basic"
     return "", None
-
-
-def token_from_authorization(value: str | None) -> str | None:
-    scheme, _, credentials = (value or "").strip().partition(" ")
-    return credentials.strip() or None if scheme.lower() == "bearer" else None
-
-
-def claim_at(claims: dict, path: str) -> object:
-    """A claim by dotted path, e.g. ``realm_access.roles``."""
-    value: object = claims
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def identity_from_claims(claims: dict, config: IdentityConfig, method: str | None) -> Identity:
@@ -85,16 +72,11 @@ class IdentityGate:
         if not updated & {"warden_rules", "warden_issuer_key"}:
             return
         config = rules_from_option(ctx.options.warden_rules).identity
-        if config.issuer == "embedded":
-            try:
-                issuer = EmbeddedIssuer.load_or_create(ctx.options.warden_issuer_key)
-            except KeyFileError as e:
-                raise exceptions.OptionsError(f"warden_issuer_key: {e}") from None
-            source, name = StaticKeys(issuer.public_keys()), EMBEDDED_ISSUER
-        else:
-            source, name = JwksKeys(config.issuer, config.jwks_min_refresh), config.issuer
+        try:
+            self.validator = validator_for(config, ctx.options.warden_issuer_key)
+        except KeyFileError as e:
+            raise exceptions.OptionsError(f"warden_issuer_key: {e}") from None
         self.config = config
-        self.validator = TokenValidator(name, config.audience, source, tuple(config.algorithms), config.leeway)
 
     async def running(self) -> None:
         if self.validator is not None and isinstance(self.validator.source, JwksKeys):

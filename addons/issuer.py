@@ -20,6 +20,8 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, OKPKey
 
 from addons.keys import KeyFileError, key_id, load_or_create_ed25519
+from addons.rules import IdentityConfig
+from addons.tokens import JwksKeys, StaticKeys, TokenValidator
 
 # RFC 9864 prefers "Ed25519"; "EdDSA" is what IdPs publish today and what the issue asks for.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", module="joserfc")
@@ -56,6 +58,16 @@ class EmbeddedIssuer:
             "jti": uuid.uuid4().hex, "groups": groups or [], **({"email": email} if email else {}), **(extra or {}),
         }
         return jwt.encode({"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}, claims, self._key, algorithms=[ALGORITHM])
+
+
+def validator_for(config: IdentityConfig, issuer_key: str | Path) -> TokenValidator:
+    """The token validator an identity configuration asks for: the embedded issuer's key, or the IdP's JWKS."""
+    if config.issuer == "embedded":
+        source: StaticKeys | JwksKeys = StaticKeys(EmbeddedIssuer.load_or_create(issuer_key).public_keys())
+        name = EMBEDDED_ISSUER
+    else:
+        source, name = JwksKeys(config.issuer, config.jwks_min_refresh), config.issuer
+    return TokenValidator(name, config.audience, source, tuple(config.algorithms), config.leeway)
 
 
 def discovery(base_url: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from addons.events import COLUMN_NAMES, GENESIS, Event, chain_hash, checkpoint_message, event_from_json, event_to_json
+from addons.events import COLUMN_NAMES, GENESIS, Event, chain_hash, checkpoint_message
 from addons.keys import key_id, verify_signature
 
 FLOW_COLUMNS = (

@@ -90,6 +90,10 @@ class IdentityConfig(_Model):
     )
     leeway: int = Field(30, ge=0, le=300, description="seconds of clock skew tolerated for exp and nbf")
     jwks_min_refresh: float = Field(30, ge=1, description="seconds between JWKS refetches for unknown key ids")
+    admin_groups: list[str] = Field(
+        default_factory=lambda: ["warden-admin"], min_length=1,
+        description="groups whose tokens may read flows, events and verification through the admin API",
+    )
 
     @field_validator("issuer")
     @classmethod

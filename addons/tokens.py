@@ -109,6 +109,20 @@ class JwksKeys:
             log.info("warden: fetched %d keys from %s", len(self.key_set.keys), jwks_uri)
 
 
+def token_from_authorization(value: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header, or None."""
+    scheme, _, credentials = (value or "").strip().partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+def claim_at(claims: dict, path: str) -> object:
+    """A claim by dotted path, e.g. ``realm_access.roles``."""
+    value: object = claims
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _has_kid(key_set: KeySet, kid: str) -> bool:
     return any(k.kid == kid for k in key_set.keys)
 

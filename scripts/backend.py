@@ -6,14 +6,14 @@ instead. Both backends answer through the same query functions (``addons.queries
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import duckdb
 import httpx
 
-from addons.events import Event
-from addons.queries import FlowFilter, event_from_json, flow_events, iter_events, search_flows
+from addons.events import Event, event_from_json
+from addons.queries import FlowFilter, flow_events, iter_events, search_flows
 from addons.store import StoreError, connect
 
 
@@ -49,9 +49,10 @@ class FileBackend:
 
 
 class AdminBackend:
-    def __init__(self, admin: str) -> None:
+    def __init__(self, admin: str, token: str | None = None) -> None:
         base = admin if admin.startswith("http") else f"http://{admin}"
-        self.client = httpx.Client(base_url=base, timeout=60, trust_env=False)  # never via a proxy
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=base, timeout=60, trust_env=False, headers=headers)  # never via a proxy
         self.where = f"admin API {base}"
 
     def _get(self, path: str, **params: Any) -> Any:
@@ -97,14 +98,14 @@ class AdminBackend:
         self.client.close()
 
 
-def open_backend(db: str, admin: str) -> Backend:
-    """The file if it can be opened, else the admin API of the gateway that holds it."""
+def open_backend(db: str, admin: str, token: Callable[[], str | None] = lambda: None) -> Backend:
+    """The file if it can be opened, else the admin API of the gateway that holds it (with ``token()``)."""
     try:
         return FileBackend(connect(db, read_only=True), db)
     except StoreError as e:
         if "in use" not in str(e):
             raise BackendError(str(e)) from None
-    backend = AdminBackend(admin)
+    backend = AdminBackend(admin, token())
     try:
         backend._get("/healthz")
     except BackendError as e:

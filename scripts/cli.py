@@ -11,10 +11,11 @@ API (``--admin``) while it runs. Examples::
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -36,6 +37,26 @@ err = Console(stderr=True)
 class State:
     db: str = "data/warden.duckdb"
     admin: str = "127.0.0.1:8081"
+    token: str | None = None
+    issuer_key: Path = Path("certs/warden-issuer.key")
+
+
+ADMIN_GROUP = "warden-admin"
+
+
+def _admin_token() -> str | None:
+    """--token, else a five-minute admin token signed with the embedded issuer's key, if this user can read it."""
+    if State.token:
+        return State.token
+    if not State.issuer_key.exists():
+        return None
+    from addons.issuer import EmbeddedIssuer
+
+    try:
+        issuer = EmbeddedIssuer.load_or_create(State.issuer_key)
+    except KeyFileError:
+        return None
+    return issuer.mint(f"cli:{getpass.getuser()}", groups=[ADMIN_GROUP], ttl=300)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -45,7 +66,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _backend() -> Backend:
     try:
-        return open_backend(State.db, State.admin)
+        return open_backend(State.db, State.admin, _admin_token)
     except BackendError as e:
         raise _fail(str(e)) from None
 
@@ -64,8 +85,12 @@ def _originals_key(path: Path | None) -> OriginalsKey:
 def main_options(
     db: Annotated[str, typer.Option(envvar="WARDEN_DB", help="The store file (used when the gateway is stopped).")] = State.db,
     admin: Annotated[str, typer.Option(envvar="WARDEN_ADMIN", help="The gateway's admin API (used while it runs).")] = State.admin,
+    token: Annotated[str | None, typer.Option(envvar="WARDEN_TOKEN", help=(
+        "Token for the admin API (one of identity.admin_groups). Default: signed on the spot with the embedded "
+        f"issuer's key, group {ADMIN_GROUP}, when this user can read it."))] = None,
+    issuer_key: Annotated[Path, typer.Option(envvar="WARDEN_ISSUER_KEY", help="The embedded issuer's key.")] = State.issuer_key,
 ) -> None:
-    State.db, State.admin = db, admin
+    State.db, State.admin, State.token, State.issuer_key = db, admin, token, issuer_key
 
 
 def _when(value: str | None, name: str):
@@ -269,13 +294,12 @@ def token(
     ttl: Annotated[str, typer.Option(help="Lifetime: seconds or 15m, 1h, 1d.")] = "1h",
     email: Annotated[str | None, typer.Option(help="The email claim.")] = None,
     audience: Annotated[str, typer.Option(help="The aud claim (the rules file's identity.audience).")] = "warden",
-    key: Annotated[Path, typer.Option(envvar="WARDEN_ISSUER_KEY", help="The embedded issuer's key.")] = Path(
-        "certs/warden-issuer.key"
-    ),
+    key: Annotated[Path | None, typer.Option(help="The embedded issuer's key (default: --issuer-key).")] = None,
 ) -> None:
     """Sign a token with the embedded development issuer. Example: HTTPS_PROXY=http://alice:$(warden token alice --groups dev)@127.0.0.1:8080"""
     from addons.issuer import EmbeddedIssuer
 
+    key = key or State.issuer_key
     if not key.exists():
         raise _fail(f"--key: {key} does not exist; start the gateway once (make run) to create it")
     try:

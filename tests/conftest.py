@@ -105,6 +105,7 @@ class Gateway:
     env: dict[str, str]
     log_path: Path
     args: list[str] = field(default_factory=list)
+    admin_token: str | None = None  # for the CLI when the issuer is not the embedded one
 
     @property
     def proxy_url(self) -> str:
@@ -114,6 +115,11 @@ class Gateway:
     def token(self, sub: str = "alice", **kwargs) -> str:
         """A token from this gateway's embedded issuer (what ``warden token`` prints)."""
         return EmbeddedIssuer.load_or_create(self.workdir / "warden-issuer.key").mint(sub, **kwargs)
+
+    def admin_client(self, token: str | None = None) -> httpx.Client:
+        """The admin API, as a member of the admin group unless another token is given."""
+        token = token or self.token("auditor", groups=["warden-admin"])
+        return httpx.Client(base_url=self.admin_url, trust_env=False, headers={"Authorization": f"Bearer {token}"})
 
     def proxy_url_for(self, token: str | None = None, user: str = "alice") -> str:
         """The proxy URL a user puts in HTTPS_PROXY: the token as the password."""
@@ -147,7 +153,9 @@ class Gateway:
         """Run the real ``warden`` console script against this gateway's store."""
         cmd = [str(BIN / "warden"), "--db", str(self.db), "--admin", "127.0.0.1:1" if db_only else self.admin, *args]
         result = subprocess.run(cmd, capture_output=True, text=True, cwd=self.workdir, timeout=120,
-                                env={**os.environ, "COLUMNS": "200", "WARDEN_PUBKEY": str(self.signing_pub)})
+                                env={**os.environ, "COLUMNS": "200", "WARDEN_PUBKEY": str(self.signing_pub),
+                                     "WARDEN_ISSUER_KEY": str(self.workdir / "warden-issuer.key"),
+                                     **({"WARDEN_TOKEN": self.admin_token} if self.admin_token else {})})
         if check and result.returncode != 0:
             raise AssertionError(f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
         return result

@@ -7,10 +7,10 @@ import base64
 
 import pytest
 
-from addons.identity import claim_at, identity_from_claims, token_from_authorization, token_from_proxy_authorization
+from addons.identity import identity_from_claims, token_from_proxy_authorization
 from addons.issuer import EMBEDDED_ISSUER, EmbeddedIssuer
 from addons.rules import IdentityConfig
-from addons.tokens import StaticKeys, TokenError, TokenValidator
+from addons.tokens import StaticKeys, TokenError, TokenValidator, claim_at, token_from_authorization
 
 
 def basic(user: str, password: str) -> str:

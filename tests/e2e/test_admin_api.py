@@ -16,7 +16,7 @@ def test_health_metrics_and_search(gateway: Gateway, upstream) -> None:
             client.post(f"https://localhost:{upstream.port}/v1/chat/completions",
                         json={"model": "m", "messages": [{"role": "user", "content": "metrics"}]})
         client.post(f"https://localhost:{upstream.port}/v1/files", content=b"x")
-    admin = httpx.Client(base_url=gateway.admin_url, trust_env=False)
+    admin = gateway.admin_client()
     health = admin.get("/healthz").json()
     assert health["status"] == "ok" and health["store"]["head_seq"] >= 7 and health["store"]["failures"] == 0
 
@@ -44,3 +44,20 @@ def test_flows_table_for_people(gateway: Gateway, upstream) -> None:
     [flow] = gateway.flows()
     assert "1 flows (admin API" in table and flow["flow_id"][:8] in table
     assert "alice" in table and "completed" in table and "/echo/table" in table
+
+
+def test_admin_api_needs_an_admin_token(gateway: Gateway) -> None:
+    """Flows hold bodies: only tokens of identity.admin_groups may read them; health and metrics stay open."""
+    anonymous = httpx.Client(base_url=gateway.admin_url, trust_env=False)
+    assert anonymous.get("/healthz").status_code == 200 and anonymous.get("/metrics").status_code == 200
+    for path in ("/api/flows", "/api/events", "/api/verify", "/api/flows/x"):
+        r = anonymous.get(path)
+        assert r.status_code == 401 and "Bearer" in r.headers["www-authenticate"], path
+    forged = gateway.admin_client(token="not.a.token").get("/api/flows")
+    assert forged.status_code == 401 and "malformed" in forged.json()["error"]["message"]
+    user = gateway.admin_client(token=gateway.token("mallory", groups=["dev"])).get("/api/flows")
+    assert user.status_code == 403 and "mallory is in none of the admin groups (warden-admin)" in user.json()["error"]["message"]
+    assert gateway.admin_client().get("/api/flows").status_code == 200
+    # The CLI signs its own admin token with the embedded issuer's key; a user's token is refused.
+    refused = gateway.warden("--token", gateway.token("mallory", groups=["dev"]), "flows", check=False)
+    assert refused.returncode == 2 and "HTTP 403" in refused.stderr

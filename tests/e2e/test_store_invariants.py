@@ -22,13 +22,13 @@ class WitnessUpstream(BaseHTTPRequestHandler):
     """On each request, asks the gateway's admin API whether the request's event is already committed."""
 
     protocol_version = "HTTP/1.1"
-    admin_url = ""
+    admin: httpx.Client
     seen: dict[str, bool] = {}
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         marker = self.path.rsplit("/", 1)[-1]
-        flows = httpx.get(f"{self.admin_url}/api/flows", params={"limit": 10000}, trust_env=False).json()["flows"]
+        flows = self.admin.get("/api/flows", params={"limit": 10000}).json()["flows"]
         self.seen[marker] = any(f["path"].endswith(marker) for f in flows)
         body = b'{"ok": true}'
         self.send_response(200)
@@ -52,7 +52,7 @@ def test_request_committed_before_it_leaves_and_response_before_client_has_it(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         gw: Gateway = gateway_factory(rules_for(upstream.port, f"  - name: witness\n    host: localhost\n    port: {port}\n"))
-        WitnessUpstream.admin_url = gw.admin_url
+        WitnessUpstream.admin = gw.admin_client()
         with gw.client() as client:
             for i in range(15):
                 marker = f"m{i}"
