@@ -38,7 +38,7 @@ def classify_error(flow: http.HTTPFlow) -> str:
     msg = flow.error.msg if flow.error else ""
     if msg == FlowError.KILLED_MESSAGE:
         return "killed"
-    if "client disconnected" in msg.lower() or (flow.response is not None):
+    if "client disconnected" in msg.lower():
         return "client_gone"
     return "upstream_error"
 
