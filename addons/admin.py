@@ -23,13 +23,13 @@ from mitmproxy import ctx, exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from addons import metrics
+from addons.events import event_to_json
 from addons.issuer import EmbeddedIssuer, discovery, validator_for
 from addons.keys import KeyFileError, load_public_key
-from addons.events import event_to_json
 from addons.queries import FlowFilter, flow_events, iter_events, parse_when, search_flows, verify_chain
 from addons.rules import IdentityConfig, RulesError, load_rules, rules_from_option
-from addons.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
 from addons.store import OPEN_STORES, Store
+from addons.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
 
 log = logging.getLogger("warden.admin")
 EVENTS_PAGE = 500

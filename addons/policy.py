@@ -16,6 +16,15 @@ from addons.rules import Rules, rules_from_option
 NO_MATCH = "(no rule matched)"
 
 
+def decide(rules: Rules, flow: http.HTTPFlow) -> Decision:
+    """The first rule whose filter matches the flow decides; no match blocks."""
+    for rule in rules.rules:
+        matcher = rules.filters[rule.name]
+        if matcher is None or matcher(flow):
+            return Decision(rule.action, rule.name, rule.reason)
+    return Decision("block", NO_MATCH, "no rule allows this request")
+
+
 class Policy:
     def __init__(self) -> None:
         self.rules: Rules | None = None
@@ -44,13 +53,7 @@ class Policy:
             return
         assert self.rules is not None
         m = meta(flow)
-        for rule in self.rules.rules:
-            matcher = self.rules.filters[rule.name]
-            if matcher is None or matcher(flow):
-                m.decision = Decision(rule.action, rule.name, rule.reason)
-                break
-        else:
-            m.decision = Decision("block", NO_MATCH, "no rule allows this request")
+        m.decision = decide(self.rules, flow)
         if m.decision.action == "block":
             reason = m.decision.reason or f"blocked by rule {m.decision.rule!r}"
             refuse(flow, PolicyBlocked(f"{reason} (rule {m.decision.rule})"))

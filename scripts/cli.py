@@ -26,10 +26,12 @@ from addons.keys import KeyFileError, OriginalsKey, load_public_key
 from addons.queries import FlowFilter, headers_of, parse_when, verify_events
 from scripts.backend import Backend, BackendError, open_backend
 from scripts.flowfile import body_of, to_flows, write_flows
+from scripts.rules_cli import rules_app
 
 DEFAULT_ORIGINALS_KEY = Path("certs/warden-originals.key")
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+app.add_typer(rules_app, name="rules")
 out = Console()
 err = Console(stderr=True)
 
