@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from addons import metrics
 from addons.events import event_to_json
-from addons.issuer import EmbeddedIssuer, discovery, validator_for
+from addons.issuer import EmbeddedIssuer, declare_issuer_key, discovery, validator_for
 from addons.keys import KeyFileError, load_public_key
 from addons.queries import FlowFilter, flow_events, iter_events, parse_when, search_flows, verify_chain
 from addons.rules import IdentityConfig, RulesError, load_rules, rules_from_option
@@ -201,6 +201,7 @@ class Admin:
             )
 
     def load(self, loader) -> None:
+        declare_issuer_key(loader)  # the admin API checks tokens too, with or without the identity addon
         loader.add_option(
             "warden_admin", str, "127.0.0.1:8081",
             "Admin API listener as host:port (loopback by default); empty to disable.",

@@ -18,7 +18,7 @@ from mitmproxy import connection, ctx, exceptions, http
 
 from addons.errors import IdentityUnavailable, NotConfigured, Unauthenticated
 from addons.flowmeta import Identity, fail_closed, meta, refuse
-from addons.issuer import validator_for
+from addons.issuer import declare_issuer_key, validator_for
 from addons.keys import KeyFileError
 from addons.rules import IdentityConfig, rules_from_option
 from addons.tokens import IssuerUnavailable, JwksKeys, TokenError, TokenValidator, claim_at, token_from_authorization
@@ -63,10 +63,7 @@ class IdentityGate:
         self.tunnels: dict[str, Identity] = {}  # client connection id -> identity proven on its CONNECT
 
     def load(self, loader) -> None:
-        loader.add_option(
-            "warden_issuer_key", str, "certs/warden-issuer.key",
-            "Ed25519 key of the embedded development issuer (identity.issuer: embedded); created if missing.",
-        )
+        declare_issuer_key(loader)
 
     def configure(self, updated: set[str]) -> None:
         if not updated & {"warden_rules", "warden_issuer_key"}:

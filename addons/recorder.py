@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -30,7 +29,6 @@ from addons.store import OPEN_STORES, Store, StoreError
 from addons.usage import request_model, response_usage
 
 log = logging.getLogger("warden.recorder")
-SWITCH_INTERVAL = 0.001
 
 
 def classify_error(flow: http.HTTPFlow) -> str:
@@ -132,9 +130,6 @@ class Recorder:
             store.start()
 
     def running(self) -> None:
-        # The store writer needs the GIL briefly and often while the event loop keeps it busy; with
-        # the default 5 ms switch interval each commit waits several intervals for it.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self.running_ = True
         if self.store is not None:
             self.store.start()
