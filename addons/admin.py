@@ -23,6 +23,7 @@ from mitmproxy import ctx, exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from addons import metrics
+from addons.analysis import POOLS
 from addons.events import event_to_json
 from addons.issuer import EmbeddedIssuer, declare_issuer_key, discovery, validator_for
 from addons.keys import KeyFileError, load_public_key
@@ -82,16 +83,25 @@ class _Handler(tornado.web.RequestHandler):
 
 
 class Health(_Handler):
+    """200 when the gateway can serve; 503 while the PII analyzer starts, or when the store or analyzer is down."""
+
     async def get(self) -> None:
         store = self.admin.store()
+        pii = [pool.health() for pool in POOLS]
         if store is None:
-            self.send_json({"status": "unavailable", "store": None}, 503)
+            self.send_json({"status": "unavailable", "store": None, "pii": pii}, 503)
             return
-        self.send_json({
+        body = {
             "status": "ok" if store.last_error is None else "degraded",
             "store": {"path": str(store.path), "head_seq": store.head.seq, "queue_depth": store.queue_depth,
                       "commits": store.commits, "failures": store.failures, "last_error": store.last_error},
-        })
+            "pii": pii,
+        }
+        if any(p["state"] != "ready" for p in pii):
+            body["status"] = "starting" if all(p["state"] in ("starting", "ready") for p in pii) else "unavailable"
+            self.send_json(body, 503)
+            return
+        self.send_json(body)
 
 
 class Metrics(_Handler):
@@ -108,6 +118,7 @@ class Flows(_Handler):
             f = FlowFilter(
                 user=self.get_query_argument("user", None), host=self.get_query_argument("host", None),
                 decision=self.get_query_argument("decision", None), fate=self.get_query_argument("fate", None),
+                entity=self.get_query_argument("entity", None),
                 since=self._when("since"), until=self._when("until"),
                 limit=int(self.get_query_argument("limit", "100")),
             )

@@ -110,3 +110,24 @@ class RecordingUnavailable(WardenError):
 
     status = 503
     type = "recording_unavailable"
+
+
+class PiiUnavailable(WardenError):
+    """PII analysis could not be completed (timeout, engine failure), so nothing was forwarded."""
+
+    status = 503
+    type = "pii_unavailable"
+
+
+class UnsupportedContent(WardenError):
+    """The body cannot be inspected for PII (binary, multipart) and policy refuses what it cannot inspect."""
+
+    status = 415
+    type = "unsupported_content"
+
+
+class ResponseUnreadable(WardenError):
+    """The upstream's response could not be read for masking, so it was not passed on."""
+
+    status = 502
+    type = "response_unreadable"

@@ -41,7 +41,7 @@ COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 RECORD_FIELDS = (
     "client", "mode", "method", "scheme", "port", "path", "http_version", "rule", "reason", "upstream", "model",
     "headers", "body_size", "body_truncated", "tokens_in", "tokens_out", "latency_upstream_ms", "latency_total_ms",
-    "detail",
+    "detail", "entities",
 )
 
 
@@ -83,6 +83,7 @@ class Event:
     latency_upstream_ms: float | None = None
     latency_total_ms: float | None = None
     detail: dict[str, Any] | None = None
+    entities: dict[str, int] | None = None  # masked entities by type (warden flows --entity)
     seq: int = -1
     prev_hash: str = ""
     hash: str = ""

@@ -42,6 +42,39 @@ class Decision:
     action: str
     rule: str
     reason: str = ""
+    masking: str | None = None  # the rule's masking profile, if it names one
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One masked value: what it was, where, how sure, how masked. Never the value."""
+
+    entity: str
+    path: str  # JSON path of the text value (form.NAME for forms, $ for plain text)
+    start: int
+    end: int
+    score: float
+    operator: str
+
+
+@dataclass
+class PiiOutcome:
+    """What PII masking did to a flow (filled by the pii addon)."""
+
+    profile: str
+    adapter: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    response_findings: list[Finding] = field(default_factory=list)
+    skipped: str | None = None  # why the body was not inspected (binary passed by policy, empty)
+    vault: Any = field(default=None, repr=False)  # pseudonyms -> values: memory only, never recorded
+    stream: Any = field(default=None, repr=False)  # the SSE rewriter of a streamed response
+
+    @staticmethod
+    def counts(findings: list[Finding]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for finding in findings:
+            out[finding.entity] = out.get(finding.entity, 0) + 1
+        return dict(sorted(out.items()))
 
 
 @dataclass
@@ -53,9 +86,13 @@ class WardenMeta:
     decision: Decision | None = None
     error: WardenError | None = None
     claimed_sub: str | None = None  # the unverified subject of a refused token, for the record
+    pii: PiiOutcome | None = None
     # Set by masking when it changed a body: stored only encrypted, or not at all.
     original_request_body: bytes | None = None
     original_response_body: bytes | None = None
+    # The response as the record keeps it when masking made it differ from what the client got
+    # (pseudonyms not restored: restored values are the caller's PII).
+    recorded_response_body: bytes | None = None
     # Filled by the recorder: (sequence number, hash) of each committed event.
     events: list[tuple[int, str]] = field(default_factory=list)
     forwarded_at: float | None = None  # when the request left for the upstream (after its commit)

@@ -3,9 +3,9 @@
     mitmdump -s addons/gateway.py --set confdir=certs --set warden_rules=rules/default.yaml \\
         --set warden_db=data/warden.duckdb --set warden_admin=127.0.0.1:8081
 
-The chain: identity (OIDC token) -> intake (size, encoding) -> policy (upstream allow-list, rules) -> credentials (strip
-the caller's, inject the upstream's) -> recorder (DuckDB, before the request leaves). The admin
-API runs beside them. Addons meet only in ``flow.metadata["warden"]``.
+The chain: identity (OIDC token) -> intake (size, encoding) -> policy (upstream allow-list, rules) -> pii (Presidio
+masking; pseudonyms restored in the answer) -> credentials (strip the caller's, inject the upstream's) -> recorder
+(DuckDB, before the request leaves). The admin API runs beside them. Addons meet only in ``flow.metadata["warden"]``.
 """
 
 import sys
@@ -20,7 +20,8 @@ from addons.admin import Admin
 from addons.credentials import Credentials
 from addons.identity import IdentityGate
 from addons.intake import Intake
+from addons.pii import PiiMasking
 from addons.policy import Policy
 from addons.recorder import Recorder
 
-addons = [IdentityGate(), Intake(), Policy(), Credentials(), Recorder(), Admin()]
+addons = [IdentityGate(), Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 ORIGINALS_KEY_ENV = "WARDEN_ORIGINALS_KEY"
+PII_HASH_KEY_ENV = "WARDEN_PII_HASH_KEY"
 
 
 class KeyFileError(ValueError):
@@ -139,3 +140,24 @@ class OriginalsKey:
             return self._aead.decrypt(blob[:12], blob[12:], flow_id.encode())
         except InvalidTag:
             raise KeyFileError(f"flow {flow_id}: the original body does not decrypt with this key") from None
+
+
+def load_or_create_hash_key(path: str | Path) -> bytes:
+    """The HMAC key of the ``hash`` masking operator: ``WARDEN_PII_HASH_KEY`` (base64), else ``path``, created if missing."""
+    if from_env := os.environ.get(PII_HASH_KEY_ENV):
+        source, text = PII_HASH_KEY_ENV, from_env.encode()
+    else:
+        path = Path(path)
+        if not path.exists():
+            _write_private(path, base64.b64encode(os.urandom(32)) + b"\n")
+        try:
+            source, text = str(path), path.read_bytes().strip()
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot read the hash key ({e.strerror})") from None
+    try:
+        key = base64.b64decode(text, validate=True)
+    except binascii.Error as e:
+        raise KeyFileError(f"{source}: expected base64 of at least 16 random bytes ({e})") from None
+    if len(key) < 16:
+        raise KeyFileError(f"{source}: the hash key must be at least 16 bytes, not {len(key)}")
+    return key

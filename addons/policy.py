@@ -21,7 +21,7 @@ def decide(rules: Rules, flow: http.HTTPFlow) -> Decision:
     for rule in rules.rules:
         matcher = rules.filters[rule.name]
         if matcher is None or matcher(flow):
-            return Decision(rule.action, rule.name, rule.reason)
+            return Decision(rule.action, rule.name, rule.reason, rule.masking)
     return Decision("block", NO_MATCH, "no rule allows this request")
 
 

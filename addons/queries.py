@@ -6,6 +6,7 @@ answer alike.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -20,7 +21,8 @@ from addons.keys import key_id, verify_signature
 FLOW_COLUMNS = (
     "flow_id", "started", "user", "client", "mode", "method", "scheme", "host", "port", "path",
     "upstream", "decision", "rule", "model", "status", "fate", "reason", "latency_upstream_ms",
-    "latency_total_ms", "tokens_in", "tokens_out", "request_bytes", "response_bytes",
+    "latency_total_ms", "tokens_in", "tokens_out", "request_bytes", "response_bytes", "entities",
+    "response_entities",
 )
 
 
@@ -34,6 +36,7 @@ class FlowFilter:
     until: datetime | None = None
     decision: str | None = None
     fate: str | None = None
+    entity: str | None = None  # masked in the request or the response
     limit: int = 100
 
 
@@ -47,7 +50,8 @@ WITH last AS (
          arg_max(CAST(record->>'latency_total_ms' AS DOUBLE), seq) AS latency_total_ms,
          arg_max(CAST(record->>'tokens_in' AS BIGINT), seq) AS tokens_in,
          arg_max(CAST(record->>'tokens_out' AS BIGINT), seq) AS tokens_out,
-         arg_max(CAST(record->>'body_size' AS BIGINT), seq) AS response_bytes
+         arg_max(CAST(record->>'body_size' AS BIGINT), seq) AS response_bytes,
+         arg_max(record->'entities', seq) AS response_entities
   FROM events WHERE kind IN ('response', 'error') GROUP BY flow_id
 )
 SELECT r.flow_id, r.ts, r.user, r.record->>'client', r.record->>'mode', r.record->>'method',
@@ -55,7 +59,8 @@ SELECT r.flow_id, r.ts, r.user, r.record->>'client', r.record->>'mode', r.record
        r.record->>'upstream', r.decision, r.record->>'rule', r.record->>'model', last.status,
        coalesce(last.fate, CASE WHEN r.fate IS NOT NULL AND r.fate <> 'forwarded' THEN r.fate ELSE 'incomplete' END),
        coalesce(last.reason, r.record->>'reason'), last.latency_upstream_ms, last.latency_total_ms,
-       last.tokens_in, last.tokens_out, CAST(r.record->>'body_size' AS BIGINT), last.response_bytes
+       last.tokens_in, last.tokens_out, CAST(r.record->>'body_size' AS BIGINT), last.response_bytes,
+       r.record->'entities', last.response_entities
 FROM events r LEFT JOIN last USING (flow_id)
 WHERE r.kind = 'request' {where}
 ORDER BY r.seq DESC
@@ -70,6 +75,9 @@ def search_flows(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> list[dict[str
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if f.entity is not None:
+        where.append("((r.record->'entities'->>?) IS NOT NULL OR (last.response_entities->>?) IS NOT NULL)")
+        params += [f.entity, f.entity]
     if f.fate is not None:
         where.append("coalesce(last.fate, r.fate, 'incomplete') = ?")
         params.append(f.fate)
@@ -81,7 +89,11 @@ def search_flows(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> list[dict[str
         params.append(f.until)
     sql = _FLOWS_SQL.format(where="".join(f" AND {w}" for w in where))
     rows = con.execute(sql, [*params, f.limit]).fetchall()
-    return [dict(zip(FLOW_COLUMNS, row, strict=True)) for row in rows]
+    out = [dict(zip(FLOW_COLUMNS, row, strict=True)) for row in rows]
+    for row in out:
+        for column in ("entities", "response_entities"):
+            row[column] = json.loads(row[column]) if row[column] else None
+    return out
 
 
 def flow_events(con: duckdb.DuckDBPyConnection, flow_id: str) -> list[Event]:

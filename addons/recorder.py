@@ -21,7 +21,7 @@ from mitmproxy.flow import Error as FlowError
 from addons import metrics
 from addons.errors import RecordingUnavailable
 from addons.events import Event
-from addons.flowmeta import WardenMeta, fail_closed, meta
+from addons.flowmeta import Finding, PiiOutcome, WardenMeta, fail_closed, meta
 from addons.keys import KeyFileError, OriginalsKey, SigningKey
 from addons.redaction import redact_headers, redact_path
 from addons.rules import rules_from_option
@@ -54,6 +54,18 @@ def _mode(flow: http.HTTPFlow) -> str | None:
 def _ts(timestamp: float | None) -> datetime:
     moment = datetime.fromtimestamp(timestamp, UTC) if timestamp else datetime.now(UTC)
     return moment.replace(tzinfo=None)
+
+
+MAX_FINDINGS = 1000  # per event; the counts stay complete
+
+
+def _pii_detail(profile: str, findings: list[Finding], **extra: object) -> dict[str, object]:
+    """Findings for the record: entity, JSON path, span, score, operator. Never the value."""
+    out: dict[str, object] = {"profile": profile, **{k: v for k, v in extra.items() if v is not None}}
+    out["findings"] = [[f.entity, f.path, f.start, f.end, f.score, f.operator] for f in findings[:MAX_FINDINGS]]
+    if len(findings) > MAX_FINDINGS:
+        out["findings_truncated"] = len(findings) - MAX_FINDINGS
+    return out
 
 
 def _clip(body: bytes | None, limit: int) -> tuple[bytes | None, int, bool]:
@@ -216,6 +228,9 @@ class Recorder:
             detail["claimed_sub"] = m.claimed_sub  # unverified: the token was refused
         if m.original_request_body is not None and m.original_request_body != req.raw_content:
             detail["original"] = self._keep_original(event, m.original_request_body, flow.id)
+        if m.pii is not None:
+            detail["pii"] = _pii_detail(m.pii.profile, m.pii.findings, adapter=m.pii.adapter, skipped=m.pii.skipped)
+            event.entities = PiiOutcome.counts(m.pii.findings) or None
         event.detail = detail or None
         return event
 
@@ -223,10 +238,15 @@ class Recorder:
         resp = flow.response
         assert resp is not None
         streamed = bool(resp.stream)
-        raw = bytes(m.response_capture) if streamed and m.response_capture is not None else resp.raw_content
+        if m.recorded_response_body is not None:  # masking rewrote it: the record keeps the masked form
+            raw = m.recorded_response_body
+        elif streamed and m.response_capture is not None:
+            raw = bytes(m.response_capture)
+        else:
+            raw = resp.raw_content
         body, size, truncated = _clip(raw, ctx.options.warden_record_max_body)
         content_type = resp.headers.get("content-type", "")
-        decoded = raw if streamed else resp.get_content(strict=False)
+        decoded = raw if streamed or m.recorded_response_body is not None else resp.get_content(strict=False)
         usage = response_usage(decoded, content_type)
         local = m.error is not None or flow.server_conn.timestamp_start is None
         event = Event(
@@ -241,6 +261,9 @@ class Recorder:
         detail: dict[str, object] = {"streamed": streamed} if streamed else {}
         if m.original_response_body is not None and m.original_response_body != raw:
             detail["original"] = self._keep_original(event, m.original_response_body, flow.id)
+        if m.pii is not None and m.pii.response_findings:
+            detail["pii"] = _pii_detail(m.pii.profile, m.pii.response_findings)
+            event.entities = PiiOutcome.counts(m.pii.response_findings)
         event.detail = detail or None
         return event
 

@@ -16,6 +16,8 @@ import yaml
 from mitmproxy import exceptions, flowfilter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from addons.masking_rules import Masking
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CALLER_CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key")
 
@@ -66,6 +68,8 @@ class Rule(_Model):
     filter: str | None = Field(None, description="mitmproxy filter expression, e.g. '~d api.openai.com & ~u /v1/files'")
     action: Literal["allow", "block"]
     reason: str = ""
+    masking: str | None = Field(None, description="the masking profile for requests this rule allows "
+                                                  "(default: by the caller's groups)")
 
     @field_validator("filter")
     @classmethod
@@ -103,12 +107,6 @@ class IdentityConfig(_Model):
         return v
 
 
-class Masking(_Model):
-    """What the recorder keeps of a body that masking changed."""
-
-    originals: Literal["encrypted", "none"] = "encrypted"
-
-
 class RulesFile(_Model):
     identity: IdentityConfig = IdentityConfig()
     upstreams: list[Upstream] = Field(min_length=1)
@@ -122,6 +120,15 @@ class RulesFile(_Model):
         if dup := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"names must be unique; repeated: {', '.join(dup)}")
         return items
+
+    @model_validator(mode="after")
+    def _profiles_exist(self) -> RulesFile:
+        known = {p.name for p in self.masking.profiles}
+        for rule in self.rules:
+            if rule.masking is not None and rule.masking not in known:
+                raise ValueError(f"rule {rule.name!r}: masking profile {rule.masking!r} is not defined under "
+                                 f"masking.profiles (defined: {', '.join(sorted(known)) or 'none'})")
+        return self
 
 
 class Rules:
@@ -138,6 +145,10 @@ class Rules:
     @property
     def identity(self) -> IdentityConfig:
         return self.model.identity
+
+    @property
+    def masking(self) -> Masking:
+        return self.model.masking
 
     @property
     def upstreams(self) -> list[Upstream]:

@@ -70,7 +70,7 @@ class AdminBackend:
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]:
         data = self._get(
-            "/api/flows", user=f.user, host=f.host, decision=f.decision, fate=f.fate, limit=f.limit,
+            "/api/flows", user=f.user, host=f.host, decision=f.decision, fate=f.fate, entity=f.entity, limit=f.limit,
             since=f.since.isoformat() if f.since else None, until=f.until.isoformat() if f.until else None,
         )
         return data["flows"]
@@ -107,7 +107,7 @@ def open_backend(db: str, admin: str, token: Callable[[], str | None] = lambda: 
             raise BackendError(str(e)) from None
     backend = AdminBackend(admin, token())
     try:
-        backend._get("/healthz")
-    except BackendError as e:
+        backend.client.get("/healthz")  # reachable is enough: a starting gateway answers 503 but serves queries
+    except httpx.HTTPError as e:
         raise BackendError(f"{db} is held by a running gateway, but {e}; pass --admin HOST:PORT") from None
     return backend

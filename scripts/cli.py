@@ -112,12 +112,13 @@ def flows(
     until: Annotated[str | None, typer.Option(help="Before this time or duration ago.")] = None,
     decision: Annotated[str | None, typer.Option(help="Only this policy decision (allow, block).")] = None,
     fate: Annotated[str | None, typer.Option(help="Only this fate (completed, host_not_allowed, upstream_error, client_gone, ...).")] = None,
+    entity: Annotated[str | None, typer.Option(help="Only flows where this entity was masked (EMAIL_ADDRESS, CREDIT_CARD, ...).")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many flows, newest first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
-    """List recorded flows, newest first. Example: warden flows --user alice --since 2h --json"""
+    """List recorded flows, newest first. Example: warden flows --user alice --since 2h --entity CREDIT_CARD --json"""
     f = FlowFilter(user=user, host=host, since=_when(since, "since"), until=_when(until, "until"),
-                   decision=decision, fate=fate, limit=limit)
+                   decision=decision, fate=fate, entity=entity, limit=limit)
     backend = _backend()
     try:
         rows = backend.flows(f)
@@ -133,7 +134,7 @@ def flows(
     # (column, min width): short columns keep their width, long ones give way with an ellipsis.
     # What people scan for first comes first, so a narrow terminal crops the least useful columns.
     for column, width in (("time (UTC)", 14), ("flow", 8), ("user", 5), ("status", 6), ("fate", 9), ("method", 7),
-                          ("host", 9), ("path", 6), ("ms", 4), ("tokens", 6)):
+                          ("host", 9), ("path", 6), ("ms", 4), ("tokens", 6), ("masked", 6)):
         table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=width)
     for row in rows:
         tokens = "" if row["tokens_in"] is None else f"{row['tokens_in']}/{row['tokens_out']}"
@@ -141,8 +142,17 @@ def flows(
             str(row["started"])[5:19], row["flow_id"][:8], row["user"] or "-", str(row["status"] or "-"), row["fate"],
             row["method"], f"{row['host']}:{row['port']}", row["path"] or "",
             "" if row["latency_total_ms"] is None else f"{row['latency_total_ms']:.0f}", tokens,
+            _masked(row.get("entities"), row.get("response_entities")),
         )
     out.print(table)
+
+
+def _masked(request: dict | None, response: dict | None) -> str:
+    """``EMAIL_ADDRESS×2 PERSON`` for the request, ``| ...`` for the response."""
+    def one(counts: dict | None) -> str:
+        return " ".join(f"{k}×{v}" if v > 1 else k for k, v in (counts or {}).items())
+
+    return one(request) + (f" | {one(response)}" if response else "")
 
 
 def _find_flow(backend: Backend, flow_id: str):

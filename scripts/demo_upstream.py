@@ -6,7 +6,8 @@ gateway can be shown and tested without the internet. Run it::
     python -m scripts.demo_upstream --host 127.0.0.1 --port 9443 \\
         --tls-cert certs/demo-upstream.pem --tls-key certs/demo-upstream.key
 
-Endpoints: ``POST /v1/chat/completions`` and ``POST /v1/messages`` (``"stream": true`` too),
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/responses`` and ``POST /v1/messages``
+(``"stream": true`` too; ``x-demo-reply: TEXT`` answers TEXT instead of the echo), ``POST /v1/embeddings``,
 ``GET /v1/models``, ``ANY /echo/...`` (what arrived, as JSON), ``GET /status/N``,
 ``GET /slow?ms=N``, ``GET /bytes?n=N``. Streamed replies come in pieces of
 ``x-demo-chunk-chars`` characters (default 4), ``x-demo-delay-ms`` apart.
@@ -71,6 +72,54 @@ def openai_events(req: dict, reply: str, size: int) -> Iterator[bytes]:
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
     yield b"data: [DONE]\n\n"
+
+
+def responses_input_text(req: dict) -> str:
+    """The last user input of an OpenAI responses request: a string, or the text parts of the last user item."""
+    value = req.get("input")
+    if isinstance(value, str):
+        return value
+    users = [i for i in value or [] if isinstance(i, dict) and i.get("role", "user") == "user"]
+    if not users:
+        return ""
+    content = users[-1].get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") in ("input_text", "text"))
+
+
+def responses_object(req: dict, reply: str, status: str = "completed") -> dict:
+    item = {"id": "msg_demo", "type": "message", "role": "assistant", "status": status,
+            "content": [{"type": "output_text", "text": reply, "annotations": []}] if reply or status == "completed" else []}
+    return {"id": "resp_demo", "object": "response", "created_at": int(time.time()), "status": status,
+            "model": req.get("model", "demo"), "output": [item] if status == "completed" else [],
+            "usage": {"input_tokens": _words(reply), "output_tokens": _words(reply), "total_tokens": 2 * _words(reply),
+                      "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
+            "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+
+
+def responses_events(req: dict, reply: str, size: int) -> Iterator[bytes]:
+    sequence = iter(range(1_000_000))
+
+    def event(name: str, data: dict) -> bytes:
+        return f"event: {name}\ndata: {json.dumps({'type': name, 'sequence_number': next(sequence), **data})}\n\n".encode()
+
+    yield event("response.created", {"response": responses_object(req, "", "in_progress")})
+    item = {"id": "msg_demo", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    yield event("response.output_item.added", {"output_index": 0, "item": item})
+    part = {"type": "output_text", "text": "", "annotations": []}
+    yield event("response.content_part.added", {"item_id": "msg_demo", "output_index": 0, "content_index": 0, "part": part})
+    for piece in pieces(reply, size):
+        yield event("response.output_text.delta", {"item_id": "msg_demo", "output_index": 0, "content_index": 0,
+                                                   "delta": piece, "logprobs": []})
+    yield event("response.output_text.done", {"item_id": "msg_demo", "output_index": 0, "content_index": 0,
+                                              "text": reply, "logprobs": []})
+    done_part = {**part, "text": reply}
+    yield event("response.content_part.done", {"item_id": "msg_demo", "output_index": 0, "content_index": 0,
+                                               "part": done_part})
+    yield event("response.output_item.done", {"output_index": 0, "item": {**item, "status": "completed",
+                                                                          "content": [done_part]}})
+    yield event("response.completed", {"response": responses_object(req, reply)})
 
 
 def anthropic_events(req: dict, reply: str, size: int) -> Iterator[bytes]:
@@ -148,10 +197,12 @@ class Handler(BaseHTTPRequestHandler):
         body = self._receive()
         path = urlsplit(self.path).path
         size = int(self.headers.get("x-demo-chunk-chars") or 4)
+        # x-demo-reply: answer this text instead of the echo (an upstream that sends PII of its own)
+        override = self.headers.get("x-demo-reply")
         if path == "/v1/chat/completions":
             if (req := self._chat_request(body, "invalid_request_error")) is None:
                 return
-            reply = last_user_text(req.get("messages"))
+            reply = override if override is not None else last_user_text(req.get("messages"))
             if req.get("stream"):
                 return self._stream(openai_events(req, reply, size))
             usage = {"prompt_tokens": _words(reply), "completion_tokens": _words(reply)}
@@ -162,10 +213,25 @@ class Handler(BaseHTTPRequestHandler):
                 "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                              "message": {"role": "assistant", "content": reply}}],
             })
+        if path == "/v1/responses":
+            if (req := self._chat_request(body, "invalid_request_error")) is None:
+                return
+            reply = override if override is not None else responses_input_text(req)
+            if req.get("stream"):
+                return self._stream(responses_events(req, reply, size))
+            return self._json(200, responses_object(req, reply))
+        if path == "/v1/embeddings":
+            if (req := self._chat_request(body, "invalid_request_error")) is None:
+                return
+            inputs = req.get("input") if isinstance(req.get("input"), list) else [req.get("input")]
+            return self._json(200, {"object": "list", "model": req.get("model", "demo"),
+                                    "data": [{"object": "embedding", "index": i, "embedding": [0.0, 0.5, 1.0]}
+                                             for i in range(len(inputs))],
+                                    "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}})
         if path == "/v1/messages":
             if (req := self._chat_request(body, "invalid_request_error")) is None:
                 return
-            reply = last_user_text(req.get("messages"))
+            reply = override if override is not None else last_user_text(req.get("messages"))
             if req.get("stream"):
                 return self._stream(anthropic_events(req, reply, size))
             return self._json(200, {

@@ -1,0 +1,160 @@
+"""The PII analyzer as it runs inside a worker process (``addons/analysis.py`` runs the pool around it).
+
+The analyzer is Presidio's ``AnalyzerEngine`` with its NLP engine built explicitly on the pinned
+spaCy model (Presidio's default would try to download one) with only what Presidio needs: NER
+(which carries its own tok2vec in ``en_core_web_sm``) and lower-cased lemmas for context words.
+Tagger, parser, lemmatizer and the shared tok2vec cost 40% of the time and are left out.
+tldextract is pointed at its bundled suffix list so nothing is fetched.
+
+Work arrives as ``Unit``s: a text and whether to run NER, the pattern recognizers, or both on it.
+Long texts are split by the caller: pattern recognizers see the whole text (a PEM block or an
+IBAN must not be cut), NER sees sentence-aligned chunks, batched through ``nlp.pipe``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import sys
+from dataclasses import dataclass
+
+from addons.recognizers import EngineSpec, entity_names, pattern_recognizers
+
+Span = tuple[str, int, int, float]  # entity, start, end, score: never the value
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of analysis work."""
+
+    text: str
+    ner: bool = True
+    patterns: bool = True
+
+
+def _offline_tldextract() -> None:
+    import tldextract.tldextract as tld
+
+    tld.TLD_EXTRACTOR = tld.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+
+class Analyzer:
+    """Presidio on a trimmed spaCy pipeline, for one ``EngineSpec``."""
+
+    def __init__(self, spec: EngineSpec) -> None:
+        import spacy
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+        from spacy.language import Language
+
+        if "warden_lower_lemma" not in Language.factories:
+
+            @Language.component("warden_lower_lemma")
+            def lower_lemma(doc):  # context words are matched against lemmas; the lower-cased token is enough
+                for token in doc:
+                    token.lemma_ = token.lower_
+                return doc
+
+        self.spec = spec
+        nlp = spacy.load(spec.model, exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer"])
+        nlp.add_pipe("warden_lower_lemma")
+        self.nlp = nlp
+        engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": spec.model}],
+                                ner_model_configuration=NerModelConfiguration(labels_to_ignore=["CARDINAL", "ORDINAL",
+                                                                                                "QUANTITY", "MONEY",
+                                                                                                "PERCENT"]))
+        engine.nlp = {"en": nlp}  # loaded here, trimmed; Presidio's load() would load the full pipeline
+        self.engine = engine
+        recognizers = pattern_recognizers(spec)
+        if spec.ner_entities:
+            recognizers.append(SpacyRecognizer(supported_entities=list(spec.ner_entities)))
+        registry = RecognizerRegistry(recognizers=recognizers, supported_languages=["en"])
+        self.analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"],
+                                       default_score_threshold=spec.min_score)
+        names = entity_names(spec)
+        self.all_entities = sorted(names)
+        self.ner_entities = sorted(spec.ner_entities)
+        self.pattern_entities = sorted(names - set(spec.ner_entities))
+
+    def _artifacts(self, doc):
+        # What SpacyNlpEngine.process_text makes of a doc (label mapping, scores), for docs made here in batches.
+        return self.engine._doc_to_nlp_artifact(doc, "en")
+
+    def analyze(self, units: list[Unit]) -> list[list[Span]]:
+        """Spans found in each unit, in order."""
+        use_ner = bool(self.ner_entities)
+        ner_units = [i for i, u in enumerate(units) if u.ner and use_ner]
+        docs = dict(zip(ner_units, self.nlp.pipe((units[i].text for i in ner_units), batch_size=32), strict=True))
+        lemma = self.nlp.get_pipe("warden_lower_lemma")
+        out: list[list[Span]] = []
+        for i, unit in enumerate(units):
+            entities = (self.ner_entities if unit.ner and use_ner else []) + (self.pattern_entities if unit.patterns else [])
+            if not entities or not unit.text.strip():
+                out.append([])
+                continue
+            doc = docs.get(i) or lemma(self.nlp.make_doc(unit.text))
+            found = self.analyzer.analyze(unit.text, language="en", entities=entities,
+                                          nlp_artifacts=self._artifacts(doc), score_threshold=self.spec.min_score)
+            out.append(sorted((r.entity_type, r.start, r.end, round(float(r.score), 3)) for r in found))
+        return out
+
+
+def send(stream, message: object) -> None:
+    """One message on a pipe: a 4-byte length, then the pickle (both ends are this program)."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("!I", len(data)) + data)
+    stream.flush()
+
+
+def _read(stream, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            raise EOFError("the pipe closed")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def receive(stream) -> object:
+    """The next message (see ``send``); raises EOFError when the other end is gone."""
+    (size,) = struct.unpack("!I", _read(stream, 4))
+    return pickle.loads(_read(stream, size))
+
+
+def serve(inbox, outbox) -> None:
+    """A worker process's life: read the spec, build the analyzer, say ready, then answer ``(task_id, units)``
+    until the gateway closes the pipe. Answers are ``(task_id, True, spans per unit)`` or
+    ``(task_id, False, "what failed")``; the start-up report has task id None.
+    """
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    _offline_tldextract()
+    spec = receive(inbox)
+    try:
+        analyzer = Analyzer(spec)
+        analyzer.analyze([Unit("Warm up: Jane Doe, jane@example.com, +1 212 555 0123.")])
+    except Exception as e:  # the pool reports it and fails closed
+        send(outbox, (None, False, f"{type(e).__name__}: {e}"))
+        return
+    send(outbox, (None, True, os.getpid()))
+    while True:
+        try:
+            task_id, units = receive(inbox)
+        except EOFError:
+            return  # the gateway went away
+        try:
+            result = (task_id, True, analyzer.analyze(units))
+        except Exception as e:
+            result = (task_id, False, f"{type(e).__name__}: {e}")
+        send(outbox, result)
+
+
+if __name__ == "__main__":
+    # stdout is the answer pipe: keep stray prints (libraries) away from it
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin.buffer, answers)
