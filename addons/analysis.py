@@ -204,23 +204,32 @@ class AnalysisPool:
             return "ready"
         return "failed" if self.last_error and not self._workers else "starting"
 
-    def start(self) -> None:
-        """Start the workers (call on the event loop); they load the model in the background."""
-        self._loop = asyncio.get_running_loop()
+    def spawn(self) -> None:
+        """Start the worker processes; they load the model while the gateway starts (no event loop needed)."""
+        if self._workers or self._closed:
+            return
         self._started_at = time.monotonic()
         for _ in range(self.workers):
             self._spawn()
         if self not in POOLS:
             POOLS.append(self)
 
+    def start(self) -> None:
+        """Attach the workers to the running event loop (spawning them if not done yet)."""
+        self.spawn()
+        self._loop = asyncio.get_running_loop()
+        for worker in self._workers:
+            self._loop.add_reader(worker.outbox.fileno(), self._on_answer, worker)
+
     def _spawn(self) -> None:
-        assert self._loop is not None
         worker = _Worker(self.spec)
         self._workers.append(worker)
-        self._loop.add_reader(worker.outbox.fileno(), self._on_answer, worker)
+        if self._loop is not None:
+            self._loop.add_reader(worker.outbox.fileno(), self._on_answer, worker)
 
     def close(self) -> None:
         self._closed = True
+        self.cache.clear()
         for worker in list(self._workers):
             self._drop(worker, "the gateway is shutting down")
         if self in POOLS:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import struct
 import sys
 from dataclasses import dataclass
 
 from addons.recognizers import EngineSpec, entity_names, pattern_recognizers
+from addons.recognizers.names import GivenNameRecognizer, given_names
 
 Span = tuple[str, int, int, float]  # entity, start, end, score: never the value
 
@@ -32,6 +34,20 @@ class Unit:
     text: str
     ner: bool = True
     patterns: bool = True
+
+
+_SENTENCE_START = re.compile(r"(?:^|[.!?:]\s+|\n\s*)$")
+
+
+def _lone_capitalised_word(text: str, result) -> bool:
+    """spaCy's small model calls many sentence-opening verbs and nouns a PERSON ("Convert 72 degrees ...").
+    A one-word PERSON that opens a sentence and is no given name is dropped."""
+    if result.entity_type != "PERSON" or (result.recognition_metadata or {}).get("recognizer_name") != "SpacyRecognizer":
+        return False
+    word = text[result.start:result.end]
+    if not word.isalpha() or not _SENTENCE_START.search(text[:result.start]):
+        return False
+    return word not in given_names()
 
 
 def _offline_tldextract() -> None:
@@ -71,6 +87,8 @@ class Analyzer:
         recognizers = pattern_recognizers(spec)
         if spec.ner_entities:
             recognizers.append(SpacyRecognizer(supported_entities=list(spec.ner_entities)))
+        if "PERSON" in spec.ner_entities:
+            recognizers.append(GivenNameRecognizer())
         registry = RecognizerRegistry(recognizers=recognizers, supported_languages=["en"])
         self.analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"],
                                        default_score_threshold=spec.min_score)
@@ -98,6 +116,7 @@ class Analyzer:
             doc = docs.get(i) or lemma(self.nlp.make_doc(unit.text))
             found = self.analyzer.analyze(unit.text, language="en", entities=entities,
                                           nlp_artifacts=self._artifacts(doc), score_threshold=self.spec.min_score)
+            found = [r for r in found if not _lone_capitalised_word(unit.text, r)]
             out.append(sorted((r.entity_type, r.start, r.end, round(float(r.score), 3)) for r in found))
         return out
 

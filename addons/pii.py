@@ -91,11 +91,13 @@ class PiiMasking:
             old.timeout = ctx.options.warden_pii_timeout
             return
         self.pool = AnalysisPool(spec, workers, ctx.options.warden_pii_timeout)
-        self.scanner = pattern_scanner(spec)
         if old is not None:
             old.close()
         if self._running:
             self.pool.start()
+        else:
+            self.pool.spawn()  # the workers load their model while the rest of the gateway starts
+        self.scanner = pattern_scanner(spec)
 
     def running(self) -> None:
         self._running = True

@@ -197,6 +197,8 @@ def start_gateway(
         "warden_rules": rules, "warden_db": db, "warden_admin": f"127.0.0.1:{admin_port}",
         "warden_signing_key": workdir / "warden-signing.key", "warden_originals_key": workdir / "warden-originals.key",
         "warden_issuer_key": workdir / "warden-issuer.key",
+        # one analyzer process: gateways start faster on two cores (PII tests that need more set it)
+        "warden_pii_workers": 1,
     }
     overridden = {extra_args[i + 1].split("=", 1)[0] for i, a in enumerate(extra_args) if a == "--set"}
     args = [

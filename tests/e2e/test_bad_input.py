@@ -85,12 +85,13 @@ def test_bad_bodies_are_refused_recorded_and_serving_goes_on(gateway_factory, up
 
         binary = client.post(f"https://localhost:{upstream.port}/echo/bin", content=bytes(range(256)),
                              headers={"content-type": "application/octet-stream"})
-        assert binary.status_code == 200  # undeclared-text bytes pass untouched
+        # bytes PII masking cannot read are refused by default (masking.unknown_content: block)
+        assert binary.status_code == 415 and binary.json()["error"]["type"] == "unsupported_content"
 
         assert client.post(url, json={"model": "m", "messages": [{"role": "user", "content": "still here"}]}).status_code == 200
 
     fates = [f["fate"] for f in reversed(gw.flows())]
     assert fates == ["body_too_large", "body_too_large", "malformed_body", "malformed_body", "malformed_body",
-                     "completed", "completed", "completed"]
+                     "completed", "unsupported_content", "completed"]
     # Only the good requests went out; nothing refused reached the upstream.
-    assert [r["path"] for r in upstream.received] == ["/echo/gz", "/echo/bin", "/v1/chat/completions"]
+    assert [r["path"] for r in upstream.received] == ["/echo/gz", "/v1/chat/completions"]
