@@ -25,6 +25,7 @@ from addons.flowmeta import Finding, PiiOutcome, WardenMeta, fail_closed, meta, 
 from addons.keys import KeyFileError, load_or_create_hash_key
 from addons.masking_rules import Profile
 from addons.operators import Applied, Masker
+from addons.options import seconds
 from addons.payloads import Payload, adapter_for, body_kind, parse_body
 from addons.pseudonyms import Vault
 from addons.recognizers import pattern_scanner
@@ -52,6 +53,7 @@ class PiiMasking:
         self.pool: AnalysisPool | None = None
         self.hash_key: bytes | None = None
         self.scanner = None
+        self.timeout = 30.0
         self._running = False
 
     def load(self, loader) -> None:
@@ -60,7 +62,7 @@ class PiiMasking:
             "Processes that run the PII analyzer (Presidio + spaCy); 0: one per CPU core.",
         )
         loader.add_option(
-            "warden_pii_timeout", float, 30.0,
+            "warden_pii_timeout", str, "30",
             "Seconds PII analysis of one body may take; after that the request is refused (503), never forwarded.",
         )
         loader.add_option(
@@ -71,8 +73,8 @@ class PiiMasking:
     def configure(self, updated: set[str]) -> None:
         if "warden_pii_workers" in updated and ctx.options.warden_pii_workers < 0:
             raise exceptions.OptionsError("warden_pii_workers: must be 0 (one per core) or a positive number")
-        if "warden_pii_timeout" in updated and ctx.options.warden_pii_timeout <= 0:
-            raise exceptions.OptionsError("warden_pii_timeout: must be a positive number of seconds")
+        if "warden_pii_timeout" in updated:
+            self.timeout = seconds("warden_pii_timeout")
         if "warden_pii_hash_key" in updated:
             try:
                 self.hash_key = load_or_create_hash_key(ctx.options.warden_pii_hash_key)
@@ -88,9 +90,9 @@ class PiiMasking:
         workers = ctx.options.warden_pii_workers or default_workers()
         old = self.pool
         if old is not None and old.spec == spec and old.workers == workers:
-            old.timeout = ctx.options.warden_pii_timeout
+            old.timeout = self.timeout
             return
-        self.pool = AnalysisPool(spec, workers, ctx.options.warden_pii_timeout)
+        self.pool = AnalysisPool(spec, workers, self.timeout)
         if old is not None:
             old.close()
         if self._running:

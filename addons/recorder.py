@@ -23,6 +23,7 @@ from addons.errors import RecordingUnavailable
 from addons.events import Event
 from addons.flowmeta import Finding, PiiOutcome, WardenMeta, fail_closed, meta
 from addons.keys import KeyFileError, OriginalsKey, SigningKey
+from addons.options import seconds
 from addons.redaction import redact_headers, redact_path
 from addons.rules import rules_from_option
 from addons.store import OPEN_STORES, Store, StoreError
@@ -80,6 +81,7 @@ class Recorder:
         self.signing_key: SigningKey | None = None
         self.originals_key: OriginalsKey | None = None
         self.keep_originals = "encrypted"
+        self.record_timeout = 10.0
         self.running_ = False
 
     def load(self, loader) -> None:
@@ -101,7 +103,7 @@ class Recorder:
             "Bodies longer than this many bytes are recorded truncated (their full size is kept).",
         )
         loader.add_option(
-            "warden_record_timeout", float, 10.0,
+            "warden_record_timeout", str, "10",
             "Seconds a request waits for its event to be committed before it is refused with 503.",
         )
 
@@ -118,6 +120,8 @@ class Recorder:
                 raise exceptions.OptionsError(f"warden_signing_key/warden_originals_key: {e}") from None
         if "warden_checkpoint_every" in updated and ctx.options.warden_checkpoint_every < 1:
             raise exceptions.OptionsError("warden_checkpoint_every: must be at least 1")
+        if "warden_record_timeout" in updated:
+            self.record_timeout = seconds("warden_record_timeout")
         if "warden_record_max_body" in updated and ctx.options.warden_record_max_body < 0:
             raise exceptions.OptionsError("warden_record_max_body: must not be negative")
         if "warden_rules" in updated and hasattr(ctx.options, "warden_rules"):
@@ -303,7 +307,7 @@ class Recorder:
             raise RecordingUnavailable("the store is not open (see the gateway log); nothing was forwarded")
         try:
             seq_hash = await asyncio.wait_for(
-                asyncio.wrap_future(self.store.submit(event)), ctx.options.warden_record_timeout
+                asyncio.wrap_future(self.store.submit(event)), self.record_timeout
             )
         except (StoreError, TimeoutError) as e:
             metrics.COMMIT_FAILURES.inc()

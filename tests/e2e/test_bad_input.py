@@ -55,6 +55,13 @@ def test_unknown_option_values_are_named(tmp_path: Path, confdir: Path, upstream
     log = startup_failure(tmp_path / "c", confdir, upstream, rules_for(upstream.port),
                           "--set", f"warden_rules={tmp_path / 'missing.yaml'}")
     assert "missing.yaml: cannot read rules file" in log
+    log = startup_failure(tmp_path / "d", confdir, upstream, rules_for(upstream.port), "--set", "warden_pii_timeout=soon")
+    assert "warden_pii_timeout: expected a number of seconds (e.g. 10 or 2.5), got 'soon'" in log
+    log = startup_failure(tmp_path / "e", confdir, upstream, rules_for(upstream.port), "--set", "warden_record_timeout=-1")
+    assert "warden_record_timeout: must be a positive number of seconds" in log
+    masking = rules_for(upstream.port).replace("rules:", "masking:\n  operators: {EMAIL: mask}\nrules:", 1)
+    log = startup_failure(tmp_path / "f", confdir, upstream, masking)
+    assert "rules.yaml: masking: Value error, operators.EMAIL: unknown entity 'EMAIL'" in log
 
 
 def test_bad_bodies_are_refused_recorded_and_serving_goes_on(gateway_factory, upstream) -> None:
