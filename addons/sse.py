@@ -29,7 +29,8 @@ Scanner = Callable[[str], list[Span]]  # pattern entities in a text
 MAX_NUMERIC_TAIL = 64  # characters: longer than any card number, IBAN or phone number with its separators
 MAX_HELD = 16384  # characters a channel may hold (an unterminated PEM block) before it must release
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*-----")
+_PEM_BEGIN = re.compile(r"-----BEGIN")
+_PEM_PARTIAL = re.compile(r"-{1,5}(?:B(?:E(?:G(?:I)?)?)?)?$")  # what may become "-----BEGIN"
 _PEM_END = re.compile(r"-----END [A-Z0-9 ]*-----")
 
 
@@ -95,17 +96,24 @@ class Channel:
         cut = len(buffer) if partial is None else partial
         if masking:
             cut = min(cut, hold_from(buffer))
-            begin = None
-            for begin in _PEM_BEGIN.finditer(buffer):
-                pass
-            if begin is not None and not _PEM_END.search(buffer, begin.end()):
-                cut = min(cut, begin.start())
+            pem = _unfinished_pem(buffer)
+            if pem is not None:
+                cut = min(cut, pem)
             for _, start, end, _ in spans:
                 if start < cut < end:
                     cut = start
         if len(buffer) - cut > MAX_HELD:
             cut = len(buffer) - MAX_HELD
         return cut
+
+
+def _unfinished_pem(text: str) -> int | None:
+    """Where a PEM block (a private key) starts that has not ended yet, or what may become its start."""
+    for begin in _PEM_BEGIN.finditer(text):
+        if not _PEM_END.search(text, begin.end()):
+            return begin.start()
+    partial = _PEM_PARTIAL.search(text)
+    return partial.start() if partial else None
 
 
 def _json_escape(value: str) -> str:
