@@ -54,6 +54,26 @@ def check(path: Annotated[Path, typer.Argument(help="The rules file.")] = Path("
     for i, rule in enumerate(rules.rules):
         table.add_row(str(i), rule.name, rule.filter or "(any)", rule.action, rule.reason)
     out.print(table)
+    _masking(rules)
+
+
+def _masking(rules: Rules) -> None:
+    masking = rules.masking
+    table = Table(title=f"masking profiles (responses: {masking.responses}; uninspectable bodies: "
+                        f"{masking.unknown_content}; originals: {masking.originals})", title_justify="left")
+    for column in ("profile", "for groups", "entity", "operator", "min score"):
+        table.add_column(column)
+    for name, groups in [("default", "(everyone else)")] + [(p.name, ", ".join(p.groups) or "(by rule)")
+                                                           for p in masking.profiles]:
+        profile = masking.profile(None if name == "default" else name)
+        if not profile.entities:
+            table.add_row(name, groups, "(nothing masked)", "", "")
+        for i, entity in enumerate(sorted(profile.entities)):
+            spec = profile.operators[entity]
+            how = spec.type + (f" keep_last={spec.keep_last}" if spec.keep_last else "") + \
+                (f" value={spec.value!r}" if spec.value is not None else "")
+            table.add_row(name if i == 0 else "", groups if i == 0 else "", entity, how, f"{profile.thresholds[entity]:g}")
+    out.print(table)
 
 
 @rules_app.command()
@@ -79,3 +99,6 @@ def explain(
     colour = "green" if decision.action == "allow" else "red"
     out.print(f"[{colour}]{decision.action}[/] by rule [bold]{decision.rule}[/] on upstream {upstream.name}"
               + (f": {decision.reason}" if decision.reason else ""), highlight=False)
+    if decision.action == "allow":
+        profile = decision.masking or "chosen by the caller's groups (default: default)"
+        out.print(f"masking profile: {profile}", highlight=False)

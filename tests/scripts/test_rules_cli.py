@@ -24,6 +24,8 @@ def test_check_shows_upstreams_and_rules_without_secrets() -> None:
     assert "rules/default.yaml: valid" in result.stdout and "no-fine-tuning" in result.stdout
     assert "sk-PLANTED-never-printed" not in result.stdout
     assert "missing: environment variable ANTHROPIC_API_KEY is not set (503)" in result.stdout
+    assert "masking profiles (responses: mask" in result.stdout
+    assert "CREDIT_CARD   │ mask keep_last=4" in result.stdout and "│ security │ security" in result.stdout
 
 
 def test_check_names_file_and_field(tmp_path: Path) -> None:
@@ -32,6 +34,11 @@ def test_check_names_file_and_field(tmp_path: Path) -> None:
     result = warden("rules", "check", str(bad))
     assert result.returncode == 1
     assert f"{bad}: upstreams[0].port: Input should be greater than or equal to 1" in result.stderr
+    bad.write_text("upstreams:\n  - {name: x, host: h}\nmasking:\n  recognizers:\n    - {entity: X_ID, patterns: ['(']}\n")
+    result = warden("rules", "check", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}: masking.recognizers[0].patterns: Value error, patterns[0] '(' is not a valid regular expression" \
+        in result.stderr
 
 
 def test_explain_says_what_would_happen_and_why() -> None:
