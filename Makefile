@@ -30,8 +30,9 @@ demo: setup  ## the offline demo upstream (OpenAI/Anthropic-shaped) on https://l
 test: setup  ## the whole suite: unit tests and end-to-end tests through a real mitmdump
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: setup  ## throughput and added latency: direct vs bare mitmdump vs the Warden chain
+bench: setup  ## throughput and added latency: direct vs bare mitmdump vs the Warden chain; then PII masking's cost
 	$(BIN)/python -m scripts.bench
+	$(BIN)/python -m scripts.bench_pii
 
 setup: $(STAMP) certs/upstream-trust.pem
 

@@ -36,6 +36,28 @@ class Unit:
     patterns: bool = True
 
 
+_SENTENCE = re.compile(r"[^\n.!?]+[.!?]*")
+_INNER_CAPITAL = re.compile(r"(?<=[\s(\"'\[/-])[A-Z][a-z]")
+_FIRST_WORD = re.compile(r"\s*([A-Z][a-z]+)")
+
+
+def name_windows(text: str, limit: int = 1200) -> list[tuple[int, int]]:
+    """Spans of ``text`` that could name a person: sentences with a capitalised word past their first, or
+    opening with a given name. NER (the costly part) runs on these only; the small model finds no
+    lower-case names anyway. Neighbouring sentences are merged, up to ``limit`` characters."""
+    spans: list[list[int]] = []
+    for sentence in _SENTENCE.finditer(text):
+        s = sentence.group()
+        first = _FIRST_WORD.match(s)
+        rest = first.end() if first else len(s) - len(s.lstrip())
+        if _INNER_CAPITAL.search(s, rest) or (first and first.group(1) in given_names()):
+            if spans and spans[-1][1] >= sentence.start() - 2 and sentence.end() - spans[-1][0] <= limit:
+                spans[-1][1] = sentence.end()
+            else:
+                spans.append([sentence.start(), sentence.end()])
+    return [(start, end) for start, end in spans]
+
+
 _SENTENCE_START = re.compile(r"(?:^|[.!?:]\s+|\n\s*)$")
 
 
@@ -85,6 +107,7 @@ class Analyzer:
         engine.nlp = {"en": nlp}  # loaded here, trimmed; Presidio's load() would load the full pipeline
         self.engine = engine
         recognizers = pattern_recognizers(spec)
+        self.patterns = list(recognizers)
         if spec.ner_entities:
             recognizers.append(SpacyRecognizer(supported_entities=list(spec.ner_entities)))
         if "PERSON" in spec.ner_entities:
@@ -102,23 +125,28 @@ class Analyzer:
         return self.engine._doc_to_nlp_artifact(doc, "en")
 
     def analyze(self, units: list[Unit]) -> list[list[Span]]:
-        """Spans found in each unit, in order."""
-        use_ner = bool(self.ner_entities)
-        ner_units = [i for i, u in enumerate(units) if u.ner and use_ner]
-        docs = dict(zip(ner_units, self.nlp.pipe((units[i].text for i in ner_units), batch_size=32), strict=True))
+        """Spans found in each unit, in order: NER on the sentences that could name someone, patterns on all."""
+        out: list[list[Span]] = [[] for _ in units]
+        windows = [(i, start, unit.text[start:end]) for i, unit in enumerate(units) if unit.ner and self.ner_entities
+                   for start, end in name_windows(unit.text)]
+        docs = self.nlp.pipe((text for _, _, text in windows), batch_size=32)
+        for (i, start, text), doc in zip(windows, docs, strict=True):
+            out[i] += self._analyze(text, self.ner_entities, doc, start)
         lemma = self.nlp.get_pipe("warden_lower_lemma")
-        out: list[list[Span]] = []
         for i, unit in enumerate(units):
-            entities = (self.ner_entities if unit.ner and use_ner else []) + (self.pattern_entities if unit.patterns else [])
-            if not entities or not unit.text.strip():
-                out.append([])
-                continue
-            doc = docs.get(i) or lemma(self.nlp.make_doc(unit.text))
-            found = self.analyzer.analyze(unit.text, language="en", entities=entities,
-                                          nlp_artifacts=self._artifacts(doc), score_threshold=self.spec.min_score)
-            found = [r for r in found if not _lone_capitalised_word(unit.text, r)]
-            out.append(sorted((r.entity_type, r.start, r.end, round(float(r.score), 3)) for r in found))
-        return out
+            # Context words only raise the score of a match, so text no pattern matches needs no tokens.
+            if unit.patterns and self.pattern_entities and self._any_pattern(unit.text):
+                out[i] += self._analyze(unit.text, self.pattern_entities, lemma(self.nlp.make_doc(unit.text)), 0)
+        return [sorted(set(spans)) for spans in out]
+
+    def _any_pattern(self, text: str) -> bool:
+        return any(recognizer.analyze(text, recognizer.supported_entities, None) for recognizer in self.patterns)
+
+    def _analyze(self, text: str, entities: list[str], doc, offset: int) -> list[Span]:
+        found = self.analyzer.analyze(text, language="en", entities=entities, nlp_artifacts=self._artifacts(doc),
+                                      score_threshold=self.spec.min_score)
+        return [(r.entity_type, r.start + offset, r.end + offset, round(float(r.score), 3))
+                for r in found if not _lone_capitalised_word(text, r)]
 
 
 def send(stream, message: object) -> None:

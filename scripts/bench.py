@@ -139,9 +139,10 @@ sys.path.insert(0, {root!r})
 from addons.admin import Admin
 from addons.credentials import Credentials
 from addons.intake import Intake
+from addons.pii import PiiMasking
 from addons.policy import Policy
 from addons.recorder import Recorder
-addons = [Intake(), Policy(), Credentials(), Recorder(), Admin()]
+addons = [Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]
 """
 
 
