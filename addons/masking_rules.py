@@ -19,6 +19,16 @@ DEFAULT_ENTITIES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "U
 _ENTITY_NAME = r"^[A-Z][A-Z0-9_]*$"
 
 
+def _compiled(patterns: list[str], field: str) -> list[str]:
+    """``patterns`` unchanged if each compiles; else a ValueError naming the index."""
+    for i, regex in enumerate(patterns):
+        try:
+            re.compile(regex)
+        except re.error as e:
+            raise ValueError(f"{field}[{i}] {regex!r} is not a valid regular expression: {e}") from None
+    return patterns
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -59,12 +69,7 @@ class PatternSpec(_Model):
     @field_validator("patterns")
     @classmethod
     def _compile(cls, patterns: list[str]) -> list[str]:
-        for i, regex in enumerate(patterns):
-            try:
-                re.compile(regex)
-            except re.error as e:
-                raise ValueError(f"patterns[{i}] {regex!r} is not a valid regular expression: {e}") from None
-        return patterns
+        return _compiled(patterns, "patterns")
 
 
 Responses = Literal["mask", "restore"]
@@ -109,12 +114,7 @@ class Masking(_Model):
     @field_validator("allow_regex")
     @classmethod
     def _compile(cls, patterns: list[str]) -> list[str]:
-        for i, regex in enumerate(patterns):
-            try:
-                re.compile(regex)
-            except re.error as e:
-                raise ValueError(f"[{i}] {regex!r} is not a valid regular expression: {e}") from None
-        return patterns
+        return _compiled(patterns, "")
 
     @field_validator("thresholds")
     @classmethod

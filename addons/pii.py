@@ -248,7 +248,7 @@ class PiiMasking:
             return
         payload = parsed[0]
         findings, record_texts, client_texts = await self._mask_response(payload, profile, m)
-        if not findings and all(r == c == s.text for r, c, s in zip(record_texts, client_texts, payload.slots)):
+        if not findings and all(r == c == s.text for r, c, s in zip(record_texts, client_texts, payload.slots, strict=True)):
             return
         for slot, text in zip(payload.slots, record_texts, strict=True):
             slot.set(text)

@@ -182,6 +182,18 @@ def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Pope
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
 
+def mitmdump_common(certs: Path) -> list[str]:
+    """The options every benchmarked mitmdump shares: loopback, the gateway CA, quiet, the demo upstream trusted."""
+    return ["--listen-host", "127.0.0.1", "--set", f"confdir={certs}", "--set", "flow_detail=0",
+            "--set", f"ssl_verify_upstream_trusted_ca={certs / 'upstream-trust.pem'}"]
+
+
+def start_upstream(certs: Path, port: int, work: Path) -> subprocess.Popen:
+    return start([sys.executable, "-m", "scripts.demo_upstream", "--host", "127.0.0.1", "--port", str(port),
+                  "--tls-cert", str(certs / "demo-upstream.pem"), "--tls-key", str(certs / "demo-upstream.key")],
+                 work / "upstream.log")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "load":
         load_main(sys.argv[2:])
@@ -203,12 +215,9 @@ def main() -> None:
                      "rules:\n  - name: default\n    action: allow\n")
     no_identity = work / "gateway_without_identity.py"
     no_identity.write_text(NO_IDENTITY_SCRIPT.format(root=str(ROOT)))
-    common = ["--listen-host", "127.0.0.1", "--set", f"confdir={certs}", "--set", "flow_detail=0",
-              "--set", f"ssl_verify_upstream_trusted_ca={certs / 'upstream-trust.pem'}"]
+    common = mitmdump_common(certs)
     procs = [
-        start([sys.executable, "-m", "scripts.demo_upstream", "--host", "127.0.0.1", "--port", str(up_port),
-               "--tls-cert", str(certs / "demo-upstream.pem"), "--tls-key", str(certs / "demo-upstream.key")],
-              work / "upstream.log"),
+        start_upstream(certs, up_port, work),
         start([str(BIN / "mitmdump"), "--mode", f"regular@{bare_port}", *common], work / "bare.log"),
         start([str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "gateway.py"), "--mode", f"regular@{warden_port}",
                *common, *warden_settings(work, "chain", rules, admin_port)], work / "warden.log"),
@@ -216,7 +225,7 @@ def main() -> None:
                *common, *warden_settings(work, "anon", rules, anon_admin)], work / "anon.log"),
     ]
     try:
-        for port, proc in zip((up_port, bare_port, warden_port, admin_port, anon_port), (*procs[:3], procs[2], procs[3])):
+        for port, proc in zip((up_port, bare_port, warden_port, admin_port, anon_port), (*procs[:3], procs[2], procs[3]), strict=True):
             wait_port(port, proc)
         token = EmbeddedIssuer.load_or_create(work / "chain-issuer.key").mint("bench", ttl=3600)
         url = f"https://localhost:{up_port}/v1/chat/completions"

@@ -24,8 +24,6 @@ import platform
 import random
 import ssl
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -37,7 +35,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from addons.issuer import EmbeddedIssuer
-from scripts.bench import BIN, ROOT, free_port, start, wait_port, warden_settings
+from scripts.bench import BIN, ROOT, free_port, mitmdump_common, start, start_upstream, wait_port, warden_settings
 
 console = Console()
 WORDS = ("the quarterly report shows that revenue grew while costs stayed flat and the team plans to migrate "
@@ -147,12 +145,9 @@ rules:
   - name: default
     action: allow
 """)
-    common = ["--listen-host", "127.0.0.1", "--set", f"confdir={certs}", "--set", "flow_detail=0",
-              "--set", f"ssl_verify_upstream_trusted_ca={certs / 'upstream-trust.pem'}"]
+    common = mitmdump_common(certs)
     procs = [
-        start([sys.executable, "-m", "scripts.demo_upstream", "--host", "127.0.0.1", "--port", str(up_port),
-               "--tls-cert", str(certs / "demo-upstream.pem"), "--tls-key", str(certs / "demo-upstream.key")],
-              work / "upstream.log"),
+        start_upstream(certs, up_port, work),
         # bare mitmdump streams bodies (as Warden streams SSE), else it would buffer every answer
         start([str(BIN / "mitmdump"), "--mode", f"regular@{bare_port}", *common, "--set", "stream_large_bodies=1"],
               work / "bare.log"),

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import json
 
-from addons.payloads import anthropic_messages, form, generic_json, openai_chat, openai_embeddings, openai_responses, text
+from addons.payloads import (
+    anthropic_messages,
+    form,
+    generic_json,
+    openai_chat,
+    openai_embeddings,
+    openai_responses,
+    text,
+)
 from addons.payloads.base import Adapter, Payload, StreamEvent, StreamSlot, TextSlot, parse_json
 
 ADAPTERS: tuple[Adapter, ...] = (openai_chat.ADAPTER, openai_responses.ADAPTER, openai_embeddings.ADAPTER,

@@ -14,6 +14,6 @@ def parse(body: bytes) -> Payload:
     except (UnicodeDecodeError, ValueError) as e:
         raise MalformedBody(f"the form body does not parse ({e}); it cannot be inspected for PII") from None
     payload = Payload(pairs, serialise=lambda doc: urlencode([tuple(p) for p in doc]).encode())
-    for i, pair in enumerate(pairs):
+    for pair in pairs:
         payload.add(pair, 1, f"form.{pair[0]}")
     return payload

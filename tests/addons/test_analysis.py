@@ -12,7 +12,7 @@ from addons import analyzer_worker
 from addons.analysis import SPLIT_AT, AnalysisPool, AnalysisUnavailable, batches, plan, split_text
 from addons.analyzer_worker import Unit
 from addons.masking_rules import Masking
-from addons.recognizers import _pattern_factories, PATTERN_ENTITIES
+from addons.recognizers import PATTERN_ENTITIES, _pattern_factories
 
 SPEC = Masking.model_validate({"recognizers": [{"entity": "ACME_ID", "patterns": [r"\bACME-\d{6}\b"]}]}).engine_spec()
 TEXT = "Hi, I'm Maria Garcia (maria.garcia@corp.internal, +1 415-867-5309), ticket ACME-123456, ip 203.0.113.7."
