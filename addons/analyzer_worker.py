@@ -22,7 +22,6 @@ import sys
 from dataclasses import dataclass
 
 from addons.recognizers import EngineSpec, entity_names, pattern_recognizers
-from addons.recognizers.names import GivenNameRecognizer, given_names
 
 Span = tuple[str, int, int, float]  # entity, start, end, score: never the value
 
@@ -45,6 +44,8 @@ def name_windows(text: str, limit: int = 1200) -> list[tuple[int, int]]:
     """Spans of ``text`` that could name a person: sentences with a capitalised word past their first, or
     opening with a given name. NER (the costly part) runs on these only; the small model finds no
     lower-case names anyway. Neighbouring sentences are merged, up to ``limit`` characters."""
+    from addons.recognizers.names import given_names  # the worker's; the gateway process never runs this
+
     spans: list[list[int]] = []
     for sentence in _SENTENCE.finditer(text):
         s = sentence.group()
@@ -66,6 +67,8 @@ def _lone_capitalised_word(text: str, result) -> bool:
     A one-word PERSON that opens a sentence and is no given name is dropped."""
     if result.entity_type != "PERSON" or (result.recognition_metadata or {}).get("recognizer_name") != "SpacyRecognizer":
         return False
+    from addons.recognizers.names import given_names
+
     word = text[result.start:result.end]
     if not word.isalpha() or not _SENTENCE_START.search(text[:result.start]):
         return False
@@ -87,6 +90,8 @@ class Analyzer:
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
         from presidio_analyzer.predefined_recognizers import SpacyRecognizer
         from spacy.language import Language
+
+        from addons.recognizers.names import GivenNameRecognizer
 
         if "warden_lower_lemma" not in Language.factories:
 

@@ -14,6 +14,8 @@ inspected is refused (415) unless ``masking.unknown_content: pass``.
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import Future
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net import encoding
@@ -24,7 +26,7 @@ from addons.errors import MalformedBody, NotConfigured, PiiUnavailable, Response
 from addons.flowmeta import Finding, PiiOutcome, WardenMeta, fail_closed, meta, refuse
 from addons.keys import KeyFileError, load_or_create_hash_key
 from addons.masking_rules import Profile
-from addons.operators import Applied, Masker
+from addons.operators import Applied, Masker, operators
 from addons.options import seconds
 from addons.payloads import Payload, adapter_for, body_kind, parse_body
 from addons.pseudonyms import Vault
@@ -36,6 +38,14 @@ log = logging.getLogger("warden.pii")
 # Presidio logs every recognizer load and every regex match at INFO/DEBUG; through mitmproxy's log
 # handler each record wakes the event loop, and a stream scanned delta by delta floods it.
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
+
+
+def _load_presidio(spec, into: Future) -> None:
+    try:
+        operators()
+        into.set_result(pattern_scanner(spec))
+    except Exception as e:  # surfaces on first use, which fails closed
+        into.set_exception(e)
 
 
 def _findings(path: str, applied: list[Applied]) -> list[Finding]:
@@ -52,7 +62,7 @@ class PiiMasking:
         self.rules: Rules | None = None
         self.pool: AnalysisPool | None = None
         self.hash_key: bytes | None = None
-        self.scanner = None
+        self._scanner: Future = Future()
         self.timeout = 30.0
         self._running = False
 
@@ -99,7 +109,15 @@ class PiiMasking:
             self.pool.start()
         else:
             self.pool.spawn()  # the workers load their model while the rest of the gateway starts
-        self.scanner = pattern_scanner(spec)
+        # Presidio (and spaCy with it) is imported beside start-up, not in its way: 1.5 s.
+        scanner: Future = Future()
+        threading.Thread(target=_load_presidio, args=(spec, scanner), name="warden-pii-load", daemon=True).start()
+        self._scanner = scanner
+
+    def _stream_scanner(self):
+        """The pattern scanner for streamed answers (waits for Presidio's import the first time).
+        A method, not a property: mitmproxy reads every attribute of an addon when it registers it."""
+        return self._scanner.result()
 
     def running(self) -> None:
         self._running = True
@@ -207,7 +225,7 @@ class PiiMasking:
             mask = profile.responses == "mask"
             rewriter = StreamRewriter(adapter_for(flow.request.path), vault,
                                       self._masker(profile, vault, reversible=False) if mask else None,
-                                      self.scanner if mask else None)
+                                      self._stream_scanner() if mask else None)
             m.pii.stream = rewriter
             flow.response.stream = rewriter
 
@@ -234,7 +252,7 @@ class PiiMasking:
             m.pii.stream = rewriter = StreamRewriter(
                 adapter_for(flow.request.path), m.pii.vault,
                 self._masker(profile, m.pii.vault, reversible=False) if profile.responses == "mask" else None,
-                self.scanner if profile.responses == "mask" else None)
+                self._stream_scanner() if profile.responses == "mask" else None)
             client = b"".join(rewriter(body) + rewriter(b""))
             self._finish_stream(m)
             if client != body:

@@ -11,19 +11,28 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from presidio_anonymizer.operators import Mask, Operator, Redact, Replace
+from functools import cache
+from typing import TYPE_CHECKING
 
 from addons.masking_rules import OperatorSpec, Profile
-from addons.operators.keyed_hash import KeyedHash
-from addons.operators.pseudonymize import Pseudonymize
 from addons.pseudonyms import Vault, token_spans
+
+if TYPE_CHECKING:
+    from presidio_anonymizer.operators import Operator
 
 Span = tuple[str, int, int, float]
 
-OPERATORS: dict[str, Operator] = {
-    "replace": Replace(), "mask": Mask(), "redact": Redact(), "hash": KeyedHash(), "pseudonymize": Pseudonymize(),
-}
+
+@cache
+def operators() -> dict[str, Operator]:
+    """The operators by name. Imported on first use: presidio_anonymizer pulls in spaCy (1.5 s)."""
+    from presidio_anonymizer.operators import Mask, Redact, Replace
+
+    from addons.operators.keyed_hash import KeyedHash
+    from addons.operators.pseudonymize import Pseudonymize
+
+    return {"replace": Replace(), "mask": Mask(), "redact": Redact(), "hash": KeyedHash(),
+            "pseudonymize": Pseudonymize()}
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ class Masker:
             value = text[start:end]
             params = _params(spec, entity, value, self.vault, self.hash_key)
             params["entity_type"] = entity
-            operator = OPERATORS[spec.type]
+            operator = operators()[spec.type]
             operator.validate(params)
             replacement = operator.operate(value, params)
             out += [text[last:start], escape(replacement) if escape else replacement]
