@@ -22,7 +22,7 @@ from mitmproxy.net import encoding
 
 from addons import metrics
 from addons.analysis import AnalysisPool, AnalysisUnavailable, default_workers
-from addons.errors import MalformedBody, NotConfigured, PiiUnavailable, ResponseUnreadable, UnsupportedContent
+from addons.errors import InternalError, MalformedBody, NotConfigured, PiiUnavailable, ResponseUnreadable, UnsupportedContent
 from addons.flowmeta import Finding, PiiOutcome, WardenMeta, fail_closed, meta, refuse
 from addons.keys import KeyFileError, load_or_create_hash_key
 from addons.masking_rules import Profile
@@ -309,6 +309,8 @@ class PiiMasking:
     def _finish_stream(m: WardenMeta) -> None:
         assert m.pii is not None
         rewriter: StreamRewriter = m.pii.stream
+        if rewriter.error is not None:
+            raise InternalError(f"masking the streamed answer failed ({rewriter.error}); the stream was cut off")
         m.pii.response_findings = [Finding(a.entity, "stream", a.start, a.end, a.score, a.operator)
                                    for a in rewriter.applied]
         _count(m.pii.response_findings, "response")

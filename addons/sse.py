@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from addons.operators import Applied, Masker, Span
 from addons.payloads import Adapter, StreamEvent, StreamSlot
 from addons.pseudonyms import Vault, partial_token_start
 
+log = logging.getLogger("warden.pii")
 Scanner = Callable[[str], list[Span]]  # pattern entities in a text
 
 MAX_NUMERIC_TAIL = 64  # characters: longer than any card number, IBAN or phone number with its separators
@@ -133,10 +135,21 @@ class StreamRewriter:
     applied: list[Applied] = field(default_factory=list)
     capture_limit: int = 16 * 1024 * 1024
     restored: bool = False  # the client's stream differs from the record's (pseudonyms were restored)
+    error: str | None = None  # set when rewriting failed: nothing more goes out, the flow is killed
     _pending: bytes = b""
     _channels: dict[tuple, Channel] = field(default_factory=dict)
 
     def __call__(self, data: bytes) -> list[bytes]:
+        if self.error is not None:
+            return []
+        try:
+            return self._rewrite(data)
+        except Exception as e:  # fail closed: stop the stream rather than pass text unmasked
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("warden: rewriting a stream failed, it is cut off: %s", self.error, exc_info=e)
+            return []
+
+    def _rewrite(self, data: bytes) -> list[bytes]:
         if len(self.original) < self.capture_limit:
             self.original += data[: self.capture_limit - len(self.original)]
         buffer = self._pending + data

@@ -122,3 +122,14 @@ def test_private_key_blocks_are_held_until_they_end() -> None:
     reply = "Here:\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\nkqhkiG9w0BAQEF\n-----END PRIVATE KEY-----\nok"
     out = texts(run(rw, b"".join(anthropic_events({}, reply, 6)), []), "/v1/messages")
     assert out == "Here:\n<PRIVATE_KEY>\nok"
+
+
+def test_a_failing_rewrite_cuts_the_stream_off() -> None:
+    def broken(text: str) -> list:
+        raise RuntimeError("scanner broke")
+
+    rw = StreamRewriter(adapter_for("/v1/chat/completions"), VAULT,
+                        Masker(MASKING.profile(), VAULT, b"k" * 32, reversible=False), broken)
+    stream = b"".join(openai_events({}, "a reply with text", 4))
+    assert rw(stream) == [] and rw(b"more") == [] and rw(b"") == []
+    assert rw.error == "RuntimeError: scanner broke"
