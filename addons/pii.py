@@ -22,7 +22,14 @@ from mitmproxy.net import encoding
 
 from addons import metrics
 from addons.analysis import AnalysisPool, AnalysisUnavailable, default_workers
-from addons.errors import InternalError, MalformedBody, NotConfigured, PiiUnavailable, ResponseUnreadable, UnsupportedContent
+from addons.errors import (
+    InternalError,
+    MalformedBody,
+    NotConfigured,
+    PiiUnavailable,
+    ResponseUnreadable,
+    UnsupportedContent,
+)
 from addons.flowmeta import Finding, PiiOutcome, WardenMeta, fail_closed, meta, refuse
 from addons.keys import KeyFileError, load_or_create_hash_key
 from addons.masking_rules import Profile
