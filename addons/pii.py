@@ -268,9 +268,13 @@ class PiiMasking:
         try:
             parsed = parse_body(flow.request.path, content_type, body, response=True)
         except MalformedBody:
-            return  # not what it says it is (an upstream's HTML error page as JSON): nothing to restore in it
+            # Not what it says it is (an HTML error page sent as JSON): read it as text, or not at all.
+            try:
+                parsed = parse_body(flow.request.path, "text/plain; charset=utf-8", body, response=True)
+            except MalformedBody as e:
+                raise ResponseUnreadable(f"the upstream's answer cannot be read for masking ({e.message})") from None
         if parsed is None:
-            return
+            return  # binary (audio, images): nothing the analyzer reads, nothing to restore
         payload = parsed[0]
         findings, record_texts, client_texts = await self._mask_response(payload, profile, m)
         if not findings and all(r == c == s.text for r, c, s in zip(record_texts, client_texts, payload.slots, strict=True)):

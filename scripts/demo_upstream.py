@@ -9,7 +9,7 @@ gateway can be shown and tested without the internet. Run it::
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/responses`` and ``POST /v1/messages``
 (``"stream": true`` too; ``x-demo-reply: TEXT`` answers TEXT instead of the echo), ``POST /v1/embeddings``,
 ``GET /v1/models``, ``ANY /echo/...`` (what arrived, as JSON), ``GET /status/N``,
-``GET /slow?ms=N``, ``GET /bytes?n=N``. Streamed replies come in pieces of
+``GET /slow?ms=N``, ``GET /bytes?n=N``, ``ANY /raw`` (``x-demo-reply`` as the body, typed ``x-demo-content-type``). Streamed replies come in pieces of
 ``x-demo-chunk-chars`` characters (default 4), ``x-demo-delay-ms`` apart.
 In tests, ``DemoUpstream`` runs it in a thread and keeps every request it received.
 """
@@ -264,6 +264,9 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_POST
 
     def _route_common(self, path: str, body: bytes) -> None:
+        if path == "/raw":  # x-demo-reply as the body, labelled x-demo-content-type, whatever it is
+            reply = (self.headers.get("x-demo-reply") or "").encode("latin-1")
+            return self._send(200, reply, self.headers.get("x-demo-content-type") or "application/octet-stream")
         if path == "/echo" or path.startswith("/echo/"):
             return self._json(200, {"method": self.command, "path": self.path,
                                     "headers": {k.lower(): v for k, v in self.headers.items()},

@@ -132,6 +132,17 @@ def test_pii_the_upstream_sends_is_masked_streaming_or_not(gateway: Gateway, ups
     assert all("evil.example" not in json.dumps(f) for f in flows)
 
 
+def test_answers_that_are_not_what_they_say_are_read_as_text_or_refused(gateway: Gateway, upstream) -> None:
+    url = f"https://localhost:{upstream.port}/raw"
+    with gateway.client() as client:
+        html = client.get(url, headers={"x-demo-reply": "<html>oops, mail bob.jones@evil.example</html>",
+                                        "x-demo-content-type": "application/json"})
+        assert html.status_code == 200 and html.text == "<html>oops, mail <EMAIL_ADDRESS></html>"
+        garbage = client.get(url, headers={"x-demo-reply": b"\xff\xfe not utf-8", "x-demo-content-type": "application/json"})
+        assert garbage.status_code == 502 and garbage.json()["error"]["type"] == "response_unreadable"
+    assert [f["fate"] for f in reversed(gateway.flows())] == ["completed", "response_unreadable"]
+
+
 def test_compressed_request_bodies_are_masked(gateway: Gateway, upstream) -> None:
     from mitmproxy.net.encoding import decode, encode
 
