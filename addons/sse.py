@@ -101,9 +101,12 @@ class Channel:
             pem = _unfinished_pem(buffer)
             if pem is not None:
                 cut = min(cut, pem)
-            for _, start, end, _ in spans:
-                if start < cut < end:
-                    cut = start
+            crossing = True
+            while crossing:  # never cut through an entity, even one that an earlier move made cross
+                crossing = False
+                for _, start, end, _ in spans:
+                    if start < cut < end:
+                        cut, crossing = start, True
         if len(buffer) - cut > MAX_HELD:
             cut = len(buffer) - MAX_HELD
         return cut
