@@ -307,26 +307,30 @@ class AnalysisPool:
     async def analyze(self, texts: list[str]) -> list[list[Span]]:
         """Spans per text; raises ``AnalysisUnavailable`` on timeout or engine failure."""
         started = time.perf_counter()
-        plans = plan(texts, bool(self.spec.ner_entities))
+        plans = [[(unit, offset, _Cache.key(unit)) for unit, offset in units]
+                 for units in plan(texts, bool(self.spec.ner_entities))]
+        known: dict[bytes, list[Span]] = {}
         needed: dict[bytes, Unit] = {}
         for units in plans:
-            for unit, _ in units:
-                key = _Cache.key(unit)
-                if key not in needed and unit.text.strip() and self.cache.get(key) is None:
+            for unit, _, key in units:
+                if key in known or key in needed:
+                    continue
+                cached = self.cache.get(key) if unit.text.strip() else []
+                if cached is None:
                     needed[key] = unit
+                else:
+                    known[key] = cached
         metrics.PII_CACHE.labels(result="hit").inc(sum(len(u) for u in plans) - len(needed))
         metrics.PII_CACHE.labels(result="miss").inc(len(needed))
         if needed:
             found = await self._run(list(needed.values()))
             for key, spans in zip(needed, found, strict=True):
                 self.cache.put(key, spans)
+                known[key] = spans
         out = []
         for units in plans:
-            spans: list[Span] = []
-            for unit, offset in units:
-                cached = self.cache.get(_Cache.key(unit)) or []
-                spans.extend((e, s + offset, t + offset, score) for e, s, t, score in cached)
-            out.append(sorted(set(spans), key=lambda x: (x[1], x[2], x[0])))
+            spans = {(e, s + offset, t + offset, score) for unit, offset, key in units for e, s, t, score in known[key]}
+            out.append(sorted(spans, key=lambda x: (x[1], x[2], x[0])))
         metrics.PII_LATENCY.observe(time.perf_counter() - started)
         return out
 

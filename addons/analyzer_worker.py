@@ -121,7 +121,6 @@ class Analyzer:
         self.analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"],
                                        default_score_threshold=spec.min_score)
         names = entity_names(spec)
-        self.all_entities = sorted(names)
         self.ner_entities = sorted(spec.ner_entities)
         self.pattern_entities = sorted(names - set(spec.ner_entities))
 

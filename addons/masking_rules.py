@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -153,9 +154,17 @@ class Masking(_Model):
         """Entities of custom recognizers and deny-lists, masked by default."""
         return tuple(dict.fromkeys([r.entity for r in self.recognizers] + list(self.deny_lists)))
 
+    @cached_property
+    def _resolved(self) -> tuple[Profile, dict[str, Profile]]:
+        """The default profile and the named ones, defaults filled in: resolved once per rules file."""
+        return self._resolve(None), {spec.name: self._resolve(spec) for spec in self.profiles}
+
     def profile(self, name: str | None = None) -> Profile:
-        """The default profile, or the named one with the defaults filled in."""
-        spec = next((p for p in self.profiles if p.name == name), None)
+        """The named profile, or the default one (for None, or a name that is not a profile)."""
+        default, named = self._resolved
+        return named.get(name, default) if name is not None else default
+
+    def _resolve(self, spec: ProfileSpec | None) -> Profile:
         entities = self.entities + list(self.own_entities) if spec is None or spec.entities is None else spec.entities
         operator = spec.operator if spec is not None and spec.operator is not None else self.operator
         if spec is not None and spec.operator is not None:  # a profile's own operator replaces the inherited ones

@@ -62,9 +62,6 @@ class Vault:
 
         return TOKEN.sub(back, text)
 
-    def is_pseudonym(self, text: str) -> bool:
-        return text in self._value_of
-
 
 def partial_token_start(text: str) -> int | None:
     """Where a trailing, possibly unfinished pseudonym starts in ``text`` (None if it cannot end in one)."""

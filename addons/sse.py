@@ -13,13 +13,11 @@ delta event made from that channel's last one. Every event is produced twice: fo
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from addons.operators import Applied, Masker, Span
 from addons.payloads import Adapter, StreamEvent, StreamSlot
@@ -74,7 +72,7 @@ class Channel:
 
     escape: Callable[[str], str] | None = None
     held: str = ""
-    template: tuple[list, Any, tuple] | None = None  # (fields, event, channel) of the last delta, for the flush
+    template: tuple[list, str] | None = None  # (fields, data) of the last delta event, for the flush
 
     def feed(self, text: str, masker: Masker | None, scanner: Scanner | None, vault: Vault,
              final: bool = False) -> tuple[str, str, list[Applied]]:
@@ -202,13 +200,16 @@ class StreamRewriter:
         if not parsed.deltas and (parsed.whole is None or not parsed.whole.slots):
             self._emit(client, raw, raw)
             return
-        record_texts, client_texts = self._deltas(parsed, fields, event, closing)
+        record_texts, client_texts = self._deltas(parsed, fields, data, closing)
         whole_record, whole_client = self._wholes(parsed)
         for slot, text in zip(parsed.deltas, record_texts, strict=True):
             slot.set(text)
         for slot, text in whole_record:
             slot.set(text)
         record_event = render_event(fields, json.dumps(event, ensure_ascii=False))
+        if record_texts == client_texts and [t for _, t in whole_record] == [t for _, t in whole_client]:
+            self._emit(client, record_event, record_event)  # nothing restored: one rendering serves both
+            return
         for slot, text in zip(parsed.deltas, client_texts, strict=True):
             slot.set(text)
         for slot, text in whole_client:
@@ -222,13 +223,12 @@ class StreamRewriter:
             self._channels[slot.channel] = channel
         return channel
 
-    def _deltas(self, parsed: StreamEvent, fields: list, event: Any,
+    def _deltas(self, parsed: StreamEvent, fields: list, data: str,
                 closing: Callable[[tuple], bool]) -> tuple[list[str], list[str]]:
         record, client = [], []
-        template = copy.deepcopy(event)
         for slot in parsed.deltas:
             channel = self._channel(slot)
-            channel.template = (fields, template, slot.channel)
+            channel.template = (fields, data)
             masked, restored, applied = channel.feed(slot.text, self.masker, self.scanner, self.vault,
                                                      final=closing(slot.channel))
             self.applied += applied
@@ -252,24 +252,15 @@ class StreamRewriter:
                 continue
             masked, restored, applied = channel.feed("", self.masker, self.scanner, self.vault, final=True)
             self.applied += applied
-            fields, template, _ = channel.template
+            # The template never ends its channel: an event that does is fed as final and leaves nothing held.
+            fields, data = channel.template
             versions = []
             for text in (masked, restored):
-                event = copy.deepcopy(template)
+                event = json.loads(data)
                 for slot in self.adapter.stream(event).deltas:
                     slot.set(text if slot.channel == key else "")
-                _clear_finish(event)
                 versions.append(render_event(fields, json.dumps(event, ensure_ascii=False)))
             self._emit(client, versions[1], versions[0])
-
-
-def _clear_finish(event: Any) -> None:
-    """A made-up delta event must not end anything (OpenAI puts finish_reason and usage beside deltas)."""
-    if isinstance(event, dict):
-        for choice in event.get("choices") or []:
-            if isinstance(choice, dict) and choice.get("finish_reason"):
-                choice["finish_reason"] = None
-        event.pop("usage", None)
 
 
 # -- the wire format ------------------------------------------------------------------------------------

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
+from addons.analyzer_worker import Span
 from addons.masking_rules import OperatorSpec, Profile
 from addons.pseudonyms import Vault, token_spans
 
 if TYPE_CHECKING:
     from presidio_anonymizer.operators import Operator
-
-Span = tuple[str, int, int, float]
 
 
 @cache

