@@ -306,9 +306,8 @@ class Recorder:
         if self.store is None:
             raise RecordingUnavailable("the store is not open (see the gateway log); nothing was forwarded")
         try:
-            seq_hash = await asyncio.wait_for(
-                asyncio.wrap_future(self.store.submit(event)), self.record_timeout
-            )
+            async with asyncio.timeout(self.record_timeout):
+                seq_hash = await self.store.commit(event)
         except (StoreError, TimeoutError) as e:
             metrics.COMMIT_FAILURES.inc()
             raise RecordingUnavailable(f"the flow could not be recorded ({e or 'timed out'}); nothing was forwarded") from None

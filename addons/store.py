@@ -1,9 +1,10 @@
 """The DuckDB event store: one writer thread, group commit, hash chain, signed checkpoints.
 
 The gateway process owns the file (DuckDB lets one process write and no other read beside it).
-``submit()`` queues an event and returns a future that resolves to ``(seq, hash)`` once the
-event is committed; the recorder awaits it where the store's invariants require (a request's
-event before the request leaves, a response's before the client has it). Everything else runs
+``commit()`` queues an event and returns an asyncio future that resolves to ``(seq, hash)`` once
+the event is committed; the recorder awaits it where the store's invariants require (a request's
+event before the request leaves, a response's before the client has it). The writer settles a
+whole batch's futures with one wake-up of the event loop. ``submit()`` is the same for threads. Everything else runs
 on the writer thread, which drains the queue in batches: one journal write and fdatasync per
 batch (the commit, see ``addons/journal.py``), and every ``LOAD_INTERVAL`` or ``LOAD_BATCH``
 events one Appender flush into DuckDB. Rows are only ever appended; they leave only through a
@@ -12,10 +13,12 @@ retention purge.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 import time
+from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,37 @@ OPEN_STORES: dict[str, Store] = {}
 
 class StoreError(RuntimeError):
     """The store cannot be opened or written."""
+
+
+Waiter = Future | asyncio.Future
+
+
+def _settle(outcomes: list[tuple[Waiter, object]]) -> None:
+    """Resolve futures with results or exceptions, from the writer thread: thread futures at once, asyncio
+    futures with one ``call_soon_threadsafe`` per event loop (not one wake-up per event)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, object]]] = defaultdict(list)
+    for future, outcome in outcomes:
+        if isinstance(future, asyncio.Future):
+            by_loop[future.get_loop()].append((future, outcome))
+        elif isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    for loop, pending in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_on_loop, pending)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle_on_loop(pending: list[tuple[asyncio.Future, object]]) -> None:
+    for future, outcome in pending:
+        if future.done():  # the waiter gave up (timeout) or was cancelled
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def schema_sql() -> str:
@@ -161,6 +195,15 @@ class Store:
         self._queue.put((event, future))
         return future
 
+    def commit(self, event: Event) -> asyncio.Future:
+        """``submit`` for the event loop: an asyncio future, settled by the writer without a thread hop per event."""
+        future = asyncio.get_running_loop().create_future()
+        if self._thread is None or not self._thread.is_alive():
+            future.set_exception(StoreError("the store writer is not running"))
+            return future
+        self._queue.put((event, future))
+        return future
+
     def sync(self, timeout: float = 30) -> None:
         """Wait until every committed event is in DuckDB (call before a query that must see them)."""
         future: Future = Future()
@@ -229,7 +272,7 @@ class Store:
             head = Head(event.seq, event.hash)
         return head, lines
 
-    def _commit(self, items: list[tuple[Event, Future]]) -> None:
+    def _commit(self, items: list[tuple[Event, Waiter]]) -> None:
         if not items:
             return
         events = [event for event, _ in items]
@@ -241,8 +284,8 @@ class Store:
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"
             log.error("warden: store commit of %d events failed: %s", len(events), self.last_error)
-            for _, future in items:
-                future.set_exception(StoreError(f"the store could not commit: {self.last_error}"))
+            failure = StoreError(f"the store could not commit: {self.last_error}")
+            _settle([(future, failure) for _, future in items])
             return
         self.head = new_head
         self.commits += 1
@@ -252,8 +295,7 @@ class Store:
         elapsed = time.perf_counter() - started
         for callback in self.on_commit:
             callback(len(events), elapsed)
-        for event, future in items:
-            future.set_result((event.seq, event.hash))
+        _settle([(future, (event.seq, event.hash)) for event, future in items])
 
     def _load(self) -> None:
         """Move committed events from the journal into DuckDB (one transaction), then empty the journal."""
