@@ -310,7 +310,9 @@ class Recorder:
                 seq_hash = await self.store.commit(event)
         except (StoreError, TimeoutError) as e:
             metrics.COMMIT_FAILURES.inc()
-            raise RecordingUnavailable(f"the flow could not be recorded ({e or 'timed out'}); nothing was forwarded") from None
+            why = str(e) if isinstance(e, StoreError) else \
+                f"the store did not commit within {self.record_timeout:g} s (warden_record_timeout); timed out"
+            raise RecordingUnavailable(f"the flow could not be recorded ({why}); nothing was forwarded") from None
         m.events.append(seq_hash)
 
     @staticmethod

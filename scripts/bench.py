@@ -1,8 +1,9 @@
 """``make bench``: throughput and added latency of the Warden chain against bare mitmdump and a direct call.
 
-One run starts the demo upstream (TLS), a bare ``mitmdump``, a Warden gateway, and the same chain
-without its identity addon (to price identity), then drives
-small JSON chat requests at each, in that order, from a separate load process:
+One run starts the demo upstream (TLS), a bare ``mitmdump``, a Warden gateway, the same chain
+without its identity addon (to price identity) and the spine alone (intake, policy, credentials,
+recorder: to price PII masking and what the recorder leaves of the target), then drives small JSON
+chat requests at each, in that order, from a separate load process:
 
 * sequential requests (concurrency 1) give p50/p99 latency; added latency is the difference to direct;
 * concurrent requests (``--concurrency``, default 8) for ``--seconds`` give requests/s.
@@ -132,8 +133,8 @@ def run_load(url: str, proxy: str | None, cafile: Path, args: argparse.Namespace
     return json.loads(out.stdout)
 
 
-# The chain minus identity, for measuring what identity costs; never a way to run the gateway.
-NO_IDENTITY_SCRIPT = """
+# Parts of the chain, for pricing each layer; never a way to run the gateway.
+PARTIAL_CHAIN = """
 import sys
 sys.path.insert(0, {root!r})
 from addons.admin import Admin
@@ -142,8 +143,12 @@ from addons.intake import Intake
 from addons.pii import PiiMasking
 from addons.policy import Policy
 from addons.recorder import Recorder
-addons = [Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]
+addons = [{addons}]
 """
+PARTIAL_SETUPS = {
+    "warden without identity": "Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()",
+    "spine only (no identity, no PII)": "Intake(), Policy(), Credentials(), Recorder(), Admin()",
+}
 
 
 def warden_settings(work: Path, name: str, rules: Path, admin_port: int) -> list[str]:
@@ -208,24 +213,31 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="warden-bench-"))
     certs = ROOT / "certs"
     up_port, bare_port, warden_port, admin_port = free_port(), free_port(), free_port(), free_port()
-    anon_port, anon_admin = free_port(), free_port()
     rules = work / "rules.yaml"
     rules.write_text(f"upstreams:\n  - name: demo\n    host: localhost\n    port: {up_port}\n"
                      "    credential: {header: Authorization, value: 'Bearer bench-key'}\n"
                      "rules:\n  - name: default\n    action: allow\n")
-    no_identity = work / "gateway_without_identity.py"
-    no_identity.write_text(NO_IDENTITY_SCRIPT.format(root=str(ROOT)))
     common = mitmdump_common(certs)
     procs = [
         start_upstream(certs, up_port, work),
         start([str(BIN / "mitmdump"), "--mode", f"regular@{bare_port}", *common], work / "bare.log"),
         start([str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "gateway.py"), "--mode", f"regular@{warden_port}",
                *common, *warden_settings(work, "chain", rules, admin_port)], work / "warden.log"),
-        start([str(BIN / "mitmdump"), "-s", str(no_identity), "--mode", f"regular@{anon_port}",
-               *common, *warden_settings(work, "anon", rules, anon_admin)], work / "anon.log"),
     ]
+    ports = [up_port, bare_port, warden_port, admin_port]
+    waits = [procs[0], procs[1], procs[2], procs[2]]
+    partial_ports = {}
+    for n, (name, chain) in enumerate(PARTIAL_SETUPS.items()):
+        script = work / f"partial{n}.py"
+        script.write_text(PARTIAL_CHAIN.format(root=str(ROOT), addons=chain))
+        port, admin = free_port(), free_port()
+        procs.append(start([str(BIN / "mitmdump"), "-s", str(script), "--mode", f"regular@{port}",
+                            *common, *warden_settings(work, f"partial{n}", rules, admin)], work / f"partial{n}.log"))
+        partial_ports[name] = port
+        ports += [port, admin]
+        waits += [procs[-1], procs[-1]]
     try:
-        for port, proc in zip((up_port, bare_port, warden_port, admin_port, anon_port), (*procs[:3], procs[2], procs[3]), strict=True):
+        for port, proc in zip(ports, waits, strict=True):
             wait_port(port, proc)
         token = EmbeddedIssuer.load_or_create(work / "chain-issuer.key").mint("bench", ttl=3600)
         url = f"https://localhost:{up_port}/v1/chat/completions"
@@ -233,8 +245,7 @@ def main() -> None:
             "direct": (None, certs / "demo-upstream-ca.pem"),
             "bare mitmdump": (f"http://127.0.0.1:{bare_port}", certs / "mitmproxy-ca-cert.pem"),
             "warden chain": (f"http://bench:{token}@127.0.0.1:{warden_port}", certs / "mitmproxy-ca-cert.pem"),
-            "warden without identity": (f"http://127.0.0.1:{anon_port}", certs / "mitmproxy-ca-cert.pem"),
-        }
+        } | {name: (f"http://127.0.0.1:{port}", certs / "mitmproxy-ca-cert.pem") for name, port in partial_ports.items()}
         runs: dict[str, list[dict]] = {name: [] for name in setups}
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("benchmarking", total=len(setups) * 2 * args.rounds)
@@ -264,7 +275,7 @@ def main() -> None:
 
 def report(results: dict[str, dict], args: argparse.Namespace) -> None:
     direct, bare, warden = results["direct"], results["bare mitmdump"], results["warden chain"]
-    anon = results["warden without identity"]
+    anon, spine = results["warden without identity"], results["spine only (no identity, no PII)"]
     tokens = validation_cost()
     table = Table(title="small JSON chat requests through TLS")
     for col in ("setup", "req/s (median)", "per round", "p50 ms", "p99 ms", "added p50 ms", "errors"):
@@ -286,6 +297,8 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
         f"warden added p50 over bare mitmdump: {warden['p50'] - bare['p50']:.2f} ms",
         f"identity on / off throughput: {warden['rps'] / anon['rps']:.0%}; "
         f"p50 {warden['p50']:.2f} vs {anon['p50']:.2f} ms",
+        f"spine only (intake, policy, credentials, recorder) / bare mitmdump throughput: "
+        f"{spine['rps'] / bare['rps']:.0%}; added p50 over bare {spine['p50'] - bare['p50']:.2f} ms",
         f"token validation: {tokens['fresh_us']:.0f} us fresh (signature + claims), {tokens['cached_us']:.1f} us cached",
     ]
     for line in ratios:

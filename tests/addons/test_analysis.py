@@ -44,6 +44,18 @@ def test_long_texts_keep_patterns_whole_and_spread_ner() -> None:
     assert batches([Unit("tiny"), Unit("small")], workers=2) == [[1, 0]]  # not worth two round trips
 
 
+def test_a_two_kilobyte_prompt_runs_its_pattern_pass_beside_its_ner() -> None:
+    # The pattern pass costs about as much as windowed NER: it gets a worker of its own.
+    text = "The budget review went well and nobody asked questions. " * 36
+    [units] = plan([text], has_ner=True)
+    groups = batches([unit for unit, _ in units], workers=2)
+    assert len(groups) == 2 and units[0][0].patterns and not units[0][0].ner
+    [with_patterns] = [g for g in groups if 0 in g]
+    [other] = [g for g in groups if 0 not in g]
+    ner_chars = [sum(len(units[i][0].text) for i in g if units[i][0].ner) for g in (with_patterns, other)]
+    assert ner_chars[0] < ner_chars[1]  # most of the NER goes to the other worker
+
+
 def test_catalogue_matches_the_factories() -> None:
     assert set(_pattern_factories()) == set(PATTERN_ENTITIES)
 
@@ -63,6 +75,14 @@ def test_analyzer_finds_named_and_pattern_entities_offline(analyzer) -> None:
     assert "PERSON" not in {e for e, *_ in patterns_only}
 
 
+def test_context_words_still_raise_the_score_of_a_match(analyzer) -> None:
+    # Only the recognizers that matched run a second time, with tokens: context must still count.
+    [[plain]] = analyzer.analyze([Unit("call 212-555-0123 now", ner=False)])
+    [[with_context]] = analyzer.analyze([Unit("phone: 212-555-0123", ner=False)])
+    assert plain[0] == with_context[0] == "PHONE_NUMBER" and with_context[3] > plain[3]
+    assert analyzer.analyze([Unit("nothing to match here", ner=False)]) == [[]]
+
+
 def test_pool_analyses_in_worker_processes_and_caches() -> None:
     async def scenario() -> None:
         pool = AnalysisPool(SPEC, workers=1, timeout=60)
@@ -70,6 +90,8 @@ def test_pool_analyses_in_worker_processes_and_caches() -> None:
         try:
             long = ("Nothing to see here, just words. " * 80) + TEXT
             first = await pool.analyze([TEXT, long, ""])
+            if hasattr(os, "SCHED_BATCH"):  # a woken worker must not preempt the event loop
+                assert os.sched_getscheduler(pool.worker_pids()[0]) == os.SCHED_BATCH
             assert found(first[0], TEXT) >= {("PERSON", "Maria Garcia"), ("ACME_ID", "ACME-123456")}
             assert found(first[1], long) >= {("PERSON", "Maria Garcia"), ("ACME_ID", "ACME-123456")}
             assert first[2] == []

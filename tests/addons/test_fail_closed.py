@@ -60,3 +60,33 @@ def test_recorder_commits_when_running(tmp_path: Path) -> None:
         assert flow.response is None
         assert len(meta(flow).events) == 1
         recorder.done()
+
+
+def test_recorder_whose_commit_does_not_land_in_time_refuses_with_503(tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    from addons.journal import Journal
+
+    recorder = Recorder()
+    stuck = threading.Event()
+    real_append = Journal.append
+
+    def slow_disk(self, lines) -> None:
+        stuck.wait(5)
+        real_append(self, lines)
+
+    with taddons.context(recorder) as tctx:
+        tctx.configure(recorder, warden_db=str(tmp_path / "w.duckdb"), warden_record_timeout="0.2",
+                       warden_signing_key=str(tmp_path / "s.key"), warden_originals_key=str(tmp_path / "o.key"))
+        recorder.running()
+        monkeypatch.setattr(Journal, "append", slow_disk)
+        flow = tflow.tflow()
+        try:
+            asyncio.run(recorder.request(flow))
+        finally:
+            stuck.set()
+            recorder.done()
+        assert flow.response.status_code == 503
+        error = json.loads(flow.response.content)["error"]
+        assert error["type"] == "recording_unavailable"
+        assert "did not commit within 0.2 s (warden_record_timeout)" in error["message"]

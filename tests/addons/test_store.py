@@ -44,6 +44,31 @@ def test_committed_before_the_future_resolves(store: Store) -> None:
     assert journal_path(store.path).stat().st_size == 0
 
 
+def test_event_loop_waiters_are_settled_per_batch_and_a_waiter_that_gave_up_is_skipped(
+        store: Store, monkeypatch) -> None:
+    import asyncio
+    import os
+
+    async def scenario() -> None:
+        results = await asyncio.gather(*(store.commit(Event(kind="request", flow_id=f"a{i}")) for i in range(50)))
+        assert sorted(seq for seq, _ in results) == list(range(results[0][0], results[0][0] + 50))
+        [journaled] = [e for e in read_journal(journal_path(store.path)) if e.flow_id == "a7"]
+        assert (journaled.seq, journaled.hash) == results[7]  # durable when the future resolves
+        abandoned = store.commit(Event(kind="request", flow_id="abandoned"))
+        abandoned.cancel()  # the recorder's timeout fired first: the commit still lands, nobody is told
+        assert (await store.commit(Event(kind="request", flow_id="next")))[0] > 0
+
+        def disk_full(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "fdatasync", disk_full)
+        with pytest.raises(StoreError, match="could not commit: OSError"):
+            await store.commit(Event(kind="request", flow_id="lost"))
+
+    asyncio.run(scenario())
+    assert store.failures == 1
+
+
 def test_group_commit_keeps_a_contiguous_chain(store: Store, key: SigningKey) -> None:
     futures = [store.submit(Event(kind="request", flow_id=f"f{i}", body=b"x" * i)) for i in range(2000)]
     done, _ = wait(futures, timeout=60)
