@@ -122,7 +122,7 @@ def first_token(client: httpx.Client, url: str, prompt: str, extra: dict) -> tup
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--samples", type=int, default=30, help="requests per setup for the 2 KB and streaming scenarios")
+    p.add_argument("--samples", type=int, default=60, help="requests per setup for the 2 KB and streaming scenarios")
     args = p.parse_args()
     rng = random.Random(1)
     work = Path(tempfile.mkdtemp(prefix="warden-bench-pii-"))
