@@ -4,11 +4,11 @@ The gateway process owns the file (DuckDB lets one process write and no other re
 ``commit()`` queues an event and returns an asyncio future that resolves to ``(seq, hash)`` once
 the event is committed; the recorder awaits it where the store's invariants require (a request's
 event before the request leaves, a response's before the client has it). The writer settles a
-whole batch's futures with one wake-up of the event loop. ``submit()`` is the same for threads. Everything else runs
-on the writer thread, which drains the queue in batches: one journal write and fdatasync per
-batch (the commit, see ``addons/journal.py``), and every ``LOAD_INTERVAL`` or ``LOAD_BATCH``
-events one Appender flush into DuckDB. Rows are only ever appended; they leave only through a
-retention purge.
+whole batch's futures with one wake-up of the event loop; ``submit()`` is the same for threads.
+Everything else runs on the writer thread, which drains the queue in batches: one journal write
+and fdatasync per batch (the commit, see ``addons/journal.py``), and every ``LOAD_INTERVAL`` or
+``LOAD_BATCH`` events one Appender flush into DuckDB. Rows are only ever appended; they leave
+only through a retention purge.
 """
 
 from __future__ import annotations
