@@ -18,7 +18,7 @@ GATEWAY = $(BIN)/mitmdump -s addons/gateway.py --listen-host $(LISTEN) --set flo
 	--set warden_db=data/warden.duckdb --set warden_admin=$(ADMIN) \
 	--set ssl_verify_upstream_trusted_ca=certs/upstream-trust.pem
 
-.PHONY: run test bench demo setup check-python clean
+.PHONY: run test bench demo setup setup-now check-python clean
 
 run: setup  ## start the gateway on 127.0.0.1:8080, admin API on 127.0.0.1:8081
 	$(GATEWAY) --mode regular@$(PORT) --mode reverse:https://localhost:9443@8090
@@ -34,7 +34,15 @@ bench: setup  ## throughput and added latency: direct vs bare mitmdump vs the Wa
 	$(BIN)/python -m scripts.bench
 	$(BIN)/python -m scripts.bench_pii
 
-setup: $(STAMP) certs/upstream-trust.pem
+# One set-up at a time: `make run` in one terminal and `make demo` in another must not both build
+# the venv or the CA (the second waits for the first, then finds everything in place).
+setup:
+	@if command -v flock >/dev/null; then \
+		flock -n .setup.lock true || echo "another make is setting up Warden; waiting for it to finish..."; \
+		flock .setup.lock $(MAKE) --no-print-directory setup-now; \
+	else $(MAKE) --no-print-directory setup-now; fi
+
+setup-now: $(STAMP) certs/upstream-trust.pem
 
 check-python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -56,4 +64,4 @@ certs/upstream-trust.pem: $(STAMP) scripts/setup_certs.py
 	$(BIN)/python -m scripts.setup_certs certs
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .setup.lock
