@@ -3,6 +3,7 @@
 Every command reads the DuckDB file (``--db``) when the gateway is stopped and the gateway's admin
 API (``--admin``) while it runs. Examples::
 
+\b
     warden flows --user alice --since 2h            # a table; --json for machines
     warden show 0f8c...                             # one flow, masked bodies
     warden export-flows -o flows.mitm               # then: mitmweb --rfile flows.mitm

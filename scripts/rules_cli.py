@@ -1,5 +1,6 @@
 """``warden rules``: check a rules file before the gateway loads it, and explain a decision.
 
+\b
     warden rules check rules/default.yaml
     warden rules explain rules/default.yaml POST https://api.openai.com/v1/fine_tuning/jobs
 """
