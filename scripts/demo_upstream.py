@@ -9,8 +9,9 @@ gateway can be shown and tested without the internet. Run it::
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/responses`` and ``POST /v1/messages``
 (``"stream": true`` too; ``x-demo-reply: TEXT`` answers TEXT instead of the echo), ``POST /v1/embeddings``,
 ``GET /v1/models``, ``ANY /echo/...`` (what arrived, as JSON), ``GET /status/N``,
-``GET /slow?ms=N``, ``GET /bytes?n=N``, ``ANY /raw`` (``x-demo-reply`` as the body, typed ``x-demo-content-type``). Streamed replies come in pieces of
-``x-demo-chunk-chars`` characters (default 4), ``x-demo-delay-ms`` apart.
+``GET /slow?ms=N``, ``GET /bytes?n=N``, ``ANY /raw`` (``x-demo-reply`` as the body, typed
+``x-demo-content-type``). Streamed replies come in pieces of ``x-demo-chunk-chars`` characters
+(default 4), ``x-demo-delay-ms`` apart.
 In tests, ``DemoUpstream`` runs it in a thread and keeps every request it received.
 """
 
