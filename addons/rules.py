@@ -7,6 +7,7 @@ variable ANTHROPIC_API_KEY is not set``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -47,18 +48,68 @@ class Credential(_Model):
         return self
 
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def normal_host(host: str) -> str:
+    """A host as upstreams are keyed: lower case, no trailing dot, IP addresses in their canonical form."""
+    host = host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
 class Upstream(_Model):
     """A host the gateway may reach. Every other host is refused."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    host: str = Field(min_length=1)
-    port: int = Field(443, ge=1, le=65535)
+    host: str = Field(min_length=1, description="a bare host name or IP address: no scheme, port or path")
+    scheme: Literal["https", "http"] = Field(
+        "https", description="'http' only for a declared plain-HTTP upstream (a local service); "
+                             "cleartext requests to an https upstream are refused",
+    )
+    port: int | None = Field(None, ge=1, le=65535, description="default 443 for https, 80 for http")
     credential: Credential | None = None
+    websocket: bool = Field(False, description="allow WebSocket upgrades (e.g. a realtime API); messages are "
+                                               "masked both ways, recorded, and closed when the token expires")
+    pass_headers: list[str] = Field(
+        default_factory=list,
+        description="caller headers this upstream needs passed although their names look like credentials",
+    )
 
     @field_validator("host")
     @classmethod
-    def _lower(cls, v: str) -> str:
-        return v.lower().rstrip(".")
+    def _bare_host(cls, v: str) -> str:
+        if "://" in v:
+            raise ValueError(f"{v!r} has a scheme; write the bare host and set 'scheme' (https or http)")
+        host = normal_host(v)
+        if _is_ip(host):
+            return host
+        if ":" in host:
+            raise ValueError(f"{v!r} has a port; write the bare host and set 'port'")
+        if "/" in host or not _HOSTNAME.match(host):
+            raise ValueError(f"{v!r} is not a host name or IP address")
+        return host
+
+    @field_validator("pass_headers")
+    @classmethod
+    def _lower_names(cls, names: list[str]) -> list[str]:
+        return [n.strip().lower() for n in names]
+
+    @model_validator(mode="after")
+    def _default_port(self) -> Upstream:
+        if self.port is None:
+            object.__setattr__(self, "port", 443 if self.scheme == "https" else 80)
+        return self
 
 
 class Rule(_Model):
@@ -159,7 +210,7 @@ class Rules:
         return list(self.model.rules)
 
     def upstream_for(self, host: str, port: int) -> Upstream | None:
-        return self._by_endpoint.get((host.lower().rstrip("."), port))
+        return self._by_endpoint.get((normal_host(host), port))
 
     def credential(self, upstream: str) -> SecretStr | None:
         """The resolved credential value, or None (no credential, or optional and missing: see ``missing``)."""
