@@ -25,10 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from addons import metrics
 from addons.analysis import POOLS
 from addons.events import event_to_json
-from addons.issuer import EmbeddedIssuer, declare_issuer_key, discovery, validator_for
+from addons.issuer import EmbeddedIssuer, discovery, validator_for
 from addons.keys import KeyFileError, load_public_key
 from addons.queries import FlowFilter, flow_events, iter_events, parse_when, search_flows, verify_chain
-from addons.rules import IdentityConfig, RulesError, load_rules, rules_from_option
+from addons.rules import IdentityConfig, current_rules
 from addons.store import OPEN_STORES, Store
 from addons.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
 
@@ -212,7 +212,6 @@ class Admin:
             )
 
     def load(self, loader) -> None:
-        declare_issuer_key(loader)  # the admin API checks tokens too, with or without the identity addon
         loader.add_option(
             "warden_admin", str, "127.0.0.1:8081",
             "Admin API listener as host:port (loopback by default); empty to disable.",
@@ -220,7 +219,7 @@ class Admin:
 
     def configure(self, updated: set[str]) -> None:
         if updated & {"warden_rules", "warden_issuer_key"}:
-            self.identity = rules_from_option(ctx.options.warden_rules).identity
+            self.identity = current_rules().identity
             try:
                 self.validator = validator_for(self.identity, ctx.options.warden_issuer_key)
             except KeyFileError as e:
@@ -237,11 +236,11 @@ class Admin:
         return OPEN_STORES.get(str(Path(ctx.options.warden_db)))
 
     def embedded_issuer(self) -> EmbeddedIssuer | None:
+        if self.identity is None or self.identity.issuer != "embedded":
+            return None
         try:
-            if load_rules(ctx.options.warden_rules).identity.issuer != "embedded":
-                return None
             return EmbeddedIssuer.load_or_create(ctx.options.warden_issuer_key)
-        except (RulesError, KeyFileError, AttributeError):
+        except KeyFileError:
             return None
 
     def public_key(self):

@@ -10,7 +10,7 @@ from mitmproxy import ctx, http
 
 from addons.errors import CredentialMissing, InternalError
 from addons.flowmeta import fail_closed, meta, refuse
-from addons.rules import CALLER_CREDENTIAL_HEADERS, Rules, rules_from_option
+from addons.rules import CALLER_CREDENTIAL_HEADERS, Rules, current_rules
 
 
 class Credentials:
@@ -19,7 +19,7 @@ class Credentials:
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
-            self.rules = rules_from_option(ctx.options.warden_rules)
+            self.rules = current_rules()
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:

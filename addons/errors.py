@@ -77,6 +77,20 @@ class HostNotAllowed(WardenError):
     type = "host_not_allowed"
 
 
+class MisdirectedRequest(WardenError):
+    """The TLS server name or the Host/:authority names another host than the upstream the request goes to."""
+
+    status = 421
+    type = "misdirected_request"
+
+
+class CleartextRefused(WardenError):
+    """A plain-HTTP request to an upstream declared ``scheme: https``: it would carry the credential in clear."""
+
+    status = 403
+    type = "cleartext_refused"
+
+
 class PolicyBlocked(WardenError):
     """A rule blocked the request."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +104,38 @@ class WardenMeta:
         return self.error.type if self.error else None
 
 
+Stream = Callable[[bytes], bytes | Iterable[bytes]]
+
+
+def _chunks(out: bytes | Iterable[bytes]) -> list[bytes]:
+    return [out] if isinstance(out, bytes) else list(out)
+
+
+def compose_stream(inner: Stream, outer: Stream) -> Callable[[bytes], list[bytes]]:
+    """A stream callable that passes what ``inner`` gives through ``outer``; the end of the stream (``b""``)
+    reaches both, in order. Never yields an empty chunk (one would end an HTTP/1.1 chunked body early)."""
+
+    def both(data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        for chunk in _chunks(inner(data)):
+            if chunk:
+                out += _chunks(outer(chunk))
+        if not data:
+            out += _chunks(outer(b""))
+        return [chunk for chunk in out if chunk]
+
+    return both
+
+
+def unframe(flow: http.HTTPFlow) -> None:
+    """A streamed answer whose bytes are rewritten: drop the upstream's Content-Length (the client would read
+    a truncated stream) and, to an HTTP/1.1 client, frame it chunked instead of ending it by closing."""
+    assert flow.response is not None
+    flow.response.headers.pop("content-length", None)
+    if flow.request.http_version == "HTTP/1.1":
+        flow.response.headers["transfer-encoding"] = "chunked"
+
+
 def meta(flow: http.HTTPFlow) -> WardenMeta:
     """The flow's Warden metadata, created on first use."""
     found = flow.metadata.get(KEY)
@@ -129,8 +161,9 @@ def fail_closed(hook: Callable) -> Callable:
             exc = InternalError(f"{name} failed; the request was stopped (see the gateway log)")
         if hook.__name__ == "error":
             return
-        if flow.response is not None and flow.response.stream:
-            # The body already went out in pieces: cutting the connection is the only way to fail closed.
+        if hook.__name__ == "responseheaders" or flow.response is not None and flow.response.stream:
+            # The upstream's headers are decided (and a streamed body may be going out): a new response here
+            # would be sent with the upstream's bytes after it. Cutting the connection is the only way to fail closed.
             meta(flow).error = exc
             flow.kill()
             return

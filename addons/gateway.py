@@ -3,7 +3,7 @@
     mitmdump -s addons/gateway.py --set confdir=certs --set warden_rules=rules/default.yaml \\
         --set warden_db=data/warden.duckdb --set warden_admin=127.0.0.1:8081
 
-The chain: identity (OIDC token) -> intake (size, encoding) -> policy (upstream allow-list, rules) -> pii (Presidio
+The chain: config (the rules file, loaded once; unsafe mitmproxy options refused) -> identity (OIDC token) -> intake (size, encoding) -> policy (upstream allow-list, rules) -> pii (Presidio
 masking; pseudonyms restored in the answer) -> credentials (strip the caller's, inject the upstream's) -> recorder
 (DuckDB, before the request leaves). The admin API runs beside them. Addons meet only in ``flow.metadata["warden"]``.
 """
@@ -17,6 +17,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from addons.admin import Admin
+from addons.config import Config
 from addons.credentials import Credentials
 from addons.identity import IdentityGate
 from addons.intake import Intake
@@ -24,4 +25,4 @@ from addons.pii import PiiMasking
 from addons.policy import Policy
 from addons.recorder import Recorder
 
-addons = [IdentityGate(), Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]
+addons = [Config(), IdentityGate(), Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]

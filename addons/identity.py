@@ -13,14 +13,15 @@ import base64
 import binascii
 import logging
 import time
+import weakref
 
 from mitmproxy import connection, ctx, exceptions, http
 
 from addons.errors import IdentityUnavailable, NotConfigured, Unauthenticated
 from addons.flowmeta import Identity, fail_closed, meta, refuse
-from addons.issuer import declare_issuer_key, validator_for
+from addons.issuer import validator_for
 from addons.keys import KeyFileError
-from addons.rules import IdentityConfig, rules_from_option
+from addons.rules import IdentityConfig, current_rules
 from addons.tokens import IssuerUnavailable, JwksKeys, TokenError, TokenValidator, claim_at, token_from_authorization
 
 log = logging.getLogger("warden.identity")
@@ -60,15 +61,15 @@ class IdentityGate:
     def __init__(self) -> None:
         self.config: IdentityConfig | None = None
         self.validator: TokenValidator | None = None
-        self.tunnels: dict[str, Identity] = {}  # client connection id -> identity proven on its CONNECT
-
-    def load(self, loader) -> None:
-        declare_issuer_key(loader)
+        # client connection -> (identity proven on its CONNECT, that CONNECT): the identity holds only while
+        # the CONNECT was accepted, so a refused one (host not allowed) leaves nothing bound.
+        self.tunnels: weakref.WeakKeyDictionary[connection.Client, tuple[Identity, http.HTTPFlow]] = \
+            weakref.WeakKeyDictionary()
 
     def configure(self, updated: set[str]) -> None:
         if not updated & {"warden_rules", "warden_issuer_key"}:
             return
-        config = rules_from_option(ctx.options.warden_rules).identity
+        config = current_rules().identity
         try:
             self.validator = validator_for(config, ctx.options.warden_issuer_key)
         except KeyFileError as e:
@@ -85,23 +86,24 @@ class IdentityGate:
                 log.warning("warden: %s; requests are refused (503) until it answers", e)
 
     def client_disconnected(self, client: connection.Client) -> None:
-        self.tunnels.pop(client.id, None)
+        self.tunnels.pop(client, None)
 
     @fail_closed
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
         token, method = token_from_proxy_authorization(flow.request.headers.pop("proxy-authorization", None))
+        self.tunnels.pop(flow.client_conn, None)  # a new CONNECT on this connection replaces what was bound
         identity = await self._check(flow, token, method, proxy=True)
         if identity is not None:
-            self.tunnels[flow.client_conn.id] = identity
+            self.tunnels[flow.client_conn] = (identity, flow)
 
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         proxy_auth = flow.request.headers.pop("proxy-authorization", None)
-        bound = self.tunnels.get(flow.client_conn.id)
+        bound = self._bound(flow)
         if bound is not None:
             meta(flow).identity = bound
             if bound.expires is not None and bound.expires + (self.config.leeway if self.config else 0) < time.time():
@@ -115,6 +117,17 @@ class IdentityGate:
         else:
             token, method = token_from_proxy_authorization(proxy_auth)
             await self._check(flow, token, method, proxy=True)
+
+    def _bound(self, flow: http.HTTPFlow) -> Identity | None:
+        """The identity of the tunnel this request came through, if its CONNECT was accepted."""
+        found = self.tunnels.get(flow.client_conn)
+        if found is None:
+            return None
+        identity, connect = found
+        if connect.response is not None and not 200 <= connect.response.status_code < 300 or connect.error:
+            del self.tunnels[flow.client_conn]
+            return None
+        return identity
 
     async def _check(self, flow: http.HTTPFlow, token: str | None, method: str | None, proxy: bool) -> Identity | None:
         if self.validator is None or self.config is None:

@@ -43,6 +43,10 @@ def check_body(body: bytes, content_type: str) -> MalformedBody | None:
     return None
 
 
+def _passthrough(data: bytes) -> bytes:
+    return data
+
+
 class Intake:
     def load(self, loader) -> None:
         loader.add_option(
@@ -80,6 +84,12 @@ class Intake:
             return
         if problem := check_body(body, flow.request.headers.get("content-type", "")):
             refuse(flow, problem)
+
+    @fail_closed
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        if "text/event-stream" in flow.response.headers.get("content-type", "").lower():
+            flow.response.stream = _passthrough  # the one place that decides: events pass on as they come
 
     @staticmethod
     def _too_large(size: int, limit: int) -> BodyTooLarge:

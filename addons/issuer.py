@@ -60,15 +60,6 @@ class EmbeddedIssuer:
         return jwt.encode({"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}, claims, self._key, algorithms=[ALGORITHM])
 
 
-def declare_issuer_key(loader) -> None:
-    """The ``warden_issuer_key`` option, declared once by whichever addon that needs it loads first."""
-    if "warden_issuer_key" not in loader.master.options:
-        loader.add_option(
-            "warden_issuer_key", str, "certs/warden-issuer.key",
-            "Ed25519 key of the embedded development issuer (identity.issuer: embedded); created if missing.",
-        )
-
-
 def validator_for(config: IdentityConfig, issuer_key: str | Path) -> TokenValidator:
     """The token validator an identity configuration asks for: the embedded issuer's key, or the IdP's JWKS."""
     if config.issuer == "embedded":

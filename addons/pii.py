@@ -30,7 +30,7 @@ from addons.errors import (
     ResponseUnreadable,
     UnsupportedContent,
 )
-from addons.flowmeta import Finding, PiiOutcome, WardenMeta, fail_closed, meta, refuse
+from addons.flowmeta import Finding, PiiOutcome, WardenMeta, compose_stream, fail_closed, meta, refuse, unframe
 from addons.keys import KeyFileError, load_or_create_hash_key
 from addons.masking_rules import Profile
 from addons.operators import Applied, Masker, operators
@@ -38,7 +38,7 @@ from addons.options import seconds
 from addons.payloads import Payload, adapter_for, body_kind, parse_body
 from addons.pseudonyms import Vault
 from addons.recognizers import pattern_scanner
-from addons.rules import Rules, rules_from_option
+from addons.rules import Rules, current_rules
 from addons.sse import StreamRewriter
 
 log = logging.getLogger("warden.pii")
@@ -98,7 +98,7 @@ class PiiMasking:
             except KeyFileError as e:
                 raise exceptions.OptionsError(f"warden_pii_hash_key: {e}") from None
         if updated & {"warden_rules", "warden_pii_workers", "warden_pii_timeout"}:
-            self.rules = rules_from_option(ctx.options.warden_rules)
+            self.rules = current_rules()
             self._configure_pool()
 
     def _configure_pool(self) -> None:
@@ -223,12 +223,11 @@ class PiiMasking:
         assert flow.response is not None
         m = meta(flow)
         profile = self._active(m)
-        if profile is None or flow.response.stream:
+        inner = flow.response.stream
+        if profile is None or not callable(inner):  # Intake decides what streams (and decodes it)
             return
-        headers = flow.response.headers
-        encoded = headers.get("content-encoding", "identity").lower() not in ("", "identity")
-        if "text/event-stream" in headers.get("content-type", "").lower() and not encoded:
-            flow.response.stream = self._rewriter(flow, profile, m)
+        flow.response.stream = compose_stream(inner, self._rewriter(flow, profile, m))
+        unframe(flow)
 
     def _rewriter(self, flow: http.HTTPFlow, profile: Profile, m: WardenMeta) -> StreamRewriter:
         """The flow's SSE rewriter: restores pseudonyms, and masks pattern entities if the profile masks answers."""

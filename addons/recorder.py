@@ -21,11 +21,11 @@ from mitmproxy.flow import Error as FlowError
 from addons import metrics
 from addons.errors import RecordingUnavailable
 from addons.events import Event
-from addons.flowmeta import Finding, PiiOutcome, WardenMeta, fail_closed, meta
+from addons.flowmeta import Finding, PiiOutcome, WardenMeta, compose_stream, fail_closed, meta
 from addons.keys import KeyFileError, OriginalsKey, SigningKey
 from addons.options import seconds
 from addons.redaction import redact_headers, redact_path
-from addons.rules import rules_from_option
+from addons.rules import current_rules
 from addons.store import OPEN_STORES, Store, StoreError
 from addons.usage import request_model, response_usage
 
@@ -108,10 +108,6 @@ class Recorder:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
-            # Eager connects to the upstream at the CONNECT, before any request is checked or on record.
-            log.info("warden: setting connection_strategy=lazy: nothing reaches an upstream before it is recorded")
-            ctx.options.connection_strategy = "lazy"
         if updated & {"warden_signing_key", "warden_originals_key"}:
             try:
                 self.signing_key = SigningKey.load_or_create(ctx.options.warden_signing_key)
@@ -124,8 +120,8 @@ class Recorder:
             self.record_timeout = seconds("warden_record_timeout")
         if "warden_record_max_body" in updated and ctx.options.warden_record_max_body < 0:
             raise exceptions.OptionsError("warden_record_max_body: must not be negative")
-        if "warden_rules" in updated and hasattr(ctx.options, "warden_rules"):
-            self.keep_originals = rules_from_option(ctx.options.warden_rules).model.masking.originals
+        if "warden_rules" in updated:
+            self.keep_originals = current_rules().masking.originals
         if updated & {"warden_db", "warden_signing_key", "warden_checkpoint_every"}:
             self._open_store()
 
@@ -176,9 +172,7 @@ class Recorder:
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
-        if not flow.response.stream and "text/event-stream" in flow.response.headers.get("content-type", ""):
-            flow.response.stream = True  # pass events on as they come, recording them on the way
-        if flow.response.stream:
+        if callable(flow.response.stream):  # Intake decides what streams; the record tees what the client gets
             self._tee(flow)
 
     @fail_closed
@@ -283,18 +277,14 @@ class Recorder:
         limit = ctx.options.warden_record_max_body
         m.response_capture = bytearray()
 
-        def tee(data: bytes) -> list[bytes]:
-            out = inner(data) if callable(inner) else data
-            # An empty chunk would end an HTTP/1.1 chunked body early: never pass one on.
-            chunks = [c for c in ([out] if isinstance(out, bytes) else out) if c]
-            for chunk in chunks:
-                room = limit - len(m.response_capture)
-                if room < len(chunk):
-                    m.capture_truncated = True
-                m.response_capture += chunk[: max(room, 0)]
-            return chunks
+        def capture(chunk: bytes) -> bytes:
+            room = limit - len(m.response_capture)
+            if room < len(chunk):
+                m.capture_truncated = True
+            m.response_capture += chunk[: max(room, 0)]
+            return chunk
 
-        flow.response.stream = tee
+        flow.response.stream = compose_stream(inner, capture)
 
     @staticmethod
     def _since(start: float | None, end: float | None = None) -> float | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from mitmproxy import exceptions, flowfilter
+from mitmproxy import ctx, exceptions, flowfilter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from addons.masking_rules import Masking
@@ -237,6 +237,14 @@ def _resolve(cred: Credential, base: Path) -> tuple[str | None, str | None]:
     if unset:
         return None, f"environment variable {', '.join(unset)} is not set"
     return _ENV_REF.sub(lambda m: os.environ[m.group(1)], cred.value), None
+
+
+def current_rules() -> Rules:
+    """The rules file the Config addon loaded (once per change of ``warden_rules``); addons read it in ``configure``."""
+    owner = ctx.master.addons.get("config")
+    if owner is None or owner.rules is None:
+        raise exceptions.OptionsError("warden_rules: no rules loaded; the Config addon must come first in the chain")
+    return owner.rules
 
 
 def rules_from_option(path: str | Path) -> Rules:

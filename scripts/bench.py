@@ -138,6 +138,7 @@ PARTIAL_CHAIN = """
 import sys
 sys.path.insert(0, {root!r})
 from addons.admin import Admin
+from addons.config import Config
 from addons.credentials import Credentials
 from addons.intake import Intake
 from addons.pii import PiiMasking
@@ -146,8 +147,8 @@ from addons.recorder import Recorder
 addons = [{addons}]
 """
 PARTIAL_SETUPS = {
-    "warden without identity": "Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()",
-    "spine only (no identity, no PII)": "Intake(), Policy(), Credentials(), Recorder(), Admin()",
+    "warden without identity": "Config(), Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()",
+    "spine only (no identity, no PII)": "Config(), Intake(), Policy(), Credentials(), Recorder(), Admin()",
 }
 
 
