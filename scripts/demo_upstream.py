@@ -169,6 +169,12 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
+        if self.headers.get("x-demo-sse-length"):  # a stream sent whole with its Content-Length, as some servers do
+            body = b"".join(events)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
         for data in events:

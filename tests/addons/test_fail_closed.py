@@ -6,9 +6,10 @@ import asyncio
 import json
 from pathlib import Path
 
+from mitmproxy.flow import Error
 from mitmproxy.test import taddons, tflow
 
-from addons.flowmeta import fail_closed, meta
+from addons.flowmeta import compose_stream, fail_closed, meta
 from addons.policy import Policy
 from addons.recorder import Recorder
 
@@ -90,3 +91,31 @@ def test_recorder_whose_commit_does_not_land_in_time_refuses_with_503(tmp_path: 
         error = json.loads(flow.response.content)["error"]
         assert error["type"] == "recording_unavailable"
         assert "did not commit within 0.2 s (warden_record_timeout)" in error["message"]
+
+
+class ExplodingHeaders:
+    @fail_closed
+    def responseheaders(self, flow) -> None:
+        raise RuntimeError("boom")
+
+
+def test_a_failure_after_the_response_headers_kills_the_flow() -> None:
+    """A new response set here would go out with the upstream's (unmasked) body after it: cut instead."""
+    flow = tflow.tflow(resp=True)
+    upstream_response = flow.response
+    ExplodingHeaders().responseheaders(flow)
+    assert flow.error is not None and flow.error.msg == Error.KILLED_MESSAGE
+    assert flow.response is upstream_response and meta(flow).error.type == "internal_error"
+
+
+def test_composed_streams_end_in_order_and_never_pass_an_empty_chunk() -> None:
+    seen: list[bytes] = []
+
+    def hold_until_end(data: bytes) -> list[bytes]:
+        seen.append(data)
+        return [b"".join(seen)] if data == b"" else []
+
+    stream = compose_stream(lambda data: [data.upper(), b""] if data else [b"!"], hold_until_end)
+    assert stream(b"ab") == [] and stream(b"cd") == []
+    assert stream(b"") == [b"ABCD!"]
+    assert seen == [b"AB", b"CD", b"!", b""]

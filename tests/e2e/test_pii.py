@@ -68,6 +68,17 @@ def test_openai_sdk_streaming_restores_pseudonyms_split_anywhere(proxy_env: Gate
     assert_nothing_leaked(upstream, "/v1/chat/completions")
 
 
+def test_a_restored_stream_does_not_keep_the_upstreams_length(gateway: Gateway, upstream) -> None:
+    """Restoring pseudonyms makes the stream longer than the upstream's Content-Length: it must not be cut short."""
+    with gateway.client(timeout=30) as client:
+        r = client.post(f"https://localhost:{upstream.port}/v1/chat/completions", headers={"x-demo-sse-length": "1"},
+                        json={"model": "demo", "stream": True, "messages": [{"role": "user", "content": PROMPT}]})
+    assert r.status_code == 200 and "content-length" not in r.headers
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]) == PROMPT
+    assert r.text.rstrip().endswith("data: [DONE]")
+
+
 @pytest.mark.parametrize("chunk", [1, 4, 9])
 def test_anthropic_sdk_masks_and_restores_streaming_too(proxy_env: Gateway, upstream, chunk: int) -> None:
     client = anthropic.Anthropic(base_url=f"https://127.0.0.1:{upstream.port}", api_key="unused", max_retries=0,
