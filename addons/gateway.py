@@ -20,8 +20,9 @@ from addons.admin import Admin
 from addons.credentials import Credentials
 from addons.identity import IdentityGate
 from addons.intake import Intake
+from addons.layers import Layers
 from addons.pii import PiiMasking
 from addons.policy import Policy
 from addons.recorder import Recorder
 
-addons = [IdentityGate(), Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]
+addons = [IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]
