@@ -71,8 +71,14 @@ def _client_hello_end(data: bytes) -> int | None:
             return None
         handshake += data[offset + 5 : offset + 5 + size]
         offset += 5 + size
-        if len(handshake) >= 4 and len(handshake) >= int.from_bytes(handshake[1:4], "big") + 4:
-            return offset
+        if handshake[0] != 0x01:
+            raise ValueError("the first handshake message is not a ClientHello")
+        if len(handshake) >= 4:
+            announced = int.from_bytes(handshake[1:4], "big") + 4
+            if announced > MAX_CLIENT_HELLO:
+                raise ValueError(f"the ClientHello announces {announced} bytes, more than {MAX_CLIENT_HELLO}")
+            if len(handshake) >= announced:
+                return offset
 
 
 def normalise_records(data: bytes, end: int) -> bytes:

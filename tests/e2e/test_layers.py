@@ -100,8 +100,8 @@ class BioTLS:
     """A TLS client over a raw socket through ``ssl.MemoryBIO``, so the first record can be rewritten on the wire."""
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str | None,
-                 record_version: int | None = 0x04) -> None:
-        self.sock, self.record_version = sock, record_version
+                 record_version: int | None = 0x04, split: bool = False) -> None:
+        self.sock, self.record_version, self.split = sock, record_version, split
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
 
@@ -117,9 +117,20 @@ class BioTLS:
                 if first and self.record_version is not None:
                     assert data[:3] == b"\x16\x03\x01", data[:5]  # a ClientHello record, as the ssl module sends it
                     data = data[:2] + bytes([self.record_version]) + data[3:]
+                if first and self.split:
+                    self._send_split(data)
+                else:
+                    self.sock.sendall(data)
                 first = False
-                self.sock.sendall(data)
                 self._receive()
+
+    def _send_split(self, record: bytes) -> None:
+        """The ClientHello over two records (both with the rewritten version), sent a few bytes at a time."""
+        body, half = record[5:], (len(record) - 5) // 2
+        data = b"".join(record[:3] + len(part).to_bytes(2, "big") + part for part in (body[:half], body[half:]))
+        for start, end in ((0, 1), (1, 3), (3, 7), (7, half), (half, len(data))):
+            self.sock.sendall(data[start:end])
+            time.sleep(0.05)  # separate segments, so the gateway sees the ClientHello arrive in pieces
 
     def request(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         """Send one HTTP/1.1 request and read its Content-Length-framed answer."""
@@ -206,8 +217,16 @@ def test_clienthello_with_record_version_0304_is_intercepted_with_the_gateway_ce
         tls.handshake()  # verified against the gateway's CA: the gateway terminated it
         status, _, body = tls.request(chat_request("localhost", upstream.port))
     assert_went_through_the_chain(upstream, status, body)
+
+    # The same ClientHello over two records and in pieces: the gateway waits for all of it, relays nothing meanwhile.
+    with tunnel(gateway.proxy_port, "localhost", upstream.port, gateway.token("carol")) as sock:
+        tls = BioTLS(sock, gateway_context(gateway), "localhost", split=True)
+        tls.handshake()
+        status, _, body = tls.request(chat_request("localhost", upstream.port))
+    assert_went_through_the_chain(upstream, status, body)
     flows = gateway.flows()
-    assert [(f["user"], f["path"], f["fate"]) for f in flows] == [("alice", "/v1/chat/completions", "completed")]
+    assert sorted((f["user"], f["path"], f["fate"]) for f in flows) == [
+        ("alice", "/v1/chat/completions", "completed"), ("carol", "/v1/chat/completions", "completed")]
 
 
 def test_reverse_listener_and_clienthello_without_sni_are_intercepted(gateway: Gateway, upstream) -> None:
@@ -271,11 +290,18 @@ def test_bytes_that_are_neither_tls_nor_http_are_refused_recorded_and_never_rela
     with socket.create_connection(("127.0.0.1", gw.reverse_port), timeout=10) as sock:
         sock.sendall(GARBAGE)
         assert closed_without_answer(sock)
+    # TLS the client does not finish with the gateway (it trusts only the system's CAs): on record too.
+    with tunnel(gw.proxy_port, "127.0.0.1", raw_listener.port, token) as sock, \
+            pytest.raises(ssl.SSLCertVerificationError):
+        ssl.create_default_context().wrap_socket(sock, server_hostname="localhost")
 
     deadline = time.monotonic() + 10
-    while len(events := connection_events(gw)) < len(REFUSED) + 1 and time.monotonic() < deadline:
+    while len(events := connection_events(gw)) < len(REFUSED) + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert raw_listener.connections == 0 and raw_listener.received == b""  # nothing reached the upstream
+    [failed] = [e for e in events if e["fate"] == "tls_failed"]
+    assert failed["user"] == "alice" and "handshake with the client failed" in failed["record"]
+    events = [e for e in events if e is not failed]
     records = [json.loads(e["record"]) for e in events]
     tunnels, reverse = records[:-1], records[-1]
     assert [r["detail"]["classification"] for r in tunnels] == [c for _, c in REFUSED.values()]
