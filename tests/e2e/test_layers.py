@@ -363,3 +363,34 @@ def test_passthrough_options_never_create_passthrough(tmp_path: Path, confdir: P
         assert raw_listener.connections == 0
     finally:
         gw.stop()
+
+
+def test_a_mode_that_binds_no_identity_relays_nothing(tmp_path: Path, confdir: Path, upstream,
+                                                      raw_listener: RawListener) -> None:
+    """SOCKS5 asks for no token: either the gateway refuses to start with it, or it serves nothing through it."""
+    from tests.conftest import free_port
+
+    socks_port = free_port()
+    gw = start_gateway(tmp_path / "gw", confdir, layer_rules(upstream.port, raw_listener.port), upstream.port,
+                       extra_args=("--mode", f"socks5@{socks_port}"), wait=False)
+    try:
+        try:
+            gw.proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            pass
+        if gw.proc.poll() is not None:
+            assert "socks5" in gw.log()
+            return
+        wait_ready(gw)
+        with socket.create_connection(("127.0.0.1", socks_port), timeout=10) as sock:
+            sock.sendall(b"\x05\x01\x00")
+            assert sock.recv(2) == b"\x05\x00"
+            sock.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + raw_listener.port.to_bytes(2, "big"))
+            assert sock.recv(10)[:2] == b"\x05\x00"
+            sock.sendall(GARBAGE)
+            assert closed_without_answer(sock)
+        assert raw_listener.connections == 0 and raw_listener.received == b""
+        [event] = connection_events(gw)
+        assert event["fate"] == "connection_refused" and json.loads(event["record"])["mode"] == "socks5"
+    finally:
+        gw.stop()
