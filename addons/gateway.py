@@ -3,9 +3,11 @@
     mitmdump -s addons/gateway.py --set confdir=certs --set warden_rules=rules/default.yaml \\
         --set warden_db=data/warden.duckdb --set warden_admin=127.0.0.1:8081
 
-The chain: config (the rules file, loaded once; unsafe mitmproxy options refused) -> identity (OIDC token) -> intake (size, encoding) -> policy (upstream allow-list, rules) -> pii (Presidio
-masking; pseudonyms restored in the answer) -> credentials (strip the caller's, inject the upstream's) -> recorder
-(DuckDB, before the request leaves). The admin API runs beside them. Addons meet only in ``flow.metadata["warden"]``.
+The chain: config (the rules file, loaded once; unsafe mitmproxy options refused) -> identity (OIDC
+token) -> layers (the protocol of every connection chosen here: TLS intercepted, HTTP to the chain,
+anything else refused and recorded) -> intake (size, encoding) -> policy (upstream allow-list, rules)
+-> pii (Presidio masking; pseudonyms restored in the answer) -> credentials (strip the caller's,
+inject the upstream's) -> recorder (DuckDB, before the request leaves). The admin API runs beside them. Addons meet only in ``flow.metadata["warden"]``.
 """
 
 import sys
@@ -21,8 +23,9 @@ from addons.config import Config
 from addons.credentials import Credentials
 from addons.identity import IdentityGate
 from addons.intake import Intake
+from addons.layers import Layers
 from addons.pii import PiiMasking
 from addons.policy import Policy
 from addons.recorder import Recorder
 
-addons = [Config(), IdentityGate(), Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]
+addons = [Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]

@@ -103,7 +103,7 @@ class IdentityGate:
         if flow.response or flow.error or not flow.live:
             return
         proxy_auth = flow.request.headers.pop("proxy-authorization", None)
-        bound = self._bound(flow)
+        bound = self.bound(flow.client_conn)
         if bound is not None:
             meta(flow).identity = bound
             if bound.expires is not None and bound.expires + (self.config.leeway if self.config else 0) < time.time():
@@ -118,14 +118,14 @@ class IdentityGate:
             token, method = token_from_proxy_authorization(proxy_auth)
             await self._check(flow, token, method, proxy=True)
 
-    def _bound(self, flow: http.HTTPFlow) -> Identity | None:
-        """The identity of the tunnel this request came through, if its CONNECT was accepted."""
-        found = self.tunnels.get(flow.client_conn)
+    def bound(self, client: connection.Client) -> Identity | None:
+        """The identity bound to this client connection's tunnel, if its CONNECT was accepted."""
+        found = self.tunnels.get(client)
         if found is None:
             return None
         identity, connect = found
         if connect.response is not None and not 200 <= connect.response.status_code < 300 or connect.error:
-            del self.tunnels[flow.client_conn]
+            del self.tunnels[client]
             return None
         return identity
 
