@@ -4,8 +4,9 @@
         --set warden_db=data/warden.duckdb --set warden_admin=127.0.0.1:8081
 
 The chain: identity (OIDC token) -> intake (size, encoding) -> policy (upstream allow-list, rules) -> pii (Presidio
-masking; pseudonyms restored in the answer) -> credentials (strip the caller's, inject the upstream's) -> recorder
-(DuckDB, before the request leaves). The admin API runs beside them. Addons meet only in ``flow.metadata["warden"]``.
+masking; pseudonyms restored in the answer) -> credentials (strip the caller's, inject the upstream's) -> websocket
+(upgrades refused unless the upstream opts in; messages masked and recorded) -> recorder (DuckDB, before the request
+leaves). The admin API runs beside them. Addons meet only in ``flow.metadata["warden"]``.
 """
 
 import sys
@@ -23,5 +24,6 @@ from addons.intake import Intake
 from addons.pii import PiiMasking
 from addons.policy import Policy
 from addons.recorder import Recorder
+from addons.websocket import WebSocket
 
-addons = [IdentityGate(), Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]
+addons = [IdentityGate(), Intake(), Policy(), PiiMasking(), Credentials(), WebSocket(), Recorder(), Admin()]
