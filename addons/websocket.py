@@ -173,7 +173,7 @@ class WebSocket:
             recorded = masked[0]  # as it left, or as the upstream sent it masked: never the caller's values
             relayed = recorded if message.from_client else meta(flow).pii.vault.restore(recorded)
             self._pii(event, detail, meta(flow).pii, findings)
-            if message.from_client and recorded != original:
+            if recorded != original:  # as for HTTP bodies: the message as it reached the gateway, encrypted
                 self._keep_original(event, original.encode(), flow.id)
             event.body = recorded.encode()
         else:
@@ -201,7 +201,8 @@ class WebSocket:
         ws = flow.websocket
         detail: dict[str, object] = {"messages": session.messages}
         if ws is not None:
-            detail.update(close_code=ws.close_code, close_reason=ws.close_reason or None,
+            # The close frame's reason text is the peer's free text (it may carry PII): only its size is kept.
+            detail.update(close_code=ws.close_code, close_reason_size=len(ws.close_reason or ""),
                           closed_by="gateway" if session.closed_as else ("client" if ws.closed_by_client else "server"))
         if session.dropped:
             detail["dropped_after_close"] = session.dropped
@@ -223,9 +224,10 @@ class WebSocket:
             session.closed_as = (fate, reason)
         if session.timer is not None:
             session.timer.cancel()
-        handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+        proxyserver = ctx.master.addons.get("proxyserver")
+        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver is not None else None
         if handler is None:
-            return
+            return  # the connection is gone already
         for conn in (flow.client_conn, flow.server_conn):
             transport = handler.transports.get(conn)
             if transport is not None and transport.handler is not None:

@@ -135,6 +135,7 @@ def test_allowed_websocket_is_masked_both_ways_and_every_message_recorded(gatewa
     assert messages[0]["entities"] == {"EMAIL_ADDRESS": 1} and messages[5]["entities"] == {"EMAIL_ADDRESS": 1}
     assert all(e["user"] == "alice" for e in ws)
     assert ws[-1]["detail"]["closed_by"] == "client" and ws[-1]["detail"]["close_code"] == 1000
+    assert ws[-1]["detail"]["close_reason_size"] == len("done")  # the peer's free text is not stored
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs)
 
@@ -173,7 +174,7 @@ def test_binary_message_passes_when_unknown_content_passes(gateway_factory, ws_u
 
 def test_token_expiry_closes_an_idle_websocket_and_is_recorded(gateway_factory, ws_upstream: WsUpstream) -> None:
     gw = gateway_factory(ws_rules(ws_upstream.port))
-    client = connect(gw, ws_upstream, token=gw.token("alice", ttl=4))
+    client = connect(gw, ws_upstream, token=gw.token("alice", ttl=6))
     client.send_text("hello")
     assert client.receive_text() == "hello"
     client.wait_closed()  # nothing more is sent: only the token's end closes it
