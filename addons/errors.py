@@ -98,6 +98,20 @@ class PolicyBlocked(WardenError):
     type = "blocked_by_policy"
 
 
+class WebSocketNotAllowed(WardenError):
+    """A WebSocket upgrade to an upstream whose rules-file entry does not say ``websocket: true``."""
+
+    status = 403
+    type = "websocket_not_allowed"
+
+
+class UpgradeRefused(WardenError):
+    """The upstream switched protocols (101) for a request that was not allowed to upgrade; nothing was relayed."""
+
+    status = 502
+    type = "upgrade_refused"
+
+
 class CredentialMissing(WardenError):
     """The upstream's credential is optional and its environment variable is not set."""
 

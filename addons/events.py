@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 GENESIS = "0" * 64
-KINDS = ("request", "response", "error", "checkpoint", "connection")  # connection: refused below HTTP
+KINDS = ("request", "response", "error", "checkpoint", "connection", "websocket")  # connection: refused below HTTP
 
 # (column, DuckDB type). The order is part of the chain format: append only, never reorder.
 # Few columns on purpose: DuckDB's commit cost grows with the column count. What is searched

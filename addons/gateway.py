@@ -7,7 +7,9 @@ The chain: config (the rules file, loaded once; unsafe mitmproxy options refused
 token) -> layers (the protocol of every connection chosen here: TLS intercepted, HTTP to the chain,
 anything else refused and recorded) -> intake (size, encoding) -> policy (upstream allow-list, rules)
 -> pii (Presidio masking; pseudonyms restored in the answer) -> credentials (strip the caller's,
-inject the upstream's) -> recorder (DuckDB, before the request leaves). The admin API runs beside them. Addons meet only in ``flow.metadata["warden"]``.
+inject the upstream's) -> websocket (upgrades refused unless the upstream opts in; then every message
+masked and recorded) -> recorder (DuckDB, before the request leaves). The admin API runs beside them.
+Addons meet only in ``flow.metadata["warden"]``.
 """
 
 import sys
@@ -27,5 +29,8 @@ from addons.layers import Layers
 from addons.pii import PiiMasking
 from addons.policy import Policy
 from addons.recorder import Recorder
+from addons.websocket import WebSocket
 
-addons = [Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), Credentials(), Recorder(), Admin()]
+addons = [
+    Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), Credentials(), WebSocket(), Recorder(), Admin(),
+]

@@ -209,6 +209,39 @@ class PiiMasking:
             return
         outcome.skipped = f"uninspectable body passed ({content_type})"
 
+    # -- messages after the handshake (WebSocket) -----------------------------------------------------
+
+    async def mask_texts(self, flow: http.HTTPFlow, texts: list[str], *,
+                         response: bool = False) -> tuple[list[str], list[Finding]]:
+        """``texts`` masked with ``flow``'s profile and vault, as its bodies are: pseudonyms numbered as in the
+        handshake on the way out; with ``response``, the profile's answer masking, pseudonyms left in place (the
+        caller restores them for the client with the vault). Raises ``PiiUnavailable`` when analysis fails."""
+        m = meta(flow)
+        if m.pii is None or m.pii.vault is None or self.rules is None or self.hash_key is None:
+            raise PiiUnavailable("the flow has no masking state; its messages cannot be masked")
+        profile = self.rules.masking.profile(m.pii.profile)
+        if not profile.active:
+            return list(texts), []
+        spans: list[list] = [[] for _ in texts]
+        if not response or profile.responses == "mask":
+            if not response:
+                m.pii.vault.reserve(texts)
+            try:
+                if self.pool is None:
+                    raise AnalysisUnavailable("the PII analyzer is not configured")
+                spans = await self.pool.analyze(list(texts))
+            except AnalysisUnavailable as e:
+                metrics.PII_FAILURES.inc()
+                raise PiiUnavailable(f"{e}; the message was not relayed") from None
+        masker = self._masker(profile, m.pii.vault, reversible=not response)
+        masked, findings = [], []
+        for i, (text, found) in enumerate(zip(texts, spans, strict=True)):
+            out, applied = masker.apply(text, found)
+            masked.append(out)
+            findings += _findings(f"$[{i}]", applied)
+        _count(findings, "response" if response else "request")
+        return masked, findings
+
     # -- responses ------------------------------------------------------------------------------------
 
     def _active(self, m: WardenMeta) -> Profile | None:

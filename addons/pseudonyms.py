@@ -36,6 +36,10 @@ class Vault:
     def __repr__(self) -> str:  # never show values
         return f"Vault({len(self)} pseudonyms)"
 
+    def reserve(self, texts: Iterable[str]) -> None:
+        """Keep pseudonym-shaped text in later messages (a WebSocket's) from being handed out as a pseudonym."""
+        self._reserved |= {m.group(0) for text in texts for m in TOKEN.finditer(text)} - self._value_of.keys()
+
     def pseudonym(self, entity: str, value: str) -> str:
         key = (entity, _normal(value))
         token = self._token_of.get(key)

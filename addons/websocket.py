@@ -1,0 +1,275 @@
+"""WebSocket: an upgrade is refused unless its upstream opts in, and an opted-in session is masked, recorded and
+closed when its token expires.
+
+After credentials, before the recorder. An upgrade request (``Upgrade: websocket``, or the handshake's
+``Sec-WebSocket-*`` headers) to an upstream without ``websocket: true`` is refused (403
+``websocket_not_allowed``) before anything leaves; an upstream that answers 101 to a request that was not
+allowed to upgrade gets the flow killed, never relayed. In an allowed session every message is held while it is
+masked (text: the PII addon's analyzer and the flow's pseudonym vault; binary: ``masking.unknown_content``) and
+committed to the store as a ``websocket`` event, then relayed. Anything that fails closes the connection.
+
+mitmproxy 12 gives addons no way to close a live WebSocket (``flow.kill()`` does nothing to one, and
+``inject.websocket`` sends only text or binary messages: mitmproxy issue #4773). The gateway closes the client's
+connection as mitmproxy's own inactivity timeout does, through its connection handler; the WebSocket layer then
+closes the upstream's side and the ``websocket_end`` hook records the close with the gateway's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+
+from mitmproxy import ctx, http
+from mitmproxy.websocket import WebSocketMessage
+
+from addons.errors import (
+    NotConfigured,
+    RecordingUnavailable,
+    UnsupportedContent,
+    UpgradeRefused,
+    WardenError,
+    WebSocketNotAllowed,
+)
+from addons.events import Event
+from addons.flowmeta import Finding, PiiOutcome, fail_closed, meta, refuse
+from addons.options import seconds
+from addons.rules import Rules, current_rules
+
+log = logging.getLogger("warden.websocket")
+MAX_FINDINGS = 1000  # per event; the counts stay complete
+
+
+def wants_upgrade(request: http.Request) -> bool:
+    """Whether ``request`` asks for a WebSocket, by any of the handshake's headers (any case, any list position)."""
+    upgrade = {token.strip().lower() for token in request.headers.get_all("upgrade") for token in token.split(",")}
+    return "websocket" in upgrade or any(h in request.headers for h in ("sec-websocket-key", "sec-websocket-version"))
+
+
+def expiry(flow: http.HTTPFlow, leeway: int) -> float | None:
+    """When the flow's token stops being good (``exp`` plus the identity config's leeway), or None."""
+    identity = meta(flow).identity
+    return None if identity is None or identity.expires is None else identity.expires + leeway
+
+
+@dataclass
+class Session:
+    """One allowed WebSocket: its upstream, its token's end, and why the gateway closed it (if it did)."""
+
+    upstream: str
+    expires_at: float | None = None
+    messages: int = 0
+    dropped: int = 0
+    closed_as: tuple[str, str] | None = None  # (fate, reason) when the gateway closed it
+    timer: asyncio.TimerHandle | None = None
+
+
+class WebSocket:
+    def __init__(self) -> None:
+        self.rules: Rules | None = None
+        self.record_timeout = 10.0
+        self.sessions: weakref.WeakKeyDictionary[http.HTTPFlow, Session] = weakref.WeakKeyDictionary()
+
+    def configure(self, updated: set[str]) -> None:
+        if "warden_rules" in updated:
+            self.rules = current_rules()
+        if "warden_record_timeout" in updated:
+            self.record_timeout = seconds("warden_record_timeout")
+
+    def done(self) -> None:
+        for session in list(self.sessions.values()):
+            if session.timer is not None:
+                session.timer.cancel()
+
+    # -- the handshake ----------------------------------------------------------------------------------
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or not wants_upgrade(flow.request):
+            return
+        if self.rules is None:
+            refuse(flow, NotConfigured("the gateway has no valid rules loaded; see the operator log"))
+            return
+        upstream = self.rules.upstream_for(flow.request.host, flow.request.port)
+        if upstream is None:
+            return  # policy refuses the host itself
+        if not upstream.websocket:
+            refuse(flow, WebSocketNotAllowed(
+                f"WebSocket upgrades to upstream {upstream.name!r} ({upstream.host}:{upstream.port}) are not allowed; "
+                f"an operator may set 'websocket: true' on it in {self.rules.path}"
+            ))
+            return
+        self.sessions[flow] = Session(upstream.name)
+
+    @fail_closed
+    def response(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        if flow.response.status_code != 101 or (flow in self.sessions and flow.websocket is not None):
+            return
+        asked = "a WebSocket upgrade it does not allow" if flow in self.sessions else "a request that did not ask for it"
+        meta(flow).error = UpgradeRefused(
+            f"the upstream switched protocols (101, Upgrade: {flow.response.headers.get('upgrade', '-')!r}) "
+            f"for {asked}; the connection was cut and nothing was relayed"
+        )
+        flow.kill()
+
+    async def websocket_start(self, flow: http.HTTPFlow) -> None:
+        session = self.sessions.get(flow)
+        if session is None:  # cannot happen (the 101 was killed); fail closed all the same
+            self._close(flow, Session("-"), "upgrade_refused", "the WebSocket was not allowed")
+            return
+        assert self.rules is not None
+        session.expires_at = expiry(flow, self.rules.identity.leeway)
+        try:
+            await self._commit(self._event(flow, fate="open", reason=f"WebSocket to upstream {session.upstream}"))
+        except Exception as e:
+            self._close(flow, session, "recording_unavailable", f"the WebSocket's start could not be recorded ({e})")
+            return
+        if session.expires_at is not None:
+            loop = asyncio.get_running_loop()
+            session.timer = loop.call_later(max(session.expires_at - time.time(), 0), self._expire, flow)
+
+    # -- messages ---------------------------------------------------------------------------------------
+
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        assert flow.websocket is not None
+        message = flow.websocket.messages[-1]
+        del flow.websocket.messages[:-1]  # mitmproxy keeps every message; the store is the record
+        session = self.sessions.get(flow)
+        if session is None or session.closed_as is not None:
+            message.drop()
+            if session is not None:
+                session.dropped += 1
+            return
+        if session.expires_at is not None and time.time() >= session.expires_at:
+            message.drop()
+            self._close(flow, session, "token_expired", "the token expired; the WebSocket was closed")
+            return
+        try:
+            await self._relay(flow, session, message)
+        except WardenError as e:
+            message.drop()
+            self._close(flow, session, e.type, f"{e.message}; the WebSocket was closed")
+        except Exception as e:
+            message.drop()
+            log.error("warden: WebSocket message on %s failed: %r", flow.request.pretty_host, e, exc_info=e)
+            self._close(flow, session, "internal_error", "a message could not be masked or recorded (see the "
+                                                         "gateway log); the WebSocket was closed")
+
+    async def _relay(self, flow: http.HTTPFlow, session: Session, message: WebSocketMessage) -> None:
+        """Mask ``message`` in place and commit its event; it is relayed only if this returns."""
+        session.messages += 1
+        direction = "client_to_server" if message.from_client else "server_to_client"
+        detail: dict[str, object] = {"direction": direction, "type": "text" if message.is_text else "binary",
+                                     "index": session.messages}
+        event = self._event(flow, fate="relayed", detail=detail)
+        relayed: str | None = None
+        if message.is_text:
+            original = message.text
+            pii = ctx.master.addons.get("piimasking")
+            masked, findings = await pii.mask_texts(flow, [original], response=not message.from_client)
+            recorded = masked[0]  # as it left, or as the upstream sent it masked: never the caller's values
+            relayed = recorded if message.from_client else meta(flow).pii.vault.restore(recorded)
+            self._pii(event, detail, meta(flow).pii, findings)
+            if recorded != original:  # as for HTTP bodies: the message as it reached the gateway, encrypted
+                self._keep_original(event, original.encode(), flow.id)
+            event.body = recorded.encode()
+        else:
+            assert self.rules is not None
+            if self.rules.masking.unknown_content == "block":
+                raise UnsupportedContent("a binary message cannot be inspected for PII, and "
+                                         "masking.unknown_content is 'block'")
+            detail["skipped"] = "binary message not inspected (masking.unknown_content: pass)"
+            event.body = message.content
+        event.body_size = len(event.body)
+        if session.expires_at is not None and time.time() >= session.expires_at:
+            raise _TokenExpired("the token expired")
+        await self._commit(event)
+        if relayed is not None and relayed != message.text:
+            message.text = relayed
+
+    # -- the close --------------------------------------------------------------------------------------
+
+    async def websocket_end(self, flow: http.HTTPFlow) -> None:
+        session = self.sessions.pop(flow, None)
+        if session is None:
+            return
+        if session.timer is not None:
+            session.timer.cancel()
+        ws = flow.websocket
+        detail: dict[str, object] = {"messages": session.messages}
+        if ws is not None:
+            # The close frame's reason text is the peer's free text (it may carry PII): only its size is kept.
+            detail.update(close_code=ws.close_code, close_reason_size=len(ws.close_reason or ""),
+                          closed_by="gateway" if session.closed_as else ("client" if ws.closed_by_client else "server"))
+        if session.dropped:
+            detail["dropped_after_close"] = session.dropped
+        fate, reason = session.closed_as or ("closed", f"closed by the {detail.get('closed_by', 'peer')}")
+        try:
+            await self._commit(self._event(flow, fate=fate, reason=reason, detail=detail))
+        except Exception as e:
+            log.error("warden: the close of WebSocket flow %s could not be recorded: %r", flow.id, e)
+
+    def _expire(self, flow: http.HTTPFlow) -> None:
+        session = self.sessions.get(flow)
+        if session is not None and session.closed_as is None:
+            self._close(flow, session, "token_expired", "the token expired; the WebSocket was closed")
+
+    @staticmethod
+    def _close(flow: http.HTTPFlow, session: Session, fate: str, reason: str) -> None:
+        """Close the client's connection (the WebSocket layer then closes the upstream's and ends the flow)."""
+        if session.closed_as is None:
+            session.closed_as = (fate, reason)
+        if session.timer is not None:
+            session.timer.cancel()
+        proxyserver = ctx.master.addons.get("proxyserver")
+        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver is not None else None
+        if handler is None:
+            return  # the connection is gone already
+        for conn in (flow.client_conn, flow.server_conn):
+            transport = handler.transports.get(conn)
+            if transport is not None and transport.handler is not None:
+                handler.close_connection(conn)
+
+    # -- the record -------------------------------------------------------------------------------------
+
+    def _event(self, flow: http.HTTPFlow, *, fate: str, reason: str | None = None,
+               detail: dict[str, object] | None = None) -> Event:
+        m = meta(flow)
+        return Event(kind="websocket", flow_id=flow.id, user=m.identity.sub if m.identity else None,
+                     host=flow.request.host, port=flow.request.port, upstream=m.upstream, fate=fate, reason=reason,
+                     detail=detail)
+
+    @staticmethod
+    def _pii(event: Event, detail: dict[str, object], outcome: PiiOutcome | None, findings: list[Finding]) -> None:
+        """Findings for the record: entity, span, score, operator. Never the value."""
+        if outcome is None:
+            return
+        pii: dict[str, object] = {"profile": outcome.profile}
+        pii["findings"] = [[f.entity, f.path, f.start, f.end, f.score, f.operator] for f in findings[:MAX_FINDINGS]]
+        detail["pii"] = pii
+        event.entities = PiiOutcome.counts(findings) or None
+
+    @staticmethod
+    def _keep_original(event: Event, original: bytes, flow_id: str) -> None:
+        recorder = ctx.master.addons.get("recorder")
+        if recorder.keep_originals == "encrypted" and recorder.originals_key is not None:
+            event.original_enc = recorder.originals_key.encrypt(original, flow_id)
+
+    async def _commit(self, event: Event) -> None:
+        """Commit ``event`` (the store's journal is fsync'ed before this returns), or raise RecordingUnavailable."""
+        store = ctx.master.addons.get("recorder").store
+        if store is None:
+            raise RecordingUnavailable("the store is not open (see the gateway log)")
+        try:
+            async with asyncio.timeout(self.record_timeout):
+                await store.commit(event)
+        except Exception as e:
+            why = f"not committed within {self.record_timeout:g} s" if isinstance(e, TimeoutError) else str(e)
+            raise RecordingUnavailable(f"the message could not be recorded ({why})") from None
+
+
+class _TokenExpired(WardenError):
+    type = "token_expired"

@@ -1,0 +1,59 @@
+"""What counts as a WebSocket upgrade request, and pseudonyms reserved by later messages."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.websocket import WebSocketMessage
+from wsproto.frame_protocol import Opcode
+
+from addons.pseudonyms import Vault
+from addons.websocket import wants_upgrade
+
+
+@pytest.mark.parametrize(("headers", "wanted"), [
+    ({}, False),
+    ({"upgrade": "h2c"}, False),
+    ({"upgrade": "websocket"}, True),
+    ({"upgrade": "WebSocket"}, True),
+    ({"upgrade": "foo, websocket"}, True),
+    ({"sec-websocket-version": "13"}, True),  # what mitmproxy itself checks before it speaks WebSocket
+    ({"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="}, True),
+])
+def test_wants_upgrade(headers: dict[str, str], wanted: bool) -> None:
+    request = tutils.treq()
+    for name, value in headers.items():
+        request.headers[name] = value
+    assert wants_upgrade(request) is wanted
+
+
+def test_a_later_message_reserves_the_pseudonyms_it_spells() -> None:
+    vault = Vault()
+    assert vault.pseudonym("EMAIL_ADDRESS", "a@example.org") == "<EMAIL_ADDRESS_1>"
+    vault.reserve(["I typed <EMAIL_ADDRESS_2> and <EMAIL_ADDRESS_1> myself"])
+    assert vault.pseudonym("EMAIL_ADDRESS", "b@example.org") == "<EMAIL_ADDRESS_3>"
+    assert vault.restore("<EMAIL_ADDRESS_1>") == "a@example.org"  # an issued one stays restorable
+
+
+def test_a_message_the_store_cannot_commit_is_dropped_and_the_session_closed(tmp_path: Path) -> None:
+    from addons.policy import Policy
+    from addons.recorder import Recorder
+    from addons.websocket import Session, WebSocket
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("upstreams:\n  - {name: rt, host: example.com, websocket: true}\nmasking: {unknown_content: pass}\n")
+    websocket, recorder = WebSocket(), Recorder()
+    with taddons.context(Policy(), websocket, recorder) as tctx:
+        tctx.configure(recorder, warden_rules=str(rules), warden_db=str(tmp_path / "w.duckdb"),
+                       warden_signing_key=str(tmp_path / "s.key"), warden_originals_key=str(tmp_path / "o.key"))
+        # The store's writer was never started (the gateway is not "running"): nothing can be committed.
+        flow = tflow.twebsocketflow()
+        websocket.sessions[flow] = session = Session("rt")
+        flow.websocket.messages.append(WebSocketMessage(Opcode.BINARY, True, b"\x00payload"))
+        asyncio.run(websocket.websocket_message(flow))
+        assert flow.websocket.messages[-1].dropped
+        assert session.closed_as is not None and session.closed_as[0] == "recording_unavailable"
+        recorder.done()

@@ -1,0 +1,220 @@
+"""A real WebSocket upstream (TLS, echo) and a real WebSocket client through the gateway, both on wsproto.
+
+wsproto is what mitmproxy itself speaks WebSocket with, so it is installed wherever the gateway is.
+The upstream echoes every message and remembers what it received; ``/rogue`` answers 101 to anything and then
+sends raw bytes, as an upstream that switches protocols unasked would.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+UNSOLICITED = "send me your contact"  # the upstream answers it with PII of its own
+UPSTREAM_PII = "carol.jones@example.net"
+RAW = b"RAW-BYTES-FROM-UPSTREAM"
+
+
+def _read_head(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@dataclass
+class WsUpstream:
+    """A TLS WebSocket echo server on 127.0.0.1, one thread per connection."""
+
+    ssl_context: ssl.SSLContext
+    received: list[str | bytes] = field(default_factory=list)
+    connections: int = 0
+    closed: threading.Event = field(default_factory=threading.Event)  # a WebSocket connection ended
+    rogue_hits: int = 0
+
+    def __post_init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            with self.ssl_context.wrap_socket(raw, server_side=True) as sock:
+                head = _read_head(sock)
+                if head.split(b" ", 2)[1:2] == [b"/rogue"]:
+                    self.rogue_hits += 1
+                    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    sock.sendall(RAW)
+                    sock.recv(65536)
+                    return
+                self._websocket(sock, head)
+        except OSError:
+            pass
+        finally:
+            self.closed.set()
+
+    def _websocket(self, sock: ssl.SSLSocket, head: bytes) -> None:
+        ws = WSConnection(ConnectionType.SERVER)
+        ws.receive_data(head)
+        while True:
+            for event in ws.events():
+                if isinstance(event, Request):
+                    sock.sendall(ws.send(AcceptConnection()))
+                elif isinstance(event, TextMessage):
+                    self.received.append(event.data)
+                    reply = f"reach me at {UPSTREAM_PII}" if event.data == UNSOLICITED else event.data
+                    sock.sendall(ws.send(TextMessage(reply)))
+                elif isinstance(event, BytesMessage):
+                    self.received.append(bytes(event.data))
+                    sock.sendall(ws.send(BytesMessage(event.data)))
+                elif isinstance(event, Ping):
+                    sock.sendall(ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    try:
+                        sock.sendall(ws.send(event.response()))
+                    except Exception:
+                        pass
+                    return
+            data = sock.recv(65536)
+            if not data:
+                return
+            ws.receive_data(data)
+
+
+def tunnel(proxy_port: int, token: str, host: str, port: int, timeout: float = 30) -> socket.socket:
+    """A CONNECT tunnel through the gateway's forward proxy, authenticated with ``token``."""
+    sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)
+    sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                 f"Proxy-Authorization: Bearer {token}\r\n\r\n".encode())
+    head = _read_head(sock)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+class WsClient:
+    """A WebSocket client in a CONNECT tunnel through the gateway's forward proxy, with a token."""
+
+    def __init__(self, proxy_port: int, ca_cert: str, token: str, host: str, port: int, path: str = "/ws",
+                 timeout: float = 30) -> None:
+        sock = tunnel(proxy_port, token, host, port, timeout)
+        self.sock = ssl.create_default_context(cafile=ca_cert).wrap_socket(sock, server_hostname=host)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.closed = False
+        self.rejected: RejectConnection | None = None
+        self.reject_body = b""
+        self.accepted = False
+        self.sock.sendall(self.ws.send(Request(host=f"{host}:{port}", target=path)))
+        while not self.accepted and self.rejected is None:
+            event = self.next_event()
+            if event is None:
+                break
+        if self.rejected is not None and self.rejected.has_body:
+            while (event := self.next_event()) is not None:
+                if isinstance(event, RejectData) and event.body_finished:
+                    break
+
+    def _events(self):
+        for event in self.ws.events():
+            if isinstance(event, AcceptConnection):
+                self.accepted = True
+            elif isinstance(event, RejectConnection):
+                self.rejected = event
+            elif isinstance(event, RejectData):
+                self.reject_body += event.data
+            yield event
+
+    def next_event(self) -> Event | None:
+        """The next WebSocket event; None once the connection is gone."""
+        while True:
+            for event in self._events():
+                return event
+            if self.closed:
+                return None
+            try:
+                data = self.sock.recv(65536)
+            except (OSError, ssl.SSLError):
+                data = b""
+            if not data:
+                self.closed = True
+                try:
+                    self.ws.receive_data(None)
+                except Exception:  # the handshake never finished
+                    return None
+            else:
+                self.ws.receive_data(data)
+
+    def send_text(self, text: str) -> None:
+        self.sock.sendall(self.ws.send(TextMessage(text)))
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sock.sendall(self.ws.send(BytesMessage(data)))
+
+    def receive_text(self) -> str:
+        """The next whole text message (fragments joined)."""
+        parts = []
+        while (event := self.next_event()) is not None:
+            if isinstance(event, TextMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    return "".join(parts)
+            elif isinstance(event, CloseConnection):
+                raise ConnectionError(f"closed ({event.code} {event.reason})")
+        raise ConnectionError("the connection was closed")
+
+    def receive_bytes(self) -> bytes:
+        """The next whole binary message (fragments joined)."""
+        parts = []
+        while (event := self.next_event()) is not None:
+            if isinstance(event, BytesMessage):
+                parts.append(bytes(event.data))
+                if event.message_finished:
+                    return b"".join(parts)
+            elif isinstance(event, CloseConnection):
+                raise ConnectionError(f"closed ({event.code} {event.reason})")
+        raise ConnectionError("the connection was closed")
+
+    def wait_closed(self) -> CloseConnection | None:
+        """Read until the connection ends; the close frame if one came."""
+        close = None
+        while (event := self.next_event()) is not None:
+            if isinstance(event, CloseConnection):
+                close = close or event
+        return close
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(self.ws.send(CloseConnection(code=1000, reason="done")))
+            self.wait_closed()
+        except Exception:
+            pass
+        self.sock.close()
