@@ -174,7 +174,7 @@ class Recorder:
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         m = meta(flow)
-        await self._commit(self._built(self._request_event, flow, m), m)
+        await self._commit(self._built("request", self._request_event, flow, m), m)
         m.forwarded_at = time.time()
 
     @fail_closed
@@ -188,7 +188,7 @@ class Recorder:
     @fail_closed
     async def response(self, flow: http.HTTPFlow) -> None:
         m = meta(flow)
-        event = self._built(self._response_event, flow, m)
+        event = self._built("response", self._response_event, flow, m)
         await self._commit(event, m)
         self._count(flow, event, m)
 
@@ -308,14 +308,13 @@ class Recorder:
             return None
         return round(((end or time.time()) - start) * 1000, 3)
 
-    def _built(self, build, flow: http.HTTPFlow, m: WardenMeta) -> Event:
-        """``build(flow, m)``, or, if one of its helpers fails, the event's frame with the failure noted:
-        a flow is never left without its event."""
+    def _built(self, kind: str, build, flow: http.HTTPFlow, m: WardenMeta) -> Event:
+        """``build(flow, m)``, or, if one of its helpers fails, the ``kind`` event's frame with the failure
+        noted: a flow is never left without its event."""
         try:
             return build(flow, m)
         except Exception as e:
             log.error("warden: building the %s event of %s failed: %r", build.__name__, flow.id, e, exc_info=e)
-            kind = "request" if build == self._request_event else "response"
             req, resp = flow.request, flow.response
             return Event(
                 kind=kind, flow_id=flow.id, user=m.identity.sub if m.identity else None, method=req.method,
