@@ -221,9 +221,10 @@ def test_tokens_in_paths_and_the_callers_own_secrets_are_not_stored(gateway: Gat
         for path in (f"/echo/q?jwt={JWT}&q=1", f"/echo/files/{JWT}/content",
                      "/echo/o?access_token=PLANTEDaccess0031&id_token=PLANTEDidtok0032&refresh_token=PLANTEDrefresh33"):
             assert client.get(base + path).status_code == 200
-        r = client.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {CALLER_BEARER}"},
-                        json={"model": "m", "messages": [{"role": "user", "content": f"my key: {CALLER_BEARER} ok"}]})
-        assert r.status_code == 200
+        for path, status in (("/v1/chat/completions", 200), ("/v1/files", 403)):  # forwarded, and refused by policy
+            r = client.post(base + path, headers={"Authorization": f"Bearer {CALLER_BEARER}"},
+                            json={"model": "m", "messages": [{"role": "user", "content": f"my key: {CALLER_BEARER} ok"}]})
+            assert r.status_code == status
     reverse_token = gateway.token("bob")
     r = httpx.post(f"http://127.0.0.1:{gateway.reverse_port}/v1/chat/completions?x=1", trust_env=False,
                    headers={"Authorization": f"Bearer {reverse_token}"},
