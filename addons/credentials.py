@@ -1,7 +1,10 @@
-"""Credentials: callers never hold the provider key.
+"""Credentials: callers never hold the provider key, and never see it.
 
-Last before the recorder. Strips every credential the caller sent (Authorization,
-Proxy-Authorization, API-key headers) and injects the upstream's own from the rules file.
+Last before the recorder. Strips every header that carries a credential (``redaction.is_credential_header``:
+Authorization, Proxy-*, Cookie, X-Amz-*, *-Key, *-Token, *Signature*, any ``Bearer ...`` or JWT value,
+and every upstream's credential header name), except those the upstream's ``pass_headers`` names, and
+injects the upstream's own key from the rules file. An upstream that echoes a key back (in headers,
+a body or a stream) has it replaced by ``[redacted-credential]`` before the caller reads it.
 """
 
 from __future__ import annotations
@@ -9,32 +12,53 @@ from __future__ import annotations
 from mitmproxy import ctx, http
 
 from addons.errors import CredentialMissing, InternalError
-from addons.flowmeta import fail_closed, meta, refuse
-from addons.rules import CALLER_CREDENTIAL_HEADERS, Rules, current_rules
+from addons.flowmeta import compose_stream, fail_closed, meta, refuse, unframe
+from addons.redaction import Secrets, StreamScrubber, credential_values, is_credential_header, path_secret_values
+from addons.rules import Rules, current_rules
 
 
 class Credentials:
     def __init__(self) -> None:
         self.rules: Rules | None = None
+        self.secrets = Secrets()
+        self.credential_headers: frozenset[str] = frozenset()
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
             self.rules = current_rules()
+            self.secrets = Secrets(self.rules.secret_values())
+            self.credential_headers = self.rules.credential_headers()
+
+    def _is_credential(self, name: str, value: str) -> bool:
+        return name.lower() in self.credential_headers or is_credential_header(name, value)
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # Every flow, refused ones too: the recorder keeps these values out of the record.
+        m = meta(flow)
+        m.caller_secrets |= credential_values((n, v) for n, v in flow.request.headers.items(multi=True)
+                                              if self._is_credential(n, v)) | path_secret_values(flow.request.path)
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        upstream_name = meta(flow).upstream
+        m = meta(flow)
+        upstream_name = m.upstream
         if self.rules is None or upstream_name is None:
             refuse(flow, InternalError("no upstream was resolved for this request; it was stopped"))
             return
         upstream = next(u for u in self.rules.upstreams if u.name == upstream_name)
-        for name in CALLER_CREDENTIAL_HEADERS:
-            flow.request.headers.pop(name, None)
+        headers = flow.request.headers
+        stripped = [(n, v) for n, v in headers.items(multi=True)
+                    if self._is_credential(n, v) and n.lower() not in upstream.pass_headers]
+        m.caller_secrets |= credential_values(stripped) | credential_values(
+            (n, v) for n, v in headers.items(multi=True) if n.lower() in upstream.pass_headers)
+        for name in {n.lower() for n, _ in stripped}:
+            headers.pop(name, None)
         if upstream.credential is None:
             return
-        flow.request.headers.pop(upstream.credential.header, None)
+        headers.pop(upstream.credential.header, None)
         secret = self.rules.credential(upstream.name)
         if secret is None:
             why = self.rules.missing.get(upstream.name, "not configured")
@@ -42,4 +66,40 @@ class Credentials:
                 f"upstream {upstream.name!r} has no credential: {why}; an operator must set it and restart"
             ))
             return
-        flow.request.headers[upstream.credential.header] = secret.get_secret_value()
+        headers[upstream.credential.header] = secret.get_secret_value()
+
+    @fail_closed
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        if not self.secrets:
+            return
+        self._clean_headers(flow.response)
+        inner = flow.response.stream
+        if callable(inner):  # streamed (Intake decides what streams): clean it on the fly
+            flow.response.stream = compose_stream(inner, StreamScrubber(self.secrets))
+            unframe(flow)  # the markers change the length
+
+    @fail_closed
+    def response(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        assert response is not None
+        if not self.secrets:
+            return
+        self._clean_headers(response)
+        if response.stream or not response.raw_content:
+            return
+        try:
+            body = response.get_content(strict=True) or b""
+        except ValueError:  # not decodable as declared: clean the bytes as they are
+            cleaned, found = self.secrets.bytes(response.raw_content)
+            if found:
+                response.raw_content = cleaned
+                response.headers["content-length"] = str(len(cleaned))
+            return
+        cleaned, found = self.secrets.bytes(body)
+        if found:
+            response.content = cleaned  # encoded again as declared; Content-Length follows
+
+    def _clean_headers(self, response: http.Response) -> None:
+        for name in {n for n, v in response.headers.items(multi=True) if self.secrets.text(v)[1]}:
+            response.headers.set_all(name, [self.secrets.text(v)[0] for v in response.headers.get_all(name)])

@@ -79,7 +79,7 @@ class PiiOutcome:
 
 @dataclass
 class WardenMeta:
-    """Everything Warden knows about one flow. Never holds a credential."""
+    """Everything Warden knows about one flow. Never recorded as such: the recorder builds events from it."""
 
     upstream: str | None = None
     identity: Identity | None = None
@@ -98,6 +98,9 @@ class WardenMeta:
     forwarded_at: float | None = None  # when the request left for the upstream (after its commit)
     response_capture: bytearray | None = None
     capture_truncated: bool = False
+    # The caller's own credential values (its key, its token), so the recorder can keep them out of
+    # the record wherever else they appear: memory only, never recorded.
+    caller_secrets: set[str] = field(default_factory=set, repr=False)
 
     @property
     def fate_hint(self) -> str | None:

@@ -13,6 +13,7 @@ from mitmproxy import ctx, exceptions, http
 
 from addons.errors import BodyTooLarge, MalformedBody
 from addons.flowmeta import fail_closed, refuse
+from addons.jsonlimits import MAX_JSON_DEPTH, json_depth
 
 
 def _declares_json(content_type: str) -> bool:
@@ -36,6 +37,9 @@ def check_body(body: bytes, content_type: str) -> MalformedBody | None:
             f"(byte 0x{body[e.start]:02x} at offset {e.start}); send UTF-8 text"
         )
     if _declares_json(content_type):
+        if json_depth(body) > MAX_JSON_DEPTH:
+            return MalformedBody(f"the JSON body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep; "
+                                 "this gateway reads at most that many, flatten the body")
         try:
             json.loads(text)
         except json.JSONDecodeError as e:

@@ -24,7 +24,7 @@ from addons.events import Event
 from addons.flowmeta import Finding, PiiOutcome, WardenMeta, compose_stream, fail_closed, meta
 from addons.keys import KeyFileError, OriginalsKey, SigningKey
 from addons.options import seconds
-from addons.redaction import redact_headers, redact_path
+from addons.redaction import Secrets, redact_event, redact_headers, redact_path
 from addons.rules import current_rules
 from addons.store import OPEN_STORES, Store, StoreError
 from addons.usage import request_model, response_usage
@@ -81,6 +81,8 @@ class Recorder:
         self.signing_key: SigningKey | None = None
         self.originals_key: OriginalsKey | None = None
         self.keep_originals = "encrypted"
+        self.secrets = Secrets()  # every upstream's credential value: never in an event
+        self.credential_headers: frozenset[str] = frozenset()
         self.record_timeout = 10.0
         self.running_ = False
 
@@ -121,7 +123,9 @@ class Recorder:
         if "warden_record_max_body" in updated and ctx.options.warden_record_max_body < 0:
             raise exceptions.OptionsError("warden_record_max_body: must not be negative")
         if "warden_rules" in updated:
-            self.keep_originals = current_rules().masking.originals
+            rules = current_rules()
+            self.keep_originals = rules.masking.originals
+            self.secrets, self.credential_headers = Secrets(rules.secret_values()), rules.credential_headers()
         if updated & {"warden_db", "warden_signing_key", "warden_checkpoint_every"}:
             self._open_store()
 
@@ -166,7 +170,7 @@ class Recorder:
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         m = meta(flow)
-        await self._commit(self._request_event(flow, m), m)
+        await self._commit(self._built("request", self._request_event, flow, m), m)
         m.forwarded_at = time.time()
 
     @fail_closed
@@ -178,7 +182,7 @@ class Recorder:
     @fail_closed
     async def response(self, flow: http.HTTPFlow) -> None:
         m = meta(flow)
-        event = self._response_event(flow, m)
+        event = self._built("response", self._response_event, flow, m)
         await self._commit(event, m)
         self._count(flow, event, m)
 
@@ -267,6 +271,8 @@ class Recorder:
 
     def _keep_original(self, event: Event, original: bytes, flow_id: str) -> str:
         if self.keep_originals == "encrypted" and self.originals_key is not None:
+            ce = next((v for n, v in event.headers or [] if n.lower() == "content-encoding"), "")
+            original, _ = self.secrets.body(original, ce)  # encrypted or not, an upstream key is never kept
             event.original_enc = self.originals_key.encrypt(original, flow_id)
             return "encrypted"
         return "discarded"
@@ -292,9 +298,34 @@ class Recorder:
             return None
         return round(((end or time.time()) - start) * 1000, 3)
 
+    def _built(self, kind: str, build, flow: http.HTTPFlow, m: WardenMeta) -> Event:
+        """``build(flow, m)``, or, if one of its helpers fails, the ``kind`` event's frame with the failure
+        noted: a flow is never left without its event."""
+        try:
+            return build(flow, m)
+        except Exception as e:
+            log.error("warden: building the %s event of %s failed: %r", build.__name__, flow.id, e, exc_info=e)
+            req, resp = flow.request, flow.response
+            return Event(
+                kind=kind, flow_id=flow.id, user=m.identity.sub if m.identity else None, method=req.method,
+                host=req.host, port=req.port, path=redact_path(req.path), upstream=m.upstream,
+                status=resp.status_code if resp is not None and kind == "response" else None,
+                fate=m.error.type if m.error else ("forwarded" if kind == "request" else "completed"),
+                reason=m.error.message if m.error else None,
+                detail={"recorder_error": f"{type(e).__name__}: the event holds only what could be gathered"},
+            )
+
     async def _commit(self, event: Event, m: WardenMeta) -> None:
         if self.store is None:
             raise RecordingUnavailable("the store is not open (see the gateway log); nothing was forwarded")
+        # The last step before the queue: no credential value, known or shaped like one, is ever stored.
+        try:
+            event = redact_event(event, self.secrets | m.caller_secrets, self.credential_headers)
+        except Exception as e:  # never store what could not be cleaned: keep the frame, note why
+            log.error("warden: redacting an event of %s failed: %r", event.flow_id, e, exc_info=e)
+            event = Event(kind=event.kind, flow_id=event.flow_id, ts=event.ts, user=event.user, host=event.host,
+                          status=event.status, fate=event.fate, decision=event.decision, upstream=event.upstream,
+                          detail={"recorder_error": f"redaction failed ({type(e).__name__}); only the frame was kept"})
         try:
             async with asyncio.timeout(self.record_timeout):
                 seq_hash = await self.store.commit(event)

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from addons.masking_rules import Masking
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-CALLER_CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
 class RulesError(ValueError):
@@ -215,6 +214,29 @@ class Rules:
     def credential(self, upstream: str) -> SecretStr | None:
         """The resolved credential value, or None (no credential, or optional and missing: see ``missing``)."""
         return self._secrets.get(upstream)
+
+    def credential_headers(self) -> frozenset[str]:
+        """Every upstream's credential header name, lower case: stripped from callers, redacted in the record."""
+        return frozenset(u.credential.header.lower() for u in self.model.upstreams if u.credential is not None)
+
+    def secret_values(self) -> set[str]:
+        """Every resolved credential value and the secrets inside it: ``Bearer ${KEY}`` gives the whole
+        value and KEY's value (a file's value: each word too). Redacted wherever it would be written or shown."""
+        found: set[str] = set()
+        for up in self.model.upstreams:
+            secret = self._secrets.get(up.name)
+            if secret is None or up.credential is None:
+                continue
+            value = secret.get_secret_value()
+            found.add(value)
+            if up.credential.value is None:
+                found.update(value.split())
+            else:
+                pieces = _ENV_REF.split(up.credential.value)  # literal, name, literal, name, ..., literal
+                pattern = "".join(re.escape(p) if i % 2 == 0 else "(.+?)" for i, p in enumerate(pieces))
+                if (match := re.fullmatch(pattern, value, re.DOTALL)) is not None:
+                    found.update(match.groups())
+        return {v for v in found if v.strip()}
 
 
 def _field_path(loc: tuple) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+from addons.jsonlimits import loads_bounded
 
 
 @dataclass
@@ -13,13 +14,10 @@ class Usage:
 
 
 def request_model(body: bytes | None, content_type: str) -> str | None:
-    """The ``model`` field of a JSON request body, if any."""
+    """The ``model`` field of a JSON request body, if any. Never raises (deep or broken bodies give None)."""
     if not body or "json" not in content_type:
         return None
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    data = loads_bounded(body)
     model = data.get("model") if isinstance(data, dict) else None
     return model if isinstance(model, str) else None
 
@@ -46,6 +44,7 @@ def _usage_objects(data: object):
 
 
 def response_usage(body: bytes | None, content_type: str) -> Usage:
+    """Token counts of a JSON or SSE answer. Never raises: what cannot be read counts as unknown."""
     usage = Usage()
     if not body:
         return usage
@@ -53,17 +52,9 @@ def response_usage(body: bytes | None, content_type: str) -> Usage:
         for line in body.splitlines():
             if not line.startswith(b"data:"):
                 continue
-            try:
-                data = json.loads(line[5:])
-            except (ValueError, UnicodeDecodeError):
-                continue
-            for found in _usage_objects(data):
+            for found in _usage_objects(loads_bounded(line[5:])):
                 _merge(usage, found)
     elif "json" in content_type:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return usage
-        for found in _usage_objects(data):
+        for found in _usage_objects(loads_bounded(body)):
             _merge(usage, found)
     return usage

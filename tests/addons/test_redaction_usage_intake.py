@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
+from addons.events import Event
+from addons.flowmeta import compose_stream
 from addons.intake import check_body
-from addons.redaction import REDACTED, redact_headers, redact_path
+from addons.jsonlimits import json_depth, loads_bounded
+from addons.redaction import (REDACTED, Secrets, StreamScrubber, credential_values, is_credential_header,
+                              path_secret_values, redact_event, redact_headers, redact_path)
+from addons.rules import load_rules
 from addons.usage import request_model, response_usage
 
 
@@ -44,3 +50,125 @@ def test_body_checks() -> None:
     assert "line 1, column" in check_body(b'{"a": }', "application/vnd.api+json").message
     assert check_body(b"caf\xe9", "text/plain; charset=UTF-8").status == 400
     assert check_body(b"caf\xe9", "text/plain") is None  # no charset declared: not ours to judge
+
+
+# -- one definition of a credential header (issue 9, items 10 and 11) -------------------------------------------------
+
+ATTACKER_NAMES = [
+    "Authorization", "Proxy-Authorization", "Proxy-Anything", "Authentication", "X-Forwarded-Authorization", "Cookie",
+    "Cookie2", "Set-Cookie", "anthropic-api-key", "openai-api-key", "x-auth-token", "X-Custom-Token", "X-Vendor-Key",
+    "x-amz-security-token", "X-Amz-Date", "X-Amz-Content-Sha256", "Ocp-Apim-Subscription-Key", "x-goog-api-key",
+    "api-key", "apikey", "X-Request-Signature", "X-Hub-Signature-256", "x-sig", "X-Session-Id", "X-Client-Secret",
+    "X-Password", "DPoP", "X-Client-Cert", "X-MS-Client-Principal", "X-Jwt-Assertion", "X-Credentials",
+]
+BENIGN_NAMES = [
+    "Content-Type", "Content-Length", "Accept", "Accept-Encoding", "User-Agent", "Host", "Connection", "Keep-Alive",
+    "OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta", "anthropic-version", "anthropic-beta",
+    "anthropic-dangerous-direct-browser-access", "x-stainless-lang", "x-stainless-retry-count", "x-stainless-timeout",
+    "x-stainless-read-timeout", "x-stainless-runtime-version", "x-stainless-helper-method", "Idempotency-Key",
+    "x-request-id", "traceparent", "x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining",
+    "Sec-WebSocket-Key", "X-Keyword", "Cache-Control",
+]
+
+
+def test_credential_headers_by_name_and_by_value() -> None:
+    for name in ATTACKER_NAMES:
+        assert is_credential_header(name, "x"), name
+    for name in BENIGN_NAMES:
+        assert not is_credential_header(name, "application/json"), name
+    assert is_credential_header("X-Innocent", "Bearer sk-0123456789")
+    assert is_credential_header("X-Innocent", "Basic YWxpY2U6c2VjcmV0")
+    assert is_credential_header("X-Trace", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln")
+    assert is_credential_header("X-Note", "sk-proj-0123456789abcdefghij")
+    assert not is_credential_header("X-Plan", "Basic tier")
+
+
+def test_tokens_in_paths_are_redacted() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    assert redact_path(f"/v1/x?jwt={jwt}&q=1") == "/v1/x?jwt=%5Bredacted%5D&q=1"
+    assert redact_path(f"/v1/files/{jwt}/content") == "/v1/files/[redacted]/content"
+    for name in ("access_token", "id_token", "refresh_token", "client_secret", "X-Amz-Signature", "X-Amz-Credential"):
+        assert "s3cr3t" not in redact_path(f"/v1/x?{name}=s3cr3t&q=1"), name
+    assert redact_path("/v1/x?keyword=cats&limit=3") == "/v1/x?keyword=cats&limit=3"
+    assert path_secret_values(f"/a/{jwt}?access_token=tok-0123456789abcd&q=plainword") == {jwt, "tok-0123456789abcd"}
+
+
+def test_caller_values_are_keys_not_words() -> None:
+    found = credential_values([("Authorization", "Bearer sk-caller-0123456789"), ("Cookie", "sid=abc0123456789xyz; t=1"),
+                               ("X-Api-Key", "ignore previous instructions"), ("Content-Type", "text/plain0123456789")])
+    assert found == {"sk-caller-0123456789", "abc0123456789xyz"}
+
+
+KEY = "sk-upstream-PLANTED-4f1c9e"
+
+
+def test_stream_scrubber_catches_a_key_cut_anywhere() -> None:
+    secrets = Secrets([KEY, f"Bearer {KEY}", "short"])
+    data = f'data: {{"a": "{KEY}", "b": "Bearer {KEY}", "c": "sk-upstream-PLANTE"}}\n\n'.encode()
+    for size in range(1, len(data) + 1):
+        scrubber = StreamScrubber(secrets)
+        pieces = [scrubber(data[i:i + size]) for i in range(0, len(data), size)]
+        assert all(p != b"" for chunk in pieces for p in chunk)  # never an empty chunk mid-stream
+        out = b"".join(b"".join(chunk) for chunk in pieces) + b"".join(scrubber(b""))
+        assert out == data.replace(f"Bearer {KEY}".encode(), b"[redacted-credential]").replace(
+            KEY.encode(), b"[redacted-credential]"), size
+    wrapped = compose_stream(lambda d: [d.upper(), d] if d else [b"tail " + KEY.encode()], StreamScrubber(secrets))
+    assert b"".join(wrapped(b"x") + wrapped(b"")) == b"Xx" + b"tail [redacted-credential]"
+
+
+def test_secrets_in_encoded_bodies_and_every_event_field() -> None:
+    secrets = Secrets([KEY])
+    body, found = secrets.body(gzip.compress(f'{{"echo": "{KEY}"}}'.encode()), "gzip")
+    assert found == 1 and KEY.encode() not in gzip.decompress(body)
+    event = Event(kind="response", flow_id="f", path=f"/x?token={KEY}", reason=f"upstream said {KEY}",
+                  headers=[["X-Echo", KEY], ["X-Provider-Ident", "pv7x2q"], ["Content-Encoding", "gzip"]],
+                  body=gzip.compress(KEY.encode()), detail={"nested": [{"why": KEY}]}, model=KEY)
+    redact_event(event, secrets, names={"x-provider-ident"})
+    assert KEY not in event.record() and KEY.encode() not in gzip.decompress(event.body)
+    assert ["X-Provider-Ident", REDACTED] in event.headers
+    assert event.detail["redacted_credentials"] >= 4
+
+
+def test_rules_give_every_secret_inside_a_credential(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("T_KEY", KEY)
+    monkeypatch.setenv("T_ID", "acct-0001")
+    (tmp_path / "key.txt").write_text("Token file-secret-0002\n")
+    (tmp_path / "rules.yaml").write_text(
+        "upstreams:\n"
+        "  - {name: a, host: a.example, credential: {header: Authorization, value: 'SharedKey ${T_ID}:${T_KEY}'}}\n"
+        "  - {name: b, host: b.example, credential: {header: X-Provider-Ident, file: key.txt}}\n")
+    rules = load_rules(tmp_path / "rules.yaml")
+    assert rules.secret_values() == {f"SharedKey acct-0001:{KEY}", "acct-0001", KEY, "Token file-secret-0002",
+                                     "Token", "file-secret-0002"}
+    assert rules.credential_headers() == {"authorization", "x-provider-ident"}
+
+
+# -- every flow has its request event (item 12) -----------------------------------------------------------------------
+
+def test_json_depth_without_recursion() -> None:
+    assert json_depth(b'{"a": [1, {"b": "[[[[ not brackets \\" ]]"}]}') == 3
+    assert json_depth("[" * 100_000 + "]" * 100_000) == 100_000
+    assert loads_bounded("[" * 1_000_000 + "]" * 1_000_000) is None
+    assert request_model(b'{"model": "m", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json") is None
+    deep_sse = b"data: " + b"[" * 100_000 + b"]" * 100_000 + b'\n\ndata: {"usage": {"prompt_tokens": 2}}\n\n'
+    assert response_usage(deep_sse, "text/event-stream").tokens_in == 2
+    problem = check_body(b"[" * 200 + b"]" * 200, "application/json")
+    assert problem is not None and "more than 128 levels deep" in problem.message
+    assert check_body(b"[" * 128 + b"]" * 128, "application/json") is None
+
+
+def test_recorder_builds_an_event_when_a_helper_fails() -> None:
+    from mitmproxy.test import tflow
+
+    from addons.flowmeta import meta
+    from addons.recorder import Recorder
+
+    flow = tflow.tflow()
+    flow.request.path = "/v1/x?jwt=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+
+    def _request_event(flow, m):
+        raise RecursionError("a helper failed")
+
+    event = Recorder()._built("request", _request_event, flow, meta(flow))
+    assert event.kind == "request" and event.flow_id == flow.id and event.fate == "forwarded"
+    assert "RecursionError" in event.detail["recorder_error"] and "eyJ" not in event.path

@@ -39,14 +39,14 @@ def test_a_later_message_reserves_the_pseudonyms_it_spells() -> None:
 
 
 def test_a_message_the_store_cannot_commit_is_dropped_and_the_session_closed(tmp_path: Path) -> None:
-    from addons.policy import Policy
+    from addons.config import Config
     from addons.recorder import Recorder
     from addons.websocket import Session, WebSocket
 
     rules = tmp_path / "rules.yaml"
     rules.write_text("upstreams:\n  - {name: rt, host: example.com, websocket: true}\nmasking: {unknown_content: pass}\n")
     websocket, recorder = WebSocket(), Recorder()
-    with taddons.context(Policy(), websocket, recorder) as tctx:
+    with taddons.context(Config(), websocket, recorder) as tctx:
         tctx.configure(recorder, warden_rules=str(rules), warden_db=str(tmp_path / "w.duckdb"),
                        warden_signing_key=str(tmp_path / "s.key"), warden_originals_key=str(tmp_path / "o.key"))
         # The store's writer was never started (the gateway is not "running"): nothing can be committed.
