@@ -130,7 +130,7 @@ def _read_only(path: Path) -> duckdb.DuckDBPyConnection:
         except duckdb.IOException as e:
             raise _lock_error(path, e) from None
         if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'store' "
-                           "AND table_name = 'events'").fetchone()[0]:
+                           "AND table_name = 'events'").fetchall()[0][0]:
             raise StoreError(f"{path}: not a Warden store (no events table)")
         head = _head(con, "store.events")
         pending = pending_events(journal_path(path), head.seq, head.hash, head.anchored)
@@ -147,8 +147,9 @@ def _read_only(path: Path) -> duckdb.DuckDBPyConnection:
 
 
 def _latest_checkpoint(con: duckdb.DuckDBPyConnection) -> dict | None:
-    row = con.execute("SELECT seq, record->'detail' FROM events WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1").fetchone()
-    return None if row is None else {"seq": row[0], **json.loads(row[1])}
+    # fetchall, not fetchone: an unfinished result would block the writer's Appender on this connection
+    rows = con.execute("SELECT seq, record->'detail' FROM events WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1").fetchall()
+    return {"seq": rows[0][0], **json.loads(rows[0][1])} if rows else None
 
 
 @dataclass
@@ -242,8 +243,8 @@ def repair_journal(db: str | Path) -> dict:
 
 
 def _stored_hash(con: duckdb.DuckDBPyConnection, seq: int) -> str | None:
-    row = con.execute("SELECT hash FROM events WHERE seq = ?", [seq]).fetchone()
-    return row[0] if row else None
+    rows = con.execute("SELECT hash FROM events WHERE seq = ?", [seq]).fetchall()
+    return rows[0][0] if rows else None
 
 
 class Store:
