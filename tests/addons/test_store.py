@@ -295,7 +295,8 @@ def test_unsigned_tail_is_its_own_outcome_and_names_the_signed_heads(tmp_path: P
 
 def test_a_damaged_early_journal_line_stops_start_up_and_the_repair_keeps_a_copy(tmp_path: Path, key: SigningKey) -> None:
     """Old code: the damaged line and every later committed one were dropped, and their seqs reused."""
-    from addons.store import JournalDamaged, repair_journal
+    from addons.recovery import repair_journal
+    from addons.store import JournalDamaged
 
     db = _crash_with_events(tmp_path, 8)
     journal = journal_path(db)
