@@ -84,6 +84,22 @@ def _killed_under_load(gateway: Gateway, port: int) -> None:
     assert len(got) > 5, "the load did not get going"
 
 
+def _refused_start_up(gw: Gateway, upstream) -> str:
+    """Start a gateway on ``gw``'s store that must refuse to start; return what it said."""
+    import subprocess
+
+    refused = start_gateway(gw.workdir, gw.confdir, (gw.workdir / "rules.yaml").read_text(), upstream.port,
+                            db=gw.db, wait=False)
+    try:
+        code = refused.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        code = 0
+    finally:
+        refused.stop()
+    assert code != 0, f"the gateway started on a damaged journal:\n{refused.log()}"
+    return refused.log()
+
+
 def test_unsigned_tail_after_sigkill_and_reads_write_nothing(gateway_factory, upstream, tmp_path) -> None:
     """Old code: verify passed a store whose last events no checkpoint signed, and every read-only command
     loaded the journal into the file and emptied it."""
@@ -119,10 +135,8 @@ def test_a_corrupted_journal_line_stops_start_up_and_the_repair_keeps_a_copy(gat
     damaged = b"\n".join(lines)
     journal.write_bytes(damaged)
 
-    refused = start_gateway(gw.workdir, gw.confdir, (gw.workdir / "rules.yaml").read_text(), upstream.port,
-                            db=gw.db, wait=False)
-    assert refused.proc.wait(timeout=60) != 0
-    assert f"warden_db: {journal}: line 1: seq=" in refused.log() and "repair-journal" in refused.log()
+    said = _refused_start_up(gw, upstream)
+    assert f"warden_db: {journal}: line 1: seq=" in said and "repair-journal" in said
     assert journal.read_bytes() == damaged
     verdict = gw.warden("verify", db_only=True, check=False)
     assert verdict.returncode == 1 and "line 1" in verdict.stderr
@@ -150,6 +164,4 @@ def test_a_journal_truncated_to_nothing_is_detected(gateway_factory, upstream) -
     journal_path(gw.db).write_bytes(b"")
     result = gw.warden("verify", db_only=True, check=False)
     assert result.returncode == 1 and "the journal is empty or missing" in result.stderr, result
-    refused = start_gateway(gw.workdir, gw.confdir, (gw.workdir / "rules.yaml").read_text(), upstream.port,
-                            db=gw.db, wait=False)
-    assert refused.proc.wait(timeout=60) != 0 and "the journal is empty or missing" in refused.log()
+    assert "the journal is empty or missing" in _refused_start_up(gw, upstream)
