@@ -2,8 +2,8 @@
 
 ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /api/flows`` (search), ``GET /api/flows/ID``
 (a flow's events), ``GET /api/events?after_seq=N`` (the chain, paged, for export) and
-``GET /api/verify`` (``POST``: sign a checkpoint first, so the whole chain is covered); with the embedded issuer also ``/.well-known/openid-configuration`` and
-``/jwks``. The CLI uses it while the gateway holds the DuckDB file; queries are the same
+``GET /api/verify`` (``POST``: sign a checkpoint first, so the whole chain is covered); with the
+embedded issuer also ``/.well-known/openid-configuration`` and ``/jwks``. The CLI uses it while the gateway holds the DuckDB file; queries are the same
 functions the CLI runs on the file when the gateway is stopped. Bodies travel as stored (masked;
 originals only encrypted), so the API never decrypts anything.
 """
