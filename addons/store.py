@@ -29,6 +29,7 @@ import duckdb
 from addons.events import COLUMNS, GENESIS, Event, checkpoint_message, journal_line, seal
 from addons.journal import Journal, JournalDamaged, StoreError, journal_path, pending_events
 from addons.keys import SigningKey
+from addons.queries import iter_events
 
 log = logging.getLogger("warden.store")
 
@@ -168,8 +169,6 @@ def _head(con: duckdb.DuckDBPyConnection, table: str = "events") -> Head:
 
 def _anchor(con: duckdb.DuckDBPyConnection) -> bytes:
     """The journal line of the store's last event (the journal's first line from now on)."""
-    from addons.queries import iter_events
-
     head = _head(con)
     return b"".join(journal_line(e) for e in iter_events(con, head.seq - 1))
 
