@@ -2,8 +2,8 @@
 
 ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /api/flows`` (search), ``GET /api/flows/ID``
 (a flow's events), ``GET /api/events?after_seq=N`` (the chain, paged, for export) and
-``GET /api/verify``; with the embedded issuer also ``/.well-known/openid-configuration`` and
-``/jwks``. The CLI uses it while the gateway holds the DuckDB file; queries are the same
+``GET /api/verify`` (``POST``: sign a checkpoint first, so the whole chain is covered); with the
+embedded issuer also ``/.well-known/openid-configuration`` and ``/jwks``. The CLI uses it while the gateway holds the DuckDB file; queries are the same
 functions the CLI runs on the file when the gateway is stopped. Bodies travel as stored (masked;
 originals only encrypted), so the API never decrypts anything.
 """
@@ -23,13 +23,14 @@ from mitmproxy import ctx, exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from addons import metrics
-from addons.analysis import POOLS
 from addons.events import event_to_json
 from addons.issuer import EmbeddedIssuer, discovery, validator_for
 from addons.keys import KeyFileError, load_public_key
-from addons.queries import FlowFilter, flow_events, iter_events, parse_when, search_flows, verify_chain
+from addons.queries import (
+    FlowFilter, flow_events, iter_events, iter_events_until, parse_when, search_flows, verify_chain, verify_events,
+)
 from addons.rules import IdentityConfig, current_rules
-from addons.store import OPEN_STORES, Store
+from addons.store import Store, StoreError
 from addons.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
 
 log = logging.getLogger("warden.admin")
@@ -87,7 +88,7 @@ class Health(_Handler):
 
     async def get(self) -> None:
         store = self.admin.store()
-        pii = [pool.health() for pool in POOLS]
+        pii = self.admin.pii_health()
         if store is None:
             self.send_json({"status": "unavailable", "store": None, "pii": pii}, 503)
             return
@@ -169,6 +170,20 @@ class Verify(_Handler):
         result = await self.query(verify_chain, self.admin.public_key())
         self.send_json(result.as_dict(), 200 if result.ok else 409)
 
+    async def post(self) -> None:
+        """Sign the current head, then verify the chain up to that checkpoint (later events are not waited for)."""
+        store = self.admin.store()
+        if store is None:
+            raise tornado.web.HTTPError(503, "the store is not open")
+        try:
+            checkpoint = await asyncio.to_thread(store.checkpoint_now)
+        except (StoreError, TimeoutError) as e:
+            raise tornado.web.HTTPError(503, f"the gateway could not sign a checkpoint: {e}") from None
+        last = checkpoint["seq"] if checkpoint else -1
+        public_key = self.admin.public_key()
+        result = await self.query(lambda cursor: verify_events(iter_events_until(iter_events(cursor), last), public_key))
+        self.send_json({"checkpoint": checkpoint, **result.as_dict()}, 200 if result.ok else 409)
+
 
 class Discovery(_Handler):
     async def get(self) -> None:
@@ -233,7 +248,14 @@ class Admin:
                 self._restart()
 
     def store(self) -> Store | None:
-        return OPEN_STORES.get(str(Path(ctx.options.warden_db)))
+        """The recorder's store (the recorder owns it)."""
+        recorder = ctx.master.addons.get("recorder")
+        return getattr(recorder, "store", None)
+
+    def pii_health(self) -> list[dict]:
+        """The PII addon's analyzer pool, as health reports it (the PII addon owns it)."""
+        pool = getattr(ctx.master.addons.get("piimasking"), "pool", None)
+        return [] if pool is None else [pool.health()]
 
     def embedded_issuer(self) -> EmbeddedIssuer | None:
         if self.identity is None or self.identity.issuer != "embedded":

@@ -43,10 +43,6 @@ MIN_BATCH = 1200  # characters of work below which a batch is not split further
 CACHE_ENTRIES = 50_000
 _BOUNDARIES = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?])\s+"), re.compile(r"\s+"))
 
-# Pools of this process, for the health endpoint.
-POOLS: list[AnalysisPool] = []
-
-
 class AnalysisUnavailable(RuntimeError):
     """The analysis could not be completed (timeout, engine failure); nothing may be forwarded."""
 
@@ -213,8 +209,6 @@ class AnalysisPool:
         self._started_at = time.monotonic()
         for _ in range(self.workers):
             self._spawn()
-        if self not in POOLS:
-            POOLS.append(self)
 
     def start(self) -> None:
         """Attach the workers to the running event loop (spawning them if not done yet)."""
@@ -234,8 +228,6 @@ class AnalysisPool:
         self.cache.clear()
         for worker in list(self._workers):
             self._drop(worker, "the gateway is shutting down")
-        if self in POOLS:
-            POOLS.remove(self)
 
     def _drop(self, worker: _Worker, why: str) -> None:
         """Kill and forget a worker; its batch (if any) fails."""

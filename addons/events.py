@@ -1,8 +1,18 @@
 """The store's unit: an ``Event``, its columns, and its place in the hash chain.
 
-Each event carries ``prev_hash`` and ``hash = sha256(prev_hash || canonical(event))``, where the
-canonical form is a JSON array of every column but ``hash``, in ``COLUMNS`` order (bytes as base64,
-the timestamp as ISO 8601 UTC). Changing, removing or reordering any event breaks the chain.
+The canonical form of an event is a JSON array of every column but ``hash``, in ``COLUMNS`` order
+(bytes as base64, the timestamp as ISO 8601 UTC). Each event carries ``prev_hash`` and ``hash``, in
+one of two chain forms, named by the event itself (``chain_format`` in its record, so inside what
+is hashed):
+
+- form 2 (written now): ``hash = sha256(prev ‖ sha256(canonical))``, over the raw 32-byte digests.
+  One event can then be proven up to a signed head with only the digests of the events after it
+  (``addons.proofs``), and a purged event can leave its digest behind as a tombstone.
+- form 1 (stores written before form 2, no ``chain_format``): ``hash = sha256(prev_hex "\n"
+  canonical)``. Such events still verify; a chain never goes back from form 2 to form 1.
+
+Changing, removing or reordering any event breaks the chain; the first event is seq 0 after
+``GENESIS``.
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 GENESIS = "0" * 64
-KINDS = ("request", "response", "error", "checkpoint", "connection", "websocket")  # connection: refused below HTTP
+CHAIN_FORMAT = 2  # the form new events are sealed in (see the module docstring)
+CHAIN_FORMATS = (1, 2)
+KINDS = ("request", "response", "error", "checkpoint", "journal_repair", "connection", "websocket")
 
 # (column, DuckDB type). The order is part of the chain format: append only, never reorder.
 # Few columns on purpose: DuckDB's commit cost grows with the column count. What is searched
@@ -41,7 +53,7 @@ COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 RECORD_FIELDS = (
     "client", "mode", "method", "scheme", "port", "path", "http_version", "rule", "reason", "upstream", "model",
     "headers", "body_size", "body_truncated", "tokens_in", "tokens_out", "latency_upstream_ms", "latency_total_ms",
-    "detail", "entities",
+    "detail", "entities", "chain_format",
 )
 
 
@@ -84,6 +96,7 @@ class Event:
     latency_total_ms: float | None = None
     detail: dict[str, Any] | None = None
     entities: dict[str, int] | None = None  # masked entities by type (warden flows --entity)
+    chain_format: int | None = None  # the hash form (None: form 1, from before the field existed)
     seq: int = -1
     prev_hash: str = ""
     hash: str = ""
@@ -150,17 +163,41 @@ def canonical(event: Event) -> bytes:
     return json.dumps(values, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
+def event_digest(event: Event) -> str:
+    """``sha256(canonical(event))``, hex: what a form-2 link and an inclusion proof carry for an event."""
+    return hashlib.sha256(canonical(event)).hexdigest()
+
+
+def link(prev_hash: str, digest: str) -> str:
+    """A form-2 chain link: ``sha256(prev ‖ digest)`` over the raw bytes. Raises ValueError on non-hex input."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + bytes.fromhex(digest)).hexdigest()
+
+
 def chain_hash(prev_hash: str, event: Event) -> str:
-    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(event)).hexdigest()
+    """The hash ``event`` must carry after ``prev_hash``, in the form the event names; ValueError if unknown."""
+    form = event.chain_format or 1
+    if form == 2:
+        return link(prev_hash, event_digest(event))
+    if form == 1:
+        return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(event)).hexdigest()
+    raise ValueError(f"unknown chain format {form!r}")
 
 
-def seal(event: Event, seq: int, prev_hash: str) -> bytes:
-    """Place ``event`` in the chain (seq, prev_hash, hash; its record frozen) and return its journal line."""
+def journal_line(event: Event) -> bytes:
+    """The journal line of a sealed event: its canonical form with the hash appended."""
+    return canonical(event)[:-1] + b',"' + event.hash.encode() + b'"]\n'
+
+
+def seal(event: Event, seq: int, prev_hash: str, chain_format: int = CHAIN_FORMAT) -> bytes:
+    """Place ``event`` in the chain (seq, prev_hash, hash; its record frozen) and return its journal line.
+
+    ``chain_format=1`` writes the old form; only tests use it, to build stores as older versions wrote them."""
     event.seq, event.prev_hash = seq, prev_hash
+    event.chain_format = chain_format if chain_format != 1 else None
+    event.stored_record = None
     event.stored_record = event.record()
-    body = canonical(event)
-    event.hash = hashlib.sha256(prev_hash.encode() + b"\n" + body).hexdigest()
-    return body[:-1] + b',"' + event.hash.encode() + b'"]\n'
+    event.hash = chain_hash(prev_hash, event)
+    return journal_line(event)
 
 
 def unseal(line: bytes) -> Event:

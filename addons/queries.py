@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from addons.events import COLUMN_NAMES, GENESIS, Event, chain_hash, checkpoint_message
+from addons.events import CHAIN_FORMATS, COLUMN_NAMES, GENESIS, Event, chain_hash, checkpoint_message
 from addons.keys import key_id, verify_signature
 
 FLOW_COLUMNS = (
@@ -113,27 +113,41 @@ def iter_events(con: duckdb.DuckDBPyConnection, after_seq: int = -1, batch: int 
 
 @dataclass
 class Verification:
-    """The outcome of walking the chain. ``problem`` names the first bad event."""
+    """The outcome of walking the chain from its genesis.
+
+    ``ok``: nothing was changed, removed or reordered and every signature holds; ``problem`` names the
+    first bad event otherwise. ``unsigned_tail``: events after the last head a checkpoint signed (a crash
+    left them; a running gateway signs them when asked). ``heads``: every signed checkpoint, to compare
+    with the copies kept outside the store (the gateway's "warden checkpoint ..." log lines)."""
 
     ok: bool
     events: int = 0
     head_seq: int = -1
     head_hash: str = GENESIS
     checkpoints: int = 0
+    signed_seq: int = -1
+    unsigned_tail: int = 0
+    heads: list[dict[str, Any]] = field(default_factory=list)
     problem: str | None = None
     bad_seq: int | None = None
     bad_flow_id: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def status(self) -> str:
+        """``broken``, ``unsigned_tail`` or ``ok``: what ``warden verify`` exits with (1, 3, 0)."""
+        return "broken" if not self.ok else "unsigned_tail" if self.unsigned_tail else "ok"
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"status": self.status, **asdict(self)}
 
 
 def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) -> Verification:
-    """Walk the chain: contiguous sequence numbers, linked hashes, recomputed hashes, valid signatures."""
+    """Walk the chain from its genesis: contiguous sequence numbers from 0, linked and recomputed hashes in
+    the form each event names (never back from form 2 to 1), and checkpoints that sign the event before
+    them with ``public_key``."""
     result = Verification(ok=True)
-    prev_hash, expected_seq = GENESIS, None
-    hashes: dict[int, str] = {}
+    prev_hash, expected_seq, form = GENESIS, 0, 1
     wanted_key = key_id(public_key) if public_key is not None else None
 
     def fail(event: Event, why: str) -> Verification:
@@ -143,22 +157,36 @@ def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) 
         return result
 
     for event in events:
-        if expected_seq is None and event.seq != 0:
-            result.notes.append(f"chain starts at seq={event.seq} (earlier events purged)")
-            prev_hash = event.prev_hash
-        elif expected_seq is not None and event.seq != expected_seq:
+        if event.seq != expected_seq:
+            if expected_seq == 0:
+                return fail(event, "the chain does not begin at its genesis (seq=0): earlier events were removed")
             what = "missing" if event.seq > expected_seq else "out of order"
             return fail(event, f"expected seq={expected_seq}: event(s) {what}")
         if event.prev_hash != prev_hash:
+            if expected_seq == 0:
+                return fail(event, "the first event does not follow the genesis hash")
             return fail(event, "prev_hash does not match the previous event's hash (an event was removed or reordered)")
-        if chain_hash(prev_hash, event) != event.hash:
+        event_form = event.chain_format or 1
+        if event_form not in CHAIN_FORMATS or event_form < form:
+            return fail(event, f"chain format {event_form} is not allowed after format {form}")
+        form = event_form
+        try:
+            good = chain_hash(prev_hash, event) == event.hash
+        except ValueError:
+            good = False
+        if not good:
             return fail(event, "hash does not match the event's content (the event was changed)")
         if event.kind == "checkpoint":
-            why = _check_checkpoint(event, hashes, public_key, wanted_key)
+            why = _check_checkpoint(event, prev_hash, public_key, wanted_key)
             if why:
                 return fail(event, why)
+            detail = event.detail or {}
+            result.heads.append({"seq": event.seq, "head_seq": detail["head_seq"], "head_hash": detail["head_hash"],
+                                 "key_id": detail.get("key_id")})
             result.checkpoints += 1
-        hashes[event.seq] = event.hash
+            result.signed_seq, result.unsigned_tail = detail["head_seq"], 0
+        else:
+            result.unsigned_tail += 1
         prev_hash, expected_seq = event.hash, event.seq + 1
         result.events += 1
         result.head_seq, result.head_hash = event.seq, event.hash
@@ -167,11 +195,12 @@ def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) 
     return result
 
 
-def _check_checkpoint(event: Event, hashes: dict[int, str], public_key, wanted_key) -> str | None:
+def _check_checkpoint(event: Event, prev_hash: str, public_key, wanted_key) -> str | None:
+    """A checkpoint signs the head just before it."""
     detail = event.detail or {}
     head_seq, head_hash = detail.get("head_seq"), detail.get("head_hash")
-    if head_seq in hashes and hashes[head_seq] != head_hash:
-        return f"checkpoint vouches for seq={head_seq} with a different hash"
+    if head_seq != event.seq - 1 or head_hash != prev_hash:
+        return f"checkpoint vouches for seq={head_seq} hash={head_hash}, not for the event before it"
     if public_key is None:
         return None
     if detail.get("key_id") != wanted_key:
@@ -183,6 +212,14 @@ def _check_checkpoint(event: Event, hashes: dict[int, str], public_key, wanted_k
 
 def verify_chain(con: duckdb.DuckDBPyConnection, public_key: Ed25519PublicKey | None) -> Verification:
     return verify_events(iter_events(con), public_key)
+
+
+def iter_events_until(events: Iterator[Event], last_seq: int) -> Iterator[Event]:
+    """``events`` up to and including ``last_seq`` (what a checkpoint asked for at the start of a verify covers)."""
+    for event in events:
+        if event.seq > last_seq:
+            return
+        yield event
 
 
 def headers_of(event: Event) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from addons.keys import KeyFileError, OriginalsKey, SigningKey
 from addons.options import seconds
 from addons.redaction import Secrets, redact_event, redact_headers, redact_path
 from addons.rules import current_rules
-from addons.store import OPEN_STORES, Store, StoreError
+from addons.store import Store, StoreError
 from addons.usage import request_model, response_usage
 
 log = logging.getLogger("warden.recorder")
@@ -140,7 +140,6 @@ class Recorder:
             raise exceptions.OptionsError(f"warden_db: {e}") from None
         store.on_commit.append(metrics.record_commit)
         metrics.QUEUE_DEPTH.set_function(lambda: store.queue_depth)
-        OPEN_STORES[str(store.path)] = store
         self.store = store
         if self.running_:
             store.start()
@@ -152,7 +151,6 @@ class Recorder:
 
     def done(self) -> None:
         if self.store is not None:
-            OPEN_STORES.pop(str(self.store.path), None)
             self.store.close()
             self.store = None
 

@@ -14,6 +14,7 @@ only through a retention purge.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import threading
@@ -25,9 +26,10 @@ from pathlib import Path
 
 import duckdb
 
-from addons.events import COLUMNS, GENESIS, Event, checkpoint_message, seal
-from addons.journal import Journal, journal_path, read_journal
+from addons.events import COLUMNS, GENESIS, Event, checkpoint_message, journal_line, seal
+from addons.journal import Journal, JournalDamaged, StoreError, journal_path, pending_events
 from addons.keys import SigningKey
+from addons.queries import iter_events
 
 log = logging.getLogger("warden.store")
 
@@ -35,13 +37,9 @@ MAX_BATCH = 1024
 LOAD_BATCH = 2000  # events: load the journal into DuckDB at least this often...
 LOAD_INTERVAL = 0.25  # seconds: ...and at most this long after a commit
 _STOP = object()
+_CHECKPOINT = object()
 
-# The open stores of this process, by path: the admin API reads through them.
-OPEN_STORES: dict[str, Store] = {}
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or written."""
+__all__ = ["JournalDamaged", "Store", "StoreError", "StoreInUse", "connect"]
 
 
 Waiter = Future | asyncio.Future
@@ -81,69 +79,111 @@ def schema_sql() -> str:
     return f"CREATE TABLE IF NOT EXISTS events (\n  {cols}\n)"
 
 
-def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+class StoreInUse(StoreError):
+    """A running gateway holds the file: ask its admin API instead."""
+
+
+def _lock_error(path: Path, e: Exception) -> StoreError:
+    if "lock" in str(e).lower():  # DuckDB raises one IOException type for every open failure
+        return StoreInUse(f"{path}: in use by a running gateway (ask its admin API instead): {e}")
+    return StoreError(f"{path}: cannot open: {e}")
+
+
+def _open(path: Path) -> duckdb.DuckDBPyConnection:
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        return duckdb.connect(str(path))
     except duckdb.IOException as e:
-        if "lock" in str(e).lower():
-            raise StoreError(f"{path}: in use by a running gateway (ask its admin API instead): {e}") from None
-        raise StoreError(f"{path}: cannot open: {e}") from None
+        raise _lock_error(path, e) from None
 
 
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the store file, loading a journal a crash left behind; a running gateway's lock becomes a ``StoreError``."""
+    """Open the store file; a running gateway's lock becomes a ``StoreError``, a damaged journal ``JournalDamaged``.
+
+    To write (the gateway, and any command that writes): the journal is checked as at start-up and its
+    committed events are loaded into DuckDB. Read-only (flows, show, verify, export): nothing is written;
+    the connection is an in-memory database whose ``events`` view is the file's events followed by the
+    journal's, checked the same way."""
     path = Path(path)
-    if read_only and not path.exists():
-        raise StoreError(f"{path}: no such store (has the gateway run with --set warden_db={path}?)")
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    pending = journal_path(path)
-    if read_only and pending.exists() and pending.stat().st_size > 0:
-        _open(path, read_only=False).close()  # take the lock first: a running gateway owns its journal
-        recover(path)
-    con = _open(path, read_only)
-    if not read_only:
+    if read_only:
+        return _read_only(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = _open(path)
+    try:
         con.execute(schema_sql())
+        _load_journal(con, journal_path(path))
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
-def _head(con: duckdb.DuckDBPyConnection) -> Head:
-    rows = con.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchall()
-    return Head(*rows[0]) if rows else Head(-1, GENESIS)
-
-
-def _load_journal(con: duckdb.DuckDBPyConnection, path: Path) -> int:
-    """Append the journal's events that DuckDB does not hold yet; returns how many."""
-    head = _head(con)
-    missing = [e for e in read_journal(path) if e.seq > head.seq]
-    if not missing:
-        return 0
-    if missing[0].seq != head.seq + 1 or missing[0].prev_hash != head.hash:
-        raise StoreError(f"{path}: the journal does not continue the chain at seq={head.seq + 1}; "
-                         "keep both files for investigation and move the journal aside to start")
-    appender = con.appender("events")
-    appender.append_rows([e.row() for e in missing])
-    appender.flush()
-    log.info("warden: loaded %d committed events from %s after an unclean stop", len(missing), path)
-    return len(missing)
-
-
-def recover(path: str | Path) -> int:
-    """Load a journal left by an unclean stop into the store file, then empty it."""
-    con = _open(Path(path), read_only=False)
+def _read_only(path: Path) -> duckdb.DuckDBPyConnection:
+    if not path.exists():
+        raise StoreError(f"{path}: no such store (has the gateway run with --set warden_db={path}?)")
+    con = duckdb.connect(":memory:")
     try:
-        con.execute(schema_sql())
-        loaded = _load_journal(con, journal_path(path))
-    finally:
+        try:  # the shared lock is taken here, before the journal is read: no gateway writes it meanwhile
+            con.execute("ATTACH '{}' AS store (READ_ONLY)".format(str(path).replace("'", "''")))
+        except duckdb.IOException as e:
+            raise _lock_error(path, e) from None
+        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'store' "
+                           "AND table_name = 'events'").fetchall()[0][0]:
+            raise StoreError(f"{path}: not a Warden store (no events table)")
+        head = _head(con, "store.events")
+        pending = pending_events(journal_path(path), head.seq, head.hash, head.anchored)
+        con.execute("CREATE TABLE journal_events AS SELECT * FROM store.events LIMIT 0")
+        if pending:
+            appender = con.appender("journal_events")
+            appender.append_rows([e.row() for e in pending])
+            appender.flush()
+        con.execute("CREATE VIEW events AS SELECT * FROM store.events UNION ALL SELECT * FROM journal_events")
+    except BaseException:
         con.close()
-    journal_path(path).write_bytes(b"")
-    return loaded
+        raise
+    return con
+
+
+def _latest_checkpoint(con: duckdb.DuckDBPyConnection) -> dict | None:
+    # fetchall, not fetchone: an unfinished result would block the writer's Appender on this connection
+    rows = con.execute("SELECT seq, record->'detail' FROM events WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1").fetchall()
+    return {"seq": rows[0][0], **json.loads(rows[0][1])} if rows else None
 
 
 @dataclass
 class Head:
     seq: int
     hash: str
+    chain_format: int | None = None
+
+    @property
+    def anchored(self) -> bool:
+        """Written by a version that always keeps its head in the journal (chain form 2)."""
+        return (self.chain_format or 1) >= 2
+
+
+def _head(con: duckdb.DuckDBPyConnection, table: str = "events") -> Head:
+    rows = con.execute(f"SELECT seq, hash, CAST(record->>'chain_format' AS INTEGER) FROM {table} "
+                       "ORDER BY seq DESC LIMIT 1").fetchall()
+    return Head(*rows[0]) if rows else Head(-1, GENESIS)
+
+
+def _anchor(con: duckdb.DuckDBPyConnection) -> bytes:
+    """The journal line of the store's last event (the journal's first line from now on)."""
+    head = _head(con)
+    return b"".join(journal_line(e) for e in iter_events(con, head.seq - 1))
+
+
+def _load_journal(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """Append the journal's committed events that DuckDB does not hold yet (checked first); returns how many."""
+    head = _head(con)
+    missing = pending_events(path, head.seq, head.hash, head.anchored)
+    if not missing:
+        return 0
+    appender = con.appender("events")
+    appender.append_rows([e.row() for e in missing])
+    appender.flush()
+    log.info("warden: loaded %d committed events from %s after an unclean stop", len(missing), path)
+    return len(missing)
 
 
 class Store:
@@ -160,15 +200,14 @@ class Store:
         self._key = signing_key
         self._every = checkpoint_every
         self._interval = checkpoint_seconds
-        self._con = connect(self.path)
+        self._con = connect(self.path)  # the journal checked and loaded, or JournalDamaged
         # One DuckDB worker: the loads are batched, and on a small machine extra threads only contend.
         self._con.execute("SET threads = 1")
-        _load_journal(self._con, journal_path(self.path))
         self._journal = Journal(journal_path(self.path))
-        self._journal.reset()
+        self._journal.reset(_anchor(self._con))
         self.head = _head(self._con)
-        [(last_checkpoint,)] = self._con.execute("SELECT max(seq) FROM events WHERE kind = 'checkpoint'").fetchall()
-        self._last_checkpoint = -1 if last_checkpoint is None else last_checkpoint
+        self.last_checkpoint = _latest_checkpoint(self._con)
+        self._last_checkpoint = -1 if self.last_checkpoint is None else self.last_checkpoint["seq"]
         self._last_checkpoint_at = time.monotonic()
         self._appender = self._con.appender("events")
         self._pending: list[Event] = []
@@ -210,6 +249,15 @@ class Store:
         self._queue.put((None, future))
         future.result(timeout=timeout)
 
+    def checkpoint_now(self, timeout: float = 30) -> dict | None:
+        """Sign the current head now (through the writer, after what is queued) and return the checkpoint that
+        covers the whole chain: ``seq``, ``head_seq``, ``head_hash``, ``key_id``, ``signature``."""
+        future: Future = Future()
+        if self._thread is None or not self._thread.is_alive():
+            raise StoreError("the store writer is not running")
+        self._queue.put((_CHECKPOINT, future))
+        return future.result(timeout=timeout)
+
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
@@ -248,12 +296,17 @@ class Store:
                     break
             stop = any(item is _STOP for item in batch)
             items = [item for item in batch if item is not _STOP]
-            self._commit([(e, f) for e, f in items if e is not None])
+            self._commit([(e, f) for e, f in items if isinstance(e, Event)])
             syncs = [f for e, f in items if e is None]
-            if stop:
-                self._checkpoint_if_due(force=True)
-            else:
-                self._checkpoint_if_due(force=False)
+            asked = [f for e, f in items if e is _CHECKPOINT]
+            self._checkpoint_if_due(force=stop or bool(asked))
+            for future in asked:
+                if self.head.seq < 0:
+                    future.set_result(None)  # nothing to sign yet
+                elif self.last_checkpoint is not None and self._last_checkpoint == self.head.seq:
+                    future.set_result(dict(self.last_checkpoint))
+                else:
+                    future.set_exception(StoreError(f"the checkpoint could not be committed: {self.last_error}"))
             if syncs or stop or len(self._pending) >= LOAD_BATCH or (
                 self._pending and time.monotonic() - self._pending_since >= LOAD_INTERVAL
             ):
@@ -307,8 +360,13 @@ class Store:
             self.last_error = f"loading into DuckDB failed: {type(e).__name__}: {e}"
             log.error("warden: %s (the events stay in the journal)", self.last_error)
             return
+        anchor = journal_line(self._pending[-1])
         self._pending.clear()
-        self._journal.reset()
+        try:
+            self._journal.reset(anchor)
+        except OSError as e:  # the journal keeps its events, which DuckDB now holds too: start-up accepts that
+            self.last_error = f"replacing the journal failed: {type(e).__name__}: {e}"
+            log.error("warden: %s", self.last_error)
 
     def _checkpoint_if_due(self, force: bool) -> None:
         since = self.head.seq - self._last_checkpoint
@@ -323,6 +381,7 @@ class Store:
         if future.exception() is None:
             self._last_checkpoint = event.seq
             self._last_checkpoint_at = time.monotonic()
+            self.last_checkpoint = {"seq": event.seq, **detail}
             # The external anchor: whoever keeps this line can prove everything before it.
             log.info(
                 "warden checkpoint seq=%d head_seq=%d head_hash=%s key_id=%s signature=%s",

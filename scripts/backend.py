@@ -13,8 +13,8 @@ import duckdb
 import httpx
 
 from addons.events import Event, event_from_json
-from addons.queries import FlowFilter, flow_events, iter_events, search_flows
-from addons.store import StoreError, connect
+from addons.queries import FlowFilter, flow_events, iter_events, iter_events_until, search_flows
+from addons.store import JournalDamaged, StoreError, StoreInUse, connect
 
 
 class BackendError(RuntimeError):
@@ -26,7 +26,8 @@ class Backend(Protocol):
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]: ...
     def flow_events(self, flow_id: str) -> list[Event]: ...
-    def events(self) -> Iterator[Event]: ...
+    def events(self, until_seq: int | None = None) -> Iterator[Event]: ...
+    def sign_checkpoint(self) -> dict[str, Any] | None: ...
     def close(self) -> None: ...
 
 
@@ -41,8 +42,13 @@ class FileBackend:
     def flow_events(self, flow_id: str) -> list[Event]:
         return flow_events(self.con, flow_id)
 
-    def events(self) -> Iterator[Event]:
-        return iter_events(self.con)
+    def events(self, until_seq: int | None = None) -> Iterator[Event]:
+        events = iter_events(self.con)
+        return events if until_seq is None else iter_events_until(events, until_seq)
+
+    def sign_checkpoint(self) -> dict[str, Any] | None:
+        """A stopped store has nobody to sign: what a crash left unsigned stays so."""
+        return None
 
     def close(self) -> None:
         self.con.close()
@@ -56,8 +62,11 @@ class AdminBackend:
         self.where = f"admin API {base}"
 
     def _get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, **params)
+
+    def _call(self, method: str, path: str, **params: Any) -> Any:
         try:
-            response = self.client.get(path, params={k: v for k, v in params.items() if v is not None})
+            response = self.client.request(method, path, params={k: v for k, v in params.items() if v is not None})
         except httpx.HTTPError as e:
             raise BackendError(f"cannot reach the gateway's {self.where}: {e}") from None
         if response.status_code >= 400 and response.status_code not in (409,):
@@ -83,28 +92,38 @@ class AdminBackend:
                 return []
             raise
 
-    def events(self) -> Iterator[Event]:
+    def events(self, until_seq: int | None = None) -> Iterator[Event]:
         after = -1
         while True:
             page = self._get("/api/events", after_seq=after)
             for data in page["events"]:
                 event = event_from_json(data)
+                if until_seq is not None and event.seq > until_seq:
+                    return
                 after = event.seq
                 yield event
             if not page["more"]:
                 return
+
+    def sign_checkpoint(self) -> dict[str, Any] | None:
+        """Have the gateway sign its head now (``POST /api/verify``), so a verify covers the whole chain."""
+        return self._call("POST", "/api/verify")["checkpoint"]
 
     def close(self) -> None:
         self.client.close()
 
 
 def open_backend(db: str, admin: str, token: Callable[[], str | None] = lambda: None) -> Backend:
-    """The file if it can be opened, else the admin API of the gateway that holds it (with ``token()``)."""
+    """The file if it can be opened, else the admin API of the gateway that holds it (with ``token()``).
+    A damaged journal raises ``JournalDamaged`` (verify reports it as a broken chain)."""
     try:
         return FileBackend(connect(db, read_only=True), db)
+    except StoreInUse:
+        pass  # the gateway holds the file: ask it
+    except JournalDamaged:
+        raise
     except StoreError as e:
-        if "in use" not in str(e):
-            raise BackendError(str(e)) from None
+        raise BackendError(str(e)) from None
     backend = AdminBackend(admin, token())
     try:
         backend.client.get("/healthz")  # reachable is enough: a starting gateway answers 503 but serves queries

@@ -7,7 +7,8 @@ API (``--admin``) while it runs. Examples::
     warden flows --user alice --since 2h            # a table; --json for machines
     warden show 0f8c...                             # one flow, masked bodies
     warden export-flows -o flows.mitm               # then: mitmweb --rfile flows.mitm
-    warden verify                                   # exit 1 and the first bad event if tampered
+    warden verify                                   # exit 0 intact and signed, 1 tampered, 3 unsigned tail
+    warden repair-journal                           # after start-up refused a damaged journal
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from addons.keys import KeyFileError, OriginalsKey, load_public_key
-from addons.queries import FlowFilter, headers_of, parse_when, verify_events
+from addons.queries import FlowFilter, Verification, headers_of, parse_when, verify_events
+from addons.rules import IdentityConfig
+from addons.recovery import repair_journal
+from addons.store import JournalDamaged, StoreError
 from scripts.backend import Backend, BackendError, open_backend
 from scripts.flowfile import body_of, to_flows, write_flows
 from scripts.rules_cli import rules_app
@@ -42,13 +48,23 @@ class State:
     admin: str = "127.0.0.1:8081"
     token: str | None = None
     issuer_key: Path = Path("certs/warden-issuer.key")
+    rules: Path = Path("rules/default.yaml")
 
 
-ADMIN_GROUP = "warden-admin"
+def _identity() -> IdentityConfig:
+    """The rules file's ``identity`` section (defaults if the file does not exist); credentials are not resolved."""
+    if not State.rules.exists():
+        return IdentityConfig()
+    try:
+        raw = yaml.safe_load(State.rules.read_text()) or {}
+        return IdentityConfig.model_validate(raw.get("identity") or {} if isinstance(raw, dict) else {})
+    except (OSError, yaml.YAMLError, ValidationError) as e:
+        raise _fail(f"--rules: {State.rules}: identity: {e}") from None
 
 
 def _admin_token() -> str | None:
-    """--token, else a five-minute admin token signed with the embedded issuer's key, if this user can read it."""
+    """--token, else a five-minute token signed with the embedded issuer's key (if this user can read it) for
+    the rules file's identity.audience and first of identity.admin_groups."""
     if State.token:
         return State.token
     if not State.issuer_key.exists():
@@ -59,7 +75,13 @@ def _admin_token() -> str | None:
         issuer = EmbeddedIssuer.load_or_create(State.issuer_key)
     except KeyFileError:
         return None
-    return issuer.mint(f"cli:{getpass.getuser()}", groups=[ADMIN_GROUP], ttl=300)
+    identity = _identity()
+    groups = [identity.admin_groups[0]]
+    *parents, leaf = identity.groups_claim.split(".")
+    claim: dict = {leaf: groups}
+    for name in reversed(parents):
+        claim = {name: claim}
+    return issuer.mint(f"cli:{getpass.getuser()}", audience=identity.audience, groups=groups, ttl=300, extra=claim)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -70,7 +92,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def _backend() -> Backend:
     try:
         return open_backend(State.db, State.admin, _admin_token)
-    except BackendError as e:
+    except (BackendError, JournalDamaged) as e:
         raise _fail(str(e)) from None
 
 
@@ -90,10 +112,12 @@ def main_options(
     admin: Annotated[str, typer.Option(envvar="WARDEN_ADMIN", help="The gateway's admin API (used while it runs).")] = State.admin,
     token: Annotated[str | None, typer.Option(envvar="WARDEN_TOKEN", help=(
         "Token for the admin API (one of identity.admin_groups). Default: signed on the spot with the embedded "
-        f"issuer's key, group {ADMIN_GROUP}, when this user can read it."))] = None,
+        "issuer's key, for the --rules file's identity.audience and first admin group, when this user can read it."))] = None,
     issuer_key: Annotated[Path, typer.Option(envvar="WARDEN_ISSUER_KEY", help="The embedded issuer's key.")] = State.issuer_key,
+    rules: Annotated[Path, typer.Option(envvar="WARDEN_RULES", help=(
+        "The gateway's rules file: its identity.audience and identity.admin_groups shape the CLI's own token."))] = State.rules,
 ) -> None:
-    State.db, State.admin, State.token, State.issuer_key = db, admin, token, issuer_key
+    State.db, State.admin, State.token, State.issuer_key, State.rules = db, admin, token, issuer_key, rules
 
 
 def _when(value: str | None, name: str):
@@ -250,44 +274,115 @@ def _progress() -> Progress:
                     console=err, transient=True)
 
 
+EXIT_OK, EXIT_BROKEN, EXIT_UNUSABLE, EXIT_UNSIGNED = 0, 1, 2, 3
+SHOWN_HEADS = 5
+
+
 @app.command()
 def verify(
     pubkey: Annotated[Path, typer.Option(envvar="WARDEN_PUBKEY", help="The gateway's Ed25519 public key.")] = Path(
         "certs/warden-signing.pub"
     ),
-    as_json: Annotated[bool, typer.Option("--json", help="The result as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The result as JSON (every signed head under 'heads').")] = False,
 ) -> None:
-    """Check the hash chain and checkpoint signatures; exit 1 naming the first bad event. Example: warden verify"""
+    """Check the record: the hash chain from its genesis (seq 0), every checkpoint signature, and that a signed
+    checkpoint covers every event. Through a running gateway, it first has the gateway sign its current head.
+    Prints the signed heads (seq, head hash, key id) to compare with the gateway's "warden checkpoint" log lines.
+
+    \b
+    Exit status:
+      0  intact, and every event is covered by a signed checkpoint
+      1  broken: an event was changed, removed, reordered or inserted, the chain does not begin at its
+         genesis, a signature is invalid or by another key, or the journal is damaged (the first problem is named)
+      2  could not check (no store, unreadable key, gateway unreachable)
+      3  intact, but an unsigned tail: events after the last signed checkpoint (a crash left them);
+         start the gateway and verify through it to have them signed
+
+    Example: warden verify --json
+    """
     try:
         public_key = load_public_key(pubkey)
     except KeyFileError as e:
         raise _fail(f"--pubkey: {e}") from None
-    backend = _backend()
+    checkpoint, where = None, str(State.db)
     try:
-        with _progress() as progress:
-            task = progress.add_task("verifying chain", total=None)
-
-            def counted():
-                for event in backend.events():
-                    progress.advance(task)
-                    yield event
-
-            result = verify_events(counted(), public_key)
+        backend = open_backend(State.db, State.admin, _admin_token)
+    except JournalDamaged as e:
+        result = Verification(ok=False, problem=str(e))
     except BackendError as e:
         raise _fail(str(e)) from None
-    finally:
-        backend.close()
-    if as_json:
-        sys.stdout.write(json.dumps(result.as_dict()) + "\n")
-    elif result.ok:
-        out.print(f"[green]chain OK[/]: {result.events} events, {result.checkpoints} signed checkpoints, "
-                  f"head seq={result.head_seq} hash={result.head_hash} ({backend.where})", highlight=False)
-        for note in result.notes:
-            out.print(f"  note: {note}", highlight=False)
     else:
+        where = backend.where
+        try:
+            checkpoint = backend.sign_checkpoint()
+            result = _walk(backend, public_key, None if checkpoint is None else checkpoint["seq"])
+        except BackendError as e:
+            raise _fail(str(e)) from None
+        finally:
+            backend.close()
+    _report(result, checkpoint, where, as_json)
+    raise typer.Exit(EXIT_BROKEN if result.status == "broken" else EXIT_UNSIGNED if result.unsigned_tail else EXIT_OK)
+
+
+def _walk(backend: Backend, public_key, until_seq: int | None) -> Verification:
+    with _progress() as progress:
+        task = progress.add_task("verifying chain", total=None)
+
+        def counted():
+            for event in backend.events(until_seq):
+                progress.advance(task)
+                yield event
+
+        return verify_events(counted(), public_key)
+
+
+def _report(result: Verification, checkpoint: dict | None, where: str, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps({**result.as_dict(), "signed_now": checkpoint, "where": where}) + "\n")
+        return
+    if result.status == "broken":
         err.print(f"[bold red]chain BROKEN[/]: {result.problem}", highlight=False)
-    if not result.ok:
-        raise typer.Exit(1)
+        return
+    if result.status == "ok":
+        out.print(f"[green]chain OK[/]: {result.events} events from the genesis, {result.checkpoints} signed checkpoints, "
+                  f"head seq={result.head_seq} hash={result.head_hash} ({where})", highlight=False)
+    else:
+        out.print(f"[yellow]UNSIGNED TAIL[/]: the chain is intact ({result.events} events from the genesis, head "
+                  f"seq={result.head_seq}), but {result.unsigned_tail} events after the last signed head "
+                  f"(seq={result.signed_seq}) are covered by no checkpoint: an unclean stop left them. Start the "
+                  f"gateway and run warden verify against it to sign them ({where})", highlight=False)
+    if checkpoint is not None:
+        out.print(f"  signed now by the gateway: checkpoint seq={checkpoint['seq']} head_seq={checkpoint['head_seq']}",
+                  highlight=False)
+    if result.heads:
+        shown = result.heads[-SHOWN_HEADS:]
+        out.print(f"  signed heads (the last {len(shown)} of {len(result.heads)}; all with --json), to compare with the "
+                  "gateway's 'warden checkpoint' log lines:", highlight=False)
+        for head in shown:
+            out.print(f"    seq={head['seq']} head_seq={head['head_seq']} head_hash={head['head_hash']} "
+                      f"key_id={head['key_id']}", highlight=False)
+    for note in result.notes:
+        out.print(f"  note: {note}", highlight=False)
+
+
+@app.command("repair-journal")
+def repair_journal_command() -> None:
+    """Repair the journal after start-up refused it (the gateway must be stopped). Keeps a copy of the journal
+    beside it (NAME.journal.damaged-TIME), loads every event that still continues the chain, sets aside the
+    rest and records what it did as a 'journal_repair' event on the chain. Example: warden --db data/warden.duckdb repair-journal
+    """
+    try:
+        report = repair_journal(State.db)
+    except StoreError as e:
+        raise _fail(str(e)) from None
+    if not report["repaired"]:
+        out.print(f"nothing to repair: {report['reason']} ({report['journal']})", highlight=False)
+        return
+    out.print(f"repaired {report['journal']}: loaded {report['loaded']} of {report['lines']} lines; a copy of the "
+              f"journal as it was is kept as {report['copy']}; recorded as event seq={report['repair_event_seq']}",
+              highlight=False)
+    for problem in report["problems"]:
+        out.print(f"  {problem}", highlight=False)
 
 
 def _seconds(text: str) -> int:
@@ -306,7 +401,7 @@ def token(
     groups: Annotated[str, typer.Option(help="Comma-separated groups, e.g. dev,security.")] = "",
     ttl: Annotated[str, typer.Option(help="Lifetime: seconds or 15m, 1h, 1d.")] = "1h",
     email: Annotated[str | None, typer.Option(help="The email claim.")] = None,
-    audience: Annotated[str, typer.Option(help="The aud claim (the rules file's identity.audience).")] = "warden",
+    audience: Annotated[str | None, typer.Option(help="The aud claim (default: the --rules file's identity.audience).")] = None,
     key: Annotated[Path | None, typer.Option(help="The embedded issuer's key (default: --issuer-key).")] = None,
 ) -> None:
     """Sign a token with the embedded development issuer. Example: HTTPS_PROXY=http://alice:$(warden token alice --groups dev)@127.0.0.1:8080"""
@@ -320,7 +415,7 @@ def token(
     except KeyFileError as e:
         raise _fail(str(e)) from None
     groups_list = [g.strip() for g in groups.split(",") if g.strip()]
-    sys.stdout.write(issuer.mint(user, audience=audience, groups=groups_list, ttl=_seconds(ttl), email=email) + "\n")
+    sys.stdout.write(issuer.mint(user, audience=audience or _identity().audience, groups=groups_list, ttl=_seconds(ttl), email=email) + "\n")
 
 
 def main() -> None:

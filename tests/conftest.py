@@ -155,6 +155,7 @@ class Gateway:
         result = subprocess.run(cmd, capture_output=True, text=True, cwd=self.workdir, timeout=120,
                                 env={**os.environ, "COLUMNS": "200", "WARDEN_PUBKEY": str(self.signing_pub),
                                      "WARDEN_ISSUER_KEY": str(self.workdir / "warden-issuer.key"),
+                                     "WARDEN_RULES": str(self.workdir / "rules.yaml"),
                                      **({"WARDEN_TOKEN": self.admin_token} if self.admin_token else {})})
         if check and result.returncode != 0:
             raise AssertionError(f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")

@@ -41,7 +41,8 @@ def test_committed_before_the_future_resolves(store: Store) -> None:
     store.sync()
     reader = store.reader()
     assert reader.execute("SELECT hash FROM events WHERE seq = ?", [seq]).fetchall() == [(digest,)]
-    assert journal_path(store.path).stat().st_size == 0
+    # Loaded: the journal keeps only its anchor, the event DuckDB now ends at.
+    assert [(e.seq, e.hash) for e in read_journal(journal_path(store.path))] == [(seq, digest)]
 
 
 def test_event_loop_waiters_are_settled_per_batch_and_a_waiter_that_gave_up_is_skipped(
@@ -227,3 +228,222 @@ def test_store_file_is_plain_duckdb(store: Store) -> None:
     cols = [r[0] for r in store.reader().execute("DESCRIBE events").fetchall()]
     assert cols[:3] == ["seq", "ts", "kind"] and cols[-2:] == ["prev_hash", "hash"]
     assert isinstance(store.reader(), duckdb.DuckDBPyConnection)
+
+
+# -- a record that cannot be forged (issue 9, items 13 and 14) -------------------------------------------
+
+
+def test_a_chain_that_does_not_begin_at_its_genesis_fails() -> None:
+    """Early events deleted and the rest re-hashed: whatever the first seq or prev_hash, not from the genesis."""
+    kept_seqs = chain(6)[3:]
+    kept_seqs[0].prev_hash = "0" * 64
+    r = verify_events(iter(rehash(kept_seqs)), None)
+    assert not r.ok and r.bad_seq == 3 and "does not begin at its genesis" in r.problem
+    other_genesis = chain(3)
+    other_genesis[0].prev_hash = "f" * 64
+    r = verify_events(iter(rehash(other_genesis)), None)
+    assert not r.ok and r.bad_seq == 0 and "genesis" in r.problem
+
+
+def _crash_with_events(tmp_path: Path, count: int, checkpoint_every: int = 1000) -> Path:
+    """A store whose writer was killed right after ``count`` commits (no load, no final checkpoint)."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "w.duckdb"
+    code = f"""
+import os
+from addons import store
+from addons.events import Event
+from addons.keys import SigningKey
+store.LOAD_INTERVAL = 3600  # keep the events in the journal, as a crash between loads does
+s = store.Store({str(db)!r}, SigningKey.load_or_create({str(tmp_path / 'sign.key')!r}), checkpoint_every={checkpoint_every})
+s.start()
+for i in range({count}):
+    s.submit(Event(kind="request", flow_id=f"f{{i}}")).result(timeout=10)
+os._exit(9)
+"""
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 9
+    return db
+
+
+def _digest(*paths: Path) -> list[str]:
+    import hashlib
+
+    return [hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else "absent" for p in paths]
+
+
+def test_unsigned_tail_is_its_own_outcome_and_names_the_signed_heads(tmp_path: Path, key: SigningKey) -> None:
+    db = _crash_with_events(tmp_path, 12, checkpoint_every=5)
+    con = connect(db, read_only=True)
+    result = verify_chain(con, key.public)
+    con.close()
+    assert result.ok and result.status == "unsigned_tail"
+    # a checkpoint after every five events: heads seq 4 and 10 signed, the last two requests not
+    assert [(h["head_seq"], h["key_id"]) for h in result.heads] == [(4, key.key_id), (10, key.key_id)]
+    assert result.signed_seq == 10 and result.unsigned_tail == 2
+    reopened = Store(db, key)
+    reopened.start()
+    checkpoint = reopened.checkpoint_now()
+    assert checkpoint["head_seq"] == reopened.head.seq - 1 and checkpoint["key_id"] == key.key_id
+    assert reopened.checkpoint_now() == checkpoint  # nothing new: the same checkpoint covers the chain
+    reopened.sync()
+    result = verify_chain(reopened.reader(), key.public)
+    assert result.status == "ok" and result.heads[-1]["head_hash"] == checkpoint["head_hash"]
+    reopened.close()
+
+
+def test_a_damaged_early_journal_line_stops_start_up_and_the_repair_keeps_a_copy(tmp_path: Path, key: SigningKey) -> None:
+    """Old code: the damaged line and every later committed one were dropped, and their seqs reused."""
+    from addons.recovery import repair_journal
+    from addons.store import JournalDamaged
+
+    db = _crash_with_events(tmp_path, 8)
+    journal = journal_path(db)
+    lines = journal.read_bytes().split(b"\n")
+    assert len(lines) == 9  # eight events and the final newline
+    lines[2] = lines[2].replace(b'"f2"', b'"fX"')  # one changed byte in line 3: its hash no longer matches
+    damaged = b"\n".join(lines)
+    journal.write_bytes(damaged)
+    for opener in (lambda: Store(db, key), lambda: connect(db, read_only=True), lambda: connect(db)):
+        with pytest.raises(JournalDamaged) as info:
+            opener()
+        assert info.value.path == journal and info.value.line == 3
+        assert f"{journal}: line 3: seq=2: the hash does not match" in str(info.value)
+        assert "repair-journal" in str(info.value) and "keeps a copy" in str(info.value)
+    assert journal.read_bytes() == damaged  # refused without changing anything
+    assert duckdb.connect(str(db), read_only=True).execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+    report = repair_journal(db)
+    assert report["repaired"] and report["loaded"] == 2 and report["repair_event_seq"] == 2
+    assert Path(report["copy"]).read_bytes() == damaged
+    s = Store(db, key)
+    assert s.head.seq == 2
+    s.close()
+    con = connect(db, read_only=True)
+    [repair] = [e for e in iter_events(con) if e.kind == "journal_repair"]
+    assert repair.detail["journal_copy"] == Path(report["copy"]).name and repair.detail["lines"] == 8
+    assert any("line 3" in p for p in repair.detail["problems"])
+    assert verify_chain(con, key.public).ok
+    con.close()
+
+
+def test_a_chain_break_between_journal_lines_stops_start_up(tmp_path: Path, key: SigningKey) -> None:
+    from addons.store import JournalDamaged
+
+    db = _crash_with_events(tmp_path, 5)
+    journal = journal_path(db)
+    lines = journal.read_bytes().split(b"\n")
+    journal.write_bytes(b"\n".join(lines[:1] + lines[2:]))  # line 2 (seq 1) removed whole
+    with pytest.raises(JournalDamaged, match=r"line 2: seq=2 does not continue line 1"):
+        Store(db, key)
+
+
+def test_a_journal_that_does_not_continue_the_store_stops_start_up(tmp_path: Path, key: SigningKey) -> None:
+    from addons.store import JournalDamaged
+
+    s = Store(tmp_path / "w.duckdb", key)
+    s.start()
+    for i in range(3):
+        s.submit(Event(kind="request", flow_id=f"f{i}")).result(timeout=10)
+    s.close()
+    other = _crash_with_events(tmp_path / "other", 6)
+    journal_path(tmp_path / "w.duckdb").write_bytes(journal_path(other).read_bytes())
+    with pytest.raises(JournalDamaged, match=r"line 4: seq=3 differs from the store's event"):
+        Store(tmp_path / "w.duckdb", key)
+
+
+def test_an_emptied_journal_is_detected(tmp_path: Path, key: SigningKey) -> None:
+    """Old code: a journal truncated to nothing lost its events and verify passed."""
+    from addons.store import JournalDamaged
+
+    db = _crash_with_events(tmp_path, 6)
+    db = _crash_with_events(tmp_path, 6)  # loads the first six; six more only in the journal after the anchor
+    assert len(read_journal(journal_path(db))) == 7
+    journal_path(db).write_bytes(b"")
+    for opener in (lambda: Store(db, key), lambda: connect(db, read_only=True)):
+        with pytest.raises(JournalDamaged, match=r"line 1: the journal is empty or missing"):
+            opener()
+
+
+def test_reading_writes_nothing_and_sees_the_journal(tmp_path: Path, key: SigningKey) -> None:
+    """Old code: a read-only open loaded the journal into the file and emptied it."""
+    db = _crash_with_events(tmp_path, 7)
+    journal = journal_path(db)
+    before = _digest(db, journal, db.with_name(db.name + ".wal"))
+    con = connect(db, read_only=True)
+    assert [e.flow_id for e in iter_events(con)] == [f"f{i}" for i in range(7)]
+    assert con.execute("SELECT count(*) FROM events WHERE kind = 'request'").fetchone() == (7,)
+    assert verify_chain(con, key.public).status == "unsigned_tail"
+    con.close()
+    assert _digest(db, journal, db.with_name(db.name + ".wal")) == before
+
+
+def _legacy_store(db: Path, key: SigningKey, count: int) -> None:
+    """A store as versions before chain form 2 wrote it (the old sealing path): form 1 and an empty journal."""
+    from addons.events import checkpoint_message, seal
+    from addons.store import schema_sql
+
+    events, prev = [], "0" * 64
+    for i in range(count):
+        event = Event(kind="request", flow_id=f"old{i}", body=b"old")
+        seal(event, i, prev, chain_format=1)
+        events.append(event)
+        prev = event.hash
+    detail = {"head_seq": count - 1, "head_hash": prev, "key_id": key.key_id,
+              "signature": key.sign(checkpoint_message(count - 1, prev))}
+    checkpoint = Event(kind="checkpoint", detail=detail)
+    seal(checkpoint, count, prev, chain_format=1)
+    con = duckdb.connect(str(db))
+    con.execute(schema_sql())
+    appender = con.appender("events")
+    appender.append_rows([e.row() for e in [*events, checkpoint]])
+    appender.flush()
+    con.close()
+    journal_path(db).write_bytes(b"")
+
+
+def test_a_store_in_the_old_hash_form_still_verifies_and_continues_in_the_new(tmp_path: Path, key: SigningKey) -> None:
+    db = tmp_path / "w.duckdb"
+    _legacy_store(db, key, 4)
+    con = connect(db, read_only=True)
+    old = list(iter_events(con))
+    assert verify_chain(con, key.public).status == "ok" and all(e.chain_format is None for e in old)
+    con.close()
+    s = Store(db, key)  # an empty journal beside a form-1 head: the old clean stop, accepted
+    s.start()
+    s.submit(Event(kind="request", flow_id="new")).result(timeout=10)
+    s.close()
+    con = connect(db, read_only=True)
+    events = list(iter_events(con))
+    result = verify_chain(con, key.public)
+    assert result.status == "ok" and result.checkpoints == 2, result
+    assert [e.chain_format for e in events[5:]] == [2, 2]
+    downgraded = [dataclasses.replace(e, stored_record=None) for e in events[:7]]
+    from addons.events import seal
+
+    seal(downgraded[6], 6, downgraded[5].hash, chain_format=1)  # back to form 1 after form 2
+    r = verify_events(iter(downgraded), key.public)
+    assert not r.ok and r.bad_seq == 6 and "chain format 1 is not allowed after format 2" in r.problem
+
+
+def test_one_event_is_proven_up_to_a_signed_head_with_digests_only(tmp_path: Path, key: SigningKey) -> None:
+    from addons.proofs import prove_inclusion, verify_inclusion
+
+    s = Store(tmp_path / "w.duckdb", key)
+    s.start()
+    for i in range(10):
+        s.submit(Event(kind="request", flow_id=f"f{i}", body=f"secret body {i}".encode())).result(timeout=10)
+    s.close()
+    events = list(iter_events(connect(tmp_path / "w.duckdb", read_only=True)))
+    checkpoint = events[-1]
+    assert checkpoint.kind == "checkpoint" and checkpoint.detail["head_seq"] == 9
+    proof = prove_inclusion(events[3:10], checkpoint)
+    assert len(proof.digests) == 6 and b"secret body 5" not in repr(proof.as_dict()).encode()
+    assert verify_inclusion(events[3], proof, key.public) is None
+    changed = dataclasses.replace(events[3], stored_record=None, body=b"other")
+    assert "links do not lead" in verify_inclusion(changed, proof, key.public)
+    proof.digests[2] = "00" * 32
+    assert "links do not lead" in verify_inclusion(events[3], proof, key.public)
+    other = SigningKey.load_or_create(tmp_path / "other.key")
+    assert "not by the given key" in verify_inclusion(events[3], prove_inclusion(events[3:10], checkpoint), other.public)

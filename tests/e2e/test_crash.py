@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -62,3 +63,105 @@ def test_sigkill_during_load(gateway: Gateway, upstream) -> None:
         assert restarted.warden("verify").returncode == 0
     finally:
         restarted.stop()
+
+
+def _files(db) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(db.parent.glob(db.name + "*"))}
+
+
+def _killed_under_load(gateway: Gateway, port: int) -> None:
+    stop, got = threading.Event(), []
+    threads = [threading.Thread(target=client_loop, args=(gateway, port, stop, got)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    gateway.kill()
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(got) > 5, "the load did not get going"
+
+
+def _refused_start_up(gw: Gateway, upstream) -> str:
+    """Start a gateway on ``gw``'s store that must refuse to start; return what it said."""
+    import subprocess
+
+    refused = start_gateway(gw.workdir, gw.confdir, (gw.workdir / "rules.yaml").read_text(), upstream.port,
+                            db=gw.db, wait=False)
+    try:
+        code = refused.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        code = 0
+    finally:
+        refused.stop()
+    assert code != 0, f"the gateway started on a damaged journal:\n{refused.log()}"
+    return refused.log()
+
+
+def test_unsigned_tail_after_sigkill_and_reads_write_nothing(gateway_factory, upstream, tmp_path) -> None:
+    """Old code: verify passed a store whose last events no checkpoint signed, and every read-only command
+    loaded the journal into the file and emptied it."""
+    gw: Gateway = gateway_factory(extra_args=("--set", "warden_checkpoint_every=100000"))
+    _killed_under_load(gw, upstream.port)
+    before = _files(gw.db)
+    result = gw.warden("verify", db_only=True, check=False)
+    assert result.returncode == 3 and "UNSIGNED TAIL" in result.stdout, result
+    data = json.loads(gw.warden("verify", "--json", db_only=True, check=False).stdout)
+    assert data["status"] == "unsigned_tail" and data["ok"] and data["unsigned_tail"] > 5
+    [flow, *_] = gw.flows()
+    gw.warden("show", flow["flow_id"])
+    gw.warden("export-flows", "-o", str(tmp_path / "flows.mitm"))
+    assert _files(gw.db) == before  # not a byte written by flows, show, verify or export-flows
+
+    restarted = start_gateway(gw.workdir, gw.confdir, (gw.workdir / "rules.yaml").read_text(), upstream.port, db=gw.db)
+    try:
+        assert restarted.warden("verify").returncode == 0  # the gateway signs the tail first
+    finally:
+        restarted.stop()
+
+
+def test_a_corrupted_journal_line_stops_start_up_and_the_repair_keeps_a_copy(gateway_factory, upstream) -> None:
+    """Old code: the gateway dropped the damaged line and every later committed one, and reused their seqs."""
+    from addons.journal import journal_path
+
+    gw: Gateway = gateway_factory()
+    _killed_under_load(gw, upstream.port)
+    journal = journal_path(gw.db)
+    lines = journal.read_bytes().split(b"\n")
+    assert len(lines) >= 3, "expected the anchor and at least one committed event in the journal"
+    lines[0] = lines[0].replace(b'"request"', b'"requesT"', 1).replace(b'"response"', b'"responsE"', 1)
+    damaged = b"\n".join(lines)
+    journal.write_bytes(damaged)
+
+    said = _refused_start_up(gw, upstream)
+    assert f"warden_db: {journal}: line 1: seq=" in said and "repair-journal" in said
+    assert journal.read_bytes() == damaged
+    verdict = gw.warden("verify", db_only=True, check=False)
+    assert verdict.returncode == 1 and "line 1" in verdict.stderr
+
+    repaired = gw.warden("repair-journal", db_only=True)
+    assert "a copy of the journal as it was is kept as" in repaired.stdout
+    [copy] = journal.parent.glob(journal.name + ".damaged-*")
+    assert copy.read_bytes() == damaged
+    restarted = start_gateway(gw.workdir, gw.confdir, (gw.workdir / "rules.yaml").read_text(), upstream.port, db=gw.db)
+    try:
+        assert restarted.warden("verify").returncode == 0
+        # the damaged line was the anchor (already in DuckDB): every committed event after it was kept
+        events = [e for e in restarted.flows() if e["fate"] == "completed"]
+        assert len(events) >= 5
+    finally:
+        restarted.stop()
+
+
+def test_a_journal_truncated_to_nothing_is_detected(gateway_factory, upstream) -> None:
+    """Old code: the events only the journal held were lost and verify passed."""
+    from addons.journal import journal_path
+
+    gw: Gateway = gateway_factory()
+    _killed_under_load(gw, upstream.port)
+    journal_path(gw.db).write_bytes(b"")
+    result = gw.warden("verify", db_only=True, check=False)
+    assert result.returncode == 1 and "the journal is empty or missing" in result.stderr, result
+    assert "the journal is empty or missing" in _refused_start_up(gw, upstream)

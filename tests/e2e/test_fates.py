@@ -97,6 +97,7 @@ def test_every_fate_on_record_via_admin_api_and_file(mixed) -> None:
 def tampered_copy(gw: Gateway, tmp_path: Path, name: str, *sql: str) -> subprocess.CompletedProcess:
     copy = tmp_path / f"{name}.duckdb"
     shutil.copy(gw.db, copy)
+    shutil.copy(f"{gw.db}.journal", f"{copy}.journal")  # the store is the file and its journal
     con = duckdb.connect(str(copy))
     for statement in sql:
         con.execute(statement)

@@ -101,3 +101,120 @@ def test_masked_body_stored_with_original_only_encrypted(gateway_factory, upstre
     wrong_key.write_text(base64.b64encode(b"k" * 32).decode())
     denied = gw.warden("show", "--originals", "--key", str(wrong_key), flow_id, check=False)
     assert denied.returncode != 0 and "does not decrypt with this key" in denied.stderr
+
+
+# -- a record that cannot be forged: what someone with write access to the stopped store's files can try ---
+
+
+def _record_traffic(gw: Gateway, port: int, n: int = 6) -> None:
+    with gw.client() as client:
+        for i in range(n):
+            assert client.post(f"https://localhost:{port}/echo/e{i}", json={"i": i}).status_code == 200
+
+
+def _rewrite(db: Path, change) -> None:
+    """Rewrite the stopped store's events with ``change`` and put the journal's anchor in line with them."""
+    import duckdb
+
+    from addons.events import journal_line
+    from addons.journal import journal_path
+    from addons.queries import iter_events
+
+    con = duckdb.connect(str(db))
+    events = change(list(iter_events(con)))
+    con.execute("DELETE FROM events")
+    appender = con.appender("events")
+    appender.append_rows([e.row() for e in events])
+    appender.flush()
+    con.close()
+    journal_path(db).write_bytes(journal_line(events[-1]))
+
+
+def _rehash(events, renumber: bool = False):
+    from addons.events import GENESIS, seal
+
+    prev = GENESIS
+    for i, event in enumerate(events):
+        seal(event, i if renumber else event.seq, prev)
+        prev = event.hash
+    return events
+
+
+def test_verify_through_the_gateway_signs_first_and_names_the_heads(gateway_factory, upstream) -> None:
+    gw: Gateway = gateway_factory(extra_args=("--set", "warden_checkpoint_every=100000"))
+    _record_traffic(gw, upstream.port)
+    result = gw.warden("verify", "--json")
+    data = json.loads(result.stdout)
+    assert data["status"] == "ok" and data["signed_now"]["head_seq"] == data["head_seq"] - 1
+    head = data["heads"][-1]
+    assert head == {"seq": data["signed_now"]["seq"], "head_seq": data["signed_now"]["head_seq"],
+                    "head_hash": data["signed_now"]["head_hash"], "key_id": data["signed_now"]["key_id"]}
+    # The external copy an auditor compares with: the gateway's log line for the same head.
+    assert (f"warden checkpoint seq={head['seq']} head_seq={head['head_seq']} head_hash={head['head_hash']} "
+            f"key_id={head['key_id']}") in gw.log()
+    text = gw.warden("verify").stdout
+    assert "chain OK" in text and f"head_hash={head['head_hash']}" in text and "signed now by the gateway" in text
+
+
+def test_a_forged_chain_fails_verify(gateway_factory, upstream) -> None:
+    """Old code: early events deleted and the rest re-hashed passed as 'chain OK ... (earlier events purged)'."""
+    gw: Gateway = gateway_factory()
+    _record_traffic(gw, upstream.port)
+    gw.stop()
+    pristine = gw.db.read_bytes()
+    assert gw.warden("verify", db_only=True).returncode == 0
+
+    # 1. delete the first events, re-hash the rest from the genesis, keep their seqs, drop the checkpoints
+    _rewrite(gw.db, lambda events: _rehash([e for e in events if e.seq >= 4 and e.kind != "checkpoint"]))
+    result = gw.warden("verify", db_only=True, check=False)
+    assert result.returncode == 1 and "does not begin at its genesis" in result.stderr, result
+
+    # 2. the same, renumbered from 0: an intact chain no signature covers is not a verified record
+    gw.db.write_bytes(pristine)
+    _rewrite(gw.db, lambda events: _rehash([e for e in events if e.seq >= 4 and e.kind != "checkpoint"], renumber=True))
+    result = gw.warden("verify", db_only=True, check=False)
+    assert result.returncode == 3 and "UNSIGNED TAIL" in result.stdout and "0 signed" not in result.stdout, result
+
+    # 3. renumbered and re-hashed, the signed checkpoint kept: it vouches for a head that is no longer there
+    gw.db.write_bytes(pristine)
+    _rewrite(gw.db, lambda events: _rehash([e for e in events if e.seq >= 4], renumber=True))
+    result = gw.warden("verify", db_only=True, check=False)
+    assert result.returncode == 1 and "checkpoint vouches for" in result.stderr, result
+
+
+def test_truncated_and_reordered_chains_fail_verify(gateway_factory, upstream) -> None:
+    import duckdb
+
+    gw: Gateway = gateway_factory()
+    _record_traffic(gw, upstream.port)
+    gw.stop()
+    pristine = gw.db.read_bytes()
+
+    # the last events removed from DuckDB: the journal's anchor (the head the store reached) is missing
+    con = duckdb.connect(str(gw.db))
+    con.execute("DELETE FROM events WHERE seq > (SELECT max(seq) - 3 FROM events)")
+    con.close()
+    result = gw.warden("verify", db_only=True, check=False)
+    assert result.returncode == 1 and "warden.duckdb.journal: line 1" in result.stderr, result
+
+    # two events swapped
+    gw.db.write_bytes(pristine)
+    con = duckdb.connect(str(gw.db))
+    con.execute("UPDATE events SET seq = CASE seq WHEN 2 THEN 3 ELSE 2 END WHERE seq IN (2, 3)")
+    con.close()
+    result = gw.warden("verify", db_only=True, check=False)
+    assert result.returncode == 1 and "chain BROKEN" in result.stderr, result
+
+
+def test_the_cli_token_follows_the_rules_identity(gateway_factory, upstream, tmp_path: Path) -> None:
+    """Old code: the CLI minted aud=warden, groups=[warden-admin] whatever the rules said, and was refused."""
+    identity = "identity:\n  audience: corp-gateway\n  admin_groups: [sec-auditors, soc]\n"
+    gw: Gateway = gateway_factory(identity + rules_for(upstream.port))
+    with gw.client(token=gw.token("alice", audience="corp-gateway")) as client:
+        assert client.get(f"https://localhost:{upstream.port}/echo/alice").status_code == 200
+    assert len(gw.flows()) == 1  # WARDEN_RULES points at this gateway's rules file
+    refused = gw.warden("--rules", str(tmp_path / "absent.yaml"), "flows", check=False)
+    assert refused.returncode == 2 and "HTTP 401" in refused.stderr
+    token = gw.warden("token", "bob", "--groups", "dev").stdout.strip()
+    with gw.client(token=token, user="bob") as client:  # warden token's aud defaults to the rules' audience too
+        assert client.get(f"https://localhost:{upstream.port}/echo/bob").status_code == 200
