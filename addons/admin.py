@@ -27,7 +27,14 @@ from addons.events import event_to_json
 from addons.issuer import EmbeddedIssuer, discovery, validator_for
 from addons.keys import KeyFileError, load_public_key
 from addons.queries import (
-    FlowFilter, flow_events, iter_events, iter_events_until, parse_when, search_flows, verify_chain, verify_events,
+    FlowFilter,
+    flow_events,
+    iter_events,
+    iter_events_until,
+    parse_when,
+    search_flows,
+    verify_chain,
+    verify_events,
 )
 from addons.rules import IdentityConfig, current_rules
 from addons.store import Store, StoreError

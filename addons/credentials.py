@@ -9,7 +9,7 @@ a body or a stream) has it replaced by ``[redacted-credential]`` before the call
 
 from __future__ import annotations
 
-from mitmproxy import ctx, http
+from mitmproxy import http
 
 from addons.errors import CredentialMissing, InternalError
 from addons.flowmeta import compose_stream, fail_closed, meta, refuse, unframe

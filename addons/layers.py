@@ -19,7 +19,6 @@ version) is recorded the same way: nothing reaches the upstream from it either.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import re
@@ -201,14 +200,9 @@ class Layers:
         event = connection_event(context, protocol, reason, fate, hello, self._identity(context.client))
         log.warning("warden: refused %s connection from %s to %s: %s", protocol, event.client,
                     f"{event.host}:{event.port}", reason)
-        recorder = ctx.master.addons.get("recorder")
-        if recorder is None or recorder.store is None:
-            log.error("warden: the store is not open; the refusal above is not on record")
-            return
         try:
-            async with asyncio.timeout(recorder.record_timeout):
-                await recorder.store.commit(event)
-        except Exception as e:
+            await ctx.master.addons.get("recorder").commit(event)
+        except Exception as e:  # the connection is refused either way
             log.error("warden: the refusal above could not be recorded: %r", e)
 
     @staticmethod

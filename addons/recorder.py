@@ -227,7 +227,7 @@ class Recorder:
         elif m.claimed_sub is not None:
             detail["claimed_sub"] = m.claimed_sub  # unverified: the token was refused
         if m.original_request_body is not None and m.original_request_body != req.raw_content:
-            detail["original"] = self._keep_original(event, m.original_request_body, flow.id)
+            detail["original"] = self.keep_original(event, m.original_request_body, flow.id)
         if m.pii is not None:
             detail["pii"] = _pii_detail(m.pii.profile, m.pii.findings, adapter=m.pii.adapter, skipped=m.pii.skipped)
             event.entities = PiiOutcome.counts(m.pii.findings) or None
@@ -260,14 +260,15 @@ class Recorder:
         )
         detail: dict[str, object] = {"streamed": streamed} if streamed else {}
         if m.original_response_body is not None and m.original_response_body != raw:
-            detail["original"] = self._keep_original(event, m.original_response_body, flow.id)
+            detail["original"] = self.keep_original(event, m.original_response_body, flow.id)
         if m.pii is not None and m.pii.response_findings:
             detail["pii"] = _pii_detail(m.pii.profile, m.pii.response_findings)
             event.entities = PiiOutcome.counts(m.pii.response_findings)
         event.detail = detail or None
         return event
 
-    def _keep_original(self, event: Event, original: bytes, flow_id: str) -> str:
+    def keep_original(self, event: Event, original: bytes, flow_id: str) -> str:
+        """Keep a body that masking changed as the configuration says: encrypted on ``event``, or not at all."""
         if self.keep_originals == "encrypted" and self.originals_key is not None:
             ce = next((v for n, v in event.headers or [] if n.lower() == "content-encoding"), "")
             original, _ = self.secrets.body(original, ce)  # encrypted or not, an upstream key is never kept
@@ -314,11 +315,16 @@ class Recorder:
             )
 
     async def _commit(self, event: Event, m: WardenMeta) -> None:
+        m.events.append(await self.commit(event, m.caller_secrets))
+
+    async def commit(self, event: Event, caller_secrets: frozenset[str] | set[str] = frozenset()) -> tuple[int, str]:
+        """Redact ``event`` and wait until it is committed: ``(seq, hash)``, or ``RecordingUnavailable``.
+        The one way onto the chain for every addon that records (flows, connections, WebSocket messages)."""
         if self.store is None:
             raise RecordingUnavailable("the store is not open (see the gateway log); nothing was forwarded")
         # The last step before the queue: no credential value, known or shaped like one, is ever stored.
         try:
-            event = redact_event(event, self.secrets | m.caller_secrets, self.credential_headers)
+            event = redact_event(event, self.secrets | caller_secrets, self.credential_headers)
         except Exception as e:  # never store what could not be cleaned: keep the frame, note why
             log.error("warden: redacting an event of %s failed: %r", event.flow_id, e, exc_info=e)
             event = Event(kind=event.kind, flow_id=event.flow_id, ts=event.ts, user=event.user, host=event.host,
@@ -332,7 +338,7 @@ class Recorder:
             why = str(e) if isinstance(e, StoreError) else \
                 f"the store did not commit within {self.record_timeout:g} s (warden_record_timeout); timed out"
             raise RecordingUnavailable(f"the flow could not be recorded ({why}); nothing was forwarded") from None
-        m.events.append(seq_hash)
+        return seq_hash
 
     @staticmethod
     def _count(flow: http.HTTPFlow, event: Event, m: WardenMeta) -> None:

@@ -27,7 +27,6 @@ from mitmproxy.websocket import WebSocketMessage
 
 from addons.errors import (
     NotConfigured,
-    RecordingUnavailable,
     UnsupportedContent,
     UpgradeRefused,
     WardenError,
@@ -35,7 +34,6 @@ from addons.errors import (
 )
 from addons.events import Event
 from addons.flowmeta import Finding, PiiOutcome, fail_closed, meta, refuse
-from addons.options import seconds
 from addons.rules import Rules, current_rules
 
 log = logging.getLogger("warden.websocket")
@@ -69,14 +67,11 @@ class Session:
 class WebSocket:
     def __init__(self) -> None:
         self.rules: Rules | None = None
-        self.record_timeout = 10.0
         self.sessions: weakref.WeakKeyDictionary[http.HTTPFlow, Session] = weakref.WeakKeyDictionary()
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
             self.rules = current_rules()
-        if "warden_record_timeout" in updated:
-            self.record_timeout = seconds("warden_record_timeout")
 
     def done(self) -> None:
         for session in list(self.sessions.values()):
@@ -174,7 +169,7 @@ class WebSocket:
             relayed = recorded if message.from_client else meta(flow).pii.vault.restore(recorded)
             self._pii(event, detail, meta(flow).pii, findings)
             if recorded != original:  # as for HTTP bodies: the message as it reached the gateway, encrypted
-                self._keep_original(event, original.encode(), flow.id)
+                ctx.master.addons.get("recorder").keep_original(event, original.encode(), flow.id)
             event.body = recorded.encode()
         else:
             assert self.rules is not None
@@ -252,23 +247,9 @@ class WebSocket:
         detail["pii"] = pii
         event.entities = PiiOutcome.counts(findings) or None
 
-    @staticmethod
-    def _keep_original(event: Event, original: bytes, flow_id: str) -> None:
-        recorder = ctx.master.addons.get("recorder")
-        if recorder.keep_originals == "encrypted" and recorder.originals_key is not None:
-            event.original_enc = recorder.originals_key.encrypt(original, flow_id)
-
     async def _commit(self, event: Event) -> None:
         """Commit ``event`` (the store's journal is fsync'ed before this returns), or raise RecordingUnavailable."""
-        store = ctx.master.addons.get("recorder").store
-        if store is None:
-            raise RecordingUnavailable("the store is not open (see the gateway log)")
-        try:
-            async with asyncio.timeout(self.record_timeout):
-                await store.commit(event)
-        except Exception as e:
-            why = f"not committed within {self.record_timeout:g} s" if isinstance(e, TimeoutError) else str(e)
-            raise RecordingUnavailable(f"the message could not be recorded ({why})") from None
+        await ctx.master.addons.get("recorder").commit(event)
 
 
 class _TokenExpired(WardenError):

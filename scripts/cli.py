@@ -28,8 +28,8 @@ from rich.table import Table
 
 from addons.keys import KeyFileError, OriginalsKey, load_public_key
 from addons.queries import FlowFilter, Verification, headers_of, parse_when, verify_events
-from addons.rules import IdentityConfig
 from addons.recovery import repair_journal
+from addons.rules import IdentityConfig
 from addons.store import JournalDamaged, StoreError
 from scripts.backend import Backend, BackendError, open_backend
 from scripts.flowfile import body_of, to_flows, write_flows

@@ -9,8 +9,17 @@ from addons.events import Event
 from addons.flowmeta import compose_stream
 from addons.intake import check_body
 from addons.jsonlimits import json_depth, loads_bounded
-from addons.redaction import (REDACTED, Secrets, StreamScrubber, credential_values, is_credential_header,
-                              path_secret_values, redact_event, redact_headers, redact_path)
+from addons.redaction import (
+    REDACTED,
+    Secrets,
+    StreamScrubber,
+    credential_values,
+    is_credential_header,
+    path_secret_values,
+    redact_event,
+    redact_headers,
+    redact_path,
+)
 from addons.rules import load_rules
 from addons.usage import request_model, response_usage
 

@@ -16,7 +16,7 @@ import pytest
 import trustme
 
 from scripts.demo_upstream import DemoUpstream
-from tests.conftest import UPSTREAM_KEY, Gateway, free_port, rules_for, start_gateway
+from tests.conftest import UPSTREAM_KEY, Gateway, rules_for, start_gateway
 
 pytestmark = pytest.mark.e2e
 FRONTED = "evil.example"  # another site on the same front: the upstream's certificate covers it too
