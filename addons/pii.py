@@ -223,12 +223,19 @@ class PiiMasking:
         assert flow.response is not None
         m = meta(flow)
         profile = self._active(m)
-        if profile is None or flow.response.stream:
+        inner = flow.response.stream
+        if profile is None or not callable(inner):  # intake streams SSE answers, decoded
             return
-        headers = flow.response.headers
-        encoded = headers.get("content-encoding", "identity").lower() not in ("", "identity")
-        if "text/event-stream" in headers.get("content-type", "").lower() and not encoded:
-            flow.response.stream = self._rewriter(flow, profile, m)
+        if "text/event-stream" in flow.response.headers.get("content-type", "").lower():
+            rewriter = self._rewriter(flow, profile, m)
+
+            def rewrite(data: bytes) -> list[bytes]:
+                pieces = inner(data)
+                out = [c for p in ([pieces] if isinstance(pieces, bytes) else pieces) if p for c in rewriter(p)]
+                return out + rewriter(b"") if not data else out
+
+            flow.response.headers.pop("content-length", None)  # the rewritten stream has another length
+            flow.response.stream = rewrite
 
     def _rewriter(self, flow: http.HTTPFlow, profile: Profile, m: WardenMeta) -> StreamRewriter:
         """The flow's SSE rewriter: restores pseudonyms, and masks pattern entities if the profile masks answers."""
