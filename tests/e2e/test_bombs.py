@@ -68,7 +68,7 @@ def test_request_bombs_are_refused_while_another_client_is_served(gateway_factor
     r = while_served(gw, upstream, lambda client: client.post(
         url, content=body, headers={"content-type": "application/json", "content-encoding": coding}))
     assert isinstance(r, httpx.Response), r
-    assert r.status_code == 413 and r.json()["error"]["type"] == "body_too_large", r.text
+    assert r.status_code == 413 and r.json()["error"]["type"] == "body_too_large", r.text[:300]
     assert "warden_max_body" in r.json()["error"]["message"]
     assert peak_rss(gw) < RSS_BOUND
     assert all(json.loads(req["body"]) == CHAT for req in upstream.received)  # the bomb never left
@@ -85,7 +85,7 @@ def test_unaccepted_stacked_and_corrupt_codings(gateway: Gateway, upstream) -> N
                                 ("gzip, br", body)):
             r = client.post(url, content=encoded, headers={"content-type": "application/json",
                                                            "content-encoding": coding})
-            assert r.status_code == 415, (coding, r.text)
+            assert r.status_code == 415, (coding, r.text[:300])
             error = r.json()["error"]
             assert error["type"] == "unsupported_encoding" and error["encoding"] == coding
             assert error["accepted"] == ["gzip", "deflate", "br", "zstd", "identity"]
@@ -108,7 +108,7 @@ def test_answer_bombs_are_502_and_recorded(gateway: Gateway, upstream, coding: s
     bomb(coding, 1024)  # made before the gateway asks, so the upstream answers at once
     with gateway.client(timeout=120) as client:
         r = client.get(f"https://localhost:{upstream.port}/bomb?coding={coding}&mb=1024")
-        assert r.status_code == 502 and r.json()["error"]["type"] == "response_too_large", r.text
+        assert r.status_code == 502 and r.json()["error"]["type"] == "response_too_large", r.text[:300]
         assert "warden_max_response" in r.json()["error"]["message"]
         assert client.post(f"https://localhost:{upstream.port}/v1/chat/completions", json=CHAT).status_code == 200
     assert peak_rss(gateway) < RSS_BOUND
