@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from scripts.demo_upstream import bomb
-from tests.conftest import Gateway
+from tests.conftest import Gateway, rules_for
+from tests.e2e.test_bad_input import startup_failure
 from tests.e2e.test_pii import PROMPT, VALUES
 
 pytestmark = pytest.mark.e2e
@@ -129,13 +130,25 @@ def test_streamed_answer_bomb_is_cut_off_and_recorded(gateway: Gateway, upstream
     assert fate_of(gateway, "/bomb") == ["response_too_large"]
 
 
-def test_answers_in_a_coding_the_gateway_does_not_decode_are_502(gateway: Gateway, upstream) -> None:
-    with gateway.client() as client:
+def test_unreadable_and_oversized_answers_are_502(gateway: Gateway, upstream) -> None:
+    with gateway.client(timeout=60) as client:
         r = client.post(f"https://localhost:{upstream.port}/v1/chat/completions", json=CHAT,
                         headers={"x-demo-encoding": "bz2"})
         assert r.status_code == 502 and r.json()["error"]["type"] == "response_unreadable"
         assert "'bz2'" in r.json()["error"]["message"]
-    assert fate_of(gateway, "/v1/chat") == ["response_unreadable"]
+        # over body_size_limit by its Content-Length: mitmproxy's own 502, without reading it
+        big = client.get(f"https://localhost:{upstream.port}/bytes?n={64 * MiB + 1}")
+        assert big.status_code == 502
+        assert client.post(f"https://localhost:{upstream.port}/v1/chat/completions", json=CHAT).status_code == 200
+    assert fate_of(gateway, "/v1/chat") == ["response_unreadable", "completed"]
+    assert fate_of(gateway, "/bytes") == ["response_too_large"]
+
+
+def test_body_size_limit_is_pinned_from_wardens_limits(tmp_path: Path, confdir: Path, upstream) -> None:
+    log = startup_failure(tmp_path / "a", confdir, upstream, rules_for(upstream.port), "--set", "body_size_limit=1g")
+    assert "body_size_limit: Warden sets it to the larger of warden_max_body and warden_max_response" in log
+    log = startup_failure(tmp_path / "b", confdir, upstream, rules_for(upstream.port), "--set", "warden_max_response=0")
+    assert "warden_max_response: must be a positive number of bytes" in log
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "zstd", "deflate"])
