@@ -25,13 +25,14 @@ decode or a body that does not decode is 502 ``response_unreadable``; both recor
 
 from __future__ import annotations
 
+import asyncio
 import json
 from weakref import WeakKeyDictionary
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.decoding import ACCEPTED, CorruptBody, DecodedTooLarge, Decoder, DecodingError, UnsupportedCoding, \
-    coding_of, decode
+from addons.decoding import ACCEPTED, INLINE_LIMIT, CorruptBody, DecodedTooLarge, Decoder, DecodingError, \
+    UnsupportedCoding, coding_of, decode
 from addons.errors import BodyTooLarge, MalformedBody, ResponseTooLarge, ResponseUnreadable, UnsupportedEncoding
 from addons.flowmeta import fail_closed, meta, refuse
 
@@ -169,7 +170,12 @@ class Intake:
         if header is not None:  # from here on the body is identity: nobody decodes it again
             del flow.request.headers["content-encoding"]
             flow.request.content = body
-        if problem := check_body(body, flow.request.headers.get("content-type", "")):
+        content_type = flow.request.headers.get("content-type", "")
+        if len(body) > INLINE_LIMIT:  # parsing megabytes of JSON would stall every other client
+            problem = await asyncio.to_thread(check_body, body, content_type)
+        else:
+            problem = check_body(body, content_type)
+        if problem:
             refuse(flow, problem)
 
     @staticmethod
