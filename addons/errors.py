@@ -126,6 +126,24 @@ class BodyTooLarge(WardenError):
     type = "body_too_large"
 
 
+class UnsupportedEncoding(WardenError):
+    """The request's Content-Encoding is not one the gateway decodes (it must read a body to mask it)."""
+
+    status = 415
+    type = "unsupported_encoding"
+
+    def __init__(self, message: str, *, encoding: str, accepted: tuple[str, ...]) -> None:
+        super().__init__(message, headers={"Accept-Encoding": ", ".join(accepted)})
+        self.encoding = encoding
+        self.accepted = accepted
+
+    def body(self) -> dict:
+        body = super().body()
+        body["error"]["encoding"] = self.encoding
+        body["error"]["accepted"] = list(self.accepted)
+        return body
+
+
 class MalformedBody(WardenError):
     """The request body does not match its declared content type or encoding."""
 
@@ -159,3 +177,9 @@ class ResponseUnreadable(WardenError):
 
     status = 502
     type = "response_unreadable"
+
+
+class ResponseTooLarge(ResponseUnreadable):
+    """The upstream's answer is, or decodes to, more than ``warden_max_response`` bytes: it was not passed on."""
+
+    type = "response_too_large"

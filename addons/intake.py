@@ -1,19 +1,56 @@
-"""Intake: refuses requests the rest of the chain cannot read safely, before anything else looks at them.
+"""Intake: refuses bodies the rest of the chain cannot read safely, and decodes the ones it can, once, bounded.
 
-Over ``warden_max_body`` bytes: 413 (by Content-Length before the body is read, by the body itself
-when it came chunked). A body that declares JSON or UTF-8 text but is not: 400 naming the offset
-or the JSON error. A Content-Encoding that does not decode: 400.
+Requests. Over ``warden_max_body`` bytes: mitmproxy itself stops reading and closes the connection with
+its own plain 413 (``body_size_limit`` is pinned from Warden's limits, see ``configure``), so a
+client cannot make the gateway buffer a body of any size, announced or chunked, and ``Expect:
+100-continue`` is refused before the body is invited. The refusal is recorded (``error`` below
+names it ``body_too_large``). A body that declares a Content-Encoding is decoded here, in a worker
+thread when it may be large (``addons/decoding.py``), never past ``warden_max_body`` decoded bytes or
+the expansion-ratio bound (413 ``body_too_large``); a coding other than gzip, deflate, br, zstd
+or identity, or several stacked, is 415 ``unsupported_encoding``; a body that does not decode is 400
+``malformed_body``. **The decoded body replaces the encoded one and Content-Encoding is dropped**, so
+every later addon (policy, PII masking, the recorder) and the upstream see identity bytes and
+nothing decodes the body a second time. A body that declares JSON or UTF-8 text but is not: 400.
+
+Answers. This is the first ``response`` hook of the chain and the one owner of
+``flow.response.stream``. An SSE answer (``text/event-stream``) is streamed: as is, or, if the
+upstream encoded it anyway, decoded on the fly within the same bounds (Content-Encoding and
+Content-Length dropped, so the rewriters after this one read plain text); the stream is always a
+callable that later addons may wrap. Past the bound the flow is killed (its headers already went
+out) and recorded ``response_too_large``. Any other encoded answer is buffered (at most
+``body_size_limit`` bytes) and decoded here before PII masking and the recorder read it: more than
+``warden_max_response`` bytes decoded is 502 ``response_too_large``, a coding the gateway does not
+decode or a body that does not decode is 502 ``response_unreadable``; both recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from weakref import WeakKeyDictionary
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.errors import BodyTooLarge, MalformedBody
-from addons.flowmeta import fail_closed, refuse
+from addons.decoding import (
+    ACCEPTED,
+    INLINE_LIMIT,
+    CorruptBody,
+    DecodedTooLarge,
+    Decoder,
+    DecodingError,
+    UnsupportedCoding,
+    coding_of,
+    decode,
+)
+from addons.errors import BodyTooLarge, MalformedBody, ResponseTooLarge, ResponseUnreadable, UnsupportedEncoding
+from addons.flowmeta import fail_closed, meta, refuse, unframe
 from addons.jsonlimits import MAX_JSON_DEPTH, json_depth
+
+# mitmproxy's flow error when body_size_limit stopped it reading a body: it carries no code, only this text.
+_LIMIT_ERRORS = {
+    "Request body exceeds mitmproxy's body_size_limit.": "request",
+    "Response body exceeds mitmproxy's body_size_limit.": "response",
+}
 
 
 def _declares_json(content_type: str) -> bool:
@@ -47,20 +84,66 @@ def check_body(body: bytes, content_type: str) -> MalformedBody | None:
     return None
 
 
-def _passthrough(data: bytes) -> bytes:
-    return data
+def body_size_limit() -> str:
+    """The value ``body_size_limit`` is pinned to: no body, either way, is read past Warden's own limits."""
+    return str(max(ctx.options.warden_max_body, ctx.options.warden_max_response))
+
+
+def _passthrough(data: bytes) -> list[bytes]:
+    return [data] if data else []
+
+
+class StreamDecoding:
+    """The stream callable of an encoded SSE answer: decoded bytes out; after a failure, nothing more."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.failure: DecodingError | None = None
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        if self.failure is not None:
+            return []
+        try:
+            out = self.decoder.feed(data) if data else self.decoder.finish()
+        except DecodingError as e:
+            self.failure = e
+            return []
+        return [out] if out else []
 
 
 class Intake:
+    def __init__(self) -> None:
+        self.streams: WeakKeyDictionary[http.HTTPFlow, StreamDecoding] = WeakKeyDictionary()
+
     def load(self, loader) -> None:
         loader.add_option(
             "warden_max_body", int, 10 * 1024 * 1024,
-            "Largest request body the gateway accepts, in bytes; larger ones are refused with 413.",
+            "Largest request body the gateway accepts, in bytes, as sent and after decoding its Content-Encoding; "
+            "larger ones are refused with 413.",
+        )
+        loader.add_option(
+            "warden_max_response", int, 64 * 1024 * 1024,
+            "Largest answer the gateway passes on, in bytes, as received and after decoding its Content-Encoding; "
+            "a larger one is refused with 502 (a streamed one is cut off). Streamed answers sent unencoded "
+            "are not capped.",
         )
 
     def configure(self, updated: set[str]) -> None:
         if "warden_max_body" in updated and ctx.options.warden_max_body < 1:
             raise exceptions.OptionsError("warden_max_body: must be a positive number of bytes")
+        if "warden_max_response" in updated and ctx.options.warden_max_response < 1:
+            raise exceptions.OptionsError("warden_max_response: must be a positive number of bytes")
+        wanted = body_size_limit()
+        if "body_size_limit" in updated and ctx.options.body_size_limit not in (None, wanted):
+            raise exceptions.OptionsError(
+                f"body_size_limit: Warden sets it to the larger of warden_max_body and warden_max_response "
+                f"({wanted}); set those instead of {ctx.options.body_size_limit!r}"
+            )
+        if ctx.options.body_size_limit != wanted:
+            # mitmproxy stops reading a body past this and closes: memory stays bounded whatever is sent
+            ctx.options.body_size_limit = wanted
+
+    # -- requests ---------------------------------------------------------------------------------------
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -69,32 +152,117 @@ class Intake:
         declared = flow.request.headers.get("content-length")
         limit = ctx.options.warden_max_body
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            refuse(flow, self._too_large(int(declared), limit))
+            refuse(flow, self._too_large(f"is {int(declared)} bytes", limit))
 
     @fail_closed
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         raw = flow.request.raw_content or b""
         limit = ctx.options.warden_max_body
         if len(raw) > limit:
-            refuse(flow, self._too_large(len(raw), limit))
+            refuse(flow, self._too_large(f"is {len(raw)} bytes", limit))
             return
+        header = flow.request.headers.get("content-encoding")
+        body = raw
         try:
-            body = flow.request.get_content(strict=True) or b""
-        except ValueError:
-            encoding = flow.request.headers.get("content-encoding", "")
-            refuse(flow, MalformedBody(f"the body declares Content-Encoding {encoding!r} but does not decode as such"))
+            coding = coding_of(header)
+            if coding is not None:
+                body = await decode(raw, coding, limit)
+        except UnsupportedCoding:
+            refuse(flow, UnsupportedEncoding(
+                f"the body's Content-Encoding {header!r} is not accepted; send it as one of "
+                f"{', '.join(ACCEPTED)} (one coding, not several)", encoding=header or "", accepted=ACCEPTED))
             return
-        if problem := check_body(body, flow.request.headers.get("content-type", "")):
+        except DecodedTooLarge as e:
+            refuse(flow, self._too_large(f"was refused: {e}", limit))
+            return
+        except CorruptBody as e:
+            refuse(flow, MalformedBody(f"the body declares Content-Encoding {header!r} but does not decode as such ({e})"))
+            return
+        if header is not None:  # from here on the body is identity: nobody decodes it again
+            del flow.request.headers["content-encoding"]
+            flow.request.content = body
+        content_type = flow.request.headers.get("content-type", "")
+        if len(body) > INLINE_LIMIT:  # parsing megabytes of JSON would stall every other client
+            problem = await asyncio.to_thread(check_body, body, content_type)
+        else:
+            problem = check_body(body, content_type)
+        if problem:
             refuse(flow, problem)
+
+    @staticmethod
+    def _too_large(what: str, limit: int) -> BodyTooLarge:
+        return BodyTooLarge(f"the request body {what}; this gateway accepts at most {limit} bytes, "
+                            "decoded or not (warden_max_body)")
+
+    # -- answers ----------------------------------------------------------------------------------------
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
-        if "text/event-stream" in flow.response.headers.get("content-type", "").lower():
-            flow.response.stream = _passthrough  # the one place that decides: events pass on as they come
+        response = flow.response
+        if meta(flow).error is not None or "text/event-stream" not in response.headers.get("content-type", "").lower():
+            return
+        try:
+            coding = coding_of(response.headers.get("content-encoding"))
+        except UnsupportedCoding:
+            return  # left buffered: ``response`` refuses it, naming the coding, before anything went out
+        if coding is None:
+            response.stream = _passthrough
+            return
+        decoding = StreamDecoding(Decoder(coding, ctx.options.warden_max_response))
+        self.streams[flow] = decoding
+        del response.headers["content-encoding"]
+        unframe(flow)  # the decoded stream is longer
+        response.stream = decoding
+
+    @fail_closed
+    async def response(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        response = flow.response
+        decoding = self.streams.pop(flow, None)
+        if decoding is not None:
+            if decoding.failure is not None:  # raised after the headers: fail_closed kills the flow
+                raise self._unreadable(decoding.failure, f"{decoding.decoder.coding!r}")
+            return
+        if meta(flow).error is not None or response.stream:
+            return
+        header = response.headers.get("content-encoding")
+        raw = response.raw_content or b""
+        cap = ctx.options.warden_max_response
+        try:
+            coding = coding_of(header)
+            if coding is None and len(raw) > cap:
+                raise DecodedTooLarge("identity", len(raw), len(raw), cap, by_ratio=False)
+            body = await decode(raw, coding, cap) if coding is not None else raw
+        except DecodingError as e:
+            raise self._unreadable(e, repr(header)) from None
+        if header is not None:
+            del response.headers["content-encoding"]
+            response.content = body
 
     @staticmethod
-    def _too_large(size: int, limit: int) -> BodyTooLarge:
-        return BodyTooLarge(f"the request body is {size} bytes; this gateway accepts at most {limit} (warden_max_body)")
+    def _unreadable(e: DecodingError, header: str) -> ResponseUnreadable:
+        if isinstance(e, DecodedTooLarge):
+            return ResponseTooLarge(f"the upstream's answer was not passed on: {e}; warden_max_response allows "
+                                    f"{ctx.options.warden_max_response} bytes")
+        if isinstance(e, UnsupportedCoding):
+            return ResponseUnreadable(f"the upstream's answer declares Content-Encoding {header}, which the gateway "
+                                      f"does not decode (it accepts {', '.join(ACCEPTED)}); it was not passed on")
+        return ResponseUnreadable(f"the upstream's answer declares Content-Encoding {header} but does not decode "
+                                  f"({e}); it was not passed on")
+
+    # -- bodies mitmproxy stopped reading -------------------------------------------------------------------
+
+    @fail_closed
+    def error(self, flow: http.HTTPFlow) -> None:
+        side = _LIMIT_ERRORS.get(flow.error.msg if flow.error else "")
+        m = meta(flow)
+        limit = ctx.options.body_size_limit
+        if side == "request" and m.error is None:
+            m.error = self._too_large(f"is over {limit} bytes: the gateway stopped reading it and closed the "
+                                      "connection", ctx.options.warden_max_body)
+        elif side == "response":
+            m.error = ResponseTooLarge(f"the upstream's answer is over {limit} bytes: the gateway stopped reading it "
+                                       "and did not pass it on (warden_max_response)")

@@ -188,10 +188,14 @@ class Recorder:
     async def error(self, flow: http.HTTPFlow) -> None:
         m = meta(flow)
         assert flow.error is not None
-        fate = classify_error(flow)
+        if not m.events:  # it ended before its request hook (mitmproxy stopped reading an oversized body)
+            await self._commit(self._request_event(flow, m), m)
+        fate, reason = classify_error(flow), flow.error.msg
+        if fate == "upstream_error" and m.error is not None:
+            fate, reason = m.error.type, m.error.message  # the gateway stopped it (a body over its limit)
         event = Event(
             kind="error", flow_id=flow.id, fate=fate, status=flow.response.status_code if flow.response else None,
-            reason=flow.error.msg, user=m.identity.sub if m.identity else None,
+            reason=reason, user=m.identity.sub if m.identity else None,
             latency_total_ms=self._since(flow.request.timestamp_start),
         )
         if m.response_capture is not None:

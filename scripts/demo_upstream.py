@@ -11,14 +11,20 @@ Endpoints: ``POST /v1/chat/completions``, ``POST /v1/responses`` and ``POST /v1/
 the request's headers as JSON text, the injected key included), ``POST /v1/embeddings``,
 ``GET /v1/models``, ``ANY /echo/...`` (what arrived, as JSON), ``GET /status/N``,
 ``GET /slow?ms=N``, ``GET /bytes?n=N``, ``ANY /raw`` (``x-demo-reply`` as the body, typed
-``x-demo-content-type``). Streamed replies come in pieces of ``x-demo-chunk-chars`` characters
-(default 4), ``x-demo-delay-ms`` apart.
+``x-demo-content-type``), ``GET /bomb?coding=br&mb=N`` (N MiB of JSON, compressed as it is made;
+``x-demo-content-type: text/event-stream`` sends it as a chunked stream). Streamed replies come in pieces
+of ``x-demo-chunk-chars`` characters (default 4), ``x-demo-delay-ms`` apart. ``x-demo-encoding: gzip``
+(deflate, br, zstd, bz2; any other name only labels the body) encodes any answer, streamed ones event
+by event, as an upstream that ignores ``Accept-Encoding`` would.
 In tests, ``DemoUpstream`` runs it in a thread and keeps every request it received.
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
+import functools
+import itertools
 import json
 import signal
 import socket
@@ -26,10 +32,14 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import brotli
+import zstandard
 
 
 def _words(text: str) -> int:
@@ -142,6 +152,33 @@ def anthropic_events(req: dict, reply: str, size: int) -> Iterator[bytes]:
     yield event("message_stop", {})
 
 
+def encoder(coding: str) -> Callable[[bytes], bytes] | None:
+    """A streaming encoder for ``coding``: each call returns what can be sent so far; ``b""`` ends it."""
+    if coding in ("gzip", "deflate"):
+        z = zlib.compressobj(6, zlib.DEFLATED, 31 if coding == "gzip" else 15)
+        return lambda data: z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH) if data else z.flush()
+    if coding == "br":
+        b = brotli.Compressor(quality=5)
+        return lambda data: b.process(data) + b.flush() if data else b.finish()
+    if coding == "zstd":
+        c = zstandard.ZstdCompressor().compressobj()
+        return lambda data: c.compress(data) + c.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK) if data else c.flush()
+    if coding == "bz2":
+        bz = bz2.BZ2Compressor()
+        return lambda data: bz.compress(data) if data else bz.flush()
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def bomb(coding: str, mib: int) -> bytes:
+    """``mib`` MiB of JSON compressed with ``coding``, compressed as it is made (never held decoded)."""
+    encode = encoder(coding)
+    assert encode is not None, coding
+    filler = b"a" * (1 << 20)
+    parts = [encode(b'{"pad": "')] + [encode(filler) for _ in range(mib)] + [encode(b'"}'), encode(b"")]
+    return b"".join(parts)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -157,6 +194,10 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
         self.send_header("content-type", content_type)
+        if coding := self.headers.get("x-demo-encoding"):
+            self.send_header("content-encoding", coding)
+            if encode := encoder(coding):
+                body = encode(body) + encode(b"")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -164,8 +205,10 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data).encode())
 
-    def _stream(self, events: Iterator[bytes]) -> None:
-        """Server-sent events, chunked so keep-alive survives; each event flushed on its own."""
+    def _stream(self, events: Iterator[bytes], encoded: str | None = None) -> None:
+        """Server-sent events, chunked so keep-alive survives; each event flushed on its own.
+
+        ``encoded``: the events come already encoded with this coding (else ``x-demo-encoding`` applies)."""
         delay = int(self.headers.get("x-demo-delay-ms") or 0) / 1000
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
@@ -177,10 +220,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
             return
         self.send_header("transfer-encoding", "chunked")
+        encode: Callable[[bytes], bytes] = lambda data: data  # noqa: E731
+        if coding := encoded or self.headers.get("x-demo-encoding"):
+            self.send_header("content-encoding", coding)
+            encode = (None if encoded else encoder(coding)) or encode
         self.end_headers()
-        for data in events:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
+        for data in itertools.chain(events, [b""]):
+            if data := encode(data):
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
             if delay:
                 time.sleep(delay)
         self.wfile.write(b"0\r\n\r\n")
@@ -267,6 +315,19 @@ class Handler(BaseHTTPRequestHandler):
             ms = int(query.get("ms", ["1000"])[0])
             time.sleep(ms / 1000)
             return self._json(200, {"slept_ms": ms})
+        if parts.path == "/bomb":  # a decompression bomb: a few KB that decode to N MiB
+            coding, mib = query.get("coding", ["br"])[0], int(query.get("mb", ["1024"])[0])
+            content_type = self.headers.get("x-demo-content-type") or "application/json"
+            if content_type == "text/event-stream":
+                body = bomb(coding, mib)
+                return self._stream(iter([body[i:i + 1024] for i in range(0, len(body), 1024)]), encoded=coding)
+            self.send_response(200)
+            self.send_header("content-type", content_type)
+            self.send_header("content-encoding", coding)
+            self.send_header("content-length", str(len(bomb(coding, mib))))
+            self.end_headers()
+            self.wfile.write(bomb(coding, mib))
+            return None
         if parts.path == "/bytes":
             return self._send(200, b"\x00" * int(query.get("n", ["0"])[0]), "application/octet-stream")
         self._route_common(parts.path, body)

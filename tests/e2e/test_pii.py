@@ -155,7 +155,7 @@ def test_answers_that_are_not_what_they_say_are_read_as_text_or_refused(gateway:
 
 
 def test_compressed_request_bodies_are_masked(gateway: Gateway, upstream) -> None:
-    from mitmproxy.net.encoding import decode, encode
+    from mitmproxy.net.encoding import encode
 
     body = json.dumps({"model": "demo", "messages": [{"role": "user", "content": PROMPT}]}).encode()
     with gateway.client() as client:
@@ -165,8 +165,9 @@ def test_compressed_request_bodies_are_masked(gateway: Gateway, upstream) -> Non
                             headers={"content-type": "application/json", "content-encoding": ce})
             assert r.status_code == 200, r.text
             received = upstream.received[-1]
-            assert dict((k.lower(), v) for k, v in received["headers"])["content-encoding"] == ce
-            sent = decode(received["body"], ce).decode()
+            # intake decoded it once, bounded; the body goes on as identity
+            assert "content-encoding" not in dict((k.lower(), v) for k, v in received["headers"])
+            sent = received["body"].decode()
             assert json.loads(sent)["messages"][0]["content"].startswith("Please write to <PERSON_1>")
             assert all(v not in sent for v in VALUES)
 
