@@ -133,6 +133,8 @@ class Intake:
             raise exceptions.OptionsError("warden_max_body: must be a positive number of bytes")
         if "warden_max_response" in updated and ctx.options.warden_max_response < 1:
             raise exceptions.OptionsError("warden_max_response: must be a positive number of bytes")
+        if not updated & {"body_size_limit", "warden_max_body", "warden_max_response"}:
+            return  # (an option another addon set while configuring: nothing of ours changed)
         wanted = body_size_limit()
         if "body_size_limit" in updated and ctx.options.body_size_limit not in (None, wanted):
             raise exceptions.OptionsError(

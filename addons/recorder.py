@@ -275,8 +275,10 @@ class Recorder:
         """Keep a body that masking changed as the configuration says: encrypted on ``event``, or not at all."""
         if self.keep_originals == "encrypted" and self.originals_key is not None:
             ce = next((v for n, v in event.headers or [] if n.lower() == "content-encoding"), "")
-            original, _ = self.secrets.body(original, ce)  # encrypted or not, an upstream key is never kept
-            event.original_enc = self.originals_key.encrypt(original, flow_id)
+            checked, _ = self.secrets.body(original, ce)  # encrypted or not, an upstream key is never kept
+            if checked is None:
+                return "discarded"
+            event.original_enc = self.originals_key.encrypt(checked, flow_id)
             return "encrypted"
         return "discarded"
 

@@ -17,8 +17,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mitmproxy.net import encoding
 
+from addons.decoding import DecodingError, coding_of, decode_now
 from addons.events import Event
 
+# A compressed body in the record is decoded to be checked for secrets up to this size; past it, it is not kept.
+CHECK_LIMIT = 16 * 1024 * 1024
 REDACTED = "[redacted]"
 REDACTED_CREDENTIAL = "[redacted-credential]"  # a known secret value found where it does not belong
 MIN_SECRET = 8  # characters: shorter values would match ordinary text; such secrets are redacted by name only
@@ -147,18 +150,19 @@ class Secrets:
                 data = data.replace(value, REDACTED_CREDENTIAL.encode())
         return data, count
 
-    def body(self, data: bytes, content_encoding: str = "") -> tuple[bytes, int]:
-        """A body as sent, possibly compressed: decoded, cleaned and encoded again if a secret is inside."""
+    def body(self, data: bytes, content_encoding: str = "") -> tuple[bytes | None, int]:
+        """A body as sent, possibly compressed: decoded (bounded: a refused body may be a bomb), cleaned and encoded
+        again if a secret is inside. ``None`` when it cannot be decoded to be checked: such a body is not kept."""
         data, count = self.bytes(data)
-        ce = content_encoding.strip().lower()
-        if ce in ("", "identity"):
-            return data, count
         try:
-            decoded = encoding.decode(data, ce)
-        except ValueError:
-            return data, count
-        cleaned, inside = self.bytes(decoded or b"")
-        return (encoding.encode(cleaned, ce), count + inside) if inside else (data, count)
+            coding = coding_of(content_encoding)
+            if coding is None:
+                return data, count
+            decoded = decode_now(data, coding, CHECK_LIMIT)
+        except DecodingError:
+            return None, count
+        cleaned, inside = self.bytes(decoded)
+        return (encoding.encode(cleaned, coding), count + inside) if inside else (data, count)
 
     def prefix_tail(self, data: bytes) -> int:
         """Where the longest tail of ``data`` that could still grow into a secret starts (``len(data)``: none)."""
@@ -228,6 +232,9 @@ def redact_event(event: Event, secrets: Secrets, names: Iterable[str] = ()) -> E
         ce = next((v for n, v in event.headers or [] if n.lower() == "content-encoding"), "")
         event.body, count = secrets.body(event.body, ce)
         found += count
+        if event.body is None:
+            event.detail = {**(event.detail or {}), "body_withheld": f"the {ce} body could not be decoded within "
+                                                                     f"{CHECK_LIMIT} bytes to be checked for secrets"}
     if found:
         event.detail = {**(event.detail or {}), "redacted_credentials": found}
     return event

@@ -181,3 +181,15 @@ def test_recorder_builds_an_event_when_a_helper_fails() -> None:
     event = Recorder()._built("request", _request_event, flow, meta(flow))
     assert event.kind == "request" and event.flow_id == flow.id and event.fate == "forwarded"
     assert "RecursionError" in event.detail["recorder_error"] and "eyJ" not in event.path
+
+
+def test_a_compressed_body_is_checked_within_a_bound_or_not_kept() -> None:
+    """A refused request's body may be a bomb: checking it for secrets must not decode it whole."""
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(compressor.compress(b"\0" * (1 << 20)) for _ in range(64)) + compressor.flush()  # 64 MiB
+    body, found = Secrets([KEY]).body(bomb, "gzip")
+    assert body is None and found == 0
+    body, found = Secrets([KEY]).body(gzip.compress(b"fine"), "gzip")
+    assert gzip.decompress(body) == b"fine" and found == 0
