@@ -73,6 +73,27 @@ PINS: tuple[Pin, ...] = (
     Pin("flow_detail", lambda v: v == 0,
         "mitmdump's flow log prints URLs, headers (the injected key) and unmasked bodies", fix=0),
     Pin("proxy_debug", lambda v: not v, "the proxy's debug log prints connection data"),
+    Pin("validate_inbound_headers", lambda v: bool(v),
+        "without it an HTTP/2 request may carry a Host that differs from its :authority (domain fronting)"),
+    Pin("tls_version_server_min", lambda v: v in ("TLS1_2", "TLS1_3"),
+        "the provider credential would travel over a TLS version below 1.2"),
+    Pin("rfile", lambda v: not v, "flows read from a file would run through the chain and onto the record"),
+    # mitmproxy's own addons that rewrite or answer flows run after the scripts, so after the recorder: what
+    # they change would leave unrecorded, unmasked or with another caller's state.
+    *(Pin(name, lambda v: not v, f"{what} after Warden's chain has recorded the request")
+      for name, what in (
+          ("map_remote", "it sends requests (and the injected key) to another URL"),
+          ("map_local", "it answers requests from local files"),
+          ("modify_headers", "it changes headers (credentials included)"),
+          ("modify_body", "it changes bodies (unmasked text included)"),
+          ("server_replay", "it answers requests from recorded flows"),
+          ("client_replay", "it sends recorded requests again"),
+          ("stickycookie", "it adds one caller's upstream cookies to another caller's requests"),
+          ("stickyauth", "it adds one caller's Authorization to another caller's requests"),
+          ("upstream_auth", "it adds credentials"),
+          ("block_list", "it answers requests"),
+          ("intercept", "it holds flows for interactive editing"),
+      )),
 )
 
 

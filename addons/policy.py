@@ -11,6 +11,9 @@ or ``block``. No matching rule means block: nothing passes by accident.
 
 from __future__ import annotations
 
+import re
+import string
+
 from mitmproxy import http
 from mitmproxy.net.http import url
 
@@ -21,20 +24,60 @@ from addons.rules import Rules, Upstream, current_rules, normal_host
 NO_MATCH = "(no rule matched)"
 
 
-def misdirection(flow: http.HTTPFlow, upstream: Upstream) -> str | None:
-    """What other host a forward-proxy request names beside its upstream (SNI, Host/:authority), or None."""
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+
+
+def _names_other(authority: str, upstream: Upstream) -> bool:
+    try:
+        host, port = url.parse_authority(authority, check=False)
+    except ValueError:
+        return True
+    return normal_host(host) != upstream.host or port not in (None, upstream.port)
+
+
+def misdirection(flow: http.HTTPFlow, upstream: Upstream, *, forward: bool) -> str | None:
+    """What names another host than ``upstream`` in this request, or None: the client's SNI (forward mode only; in
+    reverse mode it names the gateway), an absolute-form target's authority (servers obey it over Host), any Host
+    header or :authority, or a target that is not a path."""
     sni = flow.client_conn.sni
-    if sni and normal_host(sni) != upstream.host:
+    if forward and sni and normal_host(sni) != upstream.host:
         return f"the TLS server name (SNI) {sni!r}"
-    authority = flow.request.host_header
-    if authority:
-        try:
-            host, port = url.parse_authority(authority, check=False)
-        except ValueError:
-            return f"Host/:authority {authority!r}"
-        if normal_host(host) != upstream.host or port not in (None, upstream.port):
-            return f"Host/:authority {authority!r}"
+    request = flow.request
+    if request.authority and _names_other(request.authority, upstream):
+        return f"the request target's authority {request.authority!r}"
+    hosts = request.headers.get_all("host")
+    if len(hosts) > 1:
+        return f"{len(hosts)} Host headers ({', '.join(map(repr, hosts))})"
+    if hosts and _names_other(hosts[0], upstream):
+        return f"Host {hosts[0]!r}"
+    if not request.path.startswith("/") and not (request.method == "OPTIONS" and request.path == "*"):
+        return f"the request target {request.path!r}"
     return None
+
+
+def normal_path(path: str) -> str:
+    """The request path as rules see it and the upstream receives it (RFC 3986 6.2.2): percent-encoded unreserved
+    characters decoded, other escapes in upper case, dot segments removed, repeated slashes merged. The query is
+    left as sent. ``/v1/%66iles``, ``/v1//files`` and ``/x/../v1/./files`` are all ``/v1/files``."""
+    target, sep, query = path.partition("?")
+
+    def unescape(m: re.Match) -> str:
+        char = chr(int(m[1], 16))
+        return char if char in _UNRESERVED else f"%{m[1].upper()}"
+
+    segments: list[str] = []
+    parts = _PERCENT.sub(unescape, target).split("/")[1:]
+    for i, segment in enumerate(parts):
+        last = i == len(parts) - 1
+        if segment in (".", ".."):
+            if segment == ".." and segments:
+                segments.pop()
+            if last:
+                segments.append("")  # "/a/b/.." and "/a/." end in a slash
+        elif segment or last:  # an empty segment before the end is a repeated slash
+            segments.append(segment)
+    return "/" + "/".join(segments) + sep + query
 
 
 def decide(rules: Rules, flow: http.HTTPFlow) -> Decision:
@@ -67,6 +110,7 @@ class Policy:
         if not self._check_host(flow):
             return
         assert self.rules is not None
+        flow.request.path = normal_path(flow.request.path)  # rules judge, and the upstream gets, one spelling
         m = meta(flow)
         m.decision = decide(self.rules, flow)
         if m.decision.action == "block":
@@ -104,15 +148,17 @@ class Policy:
             ))
             return False
         mode = getattr(flow.client_conn, "proxy_mode", None)
-        if mode is None or mode.type_name == "regular":
-            if (other := misdirection(flow, upstream)) is not None:
-                meta(flow).decision = Decision("block", "upstreams", f"names another host: {other}")
-                refuse(flow, MisdirectedRequest(
-                    f"this connection goes to {upstream.host}:{upstream.port}, but the request names another host in "
-                    f"{other}; connect to the host you mean (CONNECT it) and name only it"
-                ))
-                return False
+        forward = mode is None or mode.type_name == "regular"
+        if (other := misdirection(flow, upstream, forward=forward)) is not None:
+            meta(flow).decision = Decision("block", "upstreams", f"names another host: {other}")
+            refuse(flow, MisdirectedRequest(
+                f"this request goes to {upstream.host}:{upstream.port}, but it names another host in {other}; "
+                "send it to the host you mean, and name only that host"
+            ))
+            return False
         flow.server_conn.sni = upstream.host  # never the client's: the name the gateway's TLS asks the upstream for
+        if not flow.request.is_http2:
+            flow.request.authority = ""  # origin-form upstream: a server obeys an absolute-form target over Host
         if not flow.request.host_header:
             flow.request.host_header = url.hostport(upstream.scheme, upstream.host, upstream.port)
         return True

@@ -1,55 +1,63 @@
-"""The Config addon's pins: an unsafe value set on purpose is refused by name; a mitmproxy default is made safe."""
+"""The Config addon's pins, against mitmproxy's own option declarations (mitmdump's addons): an unsafe value set on
+purpose is refused by name; an unsafe value that is merely mitmproxy's default is made safe."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
 
 import pytest
-from mitmproxy import exceptions, optmanager
+from mitmproxy import exceptions, optmanager, options
+from mitmproxy.tools.dump import DumpMaster
 
-from addons.config import check_pins
+from addons.config import PINS, check_pins
 
 
-def options() -> optmanager.OptManager:
-    """mitmproxy's own declarations of the pinned options (their real types and defaults)."""
+def mitmdump_options() -> optmanager.OptManager:
+    """mitmdump's option declarations (names, types, defaults), detached from the addons that act on them."""
+
+    async def declared() -> optmanager.OptManager:
+        return DumpMaster(options.Options(), with_termlog=False, with_dumper=True).options
+
     opts = optmanager.OptManager()
-    opts.add_option("connection_strategy", str, "eager", "", choices=("eager", "lazy"))
-    opts.add_option("stream_large_bodies", str | None, None, "")
-    opts.add_option("ssl_insecure", bool, False, "")
-    opts.add_option("rawtcp", bool, True, "")
-    opts.add_option("websocket", bool, True, "")
-    for name in ("ignore_hosts", "allow_hosts", "tcp_hosts", "udp_hosts"):
-        opts.add_option(name, Sequence[str], [], "")
-    opts.add_option("keep_host_header", bool, False, "")
-    opts.add_option("mode", Sequence[str], ["regular"], "")
-    opts.add_option("save_stream_file", str | None, None, "")
-    opts.add_option("hardump", str, "", "")
-    opts.add_option("flow_detail", int, 1, "")
-    opts.add_option("proxy_debug", bool, False, "")
+    for name, option in asyncio.run(declared()).items():
+        opts.add_option(name, option.typespec, option.default, option.help, option.choices)
     return opts
 
 
-def test_defaults_are_made_safe_not_refused() -> None:
-    opts = options()
-    fixes = dict(check_pins(opts, set(opts.keys())))
-    assert fixes == {"connection_strategy": "lazy", "rawtcp": False, "flow_detail": 0}
-
-
-@pytest.mark.parametrize(("name", "value"), [
+UNSAFE = [
     ("stream_large_bodies", "1m"), ("ssl_insecure", True), ("websocket", False), ("ignore_hosts", [".*"]),
     ("allow_hosts", ["api.openai.com"]), ("tcp_hosts", [".*"]), ("udp_hosts", [".*"]), ("keep_host_header", True),
     ("mode", ["regular", "socks5@1080"]), ("mode", ["transparent"]), ("mode", ["upstream:http://proxy:3128"]),
     ("mode", ["wireguard"]), ("mode", ["reverse:tcp://example.com:22"]), ("save_stream_file", "out.flows"),
-    ("hardump", "out.har"), ("flow_detail", 3), ("proxy_debug", True),
-])
+    ("hardump", "out.har"), ("flow_detail", 3), ("proxy_debug", True), ("validate_inbound_headers", False),
+    ("tls_version_server_min", "TLS1"), ("rfile", "old.flows"), ("map_remote", ["|//a.example|//b.example"]),
+    ("map_local", ["|example.com/|/tmp"]), ("modify_headers", ["/~q/Authorization/x"]),
+    ("modify_body", ["/~q/a/b"]), ("server_replay", ["old.flows"]), ("client_replay", ["old.flows"]),
+    ("stickycookie", ".*"), ("stickyauth", ".*"), ("upstream_auth", "user:pass"), ("block_list", ["/~u x/404"]),
+]
+
+
+def test_mitmdumps_defaults_are_made_safe_not_refused() -> None:
+    opts = mitmdump_options()
+    fixes = dict(check_pins(opts, set(opts.keys())))
+    assert fixes == {"connection_strategy": "lazy", "rawtcp": False, "flow_detail": 0}
+
+
+@pytest.mark.parametrize(("name", "value"), UNSAFE)
 def test_an_unsafe_value_is_refused_naming_the_option(name, value) -> None:
-    opts = options()
+    opts = mitmdump_options()
     opts.update(**{name: value})
     with pytest.raises(exceptions.OptionsError, match=f"^{name}=.*refused by Warden: "):
         check_pins(opts, {name})
 
 
+def test_every_pin_is_tried_here() -> None:
+    """A pin added without an unsafe value in this file is a pin nobody checked."""
+    assert {pin.option for pin in PINS} - {"intercept"} == {name for name, _ in UNSAFE} | {"connection_strategy",
+                                                                                          "rawtcp"}
+
+
 def test_safe_modes_pass() -> None:
-    opts = options()
+    opts = mitmdump_options()
     opts.update(mode=["regular@8080", "reverse:https://api.openai.com@8090", "reverse:http://localhost:9000@8091"])
     assert check_pins(opts, {"mode"}) == []

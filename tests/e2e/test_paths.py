@@ -100,15 +100,21 @@ def tunnel(gw: Gateway, target: str, token: str) -> socket.socket:
     return sock
 
 
-def fronted_request(gw: Gateway, target: str, sni: str, host: str) -> tuple[int, dict]:
-    """Inside a CONNECT to ``target``: TLS naming ``sni``, then a request naming ``host``."""
-    raw = tunnel(gw, target, gw.token("mallory"))
+def send_over_tls(raw: socket.socket, gw: Gateway, sni: str, head: str) -> tuple[int, dict]:
+    """TLS naming ``sni`` over ``raw`` (trusting the gateway's CA), then ``head`` and a 2-byte JSON body."""
     context = ssl.create_default_context(cafile=str(gw.ca_cert))
     with context.wrap_socket(raw, server_hostname=sni) as tls:
-        tls.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: 2\r\nConnection: close\r\n\r\n{{}}".encode())
+        tls.sendall(f"{head}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                    .encode())
         status, _, body = read_response(tls)
     return status, json.loads(body) if body else {}
+
+
+def fronted_request(gw: Gateway, target: str, sni: str, host: str, path: str = "/v1/chat/completions",
+                    extra: str = "") -> tuple[int, dict]:
+    """Inside a CONNECT to ``target``: TLS naming ``sni``, then a request for ``path`` naming ``host``."""
+    raw = tunnel(gw, target, gw.token("mallory"))
+    return send_over_tls(raw, gw, sni, f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{extra}")
 
 
 def front_rules(front: Front, upstream_port: int) -> str:
@@ -132,6 +138,33 @@ def test_domain_fronting_is_refused_with_421_and_recorded(gateway_factory, upstr
     assert front.received == []  # the injected key never went to the other site (nor anywhere)
     [flow] = gw.flows()
     assert flow["fate"] == "misdirected_request" and FRONTED in flow["reason"]
+
+
+def test_an_absolute_form_target_naming_another_host_is_refused(gateway_factory, upstream, front) -> None:
+    """A server obeys an absolute-form target over Host: the gateway forwarded it as sent."""
+    gw = gateway_factory(front_rules(front, upstream.port))
+    host = f"localhost:{front.port}"
+    status, body = fronted_request(gw, host, "localhost", host, path=f"https://{FRONTED}/v1/chat/completions")
+    assert status == 421 and FRONTED in body["error"]["message"]
+    status, body = fronted_request(gw, host, "localhost", host, extra=f"Host: {FRONTED}\r\n")  # a second Host
+    assert status == 421 and FRONTED in body["error"]["message"]
+    assert front.received == []
+    # the reverse listener too
+    raw = socket.create_connection(("127.0.0.1", gw.reverse_port), timeout=10)
+    status, body = send_over_tls(raw, gw, "localhost", f"POST https://{FRONTED}/v1/chat/completions HTTP/1.1\r\n"
+                                 f"Host: localhost\r\nAuthorization: Bearer {gw.token()}\r\n")
+    assert status == 421 and FRONTED in body["error"]["message"]
+    assert upstream.received == []
+    assert [f["fate"] for f in gw.flows()] == ["misdirected_request"] * 3
+
+
+@pytest.mark.parametrize("path", ["/v1/%66iles", "/v1//files", "/x/../v1/./files", "/v1/%2e/files"])
+def test_a_path_spelled_otherwise_is_judged_as_the_upstream_reads_it(gateway, upstream, path) -> None:
+    """The rule ``~u /v1/files`` blocks; another spelling of the same path must not pass it."""
+    host = f"localhost:{upstream.port}"
+    status, body = fronted_request(gateway, host, "localhost", host, path=path)
+    assert status == 403 and body["error"]["type"] == "blocked_by_policy"
+    assert upstream.received == []
 
 
 def test_the_upstream_is_asked_for_by_its_own_name(gateway_factory, upstream, front) -> None:
