@@ -15,12 +15,13 @@ closes the upstream's side and the ``websocket_end`` hook records the close with
 
 Control frames have no hook either: mitmproxy's WebSocket layer relays a ping's or pong's payload (and logs it
 at INFO) and a close frame's reason text, a channel around masking and the record. The layer reads every frame
-through its ``WebsocketConnection`` class; ``load()`` puts ``ControlPayloadsDropped`` in its place, which hands
+through its ``WebsocketConnection`` class; ``load()`` puts ``WardenConnection`` in its place, which hands
 the layer each ping, pong and close without its payload, so a ping still gets a pong and a close still closes,
 and no byte of the payload crosses or is logged. Only the dropped sizes are recorded, on the session's close.
 
-A message over ``warden_max_body`` bytes closes the session (``message_too_large``) and is not relayed;
-mitmproxy has buffered it by then (its layer joins a message's frames before the hook sees it).
+A message over ``warden_max_body`` bytes is not relayed: ``WardenConnection`` counts a message as its pieces
+arrive and, past the limit, hands the layer a close (1009) instead of the rest, so the layer never buffers
+more; the close is recorded ``message_too_large``. ``websocket_message`` checks the size again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import wsproto.events
+import wsproto.frame_protocol
 from mitmproxy import ctx, http
 from mitmproxy.proxy.layers import websocket as websocket_layer
 from mitmproxy.websocket import WebSocketMessage
@@ -65,31 +67,46 @@ def expiry(flow: http.HTTPFlow, leeway: int) -> float | None:
     return None if identity is None or identity.expires is None else identity.expires + leeway
 
 
-# mitmproxy's own class, even if this module is imported again while ControlPayloadsDropped is in its place
+# mitmproxy's own class, even if this module is imported again while WardenConnection is in its place
 MITMPROXY_CONNECTION: type[websocket_layer.WebsocketConnection] = next(
     c for c in websocket_layer.WebsocketConnection.__mro__ if c.__module__ == websocket_layer.__name__)
 
 
-class ControlPayloadsDropped(MITMPROXY_CONNECTION):  # type: ignore[misc, valid-type]
-    """mitmproxy's WebSocket connection, handing its layer every ping and pong with an empty payload and every
-    close without a reason (the code is kept). The layer relays (and logs) what it gets from ``events()``, so
-    nothing of a control frame's payload crosses the gateway or reaches the log; the WebSocket addon is told
-    each dropped payload's size, never its bytes."""
+class WardenConnection(MITMPROXY_CONNECTION):  # type: ignore[misc, valid-type]
+    """mitmproxy's WebSocket connection, handing its layer every ping and pong with an empty payload, every
+    close without a reason (the code is kept), and a close (1009) instead of the rest of a message once it is
+    over ``warden_max_body`` bytes.
+
+    The layer relays (and logs) what it gets from ``events()``, so nothing of a control frame's payload crosses
+    the gateway or reaches the log, and no message grows past the limit in its buffer (wsproto hands data
+    frames on in pieces as they arrive). The WebSocket addon is told each dropped payload's size, never its
+    bytes, and why it closed a session.
+    """
+
+    message_size = 0  # bytes of the message being received so far
 
     def events(self) -> Iterator[wsproto.events.Event]:
         for event in super().events():
             if isinstance(event, (wsproto.events.Ping, wsproto.events.Pong)) and event.payload:
-                self._dropped("control", len(event.payload))
+                self._addon().control_dropped(self.conn.id, "control", len(event.payload))
                 event = type(event)(payload=b"")
             elif isinstance(event, wsproto.events.CloseConnection) and event.reason:
-                self._dropped("close_reason", len(event.reason.encode()))
+                self._addon().control_dropped(self.conn.id, "close_reason", len(event.reason.encode()))
                 event = wsproto.events.CloseConnection(code=event.code, reason=None)
+            elif isinstance(event, wsproto.events.Message):
+                data = event.data
+                self.message_size += len(data.encode() if isinstance(data, str) else data)
+                if self.message_size > ctx.options.warden_max_body:
+                    self._addon().too_large(self.conn.id, self.message_size)
+                    yield wsproto.events.CloseConnection(code=wsproto.frame_protocol.CloseReason.MESSAGE_TOO_BIG)
+                    return  # the layer closes both sides on it; the rest is never read into a message
+                if event.message_finished:
+                    self.message_size = 0
             yield event
 
-    def _dropped(self, kind: str, size: int) -> None:
-        addon = ctx.master.addons.get("websocket")
-        if addon is not None:
-            addon.control_dropped(self.conn.id, kind, size)
+    @staticmethod
+    def _addon() -> WebSocket:
+        return ctx.master.addons.get("websocket")
 
 
 @dataclass
@@ -103,6 +120,7 @@ class Session:
     control_dropped: int = 0  # pings and pongs whose payload was dropped, and those payloads' bytes
     control_bytes: int = 0
     close_reason_size: int = 0
+    client_id: str = ""  # the client's connection id
     closed_as: tuple[str, str] | None = None  # (fate, reason) when the gateway closed it
     timer: asyncio.TimerHandle | None = None
 
@@ -115,14 +133,14 @@ class WebSocket:
 
     def load(self, loader) -> None:
         # mitmproxy relays (and logs) ping/pong payloads and close reasons with no addon hook: empty them.
-        websocket_layer.WebsocketConnection = ControlPayloadsDropped
+        websocket_layer.WebsocketConnection = WardenConnection
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
             self.rules = current_rules()
 
     def done(self) -> None:
-        if websocket_layer.WebsocketConnection is ControlPayloadsDropped:
+        if websocket_layer.WebsocketConnection is WardenConnection:
             websocket_layer.WebsocketConnection = MITMPROXY_CONNECTION
         for session in list(self.sessions.values()):
             if session.timer is not None:
@@ -168,6 +186,7 @@ class WebSocket:
         assert self.rules is not None
         session.expires_at = expiry(flow, self.rules.identity.leeway)
         self.by_connection[flow.client_conn.id] = self.by_connection[flow.server_conn.id] = session
+        session.client_id = flow.client_conn.id
         try:
             await self._commit(self._event(flow, fate="open", reason=f"WebSocket to upstream {session.upstream}"))
         except Exception as e:
@@ -266,7 +285,7 @@ class WebSocket:
             log.error("warden: the close of WebSocket flow %s could not be recorded: %r", flow.id, e)
 
     def control_dropped(self, connection_id: str, kind: str, size: int) -> None:
-        """``ControlPayloadsDropped`` dropped a ping's or pong's payload (``control``) or a close reason."""
+        """``WardenConnection`` dropped a ping's or pong's payload (``control``) or a close reason."""
         session = self.by_connection.get(connection_id)
         if session is None:
             return  # not a session of ours (it cannot be: upgrades are ours to allow); the payload is gone all the same
@@ -275,6 +294,18 @@ class WebSocket:
         else:
             session.control_dropped += 1
             session.control_bytes += size
+
+    def too_large(self, connection_id: str, size: int) -> None:
+        """``WardenConnection`` stopped a message at ``size`` bytes, over ``warden_max_body``, and closes the
+        session (the layer records the close as the peer's; ``closed_as`` makes it the gateway's)."""
+        session = self.by_connection.get(connection_id)
+        if session is not None and session.closed_as is None:
+            direction = "client_to_server" if session.client_id == connection_id else "server_to_client"
+            session.closed_as = (MessageTooLarge.type, f"a {direction} message grew past warden_max_body "
+                                 f"({ctx.options.warden_max_body} bytes) at {size} bytes; it was not relayed and "
+                                 f"the WebSocket was closed")
+            if session.timer is not None:
+                session.timer.cancel()
 
     def _expire(self, flow: http.HTTPFlow) -> None:
         session = self.sessions.get(flow)

@@ -13,8 +13,9 @@ from mitmproxy.test import taddons, tflow, tutils
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
+from addons.intake import Intake
 from addons.pseudonyms import Vault
-from addons.websocket import MITMPROXY_CONNECTION, ControlPayloadsDropped, Session, WebSocket, wants_upgrade
+from addons.websocket import MITMPROXY_CONNECTION, WardenConnection, Session, WebSocket, wants_upgrade
 
 
 @pytest.mark.parametrize(("headers", "wanted"), [
@@ -43,7 +44,6 @@ def test_a_later_message_reserves_the_pseudonyms_it_spells() -> None:
 
 def test_a_message_the_store_cannot_commit_is_dropped_and_the_session_closed(tmp_path: Path) -> None:
     from addons.config import Config
-    from addons.intake import Intake
     from addons.recorder import Recorder
     from addons.websocket import Session, WebSocket
 
@@ -66,7 +66,7 @@ def test_a_message_the_store_cannot_commit_is_dropped_and_the_session_closed(tmp
 def test_control_payloads_are_dropped_only_while_the_addon_is_loaded() -> None:
     websocket = WebSocket()
     with taddons.context(websocket):
-        assert websocket_layer.WebsocketConnection is ControlPayloadsDropped
+        assert websocket_layer.WebsocketConnection is WardenConnection
         websocket.done()
     assert websocket_layer.WebsocketConnection is MITMPROXY_CONNECTION
 
@@ -79,9 +79,9 @@ def test_control_frames_reach_the_layer_empty_and_only_their_sizes_are_counted()
         wsproto.events.TextMessage("kept"), wsproto.events.CloseConnection(code=4000, reason="carol@example.net"),
     ))
     client = tflow.tclient_conn()
-    with taddons.context(websocket):
+    with taddons.context(Intake(), websocket):
         websocket.by_connection[client.id] = session = Session("rt")
-        ws = ControlPayloadsDropped(wsproto.ConnectionType.SERVER, conn=client)
+        ws = WardenConnection(wsproto.ConnectionType.SERVER, conn=client)
         ws.receive_data(frames)
         events = list(ws.events())
         websocket.done()
@@ -91,3 +91,23 @@ def test_control_frames_reach_the_layer_empty_and_only_their_sizes_are_counted()
     assert events[4].code == 4000 and not events[4].reason
     assert (session.control_dropped, session.control_bytes) == (2, len("maria@example.org") + 4)
     assert session.close_reason_size == len("carol@example.net")
+
+
+def test_a_message_is_stopped_as_it_grows_past_the_limit() -> None:
+    websocket = WebSocket()
+    peer = wsproto.Connection(wsproto.ConnectionType.CLIENT)
+    client = tflow.tclient_conn()
+    with taddons.context(Intake(), websocket) as tctx:
+        tctx.options.warden_max_body = 10
+        websocket.by_connection[client.id] = session = Session("rt", client_id=client.id)
+        ws = WardenConnection(wsproto.ConnectionType.SERVER, conn=client)
+        ws.receive_data(peer.send(wsproto.events.TextMessage("0123456789", message_finished=True)))
+        assert [e.data for e in ws.events()] == ["0123456789"]  # at the limit: whole
+        ws.receive_data(peer.send(wsproto.events.BytesMessage(b"01234", message_finished=False)))
+        ws.receive_data(peer.send(wsproto.events.BytesMessage(b"567890", message_finished=True)))
+        events = list(ws.events())
+        websocket.done()
+    assert bytes(events[0].data) == b"01234" and len(events) == 2  # the piece over the limit is never handed on
+    assert isinstance(events[1], wsproto.events.CloseConnection) and events[1].code == 1009
+    assert session.closed_as is not None and session.closed_as[0] == "message_too_large"
+    assert "client_to_server" in session.closed_as[1] and "at 11 bytes" in session.closed_as[1]

@@ -278,7 +278,7 @@ def test_a_close_reason_never_crosses_the_gateway(gateway_factory, ws_upstream: 
     assert isinstance(close, CloseConnection) and close.code == 4000 and not close.reason
     assert client.closed
 
-    flow, events = events_of(gw, "/ws")
+    _, events = events_of(gw, "/ws")
     close_event = websocket_events(events)[-1]
     assert close_event["fate"] == "closed" and close_event["detail"]["closed_by"] == "server"
     assert close_event["detail"]["close_code"] == 4000
@@ -294,11 +294,12 @@ def test_an_oversized_message_closes_the_session_unrelayed(gateway_factory, ws_u
     client.send_text("a" * 4096)  # at the limit: relayed
     assert client.receive_text() == "a" * 4096
     client.send_text("b" * 4097)
-    client.wait_closed()
+    close = client.wait_closed()
+    assert isinstance(close, CloseConnection) and close.code == 1009  # Message Too Big
     assert client.closed and ws_upstream.received == ["a" * 4096]
     assert ws_upstream.closed.wait(10)
 
     ws = websocket_events(events_of(gw, "/ws")[1])
     assert [e["fate"] for e in ws] == ["open", "relayed", "relayed", "message_too_large"]
     assert ws[-1]["detail"]["closed_by"] == "gateway"
-    assert "4097" in ws[-1]["reason"] and "warden_max_body" in ws[-1]["reason"]
+    assert ws[-1]["detail"]["close_code"] == 1009 and "warden_max_body (4096 bytes)" in ws[-1]["reason"]
