@@ -301,9 +301,9 @@ class WebSocket:
         session = self.by_connection.get(connection_id)
         if session is not None and session.closed_as is None:
             direction = "client_to_server" if session.client_id == connection_id else "server_to_client"
-            session.closed_as = (MessageTooLarge.type, f"a {direction} message grew past warden_max_body "
-                                 f"({ctx.options.warden_max_body} bytes) at {size} bytes; it was not relayed and "
-                                 f"the WebSocket was closed")
+            reason = (f"a {direction} message grew past warden_max_body ({ctx.options.warden_max_body} bytes) at "
+                      f"{size} bytes; it was not relayed and the WebSocket was closed")
+            session.closed_as = (MessageTooLarge.type, reason)
             if session.timer is not None:
                 session.timer.cancel()
 

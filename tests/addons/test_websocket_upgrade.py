@@ -15,7 +15,7 @@ from wsproto.frame_protocol import Opcode
 
 from addons.intake import Intake
 from addons.pseudonyms import Vault
-from addons.websocket import MITMPROXY_CONNECTION, WardenConnection, Session, WebSocket, wants_upgrade
+from addons.websocket import MITMPROXY_CONNECTION, Session, WardenConnection, WebSocket, wants_upgrade
 
 
 @pytest.mark.parametrize(("headers", "wanted"), [

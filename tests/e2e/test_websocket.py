@@ -16,10 +16,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import trustme
-
-from tests.conftest import Gateway
 from wsproto.events import CloseConnection, Ping, Pong
 
+from tests.conftest import Gateway
 from tests.e2e.websocket_peers import (
     CLOSE_PII,
     CONTROL_PII,
