@@ -105,6 +105,13 @@ class WebSocketNotAllowed(WardenError):
     type = "websocket_not_allowed"
 
 
+class MessageTooLarge(WardenError):
+    """A WebSocket message is over ``warden_max_body`` bytes: it was not relayed and the session was closed."""
+
+    status = 413
+    type = "message_too_large"
+
+
 class UpgradeRefused(WardenError):
     """The upstream switched protocols (101) for a request that was not allowed to upgrade; nothing was relayed."""
 

@@ -12,6 +12,16 @@ mitmproxy 12 gives addons no way to close a live WebSocket (``flow.kill()`` does
 ``inject.websocket`` sends only text or binary messages: mitmproxy issue #4773). The gateway closes the client's
 connection as mitmproxy's own inactivity timeout does, through its connection handler; the WebSocket layer then
 closes the upstream's side and the ``websocket_end`` hook records the close with the gateway's reason.
+
+Control frames have no hook either: mitmproxy's WebSocket layer relays a ping's or pong's payload (and logs it
+at INFO) and a close frame's reason text, a channel around masking and the record. The layer reads every frame
+through its ``WebsocketConnection`` class; ``load()`` puts ``WardenConnection`` in its place, which hands
+the layer each ping, pong and close without its payload, so a ping still gets a pong and a close still closes,
+and no byte of the payload crosses or is logged. Only the dropped sizes are recorded, on the session's close.
+
+A message over ``warden_max_body`` bytes is not relayed: ``WardenConnection`` counts a message as its pieces
+arrive and, past the limit, hands the layer a close (1009) instead of the rest, so the layer never buffers
+more; the close is recorded ``message_too_large``. ``websocket_message`` checks the size again.
 """
 
 from __future__ import annotations
@@ -20,12 +30,17 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import wsproto.events
+import wsproto.frame_protocol
 from mitmproxy import ctx, http
+from mitmproxy.proxy.layers import websocket as websocket_layer
 from mitmproxy.websocket import WebSocketMessage
 
 from addons.errors import (
+    MessageTooLarge,
     NotConfigured,
     UnsupportedContent,
     UpgradeRefused,
@@ -52,6 +67,48 @@ def expiry(flow: http.HTTPFlow, leeway: int) -> float | None:
     return None if identity is None or identity.expires is None else identity.expires + leeway
 
 
+# mitmproxy's own class, even if this module is imported again while WardenConnection is in its place
+MITMPROXY_CONNECTION: type[websocket_layer.WebsocketConnection] = next(
+    c for c in websocket_layer.WebsocketConnection.__mro__ if c.__module__ == websocket_layer.__name__)
+
+
+class WardenConnection(MITMPROXY_CONNECTION):  # type: ignore[misc, valid-type]
+    """mitmproxy's WebSocket connection, handing its layer every ping and pong with an empty payload, every
+    close without a reason (the code is kept), and a close (1009) instead of the rest of a message once it is
+    over ``warden_max_body`` bytes.
+
+    The layer relays (and logs) what it gets from ``events()``, so nothing of a control frame's payload crosses
+    the gateway or reaches the log, and no message grows past the limit in its buffer (wsproto hands data
+    frames on in pieces as they arrive). The WebSocket addon is told each dropped payload's size, never its
+    bytes, and why it closed a session.
+    """
+
+    message_size = 0  # bytes of the message being received so far
+
+    def events(self) -> Iterator[wsproto.events.Event]:
+        for event in super().events():
+            if isinstance(event, (wsproto.events.Ping, wsproto.events.Pong)) and event.payload:
+                self._addon().control_dropped(self.conn.id, "control", len(event.payload))
+                event = type(event)(payload=b"")
+            elif isinstance(event, wsproto.events.CloseConnection) and event.reason:
+                self._addon().control_dropped(self.conn.id, "close_reason", len(event.reason.encode()))
+                event = wsproto.events.CloseConnection(code=event.code, reason=None)
+            elif isinstance(event, wsproto.events.Message):
+                data = event.data
+                self.message_size += len(data.encode() if isinstance(data, str) else data)
+                if self.message_size > ctx.options.warden_max_body:
+                    self._addon().too_large(self.conn.id, self.message_size)
+                    yield wsproto.events.CloseConnection(code=wsproto.frame_protocol.CloseReason.MESSAGE_TOO_BIG)
+                    return  # the layer closes both sides on it; the rest is never read into a message
+                if event.message_finished:
+                    self.message_size = 0
+            yield event
+
+    @staticmethod
+    def _addon() -> WebSocket:
+        return ctx.master.addons.get("websocket")
+
+
 @dataclass
 class Session:
     """One allowed WebSocket: its upstream, its token's end, and why the gateway closed it (if it did)."""
@@ -60,6 +117,10 @@ class Session:
     expires_at: float | None = None
     messages: int = 0
     dropped: int = 0
+    control_dropped: int = 0  # pings and pongs whose payload was dropped, and those payloads' bytes
+    control_bytes: int = 0
+    close_reason_size: int = 0
+    client_id: str = ""  # the client's connection id
     closed_as: tuple[str, str] | None = None  # (fate, reason) when the gateway closed it
     timer: asyncio.TimerHandle | None = None
 
@@ -68,12 +129,19 @@ class WebSocket:
     def __init__(self) -> None:
         self.rules: Rules | None = None
         self.sessions: weakref.WeakKeyDictionary[http.HTTPFlow, Session] = weakref.WeakKeyDictionary()
+        self.by_connection: dict[str, Session] = {}  # a live session by its client's and server's connection id
+
+    def load(self, loader) -> None:
+        # mitmproxy relays (and logs) ping/pong payloads and close reasons with no addon hook: empty them.
+        websocket_layer.WebsocketConnection = WardenConnection
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
             self.rules = current_rules()
 
     def done(self) -> None:
+        if websocket_layer.WebsocketConnection is WardenConnection:
+            websocket_layer.WebsocketConnection = MITMPROXY_CONNECTION
         for session in list(self.sessions.values()):
             if session.timer is not None:
                 session.timer.cancel()
@@ -117,6 +185,8 @@ class WebSocket:
             return
         assert self.rules is not None
         session.expires_at = expiry(flow, self.rules.identity.leeway)
+        self.by_connection[flow.client_conn.id] = self.by_connection[flow.server_conn.id] = session
+        session.client_id = flow.client_conn.id
         try:
             await self._commit(self._event(flow, fate="open", reason=f"WebSocket to upstream {session.upstream}"))
         except Exception as e:
@@ -155,8 +225,11 @@ class WebSocket:
 
     async def _relay(self, flow: http.HTTPFlow, session: Session, message: WebSocketMessage) -> None:
         """Mask ``message`` in place and commit its event; it is relayed only if this returns."""
-        session.messages += 1
         direction = "client_to_server" if message.from_client else "server_to_client"
+        if len(message.content) > ctx.options.warden_max_body:
+            raise MessageTooLarge(f"a {direction} message of {len(message.content)} bytes is over warden_max_body "
+                                  f"({ctx.options.warden_max_body} bytes); it was not relayed")
+        session.messages += 1
         detail: dict[str, object] = {"direction": direction, "type": "text" if message.is_text else "binary",
                                      "index": session.messages}
         event = self._event(flow, fate="relayed", detail=detail)
@@ -191,14 +264,18 @@ class WebSocket:
         session = self.sessions.pop(flow, None)
         if session is None:
             return
+        for conn in (flow.client_conn, flow.server_conn):
+            self.by_connection.pop(conn.id, None)
         if session.timer is not None:
             session.timer.cancel()
         ws = flow.websocket
         detail: dict[str, object] = {"messages": session.messages}
         if ws is not None:
-            # The close frame's reason text is the peer's free text (it may carry PII): only its size is kept.
-            detail.update(close_code=ws.close_code, close_reason_size=len(ws.close_reason or ""),
+            # The close frame's reason text is the peer's free text (it may carry PII): dropped, only its size kept.
+            detail.update(close_code=ws.close_code, close_reason_size=session.close_reason_size,
                           closed_by="gateway" if session.closed_as else ("client" if ws.closed_by_client else "server"))
+        if session.control_dropped:
+            detail["control_payloads_dropped"] = {"count": session.control_dropped, "bytes": session.control_bytes}
         if session.dropped:
             detail["dropped_after_close"] = session.dropped
         fate, reason = session.closed_as or ("closed", f"closed by the {detail.get('closed_by', 'peer')}")
@@ -206,6 +283,29 @@ class WebSocket:
             await self._commit(self._event(flow, fate=fate, reason=reason, detail=detail))
         except Exception as e:
             log.error("warden: the close of WebSocket flow %s could not be recorded: %r", flow.id, e)
+
+    def control_dropped(self, connection_id: str, kind: str, size: int) -> None:
+        """``WardenConnection`` dropped a ping's or pong's payload (``control``) or a close reason."""
+        session = self.by_connection.get(connection_id)
+        if session is None:
+            return  # not a session of ours (it cannot be: upgrades are ours to allow); the payload is gone all the same
+        if kind == "close_reason":
+            session.close_reason_size = size
+        else:
+            session.control_dropped += 1
+            session.control_bytes += size
+
+    def too_large(self, connection_id: str, size: int) -> None:
+        """``WardenConnection`` stopped a message at ``size`` bytes, over ``warden_max_body``, and closes the
+        session (the layer records the close as the peer's; ``closed_as`` makes it the gateway's)."""
+        session = self.by_connection.get(connection_id)
+        if session is not None and session.closed_as is None:
+            direction = "client_to_server" if session.client_id == connection_id else "server_to_client"
+            reason = (f"a {direction} message grew past warden_max_body ({ctx.options.warden_max_body} bytes) at "
+                      f"{size} bytes; it was not relayed and the WebSocket was closed")
+            session.closed_as = (MessageTooLarge.type, reason)
+            if session.timer is not None:
+                session.timer.cancel()
 
     def _expire(self, flow: http.HTTPFlow) -> None:
         session = self.sessions.get(flow)

@@ -16,9 +16,19 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import trustme
+from wsproto.events import CloseConnection, Ping, Pong
 
 from tests.conftest import Gateway
-from tests.e2e.websocket_peers import RAW, UNSOLICITED, UPSTREAM_PII, WsClient, WsUpstream, tunnel
+from tests.e2e.websocket_peers import (
+    CLOSE_PII,
+    CONTROL_PII,
+    RAW,
+    UNSOLICITED,
+    UPSTREAM_PII,
+    WsClient,
+    WsUpstream,
+    tunnel,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +78,12 @@ def events_of(gw: Gateway, path: str) -> tuple[dict, list[dict]]:
 
 def websocket_events(events: list[dict]) -> list[dict]:
     return [e for e in events if e["kind"] == "websocket"]
+
+
+def stored(gw: Gateway) -> bytes:
+    """Every byte of the (stopped) gateway's store and journal."""
+    journal = gw.db.with_name(gw.db.name + ".journal")
+    return gw.db.read_bytes() + (journal.read_bytes() if journal.exists() else b"")
 
 
 def test_upgrade_is_refused_by_default_and_recorded(gateway_factory, ws_upstream: WsUpstream) -> None:
@@ -135,7 +151,7 @@ def test_allowed_websocket_is_masked_both_ways_and_every_message_recorded(gatewa
     assert messages[0]["entities"] == {"EMAIL_ADDRESS": 1} and messages[5]["entities"] == {"EMAIL_ADDRESS": 1}
     assert all(e["user"] == "alice" for e in ws)
     assert ws[-1]["detail"]["closed_by"] == "client" and ws[-1]["detail"]["close_code"] == 1000
-    assert ws[-1]["detail"]["close_reason_size"] == len("done")  # the peer's free text is not stored
+    assert ws[-1]["detail"]["close_reason_size"] == len("done")  # the peer's free text is neither relayed nor stored
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs)
 
@@ -223,3 +239,66 @@ def test_analysis_failure_drops_the_message_and_closes(gateway_factory, ws_upstr
     assert client.closed and ws_upstream.received == ["warm up"]
     ws = websocket_events(events_of(gw, "/ws")[1])
     assert ws[-1]["fate"] == "pii_unavailable" and ws[-1]["detail"]["closed_by"] == "gateway"
+
+
+def test_control_frame_payloads_never_cross_the_gateway(gateway_factory, ws_upstream: WsUpstream) -> None:
+    """Pings and pongs are relayed empty both ways (keep-alive still works), never logged, never stored."""
+    gw = gateway_factory(ws_rules(ws_upstream.port))
+    client = connect(gw, ws_upstream)
+    client.ping(EMAIL.encode())
+    pong = client.receive_control()
+    assert isinstance(pong, Pong) and bytes(pong.payload) == b""  # the caller still gets its pong
+    assert ws_upstream.pings == [b""]  # the upstream got the ping, without its payload
+
+    client.send_text(CONTROL_PII)  # the upstream answers with a ping and a pong, each carrying PII
+    ping, pong = client.receive_control(), client.receive_control()
+    assert isinstance(ping, Ping) and bytes(ping.payload) == b""
+    assert isinstance(pong, Pong) and bytes(pong.payload) == b""
+    client.close()
+    assert ws_upstream.closed.wait(10)
+
+    flow, events = events_of(gw, "/ws")
+    close = websocket_events(events)[-1]
+    assert close["fate"] == "closed"
+    assert close["detail"]["control_payloads_dropped"] == {"count": 3, "bytes": len(EMAIL) + 2 * len(UPSTREAM_PII)}
+    log = gw.log()
+    assert EMAIL not in log and UPSTREAM_PII not in log
+    gw.stop()
+    assert EMAIL.encode() not in stored(gw) and UPSTREAM_PII.encode() not in stored(gw)
+    dump = gw.warden("show", flow["flow_id"], "--json", db_only=True).stdout
+    assert EMAIL not in dump and UPSTREAM_PII not in dump
+
+
+def test_a_close_reason_never_crosses_the_gateway(gateway_factory, ws_upstream: WsUpstream) -> None:
+    gw = gateway_factory(ws_rules(ws_upstream.port))
+    client = connect(gw, ws_upstream)
+    client.send_text(CLOSE_PII)  # the upstream closes with PII as its reason
+    close = client.wait_closed()
+    assert isinstance(close, CloseConnection) and close.code == 4000 and not close.reason
+    assert client.closed
+
+    _, events = events_of(gw, "/ws")
+    close_event = websocket_events(events)[-1]
+    assert close_event["fate"] == "closed" and close_event["detail"]["closed_by"] == "server"
+    assert close_event["detail"]["close_code"] == 4000
+    assert close_event["detail"]["close_reason_size"] == len(UPSTREAM_PII)
+    assert UPSTREAM_PII not in gw.log()
+    gw.stop()
+    assert UPSTREAM_PII.encode() not in stored(gw)
+
+
+def test_an_oversized_message_closes_the_session_unrelayed(gateway_factory, ws_upstream: WsUpstream) -> None:
+    gw = gateway_factory(ws_rules(ws_upstream.port), extra_args=("--set", "warden_max_body=4096"))
+    client = connect(gw, ws_upstream)
+    client.send_text("a" * 4096)  # at the limit: relayed
+    assert client.receive_text() == "a" * 4096
+    client.send_text("b" * 4097)
+    close = client.wait_closed()
+    assert isinstance(close, CloseConnection) and close.code == 1009  # Message Too Big
+    assert client.closed and ws_upstream.received == ["a" * 4096]
+    assert ws_upstream.closed.wait(10)
+
+    ws = websocket_events(events_of(gw, "/ws")[1])
+    assert [e["fate"] for e in ws] == ["open", "relayed", "relayed", "message_too_large"]
+    assert ws[-1]["detail"]["closed_by"] == "gateway"
+    assert ws[-1]["detail"]["close_code"] == 1009 and "warden_max_body (4096 bytes)" in ws[-1]["reason"]

@@ -19,6 +19,7 @@ from wsproto.events import (
     CloseConnection,
     Event,
     Ping,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -28,6 +29,8 @@ from wsproto.events import (
 UNSOLICITED = "send me your contact"  # the upstream answers it with PII of its own
 UPSTREAM_PII = "carol.jones@example.net"
 RAW = b"RAW-BYTES-FROM-UPSTREAM"
+CONTROL_PII = "send me control frames"  # the upstream answers with a ping and a pong carrying UPSTREAM_PII
+CLOSE_PII = "close with a reason"  # the upstream closes with UPSTREAM_PII as the close reason
 
 
 def _read_head(sock: socket.socket) -> bytes:
@@ -46,6 +49,7 @@ class WsUpstream:
 
     ssl_context: ssl.SSLContext
     received: list[str | bytes] = field(default_factory=list)
+    pings: list[bytes] = field(default_factory=list)  # the payload of every ping that reached it
     connections: int = 0
     closed: threading.Event = field(default_factory=threading.Event)  # a WebSocket connection ended
     rogue_hits: int = 0
@@ -90,6 +94,12 @@ class WsUpstream:
             for event in ws.events():
                 if isinstance(event, Request):
                     sock.sendall(ws.send(AcceptConnection()))
+                elif isinstance(event, TextMessage) and event.data == CONTROL_PII:
+                    self.received.append(event.data)
+                    sock.sendall(ws.send(Ping(UPSTREAM_PII.encode())) + ws.send(Pong(UPSTREAM_PII.encode())))
+                elif isinstance(event, TextMessage) and event.data == CLOSE_PII:
+                    self.received.append(event.data)
+                    sock.sendall(ws.send(CloseConnection(code=4000, reason=UPSTREAM_PII)))
                 elif isinstance(event, TextMessage):
                     self.received.append(event.data)
                     reply = f"reach me at {UPSTREAM_PII}" if event.data == UNSOLICITED else event.data
@@ -98,6 +108,7 @@ class WsUpstream:
                     self.received.append(bytes(event.data))
                     sock.sendall(ws.send(BytesMessage(event.data)))
                 elif isinstance(event, Ping):
+                    self.pings.append(bytes(event.payload))
                     sock.sendall(ws.send(event.response()))
                 elif isinstance(event, CloseConnection):
                     try:
@@ -178,6 +189,16 @@ class WsClient:
 
     def send_bytes(self, data: bytes) -> None:
         self.sock.sendall(self.ws.send(BytesMessage(data)))
+
+    def ping(self, payload: bytes) -> None:
+        self.sock.sendall(self.ws.send(Ping(payload)))
+
+    def receive_control(self) -> Ping | Pong | CloseConnection:
+        """The next ping, pong or close frame (messages in between are skipped)."""
+        while (event := self.next_event()) is not None:
+            if isinstance(event, (Ping, Pong, CloseConnection)):
+                return event
+        raise ConnectionError("the connection was closed")
 
     def receive_text(self) -> str:
         """The next whole text message (fragments joined)."""
