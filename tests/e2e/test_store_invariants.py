@@ -190,7 +190,6 @@ def test_an_edited_tail_laundered_through_a_restart_is_named_signed_late_and_cau
     the journal's anchor: verify said only "unsigned tail", advised starting the gateway, and the gateway then
     signed the forged tail silently, as if signed in the normal course."""
     from addons.events import seal
-
     from tests.conftest import start_gateway
 
     gw: Gateway = gateway_factory(extra_args=("--set", "warden_checkpoint_every=100000"))
