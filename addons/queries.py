@@ -7,7 +7,8 @@ answer alike.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -118,7 +119,10 @@ class Verification:
     ``ok``: nothing was changed, removed or reordered and every signature holds; ``problem`` names the
     first bad event otherwise. ``unsigned_tail``: events after the last head a checkpoint signed (a crash
     left them; a running gateway signs them when asked). ``heads``: every signed checkpoint, to compare
-    with the copies kept outside the store (the gateway's "warden checkpoint ..." log lines)."""
+    with the copies kept outside the store (the gateway's "warden checkpoint ..." log lines).
+    ``signed_late``: ranges a gateway found unsigned at start-up (its ``startup`` event names them) and
+    signed only then: a crash, a repair, or an edit of the stopped store's files; not signed in the normal
+    course. ``external_heads``: the outcome of comparing ``heads`` with copies kept outside (``match_heads``)."""
 
     ok: bool
     events: int = 0
@@ -128,6 +132,8 @@ class Verification:
     signed_seq: int = -1
     unsigned_tail: int = 0
     heads: list[dict[str, Any]] = field(default_factory=list)
+    signed_late: list[dict[str, Any]] = field(default_factory=list)
+    external_heads: dict[str, Any] | None = None
     problem: str | None = None
     bad_seq: int | None = None
     bad_flow_id: str | None = None
@@ -135,8 +141,13 @@ class Verification:
 
     @property
     def status(self) -> str:
-        """``broken``, ``unsigned_tail`` or ``ok``: what ``warden verify`` exits with (1, 3, 0)."""
-        return "broken" if not self.ok else "unsigned_tail" if self.unsigned_tail else "ok"
+        """``broken``, ``no_signed_checkpoint`` (events, none signed), ``unsigned_tail`` or ``ok``: what
+        ``warden verify`` exits with (1, 3, 3, 0)."""
+        if not self.ok:
+            return "broken"
+        if self.events and not self.checkpoints:
+            return "no_signed_checkpoint"
+        return "unsigned_tail" if self.unsigned_tail else "ok"
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, **asdict(self)}
@@ -148,6 +159,7 @@ def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) 
     them with ``public_key``."""
     result = Verification(ok=True)
     prev_hash, expected_seq, form = GENESIS, 0, 1
+    found: list[dict[str, Any]] = []  # ranges startup events name, until a checkpoint signs them
     wanted_key = key_id(public_key) if public_key is not None else None
 
     def fail(event: Event, why: str) -> Verification:
@@ -185,7 +197,14 @@ def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) 
                                  "key_id": detail.get("key_id")})
             result.checkpoints += 1
             result.signed_seq, result.unsigned_tail = detail["head_seq"], 0
+            result.signed_late += found
+            found = []
         else:
+            if event.kind == "startup" and (event.detail or {}).get("unsigned_tail") is not None:
+                why = _check_startup(event, result.heads[-1]["seq"] if result.heads else -1)
+                if why:
+                    return fail(event, why)
+                found.append({**event.detail["unsigned_tail"], "startup_seq": event.seq})
             result.unsigned_tail += 1
         prev_hash, expected_seq = event.hash, event.seq + 1
         result.events += 1
@@ -208,6 +227,61 @@ def _check_checkpoint(event: Event, prev_hash: str, public_key, wanted_key) -> s
     if not verify_signature(public_key, checkpoint_message(head_seq, head_hash), detail.get("signature", "")):
         return "checkpoint signature is not valid"
     return None
+
+
+def _check_startup(event: Event, last_checkpoint_seq: int) -> str | None:
+    """A startup event names exactly the events between the last checkpoint and itself."""
+    tail = event.detail["unsigned_tail"]
+    want = {"first_seq": last_checkpoint_seq + 1, "last_seq": event.seq - 1, "count": event.seq - 1 - last_checkpoint_seq}
+    if {k: tail.get(k) for k in want} != want:
+        return (f"the startup event names unsigned events seq {tail.get('first_seq')}..{tail.get('last_seq')}, "
+                f"but the chain has seq {want['first_seq']}..{want['last_seq']} there")
+    return None
+
+
+# The gateway's external anchor, one per checkpoint (addons/store.py): any prefix (time, level, logger) is allowed.
+HEAD_LINE = re.compile(r"warden checkpoint seq=(\d+) head_seq=(\d+) head_hash=([0-9a-f]{64}) key_id=(\S+) signature=(\S+)")
+
+
+def parse_heads(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """The checkpoint heads in a gateway log (its "warden checkpoint seq=... head_seq=... head_hash=...
+    key_id=... signature=..." lines), with their line numbers; every other line is ignored."""
+    heads = []
+    for number, line in enumerate(lines, 1):
+        m = HEAD_LINE.search(line)
+        if m:
+            heads.append({"seq": int(m[1]), "head_seq": int(m[2]), "head_hash": m[3], "key_id": m[4],
+                          "signature": m[5], "line": number})
+    return heads
+
+
+def match_heads(result: Verification, external: list[dict[str, Any]], source: str) -> Verification:
+    """Compare the heads kept outside the store with the chain's signed checkpoints: every external head must
+    be a checkpoint of the chain with the same seq, head and key. A history rewritten and re-signed with the
+    gateway's own key verifies by itself; the heads logged before the rewrite do not match it."""
+    chain = {h["seq"]: h for h in result.heads}
+    matched, unmatched = 0, []
+    for head in external:
+        mine = chain.get(head["seq"])
+        if mine is not None and all(mine[k] == head[k] for k in ("head_seq", "head_hash", "key_id")):
+            matched += 1
+            continue
+        if mine is None:
+            why = ("no checkpoint with that seq in the chain" if head["seq"] > result.head_seq or not result.ok
+                   else f"event seq={head['seq']} of the chain is not a checkpoint")
+        else:
+            why = f"the chain's checkpoint seq={head['seq']} signs head_seq={mine['head_seq']} head_hash={mine['head_hash']}"
+        unmatched.append({**{k: head[k] for k in ("seq", "head_seq", "head_hash", "key_id", "line")}, "why": why})
+    result.external_heads = {"source": source, "given": len(external), "matched": matched, "unmatched": unmatched}
+    if unmatched and result.ok:
+        first = unmatched[0]
+        result.ok = False
+        result.bad_seq = first["seq"]
+        result.problem = (f"{len(unmatched)} of {len(external)} external heads are not in the chain; the first, "
+                          f"{source} line {first['line']}: checkpoint seq={first['seq']} head_seq={first['head_seq']} "
+                          f"head_hash={first['head_hash']}: {first['why']} (the store was rewritten after that head "
+                          "was logged, or the log belongs to another store)")
+    return result
 
 
 def verify_chain(con: duckdb.DuckDBPyConnection, public_key: Ed25519PublicKey | None) -> Verification:

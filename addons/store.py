@@ -106,15 +106,22 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
     path = Path(path)
     if read_only:
         return _read_only(path)
+    return _for_writing(path)[0]
+
+
+def _for_writing(path: Path) -> tuple[duckdb.DuckDBPyConnection, dict]:
+    """The store opened to write, the journal checked and loaded; also what was loaded (for the startup event)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _open(path)
     try:
         con.execute(schema_sql())
-        _load_journal(con, journal_path(path))
+        before = _head(con)
+        loaded = _load_journal(con, journal_path(path))
     except BaseException:
         con.close()
         raise
-    return con
+    return con, {"file": journal_path(path).name, "events_loaded": loaded,
+                 "duckdb_head_seq": before.seq, "duckdb_head_hash": before.hash}
 
 
 def _read_only(path: Path) -> duckdb.DuckDBPyConnection:
@@ -200,7 +207,7 @@ class Store:
         self._key = signing_key
         self._every = checkpoint_every
         self._interval = checkpoint_seconds
-        self._con = connect(self.path)  # the journal checked and loaded, or JournalDamaged
+        self._con, journal = _for_writing(self.path)  # the journal checked and loaded, or JournalDamaged
         # One DuckDB worker: the loads are batched, and on a small machine extra threads only contend.
         self._con.execute("SET threads = 1")
         self._journal = Journal(journal_path(self.path))
@@ -218,6 +225,36 @@ class Store:
         self.failures = 0
         self.last_error: str | None = None
         self.on_commit: list = []  # callables(batch_size, seconds), e.g. metrics
+        self.found_unsigned: dict | None = None
+        self._state_unsigned_tail(journal)
+
+    def _state_unsigned_tail(self, journal: dict) -> None:
+        """Before anything new is committed or signed: if events follow the last signed checkpoint (a crash, a
+        repair, or someone who edited the stopped store's files), say so on the chain, a ``startup`` event
+        naming the range, and sign it at once. The signature then covers "these events were found unsigned",
+        and ``warden verify`` reports them as signed late, never as signed in the normal course."""
+        first = self._last_checkpoint + 1
+        if self.head.seq < first:
+            return
+        last_signed = None if self.last_checkpoint is None else {
+            "seq": self.last_checkpoint["head_seq"], "hash": self.last_checkpoint["head_hash"],
+            "checkpoint_seq": self.last_checkpoint["seq"]}
+        tail = {"first_seq": first, "last_seq": self.head.seq, "count": self.head.seq - first + 1}
+        event = Event(kind="startup", reason="unsigned_tail",
+                      detail={"unsigned_tail": tail, "last_signed_head": last_signed, "journal": journal})
+        future: Future = Future()
+        self._commit([(event, future)])
+        future.result(timeout=0)  # StoreError if the journal could not be written: the gateway does not start
+        self.found_unsigned = {**tail, "startup_seq": event.seq}
+        log.warning(
+            "warden: found %d events no checkpoint signed (seq %d..%d) after %s; recorded as startup event seq=%d "
+            "and signed now: `warden verify` reports them as signed late. If this was not a crash you know of, "
+            "compare the store with the 'warden checkpoint' lines kept outside it (warden verify --heads FILE)",
+            tail["count"], first, tail["last_seq"],
+            "no signed checkpoint at all" if last_signed is None else f"the last signed head (seq={last_signed['seq']})",
+            event.seq,
+        )
+        self._checkpoint_if_due(force=True)
 
     # -- the public side ----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ API (``--admin``) while it runs. Examples::
     warden flows --user alice --since 2h            # a table; --json for machines
     warden show 0f8c...                             # one flow, masked bodies
     warden export-flows -o flows.mitm               # then: mitmweb --rfile flows.mitm
-    warden verify                                   # exit 0 intact and signed, 1 tampered, 3 unsigned tail
+    warden verify --heads gateway.log               # exit 0 intact and signed, 1 tampered, 3 unsigned
     warden repair-journal                           # after start-up refused a damaged journal
 """
 
@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from addons.keys import KeyFileError, OriginalsKey, load_public_key
-from addons.queries import FlowFilter, Verification, headers_of, parse_when, verify_events
+from addons.queries import FlowFilter, Verification, headers_of, match_heads, parse_heads, parse_when, verify_events
 from addons.recovery import repair_journal
 from addons.rules import IdentityConfig
 from addons.store import JournalDamaged, StoreError
@@ -284,19 +284,26 @@ def verify(
         "certs/warden-signing.pub"
     ),
     as_json: Annotated[bool, typer.Option("--json", help="The result as JSON (every signed head under 'heads').")] = False,
+    heads: Annotated[Path | None, typer.Option(help="A file holding the checkpoint heads kept outside the store: the "
+                                                   "gateway's 'warden checkpoint seq=... head_hash=...' log lines (other "
+                                                   "lines are ignored). Each must be a checkpoint of the chain.")] = None,
 ) -> None:
     """Check the record: the hash chain from its genesis (seq 0), every checkpoint signature, and that a signed
     checkpoint covers every event. Through a running gateway, it first has the gateway sign its current head.
-    Prints the signed heads (seq, head hash, key id) to compare with the gateway's "warden checkpoint" log lines.
+    Prints the signed heads (seq, head hash, key id) to compare with the gateway's "warden checkpoint" log lines;
+    --heads FILE compares them for you. Events a gateway found unsigned at start-up (a crash, a repair, or an edit
+    of the stopped store's files) are named as signed late, apart from those signed in the normal course.
 
     \b
     Exit status:
       0  intact, and every event is covered by a signed checkpoint
       1  broken: an event was changed, removed, reordered or inserted, the chain does not begin at its
-         genesis, a signature is invalid or by another key, or the journal is damaged (the first problem is named)
-      2  could not check (no store, unreadable key, gateway unreachable)
-      3  intact, but an unsigned tail: events after the last signed checkpoint (a crash left them);
-         start the gateway and verify through it to have them signed
+         genesis, a signature is invalid or by another key, the journal is damaged, or a head from
+         --heads is not in the chain (the first problem is named)
+      2  could not check (no store, unreadable key or heads file, gateway unreachable)
+      3  intact, but an unsigned tail: events after the last signed checkpoint (a crash left them), or
+         0 signed checkpoints at all. Before starting the gateway (which records them as found unsigned
+         and signs them), check the store with --heads against the log lines kept outside it
 
     Example: warden verify --json
     """
@@ -304,6 +311,7 @@ def verify(
         public_key = load_public_key(pubkey)
     except KeyFileError as e:
         raise _fail(f"--pubkey: {e}") from None
+    external = _external_heads(heads) if heads is not None else None
     checkpoint, where = None, str(State.db)
     try:
         backend = open_backend(State.db, State.admin, _admin_token)
@@ -320,8 +328,22 @@ def verify(
             raise _fail(str(e)) from None
         finally:
             backend.close()
+    if external is not None:
+        match_heads(result, external, str(heads))
     _report(result, checkpoint, where, as_json)
-    raise typer.Exit(EXIT_BROKEN if result.status == "broken" else EXIT_UNSIGNED if result.unsigned_tail else EXIT_OK)
+    raise typer.Exit({"broken": EXIT_BROKEN, "ok": EXIT_OK}.get(result.status, EXIT_UNSIGNED))
+
+
+def _external_heads(path: Path) -> list[dict]:
+    try:
+        with path.open(errors="replace") as f:
+            found = parse_heads(f)
+    except OSError as e:
+        raise _fail(f"--heads: {e}") from None
+    if not found:
+        raise _fail(f"--heads: {path}: no 'warden checkpoint seq=... head_seq=... head_hash=... key_id=... "
+                    "signature=...' line in it")
+    return found
 
 
 def _walk(backend: Backend, public_key, until_seq: int | None) -> Verification:
@@ -342,15 +364,24 @@ def _report(result: Verification, checkpoint: dict | None, where: str, as_json: 
         return
     if result.status == "broken":
         err.print(f"[bold red]chain BROKEN[/]: {result.problem}", highlight=False)
+        if result.external_heads is not None:
+            ext = result.external_heads
+            err.print(f"  external heads: {ext['matched']} of {ext['given']} matched ({ext['source']})", highlight=False)
         return
-    if result.status == "ok":
+    if result.status == "no_signed_checkpoint":
+        out.print(f"[yellow]0 SIGNED CHECKPOINTS[/]: the chain is intact ({result.events} events from the genesis, "
+                  f"head seq={result.head_seq}), but no checkpoint signs any of it: nothing shows the gateway wrote "
+                  f"this record (exit 3, as for an unsigned tail) ({where})", highlight=False)
+    elif result.status == "ok":
         out.print(f"[green]chain OK[/]: {result.events} events from the genesis, {result.checkpoints} signed checkpoints, "
                   f"head seq={result.head_seq} hash={result.head_hash} ({where})", highlight=False)
     else:
         out.print(f"[yellow]UNSIGNED TAIL[/]: the chain is intact ({result.events} events from the genesis, head "
                   f"seq={result.head_seq}), but {result.unsigned_tail} events after the last signed head "
-                  f"(seq={result.signed_seq}) are covered by no checkpoint: an unclean stop left them. Start the "
-                  f"gateway and run warden verify against it to sign them ({where})", highlight=False)
+                  f"(seq={result.signed_seq}) are covered by no checkpoint: an unclean stop left them, or someone "
+                  "edited the stopped store. Check it with --heads against the 'warden checkpoint' log lines kept "
+                  "outside the store; a gateway started on it records the range as found unsigned, then signs it "
+                  f"({where})", highlight=False)
     if checkpoint is not None:
         out.print(f"  signed now by the gateway: checkpoint seq={checkpoint['seq']} head_seq={checkpoint['head_seq']}",
                   highlight=False)
@@ -361,6 +392,14 @@ def _report(result: Verification, checkpoint: dict | None, where: str, as_json: 
         for head in shown:
             out.print(f"    seq={head['seq']} head_seq={head['head_seq']} head_hash={head['head_hash']} "
                       f"key_id={head['key_id']}", highlight=False)
+    for late in result.signed_late:
+        out.print(f"  [yellow]signed late (found unsigned at start-up, seq {late['first_seq']}..{late['last_seq']})[/]: "
+                  f"{late['count']} events no checkpoint had signed when a gateway started (a crash, a repair, or an "
+                  f"edit of the stopped store); recorded by startup event seq={late['startup_seq']}. Compare the heads "
+                  "before it with the log lines kept outside (--heads)", highlight=False)
+    if result.external_heads is not None:
+        ext = result.external_heads
+        out.print(f"  external heads: {ext['matched']} of {ext['given']} matched ({ext['source']})", highlight=False)
     for note in result.notes:
         out.print(f"  note: {note}", highlight=False)
 

@@ -148,7 +148,9 @@ os._exit(9)  # like SIGKILL: no close, no load, no final checkpoint
     assert result.ok and result.events == 50
     con.close()
     reopened = Store(tmp_path / "w.duckdb", key)
-    assert reopened.head.seq == 49
+    # every committed event kept (seq 0..49), then the startup event naming them, then its checkpoint
+    assert reopened.found_unsigned == {"first_seq": 0, "last_seq": 49, "count": 50, "startup_seq": 50}
+    assert reopened.head.seq == 51
     reopened.close()
 
 
@@ -318,7 +320,8 @@ def test_a_damaged_early_journal_line_stops_start_up_and_the_repair_keeps_a_copy
     assert report["repaired"] and report["loaded"] == 2 and report["repair_event_seq"] == 2
     assert Path(report["copy"]).read_bytes() == damaged
     s = Store(db, key)
-    assert s.head.seq == 2
+    assert s.head.seq == 4  # the repair (seq 2), then the startup event naming 0..2 as found unsigned, signed
+    assert s.found_unsigned == {"first_seq": 0, "last_seq": 2, "count": 3, "startup_seq": 3}
     s.close()
     con = connect(db, read_only=True)
     [repair] = [e for e in iter_events(con) if e.kind == "journal_repair"]
@@ -359,7 +362,8 @@ def test_an_emptied_journal_is_detected(tmp_path: Path, key: SigningKey) -> None
 
     db = _crash_with_events(tmp_path, 6)
     db = _crash_with_events(tmp_path, 6)  # loads the first six; six more only in the journal after the anchor
-    assert len(read_journal(journal_path(db))) == 7
+    # the anchor, the second open's startup event and its checkpoint, six more
+    assert len(read_journal(journal_path(db))) == 9
     journal_path(db).write_bytes(b"")
     for opener in (lambda: Store(db, key), lambda: connect(db, read_only=True)):
         with pytest.raises(JournalDamaged, match=r"line 1: the journal is empty or missing"):
@@ -374,7 +378,7 @@ def test_reading_writes_nothing_and_sees_the_journal(tmp_path: Path, key: Signin
     con = connect(db, read_only=True)
     assert [e.flow_id for e in iter_events(con)] == [f"f{i}" for i in range(7)]
     assert con.execute("SELECT count(*) FROM events WHERE kind = 'request'").fetchone() == (7,)
-    assert verify_chain(con, key.public).status == "unsigned_tail"
+    assert verify_chain(con, key.public).status == "no_signed_checkpoint"
     con.close()
     assert _digest(db, journal, db.with_name(db.name + ".wal")) == before
 
@@ -447,3 +451,115 @@ def test_one_event_is_proven_up_to_a_signed_head_with_digests_only(tmp_path: Pat
     assert "links do not lead" in verify_inclusion(events[3], proof, key.public)
     other = SigningKey.load_or_create(tmp_path / "other.key")
     assert "not by the given key" in verify_inclusion(events[3], prove_inclusion(events[3:10], checkpoint), other.public)
+
+
+# -- laundering an edited tail through a restart; heads kept outside the store -----------------------------
+
+
+def test_an_unsigned_tail_found_at_open_is_recorded_signed_and_reported_as_signed_late(
+    tmp_path: Path, key: SigningKey, caplog
+) -> None:
+    """Old code: the gateway signed events it found unsigned as if they had been signed in the normal course."""
+    db = _crash_with_events(tmp_path, 12, checkpoint_every=5)  # heads 4 and 10 signed; seq 12, 13 not
+    with caplog.at_level("WARNING", logger="warden.store"):
+        s = Store(db, key)
+    assert s.found_unsigned == {"first_seq": 12, "last_seq": 13, "count": 2, "startup_seq": 14}
+    assert any("found 2 events no checkpoint signed (seq 12..13)" in r.getMessage() for r in caplog.records)
+    s.start()
+    s.sync()
+    startup = [e for e in iter_events(s.reader()) if e.kind == "startup"]
+    assert [e.detail["unsigned_tail"] for e in startup] == [{"first_seq": 12, "last_seq": 13, "count": 2}]
+    assert startup[0].detail["last_signed_head"]["seq"] == 10
+    assert startup[0].detail["journal"]["events_loaded"] == 14
+    result = verify_chain(s.reader(), key.public)
+    assert result.status == "ok" and result.heads[-1]["head_seq"] == 14  # signed at once
+    assert result.signed_late == [{"first_seq": 12, "last_seq": 13, "count": 2, "startup_seq": 14}]
+    s.close()
+    again = Store(db, key)  # a clean stop signed the final head: nothing found unsigned
+    assert again.found_unsigned is None
+    again.close()
+
+
+def test_events_without_any_checkpoint_are_their_own_status() -> None:
+    """Old code: a chain no checkpoint signed was only an 'unsigned tail'."""
+    result = verify_events(iter(chain(4)), None)
+    assert result.ok and result.checkpoints == 0 and result.status == "no_signed_checkpoint"
+    assert verify_events(iter([]), None).status == "ok"
+
+
+def test_a_startup_event_that_names_another_range_breaks_the_chain(tmp_path: Path, key: SigningKey) -> None:
+    db = _crash_with_events(tmp_path, 3)
+    Store(db, key).close()
+    events = list(iter_events(connect(db, read_only=True)))
+    forged = [dataclasses.replace(e, stored_record=None) for e in events]
+    startup = next(e for e in forged if e.kind == "startup")
+    startup.detail = {**startup.detail, "unsigned_tail": {"first_seq": 2, "last_seq": 2, "count": 1}}
+    result = verify_events(iter(rehash(forged)), None)
+    assert not result.ok and "the startup event names unsigned events seq 2..2" in result.problem
+
+
+def test_checkpoint_log_lines_are_parsed_and_other_lines_ignored() -> None:
+    from addons.queries import parse_heads
+
+    h = "ab" * 32
+    lines = [
+        "[10:00:01.123] Loading script warden",
+        f"[10:00:02.000] warden checkpoint seq=5 head_seq=4 head_hash={h} key_id=k1 signature=c2lnbmF0dXJl",
+        f"2026-11-30 warden.store INFO warden checkpoint seq=11 head_seq=10 head_hash={h} key_id=k1 signature=x_y-z=",
+        f"warden checkpoint seq=12 head_seq=11 head_hash={h[:-2]} key_id=k1 signature=s",  # a cut hash
+        "warden checkpoint seq=x head_seq=1",
+        "",
+    ]
+    assert parse_heads(lines) == [
+        {"seq": 5, "head_seq": 4, "head_hash": h, "key_id": "k1", "signature": "c2lnbmF0dXJl", "line": 2},
+        {"seq": 11, "head_seq": 10, "head_hash": h, "key_id": "k1", "signature": "x_y-z=", "line": 3},
+    ]
+    assert parse_heads(["nothing here"]) == []
+
+
+def _resign(events: list[Event], key: SigningKey) -> list[Event]:
+    """What a forger with the signing key does: re-hash from the first event and re-sign every checkpoint."""
+    from addons.events import checkpoint_message
+
+    prev = events[0].prev_hash
+    for i, e in enumerate(events):
+        if e.kind == "checkpoint":
+            head = events[i - 1]
+            e.detail = {**e.detail, "head_hash": head.hash,
+                        "signature": key.sign(checkpoint_message(head.seq, head.hash))}
+        e.stored_record = None
+        e.prev_hash = prev
+        e.hash = chain_hash(prev, e)
+        prev = e.hash
+    return events
+
+
+def test_a_history_re_signed_with_the_key_verifies_alone_but_not_against_the_logged_heads(
+    tmp_path: Path, key: SigningKey, caplog
+) -> None:
+    from addons.queries import match_heads, parse_heads
+
+    with caplog.at_level("INFO", logger="warden.store"):
+        s = Store(tmp_path / "w.duckdb", key, checkpoint_every=3)
+        s.start()
+        for i in range(7):
+            s.submit(Event(kind="request", flow_id=f"f{i}", body=b"original")).result(timeout=10)
+        s.close()
+    logged = parse_heads(r.getMessage() for r in caplog.records)
+    assert len(logged) == 3  # after 3 and 6 requests, and the final head at close
+    events = list(iter_events(connect(tmp_path / "w.duckdb", read_only=True)))
+    ok = match_heads(verify_events(iter(events), key.public), logged, "gateway.log")
+    assert ok.status == "ok" and ok.external_heads["matched"] == 3 and not ok.external_heads["unmatched"]
+
+    forged = _resign([dataclasses.replace(e, stored_record=None) for e in events], key)
+    forged[1].body = b"forged"
+    _resign(forged, key)
+    alone = verify_events(iter(forged), key.public)
+    assert alone.status == "ok"  # the chain and every signature hold by themselves
+    caught = match_heads(alone, logged, "gateway.log")
+    assert caught.status == "broken" and caught.external_heads["matched"] == 0
+    assert "3 of 3 external heads are not in the chain" in caught.problem and "gateway.log line 1" in caught.problem
+
+    cut = match_heads(verify_events(iter(events[:5]), key.public), logged, "gateway.log")  # the tail cut off
+    assert cut.status == "broken" and cut.external_heads["matched"] == 1
+    assert "no checkpoint with that seq in the chain" in cut.problem

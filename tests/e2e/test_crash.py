@@ -104,6 +104,9 @@ def test_unsigned_tail_after_sigkill_and_reads_write_nothing(gateway_factory, up
     """Old code: verify passed a store whose last events no checkpoint signed, and every read-only command
     loaded the journal into the file and emptied it."""
     gw: Gateway = gateway_factory(extra_args=("--set", "warden_checkpoint_every=100000"))
+    with gw.client() as client:
+        assert client.get(f"https://localhost:{upstream.port}/echo/before").status_code == 200
+    assert gw.warden("verify").returncode == 0  # one signed checkpoint, then load and SIGKILL
     _killed_under_load(gw, upstream.port)
     before = _files(gw.db)
     result = gw.warden("verify", db_only=True, check=False)
@@ -117,7 +120,11 @@ def test_unsigned_tail_after_sigkill_and_reads_write_nothing(gateway_factory, up
 
     restarted = start_gateway(gw.workdir, gw.confdir, (gw.workdir / "rules.yaml").read_text(), upstream.port, db=gw.db)
     try:
-        assert restarted.warden("verify").returncode == 0  # the gateway signs the tail first
+        first, last = data["signed_seq"] + 2, data["head_seq"]  # after the last checkpoint, up to the head
+        assert f"events no checkpoint signed (seq {first}..{last})" in restarted.log()
+        signed = json.loads(restarted.warden("verify", "--json").stdout)
+        assert signed["status"] == "ok"  # the gateway recorded the tail as found unsigned, then signed it
+        assert [(r["first_seq"], r["last_seq"]) for r in signed["signed_late"]] == [(first, last)]
     finally:
         restarted.stop()
 

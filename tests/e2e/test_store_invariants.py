@@ -173,13 +173,116 @@ def test_a_forged_chain_fails_verify(gateway_factory, upstream) -> None:
     gw.db.write_bytes(pristine)
     _rewrite(gw.db, lambda events: _rehash([e for e in events if e.seq >= 4 and e.kind != "checkpoint"], renumber=True))
     result = gw.warden("verify", db_only=True, check=False)
-    assert result.returncode == 3 and "UNSIGNED TAIL" in result.stdout and "0 signed" not in result.stdout, result
+    assert result.returncode == 3 and "0 SIGNED CHECKPOINTS" in result.stdout and "chain OK" not in result.stdout, result
+    assert json.loads(gw.warden("verify", "--json", db_only=True, check=False).stdout)["status"] == "no_signed_checkpoint"
 
     # 3. renumbered and re-hashed, the signed checkpoint kept: it vouches for a head that is no longer there
     gw.db.write_bytes(pristine)
     _rewrite(gw.db, lambda events: _rehash([e for e in events if e.seq >= 4], renumber=True))
     result = gw.warden("verify", db_only=True, check=False)
     assert result.returncode == 1 and "checkpoint vouches for" in result.stderr, result
+
+
+def test_an_edited_tail_laundered_through_a_restart_is_named_signed_late_and_caught_by_the_logged_heads(
+    gateway_factory, upstream, tmp_path: Path
+) -> None:
+    """Old code: delete the final checkpoint, edit and re-hash the events after the previous signed one, rewrite
+    the journal's anchor: verify said only "unsigned tail", advised starting the gateway, and the gateway then
+    signed the forged tail silently, as if signed in the normal course."""
+    from addons.events import seal
+    from tests.conftest import start_gateway
+
+    gw: Gateway = gateway_factory(extra_args=("--set", "warden_checkpoint_every=100000"))
+    _record_traffic(gw, upstream.port, 3)
+    assert gw.warden("verify").returncode == 0  # through the gateway: a checkpoint signed mid-way
+    with gw.client() as client:
+        for i in range(3):
+            assert client.post(f"https://localhost:{upstream.port}/echo/exfil{i}", json={"i": i}).status_code == 200
+    gw.stop()  # the final checkpoint signs the head
+    first_log = gw.log_path
+
+    def launder(events):
+        *kept, final = events
+        assert final.kind == "checkpoint"  # the shutdown checkpoint, deleted
+        signed = max(i for i, e in enumerate(kept) if e.kind == "checkpoint")
+        for e in kept[signed + 1:]:
+            if e.path and "/exfil" in e.path:
+                e.path = e.path.replace("/exfil", "/harmless")
+        prev = kept[signed].hash
+        for e in kept[signed + 1:]:
+            seal(e, e.seq, prev)
+            prev = e.hash
+        return kept
+
+    _rewrite(gw.db, launder)
+    tail = json.loads(gw.warden("verify", "--json", db_only=True, check=False).stdout)
+    assert tail["status"] == "unsigned_tail" and tail["signed_late"] == []
+    first, last = tail["signed_seq"] + 2, tail["head_seq"]
+
+    restarted = start_gateway(gw.workdir, gw.confdir, (gw.workdir / "rules.yaml").read_text(), upstream.port, db=gw.db)
+    try:
+        assert f"events no checkpoint signed (seq {first}..{last})" in restarted.log()
+        result = restarted.warden("verify", "--json")
+        data = json.loads(result.stdout)
+        assert result.returncode == 0 and data["status"] == "ok"
+        assert data["signed_late"] == [{"first_seq": first, "last_seq": last, "count": last - first + 1,
+                                        "startup_seq": last + 1}]
+        [startup] = [e for e in restarted.admin_client().get("/api/events", params={"after_seq": last}).json()["events"]
+                     if e["kind"] == "startup"]
+        record = startup["record"] if isinstance(startup["record"], dict) else json.loads(startup["record"])
+        assert record["detail"]["unsigned_tail"] == {"first_seq": first, "last_seq": last, "count": last - first + 1}
+        text = restarted.warden("verify").stdout
+        assert f"signed late (found unsigned at start-up, seq {first}..{last})" in text
+        # the head the first gateway logged at shutdown is not in the laundered chain
+        caught = restarted.warden("verify", "--heads", str(first_log), check=False)
+        assert caught.returncode == 1 and f"event seq={last + 1} of the chain is not a checkpoint" in caught.stderr, caught
+        assert "external heads: 1 of 2 matched" in caught.stderr
+    finally:
+        restarted.stop()
+
+
+def test_a_history_re_signed_with_the_signing_key_is_caught_by_the_logged_heads(gateway_factory, upstream) -> None:
+    """Old code: a history re-hashed and re-signed with the gateway's own key verified, and nothing compared it
+    with the heads the gateway had logged."""
+    from addons.events import checkpoint_message, seal
+    from addons.keys import SigningKey
+
+    gw: Gateway = gateway_factory(extra_args=("--set", "warden_checkpoint_every=4"))
+    _record_traffic(gw, upstream.port, 6)
+    gw.stop()
+    logged = [line for line in gw.log().splitlines() if "warden checkpoint seq=" in line]
+    assert len(logged) >= 3
+
+    good = gw.warden("verify", "--heads", str(gw.log_path), db_only=True)
+    assert f"external heads: {len(logged)} of {len(logged)} matched" in good.stdout
+    data = json.loads(gw.warden("verify", "--json", "--heads", str(gw.log_path), db_only=True).stdout)
+    assert data["status"] == "ok" and data["external_heads"]["matched"] == len(logged) == data["checkpoints"]
+
+    key = SigningKey.load_or_create(gw.workdir / "warden-signing.key")
+
+    def forge(events):
+        [request] = [e for e in events if e.kind == "request" and e.path == "/echo/e1"]
+        request.body = b'{"i": 999}'
+        prev = events[0].prev_hash
+        for i, e in enumerate(events):
+            if e.kind == "checkpoint":
+                head = events[i - 1]
+                e.detail = {**e.detail, "head_hash": head.hash,
+                            "signature": key.sign(checkpoint_message(head.seq, head.hash))}
+            seal(e, e.seq, prev)
+            prev = e.hash
+        return events
+
+    _rewrite(gw.db, forge)
+    alone = gw.warden("verify", db_only=True, check=False)
+    assert alone.returncode == 0 and "chain OK" in alone.stdout, alone  # the forgery holds by itself
+    caught = gw.warden("verify", "--heads", str(gw.log_path), db_only=True, check=False)
+    assert caught.returncode == 1 and "external heads are not in the chain" in caught.stderr, caught
+    assert f"external heads: 0 of {len(logged)} matched" in caught.stderr
+    assert json.loads(gw.warden("verify", "--json", "--heads", str(gw.log_path), db_only=True,
+                                check=False).stdout)["external_heads"]["matched"] == 0
+    unusable = gw.warden("verify", "--heads", str(gw.workdir / "rules.yaml"), db_only=True, check=False)
+    assert unusable.returncode == 2 and "no 'warden checkpoint" in unusable.stderr
 
 
 def test_truncated_and_reordered_chains_fail_verify(gateway_factory, upstream) -> None:
