@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from mitmproxy import exceptions, optmanager, options
+from mitmproxy import exceptions, options, optmanager
 from mitmproxy.tools.dump import DumpMaster
 
 from addons.config import PINS, check_pins
