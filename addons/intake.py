@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from weakref import WeakKeyDictionary
 
 from mitmproxy import ctx, exceptions, http
@@ -42,7 +43,14 @@ from addons.decoding import (
     coding_of,
     decode,
 )
-from addons.errors import BodyTooLarge, MalformedBody, ResponseTooLarge, ResponseUnreadable, UnsupportedEncoding
+from addons.errors import (
+    BodyTooLarge,
+    MalformedBody,
+    ResponseTooLarge,
+    ResponseUnreadable,
+    TrailersNotAccepted,
+    UnsupportedEncoding,
+)
 from addons.flowmeta import fail_closed, meta, refuse, unframe
 from addons.jsonlimits import MAX_JSON_DEPTH, json_depth
 
@@ -51,6 +59,21 @@ _LIMIT_ERRORS = {
     "Request body exceeds mitmproxy's body_size_limit.": "request",
     "Response body exceeds mitmproxy's body_size_limit.": "response",
 }
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]{1,64}")  # an HTTP field name; anything else is not shown
+MAX_NAMES = 16
+
+
+def trailer_names(trailers: http.Headers) -> list[str]:
+    """The names of ``trailers``, lowercased, once each, in order (at most ``MAX_NAMES``); a name that is not an
+    HTTP token is shown as ``?`` (a name could carry anything, and it is recorded)."""
+    names: list[str] = []
+    for raw, _ in trailers.fields:
+        name = raw.decode("latin-1").lower()
+        name = name if _TOKEN.fullmatch(name) else "?"
+        if name not in names:
+            names.append(name)
+    return names[:MAX_NAMES] + ([f"... ({len(names) - MAX_NAMES} more)"] if len(names) > MAX_NAMES else [])
 
 
 def _declares_json(content_type: str) -> bool:
@@ -158,6 +181,13 @@ class Intake:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
+        if flow.request.trailers:  # HTTP/2 fields after the body: nothing masks or records them, so none leave
+            names = trailer_names(flow.request.trailers)
+            flow.request.trailers = None
+            refuse(flow, TrailersNotAccepted(
+                f"the request carries trailers ({', '.join(names)}), header fields sent after the body; this gateway "
+                "neither masks nor records them, so it does not forward them: send them as headers instead"))
+            return
         raw = flow.request.raw_content or b""
         limit = ctx.options.warden_max_body
         if len(raw) > limit:
@@ -221,6 +251,9 @@ class Intake:
     async def response(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
         response = flow.response
+        if response.trailers:  # mitmproxy sends them after this hook, streamed or not: unmasked, so never
+            meta(flow).trailers_dropped = trailer_names(response.trailers)
+            response.trailers = None
         decoding = self.streams.pop(flow, None)
         if decoding is not None:
             if decoding.failure is not None:  # raised after the headers: fail_closed kills the flow
