@@ -170,12 +170,15 @@ class Intake:
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if flow.error or not flow.live:
             return
-        declared = flow.request.headers.get("content-length")
-        limit = ctx.options.warden_max_body
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            refuse(flow, self._too_large(f"is {int(declared)} bytes", limit))
+        if not flow.response:
+            declared = flow.request.headers.get("content-length")
+            limit = ctx.options.warden_max_body
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                refuse(flow, self._too_large(f"is {int(declared)} bytes", limit))
+        if flow.response:  # refused, here or before: mitmproxy would still answer "100 Continue" to this header
+            flow.request.headers.pop("expect", None)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
