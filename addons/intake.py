@@ -3,24 +3,31 @@
 Requests. Over ``warden_max_body`` bytes: mitmproxy itself stops reading and closes the connection with
 its own plain 413 (``body_size_limit`` is pinned from Warden's limits, see ``configure``), so a
 client cannot make the gateway buffer a body of any size, announced or chunked, and ``Expect:
-100-continue`` is refused before the body is invited. The refusal is recorded (``error`` below
+100-continue`` is refused before the body is invited. A declared length over ``warden_max_body`` (under
+``body_size_limit``) is refused at its headers, and the ``Expect`` header of any request refused by then is
+removed, so mitmproxy does not answer ``100 Continue`` to it either. The refusal is recorded (``error`` below
 names it ``body_too_large``). A body that declares a Content-Encoding is decoded here, in a worker
 thread when it may be large (``addons/decoding.py``), never past ``warden_max_body`` decoded bytes or
 the expansion-ratio bound (413 ``body_too_large``); a coding other than gzip, deflate, br, zstd
 or identity, or several stacked, is 415 ``unsupported_encoding``; a body that does not decode is 400
 ``malformed_body``. **The decoded body replaces the encoded one and Content-Encoding is dropped**, so
 every later addon (policy, PII masking, the recorder) and the upstream see identity bytes and
-nothing decodes the body a second time. A body that declares JSON or UTF-8 text but is not: 400.
+nothing decodes the body a second time. A body that declares JSON or UTF-8 text but is not: 400. A request
+with trailers (HTTP/2 header fields after the body, which nothing masks or records) is 400
+``trailers_not_accepted``, naming them, never their values.
 
 Answers. This is the first ``response`` hook of the chain and the one owner of
 ``flow.response.stream``. An SSE answer (``text/event-stream``) is streamed: as is, or, if the
-upstream encoded it anyway, decoded on the fly within the same bounds (Content-Encoding and
+upstream encoded it anyway, decoded on the fly within the same bounds, one chunk at most
+``STREAM_FEED_LIMIT`` bytes decoded (this runs on the event loop; Content-Encoding and
 Content-Length dropped, so the rewriters after this one read plain text); the stream is always a
 callable that later addons may wrap. Past the bound the flow is killed (its headers already went
 out) and recorded ``response_too_large``. Any other encoded answer is buffered (at most
 ``body_size_limit`` bytes) and decoded here before PII masking and the recorder read it: more than
 ``warden_max_response`` bytes decoded is 502 ``response_too_large``, a coding the gateway does not
-decode or a body that does not decode is 502 ``response_unreadable``; both recorded.
+decode or a body that does not decode is 502 ``response_unreadable``; both recorded. An answer's trailers
+are dropped here (mitmproxy sends them after the ``response`` hook, streamed or not), their names noted on
+the response event (``trailers_dropped``).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from mitmproxy import ctx, exceptions, http
 from addons.decoding import (
     ACCEPTED,
     INLINE_LIMIT,
+    STREAM_FEED_LIMIT,
     CorruptBody,
     DecodedTooLarge,
     Decoder,
@@ -244,7 +252,7 @@ class Intake:
         if coding is None:
             response.stream = _passthrough
             return
-        decoding = StreamDecoding(Decoder(coding, ctx.options.warden_max_response))
+        decoding = StreamDecoding(Decoder(coding, ctx.options.warden_max_response, feed_limit=STREAM_FEED_LIMIT))
         self.streams[flow] = decoding
         del response.headers["content-encoding"]
         unframe(flow)  # the decoded stream is longer
