@@ -70,8 +70,9 @@ class FeedTooLarge(DecodedTooLarge):
 
     def __init__(self, coding: str, decoded: int, encoded: int, chunk: int, feed_limit: int) -> None:
         super().__init__(coding, decoded, encoded, feed_limit, by_ratio=True)
-        self.args = (f"{chunk} bytes of {coding} in one piece of the stream decoded to more than {feed_limit} "
-                     "bytes (a decompression bomb)",)
+        message = (f"{chunk} bytes of {coding} in one piece of the stream decoded to more than {feed_limit} bytes "
+                   "(a decompression bomb)")
+        self.args = (message,)
 
 
 class CorruptBody(DecodingError):
