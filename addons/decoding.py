@@ -14,7 +14,11 @@ piece) in memory and the time to produce it, never its full expansion. ``Corrupt
 does not decode as its coding (bad data, truncated, bytes after the end).
 
 ``Decoder`` decodes a stream (``feed`` then ``finish``); ``decode`` a whole body, in a worker thread when
-it can produce more than ``INLINE_LIMIT`` bytes, so a large body never stalls the event loop.
+it can produce more than ``INLINE_LIMIT`` bytes, so a large body never stalls the event loop. A stream
+decoded on the event loop (an encoded SSE answer) passes ``feed_limit``: one ``feed`` never produces more
+than that (``FeedTooLarge``), whatever the ratio bound would allow for a large chunk. A zstd frame that
+declares a window over ``ZSTD_MAX_WINDOW`` (RFC 9659's limit for the ``zstd`` content coding) is refused
+before the decoder allocates it (``CorruptBody``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ RATIO_FLOOR = 1024 * 1024  # bodies up to this size decode whatever their ratio
 PIECE = 64 * 1024
 ZSTD_SLICE = 128  # a zstd block expands at most 128 KiB per 4 bytes: at most ~4 MiB per slice
 INLINE_LIMIT = RATIO_FLOOR  # bodies that can decode to more go to a worker thread
+STREAM_FEED_LIMIT = 8 * 1024 * 1024  # what one chunk of a stream decoded on the event loop may decode to
+ZSTD_MAX_WINDOW = 8 * 1024 * 1024  # RFC 9659: encoders of the zstd content coding use at most 8 MiB
 
 
 class DecodingError(Exception):
@@ -57,6 +63,16 @@ class DecodedTooLarge(DecodingError):
         else:
             message = f"the body decodes ({coding}) to more than {limit} bytes"
         super().__init__(message)
+
+
+class FeedTooLarge(DecodedTooLarge):
+    """One chunk of a stream decoded past the per-chunk bound (``feed_limit``)."""
+
+    def __init__(self, coding: str, decoded: int, encoded: int, chunk: int, feed_limit: int) -> None:
+        super().__init__(coding, decoded, encoded, feed_limit, by_ratio=True)
+        message = (f"{chunk} bytes of {coding} in one piece of the stream decoded to more than {feed_limit} bytes "
+                   "(a decompression bomb)")
+        self.args = (message,)
 
 
 class CorruptBody(DecodingError):
@@ -137,14 +153,19 @@ class _Zstd:
     """zstd, frame after frame."""
 
     def __init__(self) -> None:
-        self.obj = zstandard.ZstdDecompressor().decompressobj()
+        self.obj = self._frame()
+
+    @staticmethod
+    def _frame() -> zstandard.ZstdDecompressionObj:
+        # a frame declaring a larger window is refused before its buffer is allocated (up to 2 GiB otherwise)
+        return zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).decompressobj()
 
     def pieces(self, data: bytes) -> Iterator[bytes]:
         for start in range(0, len(data), ZSTD_SLICE):
             chunk = data[start:start + ZSTD_SLICE]
             while chunk:
                 if self.obj.eof:
-                    self.obj = zstandard.ZstdDecompressor().decompressobj()  # another frame
+                    self.obj = self._frame()  # another frame
                 try:
                     out = self.obj.decompress(chunk)
                 except zstandard.ZstdError as e:
@@ -160,12 +181,13 @@ class _Zstd:
 class Decoder:
     """Decodes one body of ``coding`` piece by piece, never past ``limit`` decoded bytes or ``MAX_RATIO``.
 
-    ``feed(data)`` returns what ``data`` decoded to (maybe nothing yet); ``finish()`` checks the body
-    ended where its coding says it ends. Both raise ``DecodedTooLarge`` or ``CorruptBody``.
+    ``feed(data)`` returns what ``data`` decoded to (maybe nothing yet), never more than ``feed_limit`` bytes
+    (``FeedTooLarge``); ``finish()`` checks the body ended where its coding says it ends. Both raise
+    ``DecodedTooLarge`` or ``CorruptBody``.
     """
 
-    def __init__(self, coding: str, limit: int) -> None:
-        self.coding, self.limit = coding, limit
+    def __init__(self, coding: str, limit: int, feed_limit: int | None = None) -> None:
+        self.coding, self.limit, self.feed_limit = coding, limit, feed_limit
         self.engine = _Brotli() if coding == "br" else _Zstd() if coding == "zstd" else _Zlib(coding)
         self.encoded = 0
         self.decoded = 0
@@ -173,8 +195,12 @@ class Decoder:
     def feed(self, data: bytes) -> bytes:
         self.encoded += len(data)
         out = []
+        produced = 0
         for piece in self.engine.pieces(data):
             self.decoded += len(piece)
+            produced += len(piece)
+            if self.feed_limit is not None and produced > self.feed_limit:
+                raise FeedTooLarge(self.coding, self.decoded, self.encoded, len(data), self.feed_limit)
             if self.decoded > self.limit:
                 raise DecodedTooLarge(self.coding, self.decoded, self.encoded, self.limit, by_ratio=False)
             if self.decoded > RATIO_FLOOR and self.decoded > MAX_RATIO * self.encoded:

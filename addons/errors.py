@@ -158,6 +158,14 @@ class MalformedBody(WardenError):
     type = "malformed_body"
 
 
+class TrailersNotAccepted(WardenError):
+    """The request carries trailers (header fields after the body, HTTP/2): the gateway neither masks nor records
+    them, so it does not forward them. The message names the trailers, never their values."""
+
+    status = 400
+    type = "trailers_not_accepted"
+
+
 class RecordingUnavailable(WardenError):
     """The store could not commit the request's event, so the request did not leave."""
 

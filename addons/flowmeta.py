@@ -98,6 +98,8 @@ class WardenMeta:
     forwarded_at: float | None = None  # when the request left for the upstream (after its commit)
     response_capture: bytearray | None = None
     capture_truncated: bool = False
+    # The names of the upstream's answer trailers that Intake dropped (never their values).
+    trailers_dropped: list[str] | None = None
     # The caller's own credential values (its key, its token), so the recorder can keep them out of
     # the record wherever else they appear: memory only, never recorded.
     caller_secrets: set[str] = field(default_factory=set, repr=False)

@@ -3,30 +3,38 @@
 Requests. Over ``warden_max_body`` bytes: mitmproxy itself stops reading and closes the connection with
 its own plain 413 (``body_size_limit`` is pinned from Warden's limits, see ``configure``), so a
 client cannot make the gateway buffer a body of any size, announced or chunked, and ``Expect:
-100-continue`` is refused before the body is invited. The refusal is recorded (``error`` below
+100-continue`` is refused before the body is invited. A declared length over ``warden_max_body`` (under
+``body_size_limit``) is refused at its headers, and the ``Expect`` header of any request refused by then is
+removed, so mitmproxy does not answer ``100 Continue`` to it either. The refusal is recorded (``error`` below
 names it ``body_too_large``). A body that declares a Content-Encoding is decoded here, in a worker
 thread when it may be large (``addons/decoding.py``), never past ``warden_max_body`` decoded bytes or
 the expansion-ratio bound (413 ``body_too_large``); a coding other than gzip, deflate, br, zstd
 or identity, or several stacked, is 415 ``unsupported_encoding``; a body that does not decode is 400
 ``malformed_body``. **The decoded body replaces the encoded one and Content-Encoding is dropped**, so
 every later addon (policy, PII masking, the recorder) and the upstream see identity bytes and
-nothing decodes the body a second time. A body that declares JSON or UTF-8 text but is not: 400.
+nothing decodes the body a second time. A body that declares JSON or UTF-8 text but is not: 400. A request
+with trailers (HTTP/2 header fields after the body, which nothing masks or records) is 400
+``trailers_not_accepted``, naming them, never their values.
 
 Answers. This is the first ``response`` hook of the chain and the one owner of
 ``flow.response.stream``. An SSE answer (``text/event-stream``) is streamed: as is, or, if the
-upstream encoded it anyway, decoded on the fly within the same bounds (Content-Encoding and
+upstream encoded it anyway, decoded on the fly within the same bounds, one chunk at most
+``STREAM_FEED_LIMIT`` bytes decoded (this runs on the event loop; Content-Encoding and
 Content-Length dropped, so the rewriters after this one read plain text); the stream is always a
 callable that later addons may wrap. Past the bound the flow is killed (its headers already went
 out) and recorded ``response_too_large``. Any other encoded answer is buffered (at most
 ``body_size_limit`` bytes) and decoded here before PII masking and the recorder read it: more than
 ``warden_max_response`` bytes decoded is 502 ``response_too_large``, a coding the gateway does not
-decode or a body that does not decode is 502 ``response_unreadable``; both recorded.
+decode or a body that does not decode is 502 ``response_unreadable``; both recorded. An answer's trailers
+are dropped here (mitmproxy sends them after the ``response`` hook, streamed or not), their names noted on
+the response event (``trailers_dropped``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from weakref import WeakKeyDictionary
 
 from mitmproxy import ctx, exceptions, http
@@ -34,6 +42,7 @@ from mitmproxy import ctx, exceptions, http
 from addons.decoding import (
     ACCEPTED,
     INLINE_LIMIT,
+    STREAM_FEED_LIMIT,
     CorruptBody,
     DecodedTooLarge,
     Decoder,
@@ -42,7 +51,14 @@ from addons.decoding import (
     coding_of,
     decode,
 )
-from addons.errors import BodyTooLarge, MalformedBody, ResponseTooLarge, ResponseUnreadable, UnsupportedEncoding
+from addons.errors import (
+    BodyTooLarge,
+    MalformedBody,
+    ResponseTooLarge,
+    ResponseUnreadable,
+    TrailersNotAccepted,
+    UnsupportedEncoding,
+)
 from addons.flowmeta import fail_closed, meta, refuse, unframe
 from addons.jsonlimits import MAX_JSON_DEPTH, json_depth
 
@@ -51,6 +67,21 @@ _LIMIT_ERRORS = {
     "Request body exceeds mitmproxy's body_size_limit.": "request",
     "Response body exceeds mitmproxy's body_size_limit.": "response",
 }
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]{1,64}")  # an HTTP field name; anything else is not shown
+MAX_NAMES = 16
+
+
+def trailer_names(trailers: http.Headers) -> list[str]:
+    """The names of ``trailers``, lowercased, once each, in order (at most ``MAX_NAMES``); a name that is not an
+    HTTP token is shown as ``?`` (a name could carry anything, and it is recorded)."""
+    names: list[str] = []
+    for raw, _ in trailers.fields:
+        name = raw.decode("latin-1").lower()
+        name = name if _TOKEN.fullmatch(name) else "?"
+        if name not in names:
+            names.append(name)
+    return names[:MAX_NAMES] + ([f"... ({len(names) - MAX_NAMES} more)"] if len(names) > MAX_NAMES else [])
 
 
 def _declares_json(content_type: str) -> bool:
@@ -149,16 +180,26 @@ class Intake:
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if flow.error or not flow.live:
             return
-        declared = flow.request.headers.get("content-length")
-        limit = ctx.options.warden_max_body
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            refuse(flow, self._too_large(f"is {int(declared)} bytes", limit))
+        if not flow.response:
+            declared = flow.request.headers.get("content-length")
+            limit = ctx.options.warden_max_body
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                refuse(flow, self._too_large(f"is {int(declared)} bytes", limit))
+        if flow.response:  # refused, here or before: mitmproxy would still answer "100 Continue" to this header
+            flow.request.headers.pop("expect", None)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
+            return
+        if flow.request.trailers:  # HTTP/2 fields after the body: nothing masks or records them, so none leave
+            names = trailer_names(flow.request.trailers)
+            flow.request.trailers = None
+            refuse(flow, TrailersNotAccepted(
+                f"the request carries trailers ({', '.join(names)}), header fields sent after the body; this gateway "
+                "neither masks nor records them, so it does not forward them: send them as headers instead"))
             return
         raw = flow.request.raw_content or b""
         limit = ctx.options.warden_max_body
@@ -213,7 +254,7 @@ class Intake:
         if coding is None:
             response.stream = _passthrough
             return
-        decoding = StreamDecoding(Decoder(coding, ctx.options.warden_max_response))
+        decoding = StreamDecoding(Decoder(coding, ctx.options.warden_max_response, feed_limit=STREAM_FEED_LIMIT))
         self.streams[flow] = decoding
         del response.headers["content-encoding"]
         unframe(flow)  # the decoded stream is longer
@@ -223,6 +264,9 @@ class Intake:
     async def response(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
         response = flow.response
+        if response.trailers:  # mitmproxy sends them after this hook, streamed or not: unmasked, so never
+            meta(flow).trailers_dropped = trailer_names(response.trailers)
+            response.trailers = None
         decoding = self.streams.pop(flow, None)
         if decoding is not None:
             if decoding.failure is not None:  # raised after the headers: fail_closed kills the flow

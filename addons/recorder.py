@@ -263,6 +263,8 @@ class Recorder:
             latency_total_ms=self._since(flow.request.timestamp_start),
         )
         detail: dict[str, object] = {"streamed": streamed} if streamed else {}
+        if m.trailers_dropped:
+            detail["trailers_dropped"] = m.trailers_dropped
         if m.original_response_body is not None and m.original_response_body != raw:
             detail["original"] = self.keep_original(event, m.original_response_body, flow.id)
         if m.pii is not None and m.pii.response_findings:

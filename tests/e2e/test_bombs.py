@@ -207,3 +207,25 @@ def test_expect_100_continue_with_a_huge_length_is_refused_before_the_body(gatew
     assert b"100 Continue" not in answer
     assert fate_of(gateway, "/echo/expect") == ["body_too_large"]
     assert not [req for req in upstream.received if req["path"] == "/echo/expect"]
+
+
+def test_expect_100_continue_over_warden_max_body_is_not_invited(gateway_factory, upstream) -> None:
+    # over warden_max_body but under body_size_limit (the larger warden_max_response): Intake refuses it at
+    # its headers, so the client must not be told to send the body ("100 Continue") before the 413
+    gw = gateway_factory(extra_args=("--set", "warden_max_body=1024"))
+    token = gw.token("alice")
+    with socket.create_connection(("127.0.0.1", gw.proxy_port), timeout=30) as raw:
+        auth = base64.b64encode(f"alice:{token}".encode()).decode()
+        raw.sendall(f"CONNECT localhost:{upstream.port} HTTP/1.1\r\nHost: localhost:{upstream.port}\r\n"
+                    f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode())
+        assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+        context = ssl.create_default_context(cafile=str(gw.ca_cert))
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"POST /echo/continue HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 4096\r\nExpect: 100-continue\r\n\r\n" + b" " * 4096)
+            first = b""
+            while b"\r\n" not in first and (chunk := tls.recv(4096)):
+                first += chunk
+    assert first.startswith(b"HTTP/1.1 413"), first
+    assert fate_of(gw, "/echo/continue") == ["body_too_large"]
+    assert not [req for req in upstream.received if req["path"] == "/echo/continue"]
