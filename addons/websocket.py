@@ -165,13 +165,19 @@ class WebSocket:
             ))
             return
         self.sessions[flow] = Session(upstream.name)
+        # No permessage-deflate: wsproto would inflate each read without a bound before any message hook or limit.
+        flow.request.headers.pop("sec-websocket-extensions", None)
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
-        if flow.response.status_code != 101 or (flow in self.sessions and flow.websocket is not None):
+        if flow.response.status_code != 101:
             return
-        asked = "a WebSocket upgrade it does not allow" if flow in self.sessions else "a request that did not ask for it"
+        plain = "sec-websocket-extensions" not in flow.response.headers  # the gateway offered no extension
+        if flow in self.sessions and flow.websocket is not None and plain:
+            return
+        asked = ("an extension it was not offered" if flow in self.sessions and flow.websocket is not None else
+                 "a WebSocket upgrade it does not allow" if flow in self.sessions else "a request that did not ask for it")
         meta(flow).error = UpgradeRefused(
             f"the upstream switched protocols (101, Upgrade: {flow.response.headers.get('upgrade', '-')!r}) "
             f"for {asked}; the connection was cut and nothing was relayed"

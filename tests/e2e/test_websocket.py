@@ -65,8 +65,9 @@ rules:
 
 
 def connect(gw: Gateway, ws_upstream: WsUpstream, host: str = "localhost", token: str | None = None,
-            path: str = "/ws") -> WsClient:
-    return WsClient(gw.proxy_port, str(gw.ca_cert), token or gw.token("alice"), host, ws_upstream.port, path)
+            path: str = "/ws", deflate: bool = False) -> WsClient:
+    return WsClient(gw.proxy_port, str(gw.ca_cert), token or gw.token("alice"), host, ws_upstream.port, path,
+                    deflate=deflate)
 
 
 def events_of(gw: Gateway, path: str) -> tuple[dict, list[dict]]:
@@ -302,3 +303,15 @@ def test_an_oversized_message_closes_the_session_unrelayed(gateway_factory, ws_u
     assert [e["fate"] for e in ws] == ["open", "relayed", "relayed", "message_too_large"]
     assert ws[-1]["detail"]["closed_by"] == "gateway"
     assert ws[-1]["detail"]["close_code"] == 1009 and "warden_max_body (4096 bytes)" in ws[-1]["reason"]
+
+
+def test_compression_is_never_negotiated(gateway_factory, ws_upstream: WsUpstream) -> None:
+    """permessage-deflate would be inflated without a bound before any hook or limit sees a message."""
+    gw = gateway_factory(ws_rules(ws_upstream.port))
+    client = connect(gw, ws_upstream, deflate=True)
+    assert client.accepted
+    client.send_text(f"mail {EMAIL}")
+    assert client.receive_text() == f"mail {EMAIL}"
+    client.close()
+    assert ws_upstream.offers == [[]]  # the client's offer never reached the upstream
+    assert ws_upstream.received == ["mail <EMAIL_ADDRESS_1>"]

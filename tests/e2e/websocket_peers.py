@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from wsproto import ConnectionType, WSConnection
+from wsproto.extensions import PerMessageDeflate
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -50,6 +51,7 @@ class WsUpstream:
     ssl_context: ssl.SSLContext
     received: list[str | bytes] = field(default_factory=list)
     pings: list[bytes] = field(default_factory=list)  # the payload of every ping that reached it
+    offers: list[list[str]] = field(default_factory=list)  # the extensions each handshake offered it
     connections: int = 0
     closed: threading.Event = field(default_factory=threading.Event)  # a WebSocket connection ended
     rogue_hits: int = 0
@@ -93,7 +95,9 @@ class WsUpstream:
         while True:
             for event in ws.events():
                 if isinstance(event, Request):
-                    sock.sendall(ws.send(AcceptConnection()))
+                    self.offers.append([str(e) for e in event.extensions])
+                    accept = [PerMessageDeflate()] if event.extensions else []  # take deflate if it is offered
+                    sock.sendall(ws.send(AcceptConnection(extensions=accept)))
                 elif isinstance(event, TextMessage) and event.data == CONTROL_PII:
                     self.received.append(event.data)
                     sock.sendall(ws.send(Ping(UPSTREAM_PII.encode())) + ws.send(Pong(UPSTREAM_PII.encode())))
@@ -136,7 +140,7 @@ class WsClient:
     """A WebSocket client in a CONNECT tunnel through the gateway's forward proxy, with a token."""
 
     def __init__(self, proxy_port: int, ca_cert: str, token: str, host: str, port: int, path: str = "/ws",
-                 timeout: float = 30) -> None:
+                 timeout: float = 30, deflate: bool = False) -> None:
         sock = tunnel(proxy_port, token, host, port, timeout)
         self.sock = ssl.create_default_context(cafile=ca_cert).wrap_socket(sock, server_hostname=host)
         self.ws = WSConnection(ConnectionType.CLIENT)
@@ -144,7 +148,8 @@ class WsClient:
         self.rejected: RejectConnection | None = None
         self.reject_body = b""
         self.accepted = False
-        self.sock.sendall(self.ws.send(Request(host=f"{host}:{port}", target=path)))
+        offer = [PerMessageDeflate()] if deflate else []
+        self.sock.sendall(self.ws.send(Request(host=f"{host}:{port}", target=path, extensions=offer)))
         while not self.accepted and self.rejected is None:
             event = self.next_event()
             if event is None:
