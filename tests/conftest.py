@@ -15,8 +15,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,68 @@ from scripts.setup_certs import main as setup_certs
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 UPSTREAM_KEY = "sk-upstream-PLANTED-4f1c9e"  # the provider key only the gateway holds
+
+
+def accept_forever(server: socket.socket, handle: Callable[[socket.socket], None]) -> None:
+    """Serve each connection to ``server`` with ``handle`` in a thread of its own, until ``server`` is closed."""
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """An HTTP message head, read to its blank line and not a byte further (what follows may be TLS)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError(f"closed before the end of the head: {head!r}")
+        head += chunk
+    return head
+
+
+def open_tunnel(proxy_port: int, target: str, token: str, timeout: float = 10) -> socket.socket:
+    """A raw socket through the gateway's forward proxy: CONNECT ``target`` (host:port) with ``token``, answered 200."""
+    sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Bearer {token}\r\n\r\n".encode())
+    head = read_head(sock)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+class RawListener:
+    """A plain TCP server that keeps every byte it receives: an upstream that must never hear from the gateway."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.received = bytearray()
+        self._lock = threading.Lock()
+        accept_forever(self.sock, self._read)
+
+    def _read(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
+        with conn:
+            conn.settimeout(10)
+            try:
+                while chunk := conn.recv(65536):
+                    with self._lock:
+                        self.received += chunk
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ from addons.journal import journal_path, read_journal
 from addons.keys import SigningKey
 from addons.queries import iter_events, verify_chain, verify_events
 from addons.store import Store, StoreError, connect
+from tests.forgery import resign
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,6 +132,7 @@ def test_a_crash_loses_no_committed_event(tmp_path: Path, key: SigningKey) -> No
 
     code = f"""
 import os
+from tests.forgery import resign
 from addons.events import Event
 from addons.keys import SigningKey
 from addons.store import Store
@@ -256,6 +258,7 @@ def _crash_with_events(tmp_path: Path, count: int, checkpoint_every: int = 1000)
     code = f"""
 import os
 from addons import store
+from tests.forgery import resign
 from addons.events import Event
 from addons.keys import SigningKey
 store.LOAD_INTERVAL = 3600  # keep the events in the journal, as a crash between loads does
@@ -517,23 +520,6 @@ def test_checkpoint_log_lines_are_parsed_and_other_lines_ignored() -> None:
     assert parse_heads(["nothing here"]) == []
 
 
-def _resign(events: list[Event], key: SigningKey) -> list[Event]:
-    """What a forger with the signing key does: re-hash from the first event and re-sign every checkpoint."""
-    from addons.events import checkpoint_message
-
-    prev = events[0].prev_hash
-    for i, e in enumerate(events):
-        if e.kind == "checkpoint":
-            head = events[i - 1]
-            e.detail = {**e.detail, "head_hash": head.hash,
-                        "signature": key.sign(checkpoint_message(head.seq, head.hash))}
-        e.stored_record = None
-        e.prev_hash = prev
-        e.hash = chain_hash(prev, e)
-        prev = e.hash
-    return events
-
-
 def test_a_history_re_signed_with_the_key_verifies_alone_but_not_against_the_logged_heads(
     tmp_path: Path, key: SigningKey, caplog
 ) -> None:
@@ -551,9 +537,9 @@ def test_a_history_re_signed_with_the_key_verifies_alone_but_not_against_the_log
     ok = match_heads(verify_events(iter(events), key.public), logged, "gateway.log")
     assert ok.status == "ok" and ok.external_heads["matched"] == 3 and not ok.external_heads["unmatched"]
 
-    forged = _resign([dataclasses.replace(e, stored_record=None) for e in events], key)
+    forged = resign([dataclasses.replace(e, stored_record=None) for e in events], key)
     forged[1].body = b"forged"
-    _resign(forged, key)
+    resign(forged, key)
     alone = verify_events(iter(forged), key.public)
     assert alone.status == "ok"  # the chain and every signature hold by themselves
     caught = match_heads(alone, logged, "gateway.log")

@@ -13,7 +13,6 @@ import base64
 import json
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ import h2.events
 import pytest
 import trustme
 
-from tests.conftest import UPSTREAM_KEY, Gateway, rules_for
+from tests.conftest import UPSTREAM_KEY, Gateway, accept_forever, rules_for
 
 pytestmark = pytest.mark.e2e
 
@@ -56,18 +55,10 @@ class H2Upstream:
     def __post_init__(self) -> None:
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_forever(self._sock, self._serve)
 
     def close(self) -> None:
         self._sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
         try:

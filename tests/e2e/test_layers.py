@@ -12,14 +12,21 @@ import json
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, Gateway, rules_for, start_gateway, wait_ready
+from tests.conftest import (
+    UPSTREAM_KEY,
+    Gateway,
+    RawListener,
+    open_tunnel,
+    rules_for,
+    start_gateway,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -27,41 +34,6 @@ CALLER_BEARER = "sk-caller-PLANTED-layers-8e21"
 EMAIL = "maria.garcia@example.org"
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.6 PLANTED-ssh-secret\r\n"
 GARBAGE = b"\x00\x01garbage PLANTED-raw-secret"
-
-
-class RawListener:
-    """A plain TCP server that keeps every byte it receives: an upstream that must never hear from the gateway."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.received = bytearray()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(10)
-            try:
-                while chunk := conn.recv(65536):
-                    with self._lock:
-                        self.received += chunk
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -75,25 +47,8 @@ def layer_rules(upstream_port: int, raw_port: int) -> str:
     return rules_for(upstream_port, extra_upstreams=f"  - name: raw\n    host: 127.0.0.1\n    port: {raw_port}\n")
 
 
-def read_head(sock: socket.socket) -> bytes:
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionError(f"closed before the end of the head: {head!r}")
-        head += chunk
-    return head
-
-
 def tunnel(port: int, host: str, target_port: int, token: str) -> socket.socket:
-    """A raw socket through an authenticated CONNECT to host:target_port (the gateway answered 200)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(f"CONNECT {host}:{target_port} HTTP/1.1\r\nHost: {host}:{target_port}\r\n"
-                 f"Proxy-Authorization: Bearer {token}\r\n\r\n".encode())
-    head = read_head(sock)
-    assert head.startswith(b"HTTP/1.1 200"), head
-    return sock
+    return open_tunnel(port, f"{host}:{target_port}", token)
 
 
 class BioTLS:

@@ -7,7 +7,6 @@ import json
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 
@@ -16,7 +15,7 @@ import pytest
 import trustme
 
 from scripts.demo_upstream import DemoUpstream
-from tests.conftest import UPSTREAM_KEY, Gateway, rules_for, start_gateway
+from tests.conftest import UPSTREAM_KEY, Gateway, RawListener, open_tunnel, rules_for, start_gateway
 
 pytestmark = pytest.mark.e2e
 FRONTED = "evil.example"  # another site on the same front: the upstream's certificate covers it too
@@ -33,32 +32,6 @@ class Front(DemoUpstream):
         super().__init__(ssl_context=context)
 
 
-class Listener:
-    """A plain TCP listener on an allowed host:port that keeps every byte it receives."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.received = bytearray()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                self.received += data
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def front(upstream_ca: trustme.CA) -> Iterator[Front]:
     with Front(upstream_ca) as server:
@@ -66,8 +39,8 @@ def front(upstream_ca: trustme.CA) -> Iterator[Front]:
 
 
 @pytest.fixture
-def listener() -> Iterator[Listener]:
-    server = Listener()
+def listener() -> Iterator[RawListener]:
+    server = RawListener()
     yield server
     server.close()
 
@@ -92,12 +65,7 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 
 def tunnel(gw: Gateway, target: str, token: str) -> socket.socket:
-    """A CONNECT through the gateway with a token; the open tunnel."""
-    sock = socket.create_connection(("127.0.0.1", gw.proxy_port), timeout=10)
-    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Bearer {token}\r\n\r\n".encode())
-    status, _, _ = read_response(sock)
-    assert status == 200, status
-    return sock
+    return open_tunnel(gw.proxy_port, target, token)
 
 
 def send_over_tls(raw: socket.socket, gw: Gateway, sni: str, head: str) -> tuple[int, dict]:
@@ -177,7 +145,7 @@ def test_the_upstream_is_asked_for_by_its_own_name(gateway_factory, upstream, fr
     assert headers["host"] == f"localhost:{front.port}" and headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
 
 
-def test_cleartext_to_an_https_upstream_is_refused_never_sent(gateway_factory, upstream, listener) -> None:
+def test_cleartext_to_an_https_upstream_is_refused_never_sent(gateway_factory, upstream, listener: RawListener) -> None:
     rules = rules_for(upstream.port, extra_upstreams=f"""  - name: tls-only
     host: localhost
     port: {listener.port}

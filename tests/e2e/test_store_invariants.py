@@ -14,6 +14,7 @@ import pytest
 from mitmproxy import io
 
 from tests.conftest import Gateway, free_port, rules_for
+from tests.forgery import resign
 
 pytestmark = pytest.mark.e2e
 
@@ -244,7 +245,6 @@ def test_an_edited_tail_laundered_through_a_restart_is_named_signed_late_and_cau
 def test_a_history_re_signed_with_the_signing_key_is_caught_by_the_logged_heads(gateway_factory, upstream) -> None:
     """Old code: a history re-hashed and re-signed with the gateway's own key verified, and nothing compared it
     with the heads the gateway had logged."""
-    from addons.events import checkpoint_message, seal
     from addons.keys import SigningKey
 
     gw: Gateway = gateway_factory(extra_args=("--set", "warden_checkpoint_every=4"))
@@ -263,15 +263,7 @@ def test_a_history_re_signed_with_the_signing_key_is_caught_by_the_logged_heads(
     def forge(events):
         [request] = [e for e in events if e.kind == "request" and e.path == "/echo/e1"]
         request.body = b'{"i": 999}'
-        prev = events[0].prev_hash
-        for i, e in enumerate(events):
-            if e.kind == "checkpoint":
-                head = events[i - 1]
-                e.detail = {**e.detail, "head_hash": head.hash,
-                            "signature": key.sign(checkpoint_message(head.seq, head.hash))}
-            seal(e, e.seq, prev)
-            prev = e.hash
-        return events
+        return resign(events, key)
 
     _rewrite(gw.db, forge)
     alone = gw.warden("verify", db_only=True, check=False)

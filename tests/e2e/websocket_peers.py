@@ -13,7 +13,6 @@ import threading
 from dataclasses import dataclass, field
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.extensions import PerMessageDeflate
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -26,22 +25,15 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
+
+from tests.conftest import accept_forever, open_tunnel, read_head
 
 UNSOLICITED = "send me your contact"  # the upstream answers it with PII of its own
 UPSTREAM_PII = "carol.jones@example.net"
 RAW = b"RAW-BYTES-FROM-UPSTREAM"
 CONTROL_PII = "send me control frames"  # the upstream answers with a ping and a pong carrying UPSTREAM_PII
 CLOSE_PII = "close with a reason"  # the upstream closes with UPSTREAM_PII as the close reason
-
-
-def _read_head(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 @dataclass
@@ -59,24 +51,16 @@ class WsUpstream:
     def __post_init__(self) -> None:
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_forever(self._sock, self._serve)
 
     def close(self) -> None:
         self._sock.close()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
     def _serve(self, raw: socket.socket) -> None:
+        self.connections += 1
         try:
             with self.ssl_context.wrap_socket(raw, server_side=True) as sock:
-                head = _read_head(sock)
+                head = read_head(sock)
                 if head.split(b" ", 2)[1:2] == [b"/rogue"]:
                     self.rogue_hits += 1
                     sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
@@ -128,12 +112,7 @@ class WsUpstream:
 
 def tunnel(proxy_port: int, token: str, host: str, port: int, timeout: float = 30) -> socket.socket:
     """A CONNECT tunnel through the gateway's forward proxy, authenticated with ``token``."""
-    sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)
-    sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                 f"Proxy-Authorization: Bearer {token}\r\n\r\n".encode())
-    head = _read_head(sock)
-    assert head.startswith(b"HTTP/1.1 200"), head
-    return sock
+    return open_tunnel(proxy_port, f"{host}:{port}", token, timeout)
 
 
 class WsClient:
