@@ -11,6 +11,7 @@ queued, and the credentials addon removes the upstream keys from what the caller
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -25,6 +26,7 @@ CHECK_LIMIT = 16 * 1024 * 1024
 REDACTED = "[redacted]"
 REDACTED_CREDENTIAL = "[redacted-credential]"  # a known secret value found where it does not belong
 MIN_SECRET = 8  # characters: shorter values would match ordinary text; such secrets are redacted by name only
+MIN_SHAPED = 13  # characters: no credential shape below matches fewer ("ntlm " and 8 more)
 MIN_CALLER_SECRET = 16  # a caller's own values: long, no spaces, letters and digits (see _token_like)
 
 # Header (and query parameter) names that carry a credential, whatever the vendor prefix:
@@ -51,6 +53,7 @@ _SECRET_SHAPES = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # every request and event asks again for the same few header names
 def is_credential_name(name: str) -> bool:
     """Whether a header or parameter name says it carries a credential."""
     name = name.strip().lower()
@@ -59,9 +62,11 @@ def is_credential_name(name: str) -> bool:
 
 def is_credential_header(name: str, value: str = "") -> bool:
     """Whether a header carries a credential: by its name, or by a value shaped like one (``Bearer ...``, a JWT)."""
-    if name.strip().lower() in _NOT_CREDENTIALS:
+    if is_credential_name(name):
+        return True
+    if len(value) < MIN_SHAPED or name.strip().lower() in _NOT_CREDENTIALS:
         return False
-    return is_credential_name(name) or bool(_AUTH_SCHEME_VALUE.match(value) or _SECRET_SHAPES.search(value))
+    return bool(_AUTH_SCHEME_VALUE.match(value) or _SECRET_SHAPES.search(value))
 
 
 def is_secret_param(name: str, value: str = "") -> bool:
@@ -202,6 +207,10 @@ class StreamScrubber:
         return [buffer[:cut]] if cut else []
 
 
+_TEXT_FIELDS = tuple(f.name for f in dataclasses.fields(Event)
+                     if f.name not in ("body", "original_enc", "stored_record", "hash", "prev_hash"))
+
+
 def redact_event(event: Event, secrets: Secrets, names: Iterable[str] = ()) -> Event:
     """The event with every known secret value replaced everywhere it can be written, and the header
     values of ``names`` (the configured upstream credential headers) replaced. The recorder's last step."""
@@ -224,10 +233,8 @@ def redact_event(event: Event, secrets: Secrets, names: Iterable[str] = ()) -> E
         event.headers = [[n, REDACTED if n.lower() in names else v] for n, v in event.headers]
     if event.path:
         event.path = redact_path(event.path)
-    for f in dataclasses.fields(event):
-        if f.name in ("body", "original_enc", "stored_record", "hash", "prev_hash"):
-            continue
-        setattr(event, f.name, clean(getattr(event, f.name)))
+    for name in _TEXT_FIELDS:
+        setattr(event, name, clean(getattr(event, name)))
     if event.body:
         ce = next((v for n, v in event.headers or [] if n.lower() == "content-encoding"), "")
         event.body, count = secrets.body(event.body, ce)
