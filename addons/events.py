@@ -173,19 +173,21 @@ def link(prev_hash: str, digest: str) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + bytes.fromhex(digest)).hexdigest()
 
 
-def chain_hash(prev_hash: str, event: Event) -> str:
-    """The hash ``event`` must carry after ``prev_hash``, in the form the event names; ValueError if unknown."""
+def chain_hash(prev_hash: str, event: Event, body: bytes | None = None) -> str:
+    """The hash ``event`` must carry after ``prev_hash``, in the form the event names; ValueError if unknown.
+    ``body``: ``canonical(event)`` when the caller has it already."""
     form = event.chain_format or 1
+    body = canonical(event) if body is None else body
     if form == 2:
-        return link(prev_hash, event_digest(event))
+        return link(prev_hash, hashlib.sha256(body).hexdigest())
     if form == 1:
-        return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(event)).hexdigest()
+        return hashlib.sha256(prev_hash.encode() + b"\n" + body).hexdigest()
     raise ValueError(f"unknown chain format {form!r}")
 
 
-def journal_line(event: Event) -> bytes:
-    """The journal line of a sealed event: its canonical form with the hash appended."""
-    return canonical(event)[:-1] + b',"' + event.hash.encode() + b'"]\n'
+def journal_line(event: Event, body: bytes | None = None) -> bytes:
+    """The journal line of a sealed event: its canonical form (``body``, if the caller has it) with the hash appended."""
+    return (canonical(event) if body is None else body)[:-1] + b',"' + event.hash.encode() + b'"]\n'
 
 
 def seal(event: Event, seq: int, prev_hash: str, chain_format: int = CHAIN_FORMAT) -> bytes:
@@ -196,8 +198,9 @@ def seal(event: Event, seq: int, prev_hash: str, chain_format: int = CHAIN_FORMA
     event.chain_format = chain_format if chain_format != 1 else None
     event.stored_record = None
     event.stored_record = event.record()
-    event.hash = chain_hash(prev_hash, event)
-    return journal_line(event)
+    body = canonical(event)  # the hash excludes itself: the same bytes serve the hash and the journal line
+    event.hash = chain_hash(prev_hash, event, body)
+    return journal_line(event, body)
 
 
 def unseal(line: bytes) -> Event:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -130,13 +131,19 @@ class Secrets:
         kept = sorted({v for v in values if len(v) >= MIN_SECRET}, key=len, reverse=True)
         self.values = tuple(kept)
         self._raw = tuple(v.encode() for v in kept)
+        self._json_plain = tuple(json.dumps(v, ensure_ascii=False)[1:-1] == v for v in kept)
         self.longest = max((len(v) for v in self._raw), default=0)
 
     def __bool__(self) -> bool:
         return bool(self.values)
 
     def __or__(self, other: Iterable[str]) -> Secrets:
-        return Secrets((*self.values, *other))
+        other = tuple(other)
+        return Secrets((*self.values, *other)) if other else self
+
+    def present(self, text: str) -> bool:
+        """Whether any value may be in ``text`` (JSON text of fields: a value JSON would escape counts as present)."""
+        return any(value in text or not self._json_plain[i] for i, value in enumerate(self.values))
 
     def text(self, text: str) -> tuple[str, int]:
         """(text with every secret replaced, how many were)."""
@@ -233,8 +240,9 @@ def redact_event(event: Event, secrets: Secrets, names: Iterable[str] = ()) -> E
         event.headers = [[n, REDACTED if n.lower() in names else v] for n, v in event.headers]
     if event.path:
         event.path = redact_path(event.path)
-    for name in _TEXT_FIELDS:
-        setattr(event, name, clean(getattr(event, name)))
+    if secrets.present(json.dumps([getattr(event, name) for name in _TEXT_FIELDS], ensure_ascii=False, default=str)):
+        for name in _TEXT_FIELDS:  # the walk that replaces, only where a value was seen (most events hold none)
+            setattr(event, name, clean(getattr(event, name)))
     if event.body:
         ce = next((v for n, v in event.headers or [] if n.lower() == "content-encoding"), "")
         event.body, count = secrets.body(event.body, ce)

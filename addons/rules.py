@@ -7,6 +7,7 @@ variable ANTHROPIC_API_KEY is not set``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -58,6 +59,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)  # asked several times per request, for the same few hosts
 def normal_host(host: str) -> str:
     """A host as upstreams are keyed: lower case, no trailing dot, IP addresses in their canonical form."""
     host = host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
