@@ -1,6 +1,6 @@
 """Credentials: callers never hold the provider key, and never see it.
 
-Last before the recorder. Strips every header that carries a credential (``redaction.is_credential_header``:
+After masking, before the WebSocket addon and the recorder. Strips every header that carries a credential (``redaction.is_credential_header``:
 Authorization, Proxy-*, Cookie, X-Amz-*, *-Key, *-Token, *Signature*, any ``Bearer ...`` or JWT value,
 and every upstream's credential header name), except those the upstream's ``pass_headers`` names, and
 injects the upstream's own key from the rules file. An upstream that echoes a key back (in headers,
