@@ -1,9 +1,10 @@
 """Credentials: callers never hold the provider key, and never see it.
 
-After masking, before the WebSocket addon and the recorder. Strips every header that carries a credential (``redaction.is_credential_header``:
-Authorization, Proxy-*, Cookie, X-Amz-*, *-Key, *-Token, *Signature*, any ``Bearer ...`` or JWT value,
-and every upstream's credential header name), except those the upstream's ``pass_headers`` names, and
-injects the upstream's own key from the rules file. An upstream that echoes a key back (in headers,
+After masking, before the WebSocket addon and the recorder. Strips every header that carries a
+credential (``redaction.is_credential_header``: Authorization, Proxy-*, Cookie, X-Amz-*, *-Key,
+*-Token, *Signature*, any ``Bearer ...`` or JWT value, and every upstream's credential header name),
+except those the upstream's ``pass_headers`` names, and injects the upstream's own key from the rules
+file. An upstream that echoes a key back (in headers,
 a body or a stream) has it replaced by ``[redacted-credential]`` before the caller reads it.
 """
 
