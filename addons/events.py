@@ -186,7 +186,7 @@ def chain_hash(prev_hash: str, event: Event, body: bytes | None = None) -> str:
 
 
 def journal_line(event: Event, body: bytes | None = None) -> bytes:
-    """The journal line of a sealed event: its canonical form (``body``, if the caller has it) with the hash appended."""
+    """The journal line of a sealed event: its canonical form (``body``, if the caller has it), hash appended."""
     return (canonical(event) if body is None else body)[:-1] + b',"' + event.hash.encode() + b'"]\n'
 
 

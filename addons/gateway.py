@@ -32,5 +32,6 @@ from addons.recorder import Recorder
 from addons.websocket import WebSocket
 
 addons = [
-    Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), Credentials(), WebSocket(), Recorder(), Admin(),
+    Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), Credentials(), WebSocket(), Recorder(),
+    Admin(),
 ]
