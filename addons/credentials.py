@@ -54,7 +54,8 @@ class Credentials:
         stripped = [(n, v) for n, v in headers.items(multi=True)
                     if self._is_credential(n, v) and n.lower() not in upstream.pass_headers]
         m.caller_secrets |= credential_values(stripped) | credential_values(
-            (n, v) for n, v in headers.items(multi=True) if n.lower() in upstream.pass_headers)
+            (n, v) for n, v in headers.items(multi=True) if n.lower() in upstream.pass_headers
+        ) | path_secret_values(flow.request.path)  # the path as policy normalised it (escapes decoded)
         for name in {n.lower() for n, _ in stripped}:
             headers.pop(name, None)
         if upstream.credential is None:

@@ -91,6 +91,13 @@ class CleartextRefused(WardenError):
     type = "cleartext_refused"
 
 
+class AmbiguousPath(WardenError):
+    """The path reads as another path to lenient servers (%2F, backslashes, ';' parameters) that rules decide otherwise."""
+
+    status = 400
+    type = "ambiguous_path"
+
+
 class PolicyBlocked(WardenError):
     """A rule blocked the request."""
 

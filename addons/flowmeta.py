@@ -154,6 +154,7 @@ def refuse(flow: http.HTTPFlow, error: WardenError) -> None:
     """Answer the flow locally with ``error``; the request does not go upstream."""
     meta(flow).error = error
     flow.response = error.response()
+    flow.request.headers.pop("expect", None)  # refused at its headers: never invite the body (100 Continue)
 
 
 def fail_closed(hook: Callable) -> Callable:

@@ -4,8 +4,8 @@ Requests. Over ``warden_max_body`` bytes: mitmproxy itself stops reading and clo
 its own plain 413 (``body_size_limit`` is pinned from Warden's limits, see ``configure``), so a
 client cannot make the gateway buffer a body of any size, announced or chunked, and ``Expect:
 100-continue`` is refused before the body is invited. A declared length over ``warden_max_body`` (under
-``body_size_limit``) is refused at its headers, and the ``Expect`` header of any request refused by then is
-removed, so mitmproxy does not answer ``100 Continue`` to it either. The refusal is recorded (``error`` below
+``body_size_limit``) is refused at its headers, and ``flowmeta.refuse`` removes the ``Expect`` header of
+any refused request, so mitmproxy does not answer ``100 Continue`` to it either. The refusal is recorded (``error`` below
 names it ``body_too_large``). A body that declares a Content-Encoding is decoded here, in a worker
 thread when it may be large (``addons/decoding.py``), never past ``warden_max_body`` decoded bytes or
 the expansion-ratio bound (413 ``body_too_large``); a coding other than gzip, deflate, br, zstd
@@ -180,15 +180,12 @@ class Intake:
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.error or not flow.live:
+        if flow.response or flow.error or not flow.live:
             return
-        if not flow.response:
-            declared = flow.request.headers.get("content-length")
-            limit = ctx.options.warden_max_body
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                refuse(flow, self._too_large(f"is {int(declared)} bytes", limit))
-        if flow.response:  # refused, here or before: mitmproxy would still answer "100 Continue" to this header
-            flow.request.headers.pop("expect", None)
+        declared = flow.request.headers.get("content-length")
+        limit = ctx.options.warden_max_body
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            refuse(flow, self._too_large(f"is {int(declared)} bytes", limit))  # (refuse drops Expect)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:

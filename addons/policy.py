@@ -17,7 +17,14 @@ import string
 from mitmproxy import http
 from mitmproxy.net.http import url
 
-from addons.errors import CleartextRefused, HostNotAllowed, MisdirectedRequest, NotConfigured, PolicyBlocked
+from addons.errors import (
+    AmbiguousPath,
+    CleartextRefused,
+    HostNotAllowed,
+    MisdirectedRequest,
+    NotConfigured,
+    PolicyBlocked,
+)
 from addons.flowmeta import Decision, fail_closed, meta, refuse
 from addons.rules import Rules, Upstream, current_rules, normal_host
 
@@ -80,6 +87,18 @@ def normal_path(path: str) -> str:
     return "/" + "/".join(segments) + sep + query
 
 
+_SEPARATOR_ESCAPES = re.compile(r"%(2[Ff]|5[Cc])")
+
+
+def lenient_path(path: str) -> str:
+    """``path`` as a lenient server may read it: ``%2F``, ``%5C`` and ``\\`` as ``/``, ``;`` parameters dropped,
+    then in normal form. Rules that decide this spelling otherwise make the request ambiguous."""
+    target, sep, query = path.partition("?")
+    target = _SEPARATOR_ESCAPES.sub("/", target).replace("\\", "/")
+    target = "/".join(segment.split(";", 1)[0] for segment in target.split("/"))
+    return normal_path(target + sep + query)
+
+
 def decide(rules: Rules, flow: http.HTTPFlow) -> Decision:
     """The first rule whose filter matches the flow decides; no match blocks."""
     for rule in rules.rules:
@@ -110,12 +129,35 @@ class Policy:
         if not self._check_host(flow):
             return
         assert self.rules is not None
-        flow.request.path = normal_path(flow.request.path)  # rules judge, and the upstream gets, one spelling
+        if flow.request.path != "*":
+            flow.request.path = normal_path(flow.request.path)  # rules judge, and the upstream gets, one spelling
         m = meta(flow)
         m.decision = decide(self.rules, flow)
+        if (read_otherwise := self._ambiguity(flow, m.decision)) is not None:
+            m.decision = Decision("block", m.decision.rule, "the path decides otherwise as servers may read it")
+            refuse(flow, AmbiguousPath(
+                f"the path {flow.request.path!r} reads as {read_otherwise!r} to servers that decode %2F, %5C or "
+                "'\\' as '/' or drop ';' parameters, and the rules decide that spelling otherwise; "
+                "send the path as the upstream should read it"
+            ))
+            return
         if m.decision.action == "block":
             reason = m.decision.reason or f"blocked by rule {m.decision.rule!r}"
             refuse(flow, PolicyBlocked(f"{reason} (rule {m.decision.rule})"))
+
+    def _ambiguity(self, flow: http.HTTPFlow, decision: Decision) -> str | None:
+        """The other spelling of the path, if a server could read it so and the rules decide it otherwise."""
+        assert self.rules is not None
+        path = flow.request.path
+        other = lenient_path(path)
+        if other == path:
+            return None
+        flow.request.path = other
+        try:
+            elsewise = decide(self.rules, flow)
+        finally:
+            flow.request.path = path
+        return other if (elsewise.action, elsewise.rule) != (decision.action, decision.rule) else None
 
     def _check_host(self, flow: http.HTTPFlow) -> bool:
         if self.rules is None:
@@ -159,6 +201,6 @@ class Policy:
         flow.server_conn.sni = upstream.host  # never the client's: the name the gateway's TLS asks the upstream for
         if not flow.request.is_http2:
             flow.request.authority = ""  # origin-form upstream: a server obeys an absolute-form target over Host
-        if not flow.request.host_header:
-            flow.request.host_header = url.hostport(upstream.scheme, upstream.host, upstream.port)
+        # One spelling of the upstream's name (not "API.example.com." as sent): what rules match (~u) and it reads.
+        flow.request.host_header = url.hostport(upstream.scheme, upstream.host, upstream.port)
         return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from addons.policy import normal_path
+from addons.policy import lenient_path, normal_path
 
 
 @pytest.mark.parametrize(("sent", "judged"), [
@@ -19,3 +19,14 @@ from addons.policy import normal_path
 ])
 def test_normal_path(sent: str, judged: str) -> None:
     assert normal_path(sent) == judged
+
+
+@pytest.mark.parametrize(("sent", "lenient"), [
+    ("/v1%2Ffine_tuning/jobs", "/v1/fine_tuning/jobs"),     # servers that decode %2F before routing
+    ("/v1/chat/..%2Ffiles", "/v1/files"),                   # ... and then resolve dot segments
+    ("/v1/..;/admin", "/admin"),                            # servers that drop ';' parameters
+    ("/v1\\files", "/v1/files"),                            # backslashes as slashes
+    ("/v1/chat/completions", "/v1/chat/completions"),
+])
+def test_lenient_path(sent: str, lenient: str) -> None:
+    assert lenient_path(sent) == lenient

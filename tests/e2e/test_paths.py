@@ -135,10 +135,21 @@ def test_a_path_spelled_otherwise_is_judged_as_the_upstream_reads_it(gateway, up
     assert upstream.received == []
 
 
+@pytest.mark.parametrize("path", ["/v1%2Ffiles", "/v1/x/..%2Ffiles", "/v1/x/..;/files", "/v1\\files"])
+def test_a_path_a_lenient_server_reads_otherwise_is_refused(gateway, upstream, path) -> None:
+    """Servers that decode %2F, read backslashes as slashes or drop ';' parameters would route to /v1/files."""
+    host = f"localhost:{upstream.port}"
+    status, body = fronted_request(gateway, host, "localhost", host, path=path)
+    assert status == 400 and body["error"]["type"] == "ambiguous_path"
+    assert upstream.received == []
+    [flow] = gateway.flows()
+    assert flow["fate"] == "ambiguous_path"
+
+
 def test_the_upstream_is_asked_for_by_its_own_name(gateway_factory, upstream, front) -> None:
     gw = gateway_factory(front_rules(front, upstream.port))
-    status, _ = fronted_request(gw, f"localhost:{front.port}", "localhost", f"localhost:{front.port}")
-    assert status == 200
+    status, _ = fronted_request(gw, f"localhost:{front.port}", "localhost", f"LOCALHOST.:{front.port}")
+    assert status == 200  # the same host, spelled otherwise: accepted, and sent in one spelling
     assert front.snis == ["localhost"]
     [request] = front.received
     headers = {k.lower(): v for k, v in request["headers"]}
