@@ -51,12 +51,13 @@ class Credentials:
             return
         upstream = next(u for u in self.rules.upstreams if u.name == upstream_name)
         headers = flow.request.headers
-        stripped = [(n, v) for n, v in headers.items(multi=True)
-                    if self._is_credential(n, v) and n.lower() not in upstream.pass_headers]
-        m.caller_secrets |= credential_values(stripped) | credential_values(
+        # The credential headers' values are known since requestheaders; add what this upstream passes on, and
+        # the path as policy normalised it (escapes decoded).
+        m.caller_secrets |= credential_values(
             (n, v) for n, v in headers.items(multi=True) if n.lower() in upstream.pass_headers
-        ) | path_secret_values(flow.request.path)  # the path as policy normalised it (escapes decoded)
-        for name in {n.lower() for n, _ in stripped}:
+        ) | path_secret_values(flow.request.path)
+        for name in {n.lower() for n, v in headers.items(multi=True)
+                     if self._is_credential(n, v) and n.lower() not in upstream.pass_headers}:
             headers.pop(name, None)
         if upstream.credential is None:
             return

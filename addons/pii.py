@@ -149,11 +149,14 @@ class PiiMasking:
         return Masker(profile, vault, self.hash_key, masking.allow_list, masking.allow_regex, reversible)
 
     async def _analyze(self, payload: Payload) -> list[list]:
-        if not payload.slots:
+        return await self._analyze_texts([slot.text for slot in payload.slots])
+
+    async def _analyze_texts(self, texts: list[str]) -> list[list]:
+        if not texts:
             return []
         if self.pool is None:
             raise AnalysisUnavailable("the PII analyzer is not configured")
-        return await self.pool.analyze([slot.text for slot in payload.slots])
+        return await self.pool.analyze(texts)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -227,9 +230,7 @@ class PiiMasking:
             if not response:
                 m.pii.vault.reserve(texts)
             try:
-                if self.pool is None:
-                    raise AnalysisUnavailable("the PII analyzer is not configured")
-                spans = await self.pool.analyze(list(texts))
+                spans = await self._analyze_texts(list(texts))
             except AnalysisUnavailable as e:
                 metrics.PII_FAILURES.inc()
                 raise PiiUnavailable(f"{e}; the message was not relayed") from None

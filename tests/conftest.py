@@ -48,6 +48,13 @@ def accept_forever(server: socket.socket, handle: Callable[[socket.socket], None
     threading.Thread(target=loop, daemon=True).start()
 
 
+def listen(handle: Callable[[socket.socket], None]) -> tuple[socket.socket, int]:
+    """A server socket on 127.0.0.1 (any free port) whose connections ``handle`` serves: (socket, port)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accept_forever(server, handle)
+    return server, server.getsockname()[1]
+
+
 def read_head(sock: socket.socket) -> bytes:
     """An HTTP message head, read to its blank line and not a byte further (what follows may be TLS)."""
     head = b""
@@ -73,12 +80,10 @@ class RawListener:
     """A plain TCP server that keeps every byte it receives: an upstream that must never hear from the gateway."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.connections = 0
         self.received = bytearray()
         self._lock = threading.Lock()
-        accept_forever(self.sock, self._read)
+        self.sock, self.port = listen(self._read)
 
     def _read(self, conn: socket.socket) -> None:
         with self._lock:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from scripts.demo_upstream import bomb
-from tests.conftest import Gateway, rules_for
+from tests.conftest import Gateway, open_tunnel, rules_for
 from tests.e2e.test_bad_input import startup_failure
 from tests.e2e.test_pii import PROMPT, VALUES
 
@@ -189,20 +188,19 @@ def test_a_chunked_gigabyte_upload_is_refused_in_bounded_memory(gateway: Gateway
         assert client.post(f"https://localhost:{upstream.port}/v1/chat/completions", json=CHAT).status_code == 200
 
 
+def tls_tunnel(gw: Gateway, port: int) -> ssl.SSLSocket:
+    """TLS to localhost:``port`` through an authenticated CONNECT, for writing a request head by hand."""
+    raw = open_tunnel(gw.proxy_port, f"localhost:{port}", gw.token("alice"), timeout=30)
+    return ssl.create_default_context(cafile=str(gw.ca_cert)).wrap_socket(raw, server_hostname="localhost")
+
+
 def test_expect_100_continue_with_a_huge_length_is_refused_before_the_body(gateway: Gateway, upstream) -> None:
-    token = gateway.token("alice")
-    with socket.create_connection(("127.0.0.1", gateway.proxy_port), timeout=30) as raw:
-        auth = base64.b64encode(f"alice:{token}".encode()).decode()
-        raw.sendall(f"CONNECT localhost:{upstream.port} HTTP/1.1\r\nHost: localhost:{upstream.port}\r\n"
-                    f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode())
-        assert raw.recv(4096).startswith(b"HTTP/1.1 200")
-        context = ssl.create_default_context(cafile=str(gateway.ca_cert))
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(b"POST /echo/expect HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 1073741824\r\nExpect: 100-continue\r\n\r\n")
-            answer = b""
-            while chunk := tls.recv(65536):  # the gateway answers and closes without reading a body byte
-                answer += chunk
+    with tls_tunnel(gateway, upstream.port) as tls:
+        tls.sendall(b"POST /echo/expect HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 1073741824\r\nExpect: 100-continue\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(65536):  # the gateway answers and closes without reading a body byte
+            answer += chunk
     assert answer.startswith(b"HTTP/1.1 413"), answer
     assert b"100 Continue" not in answer
     assert fate_of(gateway, "/echo/expect") == ["body_too_large"]
@@ -213,19 +211,12 @@ def test_expect_100_continue_over_warden_max_body_is_not_invited(gateway_factory
     # over warden_max_body but under body_size_limit (the larger warden_max_response): Intake refuses it at
     # its headers, so the client must not be told to send the body ("100 Continue") before the 413
     gw = gateway_factory(extra_args=("--set", "warden_max_body=1024"))
-    token = gw.token("alice")
-    with socket.create_connection(("127.0.0.1", gw.proxy_port), timeout=30) as raw:
-        auth = base64.b64encode(f"alice:{token}".encode()).decode()
-        raw.sendall(f"CONNECT localhost:{upstream.port} HTTP/1.1\r\nHost: localhost:{upstream.port}\r\n"
-                    f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode())
-        assert raw.recv(4096).startswith(b"HTTP/1.1 200")
-        context = ssl.create_default_context(cafile=str(gw.ca_cert))
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(b"POST /echo/continue HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 4096\r\nExpect: 100-continue\r\n\r\n" + b" " * 4096)
-            first = b""
-            while b"\r\n" not in first and (chunk := tls.recv(4096)):
-                first += chunk
+    with tls_tunnel(gw, upstream.port) as tls:
+        tls.sendall(b"POST /echo/continue HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 4096\r\nExpect: 100-continue\r\n\r\n" + b" " * 4096)
+        first = b""
+        while b"\r\n" not in first and (chunk := tls.recv(4096)):
+            first += chunk
     assert first.startswith(b"HTTP/1.1 413"), first
     assert fate_of(gw, "/echo/continue") == ["body_too_large"]
     assert not [req for req in upstream.received if req["path"] == "/echo/continue"]

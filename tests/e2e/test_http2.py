@@ -22,7 +22,7 @@ import h2.events
 import pytest
 import trustme
 
-from tests.conftest import UPSTREAM_KEY, Gateway, accept_forever, rules_for
+from tests.conftest import UPSTREAM_KEY, Gateway, listen, rules_for
 
 pytestmark = pytest.mark.e2e
 
@@ -53,9 +53,7 @@ class H2Upstream:
     alpn: list[str | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        accept_forever(self._sock, self._serve)
+        self._sock, self.port = listen(self._serve)
 
     def close(self) -> None:
         self._sock.close()

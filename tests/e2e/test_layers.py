@@ -291,6 +291,19 @@ def test_http_inside_a_tunnel_is_an_http_flow_never_a_relay(gateway: Gateway, up
 # -- mitmproxy's passthrough options cannot open a way around -----------------------------------------------
 
 
+def refused_naming(gw: Gateway, named: str) -> bool:
+    """True if the gateway refused to start (its log naming ``named``); False once it started and is ready."""
+    try:
+        gw.proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        pass
+    if gw.proc.poll() is not None:
+        assert named in gw.log()
+        return True
+    wait_ready(gw)
+    return False
+
+
 @pytest.mark.parametrize("option", ["ignore_hosts=.*", "allow_hosts=^nothing-matches$", "tcp_hosts=.*"])
 def test_passthrough_options_never_create_passthrough(tmp_path: Path, confdir: Path, upstream,
                                                       raw_listener: RawListener, option: str) -> None:
@@ -298,14 +311,8 @@ def test_passthrough_options_never_create_passthrough(tmp_path: Path, confdir: P
     gw = start_gateway(tmp_path / "gw", confdir, layer_rules(upstream.port, raw_listener.port), upstream.port,
                        extra_args=("--set", option), wait=False)
     try:
-        try:
-            gw.proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            pass
-        if gw.proc.poll() is not None:
-            assert option.split("=")[0] in gw.log()
+        if refused_naming(gw, option.split("=")[0]):
             return
-        wait_ready(gw)
         token = gw.token("alice")
         with tunnel(gw.proxy_port, "localhost", upstream.port, token) as sock:
             tls = BioTLS(sock, gateway_context(gw), "localhost", record_version=None)
@@ -329,14 +336,8 @@ def test_a_mode_that_binds_no_identity_relays_nothing(tmp_path: Path, confdir: P
     gw = start_gateway(tmp_path / "gw", confdir, layer_rules(upstream.port, raw_listener.port), upstream.port,
                        extra_args=("--mode", f"socks5@{socks_port}"), wait=False)
     try:
-        try:
-            gw.proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            pass
-        if gw.proc.poll() is not None:
-            assert "socks5" in gw.log()
+        if refused_naming(gw, "socks5"):
             return
-        wait_ready(gw)
         with socket.create_connection(("127.0.0.1", socks_port), timeout=10) as sock:
             sock.sendall(b"\x05\x01\x00")
             assert sock.recv(2) == b"\x05\x00"

@@ -27,7 +27,7 @@ from wsproto.events import (
 )
 from wsproto.extensions import PerMessageDeflate
 
-from tests.conftest import accept_forever, open_tunnel, read_head
+from tests.conftest import listen, open_tunnel, read_head
 
 UNSOLICITED = "send me your contact"  # the upstream answers it with PII of its own
 UPSTREAM_PII = "carol.jones@example.net"
@@ -49,9 +49,7 @@ class WsUpstream:
     rogue_hits: int = 0
 
     def __post_init__(self) -> None:
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        accept_forever(self._sock, self._serve)
+        self._sock, self.port = listen(self._serve)
 
     def close(self) -> None:
         self._sock.close()
