@@ -22,11 +22,14 @@ import tornado.web
 from mitmproxy import ctx, exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from addons import metrics
-from addons.events import event_to_json
-from addons.issuer import EmbeddedIssuer, discovery, validator_for
-from addons.keys import KeyFileError, load_public_key
-from addons.queries import (
+from addons.auth.issuer import EmbeddedIssuer, discovery, validator_for
+from addons.auth.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
+from addons.flow import metrics
+from addons.rules.model import IdentityConfig, current_rules
+from addons.store.database import Store, StoreError
+from addons.store.events import event_to_json
+from addons.store.keys import KeyFileError, load_public_key
+from addons.store.queries import (
     FlowFilter,
     flow_events,
     iter_events,
@@ -36,9 +39,6 @@ from addons.queries import (
     verify_chain,
     verify_events,
 )
-from addons.rules import IdentityConfig, current_rules
-from addons.store import Store, StoreError
-from addons.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
 
 log = logging.getLogger("warden.admin")
 EVENTS_PAGE = 500

@@ -18,7 +18,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from addons.rules import Rules, rules_from_option
+from addons.rules.model import Rules, rules_from_option
 
 log = logging.getLogger("warden.config")
 _REFUSE = object()

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from addons.errors import CredentialMissing, InternalError
-from addons.flowmeta import compose_stream, fail_closed, meta, refuse, unframe
-from addons.redaction import Secrets, StreamScrubber, credential_values, is_credential_header, path_secret_values
-from addons.rules import Rules, current_rules
+from addons.flow.errors import CredentialMissing, InternalError
+from addons.flow.meta import compose_stream, fail_closed, meta, refuse, unframe
+from addons.rules.model import Rules, current_rules
+from addons.store.redaction import Secrets, StreamScrubber, credential_values, is_credential_header, path_secret_values
 
 
 class Credentials:

@@ -12,14 +12,6 @@ masked and recorded) -> recorder (DuckDB, before the request leaves). The admin 
 Addons meet only in ``flow.metadata["warden"]``.
 """
 
-import sys
-from pathlib import Path
-
-# mitmproxy puts this file's folder on sys.path; the chain imports as the ``addons`` package.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
 from addons.admin import Admin
 from addons.config import Config
 from addons.credentials import Credentials

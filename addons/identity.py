@@ -17,12 +17,19 @@ import weakref
 
 from mitmproxy import connection, ctx, exceptions, http
 
-from addons.errors import IdentityUnavailable, NotConfigured, Unauthenticated
-from addons.flowmeta import Identity, fail_closed, meta, refuse
-from addons.issuer import validator_for
-from addons.keys import KeyFileError
-from addons.rules import IdentityConfig, current_rules
-from addons.tokens import IssuerUnavailable, JwksKeys, TokenError, TokenValidator, claim_at, token_from_authorization
+from addons.auth.issuer import validator_for
+from addons.auth.tokens import (
+    IssuerUnavailable,
+    JwksKeys,
+    TokenError,
+    TokenValidator,
+    claim_at,
+    token_from_authorization,
+)
+from addons.flow.errors import IdentityUnavailable, NotConfigured, Unauthenticated
+from addons.flow.meta import Identity, fail_closed, meta, refuse
+from addons.rules.model import IdentityConfig, current_rules
+from addons.store.keys import KeyFileError
 
 log = logging.getLogger("warden.identity")
 HOW_TO = "send Proxy-Authorization: Bearer TOKEN, or set HTTPS_PROXY=http://USER:TOKEN@HOST:PORT"

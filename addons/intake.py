@@ -7,7 +7,7 @@ client cannot make the gateway buffer a body of any size, announced or chunked, 
 ``body_size_limit``) is refused at its headers, and ``flowmeta.refuse`` removes the ``Expect`` header of
 any refused request, so mitmproxy does not answer ``100 Continue`` to it either. The refusal is recorded (``error`` below
 names it ``body_too_large``). A body that declares a Content-Encoding is decoded here, in a worker
-thread when it may be large (``addons/decoding.py``), never past ``warden_max_body`` decoded bytes or
+thread when it may be large (``addons/bodies/decoding.py``), never past ``warden_max_body`` decoded bytes or
 the expansion-ratio bound (413 ``body_too_large``); a coding other than gzip, deflate, br, zstd
 or identity, or several stacked, is 415 ``unsupported_encoding``; a body that does not decode is 400
 ``malformed_body``. **The decoded body replaces the encoded one and Content-Encoding is dropped**, so
@@ -39,7 +39,7 @@ from weakref import WeakKeyDictionary
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.decoding import (
+from addons.bodies.decoding import (
     ACCEPTED,
     INLINE_LIMIT,
     STREAM_FEED_LIMIT,
@@ -51,7 +51,8 @@ from addons.decoding import (
     coding_of,
     decode,
 )
-from addons.errors import (
+from addons.bodies.jsonlimits import MAX_JSON_DEPTH, json_depth
+from addons.flow.errors import (
     BodyTooLarge,
     MalformedBody,
     ResponseTooLarge,
@@ -59,8 +60,7 @@ from addons.errors import (
     TrailersNotAccepted,
     UnsupportedEncoding,
 )
-from addons.flowmeta import fail_closed, meta, refuse, unframe
-from addons.jsonlimits import MAX_JSON_DEPTH, json_depth
+from addons.flow.meta import fail_closed, meta, refuse, unframe
 
 # mitmproxy's flow error when body_size_limit stopped it reading a body: it carries no code, only this text.
 _LIMIT_ERRORS = {

@@ -31,7 +31,7 @@ from mitmproxy.proxy.layers import ClientTLSLayer, HttpLayer, ServerTLSLayer, mo
 from mitmproxy.proxy.layers.http import HTTPMode, HttpStream
 from mitmproxy.proxy.layers.tls import HTTP1_ALPNS, HTTP2_ALPN, parse_client_hello
 
-from addons.events import Event
+from addons.store.events import Event
 
 log = logging.getLogger("warden.layers")
 

@@ -2,10 +2,10 @@
 
 After policy, before credentials and the recorder. For each request the caller's masking profile
 (the deciding rule's, else by group, else the default) says what to mask and how. The payload
-adapter (``addons/payloads``) picks the text values of the body; Presidio analyses them in worker
-processes (``addons/analysis.py``); the profile's operators (``addons/operators``) replace what was
+adapter (``addons/masking/payloads``) picks the text values of the body; Presidio analyses them in worker
+processes (``addons/masking/pool.py``); the profile's operators (``addons/masking/operators``) replace what was
 found, and the body is re-encoded with its shape intact. Pseudonyms are restored in the response
-(JSON, or SSE event by event, ``addons/sse.py``); PII the upstream itself sends is masked.
+(JSON, or SSE event by event, ``addons/masking/stream.py``); PII the upstream itself sends is masked.
 
 Fails closed: a timeout or engine failure answers 503 and nothing leaves; a body that cannot be
 inspected is refused (415) unless ``masking.unknown_content: pass``.
@@ -20,9 +20,8 @@ from concurrent.futures import Future
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net import encoding
 
-from addons import metrics
-from addons.analysis import AnalysisPool, AnalysisUnavailable, default_workers
-from addons.errors import (
+from addons.flow import metrics
+from addons.flow.errors import (
     InternalError,
     MalformedBody,
     NotConfigured,
@@ -30,16 +29,17 @@ from addons.errors import (
     ResponseUnreadable,
     UnsupportedContent,
 )
-from addons.flowmeta import Finding, PiiOutcome, WardenMeta, compose_stream, fail_closed, meta, refuse, unframe
-from addons.keys import KeyFileError, load_or_create_hash_key
-from addons.masking_rules import Profile
-from addons.operators import Applied, Masker, operators
-from addons.options import seconds
-from addons.payloads import Payload, adapter_for, body_kind, parse_body
-from addons.pseudonyms import Vault
-from addons.recognizers import pattern_scanner
-from addons.rules import Rules, current_rules
-from addons.sse import StreamRewriter
+from addons.flow.meta import Finding, PiiOutcome, WardenMeta, compose_stream, fail_closed, meta, refuse, unframe
+from addons.masking.operators import Applied, Masker, operators
+from addons.masking.payloads import Payload, adapter_for, body_kind, parse_body
+from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_workers
+from addons.masking.pseudonyms import Vault
+from addons.masking.recognizers import pattern_scanner
+from addons.masking.stream import StreamRewriter
+from addons.rules.durations import seconds
+from addons.rules.masking import Profile
+from addons.rules.model import Rules, current_rules
+from addons.store.keys import KeyFileError, load_or_create_hash_key
 
 log = logging.getLogger("warden.pii")
 # Presidio logs every recognizer load and every regex match at INFO/DEBUG; through mitmproxy's log

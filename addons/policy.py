@@ -17,7 +17,7 @@ import string
 from mitmproxy import http
 from mitmproxy.net.http import url
 
-from addons.errors import (
+from addons.flow.errors import (
     AmbiguousPath,
     CleartextRefused,
     HostNotAllowed,
@@ -25,8 +25,8 @@ from addons.errors import (
     NotConfigured,
     PolicyBlocked,
 )
-from addons.flowmeta import Decision, fail_closed, meta, refuse
-from addons.rules import Rules, Upstream, current_rules, normal_host
+from addons.flow.meta import Decision, fail_closed, meta, refuse
+from addons.rules.model import Rules, Upstream, current_rules, normal_host
 
 NO_MATCH = "(no rule matched)"
 

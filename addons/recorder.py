@@ -18,16 +18,16 @@ from datetime import UTC, datetime
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.flow import Error as FlowError
 
-from addons import metrics
-from addons.errors import RecordingUnavailable
-from addons.events import Event
-from addons.flowmeta import Finding, PiiOutcome, WardenMeta, compose_stream, fail_closed, meta
-from addons.keys import KeyFileError, OriginalsKey, SigningKey
-from addons.options import seconds
-from addons.redaction import Secrets, redact_event, redact_headers, redact_path
-from addons.rules import current_rules
-from addons.store import Store, StoreError
-from addons.usage import request_model, response_usage
+from addons.bodies.usage import request_model, response_usage
+from addons.flow import metrics
+from addons.flow.errors import RecordingUnavailable
+from addons.flow.meta import Finding, PiiOutcome, WardenMeta, compose_stream, fail_closed, meta
+from addons.rules.durations import seconds
+from addons.rules.model import current_rules
+from addons.store.database import Store, StoreError
+from addons.store.events import Event
+from addons.store.keys import KeyFileError, OriginalsKey, SigningKey
+from addons.store.redaction import Secrets, redact_event, redact_headers, redact_path
 
 log = logging.getLogger("warden.recorder")
 

@@ -39,7 +39,7 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy.layers import websocket as websocket_layer
 from mitmproxy.websocket import WebSocketMessage
 
-from addons.errors import (
+from addons.flow.errors import (
     MessageTooLarge,
     NotConfigured,
     UnsupportedContent,
@@ -47,9 +47,9 @@ from addons.errors import (
     WardenError,
     WebSocketNotAllowed,
 )
-from addons.events import Event
-from addons.flowmeta import Finding, PiiOutcome, fail_closed, meta, refuse
-from addons.rules import Rules, current_rules
+from addons.flow.meta import Finding, PiiOutcome, fail_closed, meta, refuse
+from addons.rules.model import Rules, current_rules
+from addons.store.events import Event
 
 log = logging.getLogger("warden.websocket")
 MAX_FINDINGS = 1000  # per event; the counts stay complete

@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from addons.issuer import EMBEDDED_ISSUER, EmbeddedIssuer
+from addons.auth.issuer import EMBEDDED_ISSUER, EmbeddedIssuer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -163,7 +163,7 @@ def validation_cost() -> dict[str, float]:
     """Microseconds per token validation: a fresh token (signature and claims), and a repeated one (cache)."""
     import asyncio
 
-    from addons.tokens import StaticKeys, TokenValidator
+    from addons.auth.tokens import StaticKeys, TokenValidator
 
     issuer = EmbeddedIssuer(Ed25519PrivateKey.generate())
     validator = TokenValidator(EMBEDDED_ISSUER, "warden", StaticKeys(issuer.public_keys()))

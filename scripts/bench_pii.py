@@ -31,8 +31,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from addons.analyzer_worker import _offline_tldextract
-from addons.issuer import EmbeddedIssuer
+from addons.auth.issuer import EmbeddedIssuer
+from addons.masking.worker import _offline_tldextract
 from scripts.bench import (
     BIN,
     ROOT,

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import trustme
 
-from addons.issuer import EmbeddedIssuer
+from addons.auth.issuer import EmbeddedIssuer
 from scripts.demo_upstream import DemoUpstream
 from scripts.setup_certs import main as setup_certs
 

@@ -4,8 +4,8 @@ the checkpoint heads kept outside the store."""
 
 from __future__ import annotations
 
-from addons.events import Event, checkpoint_message, seal
-from addons.keys import SigningKey
+from addons.store.events import Event, checkpoint_message, seal
+from addons.store.keys import SigningKey
 
 
 def resign(events: list[Event], key: SigningKey) -> list[Event]:

@@ -7,10 +7,10 @@ import base64
 
 import pytest
 
+from addons.auth.issuer import EMBEDDED_ISSUER, EmbeddedIssuer
+from addons.auth.tokens import StaticKeys, TokenError, TokenValidator, claim_at, token_from_authorization
 from addons.identity import identity_from_claims, token_from_proxy_authorization
-from addons.issuer import EMBEDDED_ISSUER, EmbeddedIssuer
-from addons.rules import IdentityConfig
-from addons.tokens import StaticKeys, TokenError, TokenValidator, claim_at, token_from_authorization
+from addons.rules.model import IdentityConfig
 
 
 def basic(user: str, password: str) -> str:

@@ -7,9 +7,9 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from addons.masking_rules import Masking
-from addons.operators import Masker
-from addons.pseudonyms import Vault, partial_token_start
+from addons.masking.operators import Masker
+from addons.masking.pseudonyms import Vault, partial_token_start
+from addons.rules.masking import Masking
 
 KEY = b"k" * 32
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import gzip
 import json
 
-from addons.events import Event
-from addons.flowmeta import compose_stream
+from addons.bodies.jsonlimits import json_depth, loads_bounded
+from addons.bodies.usage import request_model, response_usage
+from addons.flow.meta import compose_stream
 from addons.intake import check_body
-from addons.jsonlimits import json_depth, loads_bounded
-from addons.redaction import (
+from addons.rules.model import load_rules
+from addons.store.events import Event
+from addons.store.redaction import (
     REDACTED,
     Secrets,
     StreamScrubber,
@@ -20,8 +22,6 @@ from addons.redaction import (
     redact_headers,
     redact_path,
 )
-from addons.rules import load_rules
-from addons.usage import request_model, response_usage
 
 
 def test_secret_headers_are_redacted_names_kept() -> None:
@@ -169,7 +169,7 @@ def test_json_depth_without_recursion() -> None:
 def test_recorder_builds_an_event_when_a_helper_fails() -> None:
     from mitmproxy.test import tflow
 
-    from addons.flowmeta import meta
+    from addons.flow.meta import meta
     from addons.recorder import Recorder
 
     flow = tflow.tflow()

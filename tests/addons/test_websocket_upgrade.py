@@ -14,7 +14,7 @@ from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
 from addons.intake import Intake
-from addons.pseudonyms import Vault
+from addons.masking.pseudonyms import Vault
 from addons.websocket import MITMPROXY_CONNECTION, Session, WardenConnection, WebSocket, wants_upgrade
 
 

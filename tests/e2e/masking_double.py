@@ -3,7 +3,7 @@ request bodies and hands the original to the recorder the way the real masking a
 
 import re
 
-from addons.flowmeta import meta
+from addons.flow.meta import meta
 
 EMAIL = re.compile(rb"[\w.+-]+@[\w-]+\.[\w.]+")
 

@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from addons.store import connect
+from addons.store.database import connect
 from tests.conftest import Gateway, start_gateway
 
 pytestmark = pytest.mark.e2e
@@ -131,7 +131,7 @@ def test_unsigned_tail_after_sigkill_and_reads_write_nothing(gateway_factory, up
 
 def test_a_corrupted_journal_line_stops_start_up_and_the_repair_keeps_a_copy(gateway_factory, upstream) -> None:
     """Old code: the gateway dropped the damaged line and every later committed one, and reused their seqs."""
-    from addons.journal import journal_path
+    from addons.store.journal import journal_path
 
     gw: Gateway = gateway_factory()
     _killed_under_load(gw, upstream.port)
@@ -164,7 +164,7 @@ def test_a_corrupted_journal_line_stops_start_up_and_the_repair_keeps_a_copy(gat
 
 def test_a_journal_truncated_to_nothing_is_detected(gateway_factory, upstream) -> None:
     """Old code: the events only the journal held were lost and verify passed."""
-    from addons.journal import journal_path
+    from addons.store.journal import journal_path
 
     gw: Gateway = gateway_factory()
     _killed_under_load(gw, upstream.port)

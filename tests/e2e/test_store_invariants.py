@@ -117,9 +117,9 @@ def _rewrite(db: Path, change) -> None:
     """Rewrite the stopped store's events with ``change`` and put the journal's anchor in line with them."""
     import duckdb
 
-    from addons.events import journal_line
-    from addons.journal import journal_path
-    from addons.queries import iter_events
+    from addons.store.events import journal_line
+    from addons.store.journal import journal_path
+    from addons.store.queries import iter_events
 
     con = duckdb.connect(str(db))
     events = change(list(iter_events(con)))
@@ -132,7 +132,7 @@ def _rewrite(db: Path, change) -> None:
 
 
 def _rehash(events, renumber: bool = False):
-    from addons.events import GENESIS, seal
+    from addons.store.events import GENESIS, seal
 
     prev = GENESIS
     for i, event in enumerate(events):
@@ -190,7 +190,7 @@ def test_an_edited_tail_laundered_through_a_restart_is_named_signed_late_and_cau
     """Old code: delete the final checkpoint, edit and re-hash the events after the previous signed one, rewrite
     the journal's anchor: verify said only "unsigned tail", advised starting the gateway, and the gateway then
     signed the forged tail silently, as if signed in the normal course."""
-    from addons.events import seal
+    from addons.store.events import seal
     from tests.conftest import start_gateway
 
     gw: Gateway = gateway_factory(extra_args=("--set", "warden_checkpoint_every=100000"))
@@ -245,7 +245,7 @@ def test_an_edited_tail_laundered_through_a_restart_is_named_signed_late_and_cau
 def test_a_history_re_signed_with_the_signing_key_is_caught_by_the_logged_heads(gateway_factory, upstream) -> None:
     """Old code: a history re-hashed and re-signed with the gateway's own key verified, and nothing compared it
     with the heads the gateway had logged."""
-    from addons.keys import SigningKey
+    from addons.store.keys import SigningKey
 
     gw: Gateway = gateway_factory(extra_args=("--set", "warden_checkpoint_every=4"))
     _record_traffic(gw, upstream.port, 6)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from addons.rules import load_rules
+from addons.rules.model import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKS = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)

@@ -1,0 +1,87 @@
+"""Payload adapters: which text values of a body may carry PII, for each API the gateway understands.
+
+One file per API (OpenAI chat, responses, embeddings; Anthropic messages), then generic JSON,
+form and plain text. A JSON body goes to the first adapter whose path matches, else to generic
+JSON; a body that is none of these is ``None`` (binary or unknown: passed or refused by policy,
+never half-masked). Add a provider by adding a file and listing its ``ADAPTER`` here.
+"""
+
+from __future__ import annotations
+
+import json
+
+from addons.masking.payloads import (
+    anthropic_messages,
+    form,
+    generic_json,
+    openai_chat,
+    openai_embeddings,
+    openai_responses,
+    text,
+)
+from addons.masking.payloads.base import Adapter, Payload, StreamEvent, StreamSlot, TextSlot, parse_json
+
+ADAPTERS: tuple[Adapter, ...] = (openai_chat.ADAPTER, openai_responses.ADAPTER, openai_embeddings.ADAPTER,
+                                 anthropic_messages.ADAPTER)
+GENERIC = generic_json.ADAPTER
+
+__all__ = ["ADAPTERS", "Adapter", "Payload", "StreamEvent", "StreamSlot", "TextSlot", "adapter_for", "body_kind",
+           "parse_body"]
+
+
+def adapter_for(path: str) -> Adapter:
+    """The adapter for a request path (query string ignored): a provider's, else generic JSON."""
+    path = path.split("?", 1)[0].rstrip("/")
+    return next((a for a in ADAPTERS if a.matches(path)), GENERIC)
+
+
+def _mime(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def body_kind(content_type: str, body: bytes) -> str:
+    """``empty``, ``json``, ``form``, ``sse``, ``text`` or ``binary``. Undeclared bodies are sniffed."""
+    if not body:
+        return "empty"
+    mime = _mime(content_type)
+    if mime == "application/json" or mime.endswith("+json"):
+        return "json"
+    if mime == "application/x-www-form-urlencoded":
+        return "form"
+    if mime == "text/event-stream":
+        return "sse"
+    if mime.startswith("text/"):
+        return "text"
+    if mime in ("", "application/octet-stream") and body.lstrip()[:1] in (b"{", b"["):
+        try:
+            json.loads(body)
+            return "json"
+        except ValueError:
+            pass
+    if mime == "":
+        try:
+            body.decode("utf-8")
+            return "text"
+        except UnicodeDecodeError:
+            pass
+    return "binary"
+
+
+def parse_body(path: str, content_type: str, body: bytes, *, response: bool = False) -> tuple[Payload, str] | None:
+    """The body's text slots and the adapter's name; ``None`` for bodies that cannot be inspected (binary, SSE).
+
+    Raises ``MalformedBody`` when the body does not parse as what it declares.
+    """
+    kind = body_kind(content_type, body)
+    if kind == "empty":
+        return Payload(None), "empty"
+    if kind == "json":
+        adapter = adapter_for(path)
+        document = parse_json(body, "response" if response else "request")
+        payload = adapter.response(document) if response else adapter.request(document)
+        return payload, adapter.name
+    if kind == "form":
+        return form.parse(body), "form"
+    if kind == "text":
+        return text.parse(body, content_type), "text"
+    return None

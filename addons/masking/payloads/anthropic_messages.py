@@ -1,0 +1,79 @@
+"""Anthropic messages (``/v1/messages``).
+
+Request: ``system`` (a string or text blocks), ``messages[].content`` (a string or blocks: text,
+tool_use ``input``, tool_result content). Response: ``content[]`` text and tool_use input.
+Stream: ``content_block_delta`` with ``text_delta`` (text) or ``input_json_delta`` (pieces of
+JSON) per block index; ``content_block_stop`` ends a block's text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from addons.masking.payloads.base import Adapter, Payload, StreamEvent, add_content, everything, items, stream_slot
+
+
+def _blocks(payload: Payload, container: Any, key: str, path: str) -> None:
+    add_content(payload, container, key, path)
+    for i, block in items(container.get(key) if isinstance(container, dict) else None):
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "tool_use" and "input" in block:
+            payload.walk(block["input"], f"{path}[{i}].input")
+        elif block.get("type") == "tool_result":
+            _blocks(payload, block, "content", f"{path}[{i}].content")
+
+
+class AnthropicMessages(Adapter):
+    name = "anthropic-messages"
+
+    def matches(self, path: str) -> bool:
+        return path.endswith("/v1/messages")
+
+    def request(self, document: Any) -> Payload:
+        if not isinstance(document, dict):
+            return everything(document)
+        payload = Payload(document)
+        _blocks(payload, document, "system", "$.system")
+        for i, message in items(document.get("messages")):
+            _blocks(payload, message, "content", f"$.messages[{i}].content")
+        return payload
+
+    def response(self, document: Any) -> Payload:
+        if not isinstance(document, dict) or document.get("type") != "message":
+            return everything(document)
+        payload = Payload(document)
+        _blocks(payload, document, "content", "$.content")
+        return payload
+
+    def stream(self, event: Any) -> StreamEvent:
+        kind = event.get("type") if isinstance(event, dict) else None
+        out = StreamEvent()
+        if kind == "content_block_delta":
+            delta = event.get("delta")
+            index = event.get("index", 0)
+            if slot := stream_slot(delta, "text", ("block", index)):
+                out.deltas.append(slot)
+            elif slot := stream_slot(delta, "partial_json", ("block", index), json_fragment=True):
+                out.deltas.append(slot)
+            return out
+        if kind == "content_block_stop":
+            out.closes.append(("block", event.get("index", 0)))
+            return out
+        whole = Payload(event)
+        if kind == "content_block_start":
+            block = event.get("content_block")
+            if isinstance(block, dict):
+                whole.add(block, "text", "$.content_block.text")
+                if block.get("type") == "tool_use" and "input" in block:
+                    whole.walk(block["input"], "$.content_block.input")
+        elif kind == "message_start":
+            message = event.get("message")
+            _blocks(whole, message, "content", "$.message.content")
+        elif kind == "error":
+            whole.walk(event, "$")
+        out.whole = whole
+        return out
+
+
+ADAPTER = AnthropicMessages()

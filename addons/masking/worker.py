@@ -1,0 +1,226 @@
+"""The PII analyzer as it runs inside a worker process (``addons/masking/pool.py`` runs the pool around it).
+
+The analyzer is Presidio's ``AnalyzerEngine`` with its NLP engine built explicitly on the pinned
+spaCy model (Presidio's default would try to download one) with only what Presidio needs: NER
+(which carries its own tok2vec in ``en_core_web_sm``) and lower-cased lemmas for context words.
+Tagger, parser, lemmatizer and the shared tok2vec cost 40% of the time and are left out.
+tldextract is pointed at its bundled suffix list so nothing is fetched.
+
+Work arrives as ``Unit``s: a text and whether to run NER, the pattern recognizers, or both on it.
+Long texts are split by the caller: pattern recognizers see the whole text (a PEM block or an
+IBAN must not be cut), NER sees sentence-aligned chunks, batched through ``nlp.pipe``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import struct
+import sys
+from dataclasses import dataclass
+
+from addons.masking.recognizers import EngineSpec, entity_names, pattern_recognizers
+
+Span = tuple[str, int, int, float]  # entity, start, end, score: never the value
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of analysis work."""
+
+    text: str
+    ner: bool = True
+    patterns: bool = True
+
+
+_SENTENCE = re.compile(r"[^\n.!?]+[.!?]*")
+_INNER_CAPITAL = re.compile(r"(?<=[\s(\"'\[/-])[A-Z][a-z]")
+_FIRST_WORD = re.compile(r"\s*([A-Z][a-z]+)")
+
+
+def name_windows(text: str, limit: int = 1200) -> list[tuple[int, int]]:
+    """Spans of ``text`` that could name a person: sentences with a capitalised word past their first, or
+    opening with a given name. NER (the costly part) runs on these only; the small model finds no
+    lower-case names anyway. Neighbouring sentences are merged, up to ``limit`` characters."""
+    from addons.masking.recognizers.names import given_names  # the worker's; the gateway process never runs this
+
+    spans: list[list[int]] = []
+    for sentence in _SENTENCE.finditer(text):
+        s = sentence.group()
+        first = _FIRST_WORD.match(s)
+        rest = first.end() if first else len(s) - len(s.lstrip())
+        if _INNER_CAPITAL.search(s, rest) or (first and first.group(1) in given_names()):
+            if spans and spans[-1][1] >= sentence.start() - 2 and sentence.end() - spans[-1][0] <= limit:
+                spans[-1][1] = sentence.end()
+            else:
+                spans.append([sentence.start(), sentence.end()])
+    return [(start, end) for start, end in spans]
+
+
+_SENTENCE_START = re.compile(r"(?:^|[.!?:]\s+|\n\s*)$")
+
+
+def _lone_capitalised_word(text: str, result) -> bool:
+    """spaCy's small model calls many sentence-opening verbs and nouns a PERSON ("Convert 72 degrees ...").
+    A one-word PERSON that opens a sentence and is no given name is dropped."""
+    if result.entity_type != "PERSON" or (result.recognition_metadata or {}).get("recognizer_name") != "SpacyRecognizer":
+        return False
+    from addons.masking.recognizers.names import given_names
+
+    word = text[result.start:result.end]
+    if not word.isalpha() or not _SENTENCE_START.search(text[:result.start]):
+        return False
+    return word not in given_names()
+
+
+def _offline_tldextract() -> None:
+    import tldextract.tldextract as tld
+
+    tld.TLD_EXTRACTOR = tld.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+
+class Analyzer:
+    """Presidio on a trimmed spaCy pipeline, for one ``EngineSpec``."""
+
+    def __init__(self, spec: EngineSpec) -> None:
+        import spacy
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+        from spacy.language import Language
+
+        from addons.masking.recognizers.names import GivenNameRecognizer
+
+        if "warden_lower_lemma" not in Language.factories:
+
+            @Language.component("warden_lower_lemma")
+            def lower_lemma(doc):  # context words are matched against lemmas; the lower-cased token is enough
+                for token in doc:
+                    token.lemma_ = token.lower_
+                return doc
+
+        self.spec = spec
+        nlp = spacy.load(spec.model, exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer"])
+        nlp.add_pipe("warden_lower_lemma")
+        self.nlp = nlp
+        engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": spec.model}],
+                                ner_model_configuration=NerModelConfiguration(labels_to_ignore=["CARDINAL", "ORDINAL",
+                                                                                                "QUANTITY", "MONEY",
+                                                                                                "PERCENT"]))
+        engine.nlp = {"en": nlp}  # loaded here, trimmed; Presidio's load() would load the full pipeline
+        self.engine = engine
+        recognizers = pattern_recognizers(spec)
+        self.patterns = list(recognizers)
+        if spec.ner_entities:
+            recognizers.append(SpacyRecognizer(supported_entities=list(spec.ner_entities)))
+        if "PERSON" in spec.ner_entities:
+            recognizers.append(GivenNameRecognizer())
+        registry = RecognizerRegistry(recognizers=recognizers, supported_languages=["en"])
+        self.analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"],
+                                       default_score_threshold=spec.min_score)
+        names = entity_names(spec)
+        self.ner_entities = sorted(spec.ner_entities)
+        self.pattern_entities = sorted(names - set(spec.ner_entities))
+
+    def _artifacts(self, doc):
+        # What SpacyNlpEngine.process_text makes of a doc (label mapping, scores), for docs made here in batches.
+        return self.engine._doc_to_nlp_artifact(doc, "en")
+
+    def analyze(self, units: list[Unit]) -> list[list[Span]]:
+        """Spans found in each unit, in order: NER on the sentences that could name someone, patterns on all."""
+        out: list[list[Span]] = [[] for _ in units]
+        windows = [(i, start, unit.text[start:end]) for i, unit in enumerate(units) if unit.ner and self.ner_entities
+                   for start, end in name_windows(unit.text)]
+        docs = self.nlp.pipe((text for _, _, text in windows), batch_size=32)
+        for (i, start, text), doc in zip(windows, docs, strict=True):
+            out[i] += self._analyze(text, self.ner_entities, doc, start)
+        lemma = self.nlp.get_pipe("warden_lower_lemma")
+        for i, unit in enumerate(units):
+            # Context words only raise the score of a match, so text no pattern matches needs no tokens,
+            # and only the recognizers that matched run again with them.
+            matched = self._matched_entities(unit.text) if unit.patterns and self.pattern_entities else []
+            if matched:
+                out[i] += self._analyze(unit.text, matched, lemma(self.nlp.make_doc(unit.text)), 0)
+        return [sorted(set(spans)) for spans in out]
+
+    def _matched_entities(self, text: str) -> list[str]:
+        found = {result.entity_type for recognizer in self.patterns
+                 for result in recognizer.analyze(text, recognizer.supported_entities, None)}
+        return sorted(found.intersection(self.pattern_entities))
+
+    def _analyze(self, text: str, entities: list[str], doc, offset: int) -> list[Span]:
+        found = self.analyzer.analyze(text, language="en", entities=entities, nlp_artifacts=self._artifacts(doc),
+                                      score_threshold=self.spec.min_score)
+        return [(r.entity_type, r.start + offset, r.end + offset, round(float(r.score), 3))
+                for r in found if not _lone_capitalised_word(text, r)]
+
+
+def send(stream, message: object) -> None:
+    """One message on a pipe: a 4-byte length, then the pickle (both ends are this program)."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("!I", len(data)) + data)
+    stream.flush()
+
+
+def _read(stream, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            raise EOFError("the pipe closed")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def receive(stream) -> object:
+    """The next message (see ``send``); raises EOFError when the other end is gone."""
+    (size,) = struct.unpack("!I", _read(stream, 4))
+    return pickle.loads(_read(stream, size))
+
+
+def _no_wakeup_preemption() -> None:
+    """Run as a batch task (Linux): a worker woken by the gateway's write does not take the CPU from the
+    event loop in the middle of that write (a 2 KB task blocked the loop for 0.8 ms). Same priority."""
+    if hasattr(os, "SCHED_BATCH"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except OSError as e:
+            logging.getLogger("warden.pii").warning("warden: analyzer worker stays SCHED_OTHER: %s", e)
+
+
+def serve(inbox, outbox) -> None:
+    """A worker process's life: read the spec, build the analyzer, say ready, then answer ``(task_id, units)``
+    until the gateway closes the pipe. Answers are ``(task_id, True, spans per unit)`` or
+    ``(task_id, False, "what failed")``; the start-up report has task id None.
+    """
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    _no_wakeup_preemption()
+    _offline_tldextract()
+    spec = receive(inbox)
+    try:
+        analyzer = Analyzer(spec)
+        analyzer.analyze([Unit("Warm up: Jane Doe, jane@example.com, +1 212 555 0123.")])
+    except Exception as e:  # the pool reports it and fails closed
+        send(outbox, (None, False, f"{type(e).__name__}: {e}"))
+        return
+    send(outbox, (None, True, os.getpid()))
+    while True:
+        try:
+            task_id, units = receive(inbox)
+        except EOFError:
+            return  # the gateway went away
+        try:
+            result = (task_id, True, analyzer.analyze(units))
+        except Exception as e:
+            result = (task_id, False, f"{type(e).__name__}: {e}")
+        send(outbox, result)
+
+
+if __name__ == "__main__":
+    # stdout is the answer pipe: keep stray prints (libraries) away from it
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin.buffer, answers)

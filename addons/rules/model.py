@@ -1,0 +1,317 @@
+"""The rules file: its model (declared and documented once, here), loading and validation.
+
+``load_rules(path)`` returns a validated ``Rules`` or raises ``RulesError`` whose lines each name
+the file and the field, e.g. ``rules/default.yaml: upstreams[1].credential.value: environment
+variable ANTHROPIC_API_KEY is not set``.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from mitmproxy import ctx, exceptions, flowfilter
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from addons.rules.masking import Masking
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class RulesError(ValueError):
+    """The rules file is unreadable or invalid; ``str()`` holds one line per problem."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Credential(_Model):
+    """The upstream's own credential, injected in place of whatever the caller sent."""
+
+    header: str = Field(min_length=1, description="header that carries it, e.g. Authorization or x-api-key")
+    value: str | None = Field(None, description='template with ${ENV} references, e.g. "Bearer ${OPENAI_API_KEY}"')
+    file: Path | None = Field(None, description="or a file whose (stripped) content is the value")
+    optional: bool = Field(
+        False, description="if the variable or file is missing, refuse this upstream's requests (503) instead of failing start-up"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Credential:
+        if (self.value is None) == (self.file is None):
+            raise ValueError("give exactly one of 'value' or 'file'")
+        return self
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=4096)  # asked several times per request, for the same few hosts
+def normal_host(host: str) -> str:
+    """A host as upstreams are keyed: lower case, no trailing dot, IP addresses in their canonical form."""
+    host = host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+class Upstream(_Model):
+    """A host the gateway may reach. Every other host is refused."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    host: str = Field(min_length=1, description="a bare host name or IP address: no scheme, port or path")
+    scheme: Literal["https", "http"] = Field(
+        "https", description="'http' only for a declared plain-HTTP upstream (a local service); "
+                             "cleartext requests to an https upstream are refused",
+    )
+    port: int | None = Field(None, ge=1, le=65535, description="default 443 for https, 80 for http")
+    credential: Credential | None = None
+    websocket: bool = Field(False, description="allow WebSocket upgrades (e.g. a realtime API); messages are "
+                                               "masked both ways, recorded, and closed when the token expires")
+    pass_headers: list[str] = Field(
+        default_factory=list,
+        description="caller headers this upstream needs passed although their names look like credentials",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _bare_host(cls, v: str) -> str:
+        if "://" in v:
+            raise ValueError(f"{v!r} has a scheme; write the bare host and set 'scheme' (https or http)")
+        host = normal_host(v)
+        if _is_ip(host):
+            return host
+        if ":" in host:
+            raise ValueError(f"{v!r} has a port; write the bare host and set 'port'")
+        if "/" in host or not _HOSTNAME.match(host):
+            raise ValueError(f"{v!r} is not a host name or IP address")
+        return host
+
+    @field_validator("pass_headers")
+    @classmethod
+    def _lower_names(cls, names: list[str]) -> list[str]:
+        return [n.strip().lower() for n in names]
+
+    @model_validator(mode="after")
+    def _default_port(self) -> Upstream:
+        if self.port is None:
+            object.__setattr__(self, "port", 443 if self.scheme == "https" else 80)
+        return self
+
+
+class Rule(_Model):
+    """One policy rule; the first whose filter matches decides."""
+
+    name: str = Field(min_length=1)
+    filter: str | None = Field(None, description="mitmproxy filter expression, e.g. '~d api.openai.com & ~u /v1/files'")
+    action: Literal["allow", "block"]
+    reason: str = ""
+    masking: str | None = Field(None, description="the masking profile for requests this rule allows "
+                                                  "(default: by the caller's groups)")
+
+    @field_validator("filter")
+    @classmethod
+    def _parses(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                flowfilter.parse(v)
+            except ValueError as e:
+                raise ValueError(f"invalid mitmproxy filter expression {v!r}: {e}") from None
+        return v
+
+
+class IdentityConfig(_Model):
+    """Who may use the gateway: the OIDC issuer whose tokens are accepted."""
+
+    issuer: str = Field("embedded", description="'embedded' (the gateway's own dev issuer) or the issuer URL")
+    audience: str = Field("warden", min_length=1, description="the 'aud' tokens must carry")
+    groups_claim: str = Field("groups", pattern=r"^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$",
+                              description="claim with the caller's groups; a dotted path for nested ones (realm_access.roles)")
+    algorithms: list[Literal["RS256", "ES256", "EdDSA", "PS256", "ES384", "RS384", "RS512"]] = Field(
+        default_factory=lambda: ["RS256", "ES256", "EdDSA"], min_length=1, description="accepted signature algorithms"
+    )
+    leeway: int = Field(30, ge=0, le=300, description="seconds of clock skew tolerated for exp and nbf")
+    jwks_min_refresh: float = Field(30, ge=1, description="seconds between JWKS refetches for unknown key ids")
+    admin_groups: list[str] = Field(
+        default_factory=lambda: ["warden-admin"], min_length=1,
+        description="groups whose tokens may read flows, events and verification through the admin API",
+    )
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        if v != "embedded" and not v.startswith(("https://", "http://")):
+            raise ValueError("must be 'embedded' or an http(s) URL of an OIDC issuer")
+        return v
+
+
+class RulesFile(_Model):
+    identity: IdentityConfig = IdentityConfig()
+    upstreams: list[Upstream] = Field(min_length=1)
+    masking: Masking = Masking()
+    rules: list[Rule] = Field(default_factory=lambda: [Rule(name="default", action="allow")])
+
+    @field_validator("upstreams", "rules")
+    @classmethod
+    def _unique_names(cls, items: list) -> list:
+        names = [item.name for item in items]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"names must be unique; repeated: {', '.join(dup)}")
+        return items
+
+    @model_validator(mode="after")
+    def _profiles_exist(self) -> RulesFile:
+        known = {p.name for p in self.masking.profiles}
+        for rule in self.rules:
+            if rule.masking is not None and rule.masking not in known:
+                raise ValueError(f"rule {rule.name!r}: masking profile {rule.masking!r} is not defined under "
+                                 f"masking.profiles (defined: {', '.join(sorted(known)) or 'none'})")
+        return self
+
+
+class Rules:
+    """A loaded rules file, with credentials resolved from the environment or secret files."""
+
+    def __init__(self, path: Path, model: RulesFile, secrets: dict[str, SecretStr | None], missing: dict[str, str]):
+        self.path = path
+        self.model = model
+        self._secrets = secrets
+        self.missing = missing
+        self._by_endpoint = {(u.host, u.port): u for u in model.upstreams}
+        self.filters = {r.name: flowfilter.parse(r.filter) if r.filter else None for r in model.rules}
+
+    @property
+    def identity(self) -> IdentityConfig:
+        return self.model.identity
+
+    @property
+    def masking(self) -> Masking:
+        return self.model.masking
+
+    @property
+    def upstreams(self) -> list[Upstream]:
+        return list(self.model.upstreams)
+
+    @property
+    def rules(self) -> list[Rule]:
+        return list(self.model.rules)
+
+    def upstream_for(self, host: str, port: int) -> Upstream | None:
+        return self._by_endpoint.get((normal_host(host), port))
+
+    def credential(self, upstream: str) -> SecretStr | None:
+        """The resolved credential value, or None (no credential, or optional and missing: see ``missing``)."""
+        return self._secrets.get(upstream)
+
+    def credential_headers(self) -> frozenset[str]:
+        """Every upstream's credential header name, lower case: stripped from callers, redacted in the record."""
+        return frozenset(u.credential.header.lower() for u in self.model.upstreams if u.credential is not None)
+
+    def secret_values(self) -> set[str]:
+        """Every resolved credential value and the secrets inside it: ``Bearer ${KEY}`` gives the whole
+        value and KEY's value (a file's value: each word too). Redacted wherever it would be written or shown."""
+        found: set[str] = set()
+        for up in self.model.upstreams:
+            secret = self._secrets.get(up.name)
+            if secret is None or up.credential is None:
+                continue
+            value = secret.get_secret_value()
+            found.add(value)
+            if up.credential.value is None:
+                found.update(value.split())
+            else:
+                pieces = _ENV_REF.split(up.credential.value)  # literal, name, literal, name, ..., literal
+                pattern = "".join(re.escape(p) if i % 2 == 0 else "(.+?)" for i, p in enumerate(pieces))
+                if (match := re.fullmatch(pattern, value, re.DOTALL)) is not None:
+                    found.update(match.groups())
+        return {v for v in found if v.strip()}
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _resolve(cred: Credential, base: Path) -> tuple[str | None, str | None]:
+    """(value, None) or (None, what is missing)."""
+    if cred.file is not None:
+        path = cred.file if cred.file.is_absolute() else base / cred.file
+        try:
+            return path.read_text().strip(), None
+        except OSError as e:
+            return None, f"credential file {path} cannot be read ({e.strerror})"
+    assert cred.value is not None
+    unset = [name for name in _ENV_REF.findall(cred.value) if not os.environ.get(name)]
+    if unset:
+        return None, f"environment variable {', '.join(unset)} is not set"
+    return _ENV_REF.sub(lambda m: os.environ[m.group(1)], cred.value), None
+
+
+def current_rules() -> Rules:
+    """The rules file the Config addon loaded (once per change of ``warden_rules``); addons read it in ``configure``."""
+    owner = ctx.master.addons.get("config")
+    if owner is None or owner.rules is None:
+        raise exceptions.OptionsError("warden_rules: no rules loaded; the Config addon must come first in the chain")
+    return owner.rules
+
+
+def rules_from_option(path: str | Path) -> Rules:
+    """``load_rules`` for an addon's ``configure``: errors become the OptionsError mitmproxy reports."""
+    try:
+        return load_rules(path)
+    except RulesError as e:
+        raise exceptions.OptionsError(f"warden_rules: {e}") from None
+
+
+def load_rules(path: str | Path) -> Rules:
+    """Read, validate and resolve a rules file. Raises ``RulesError`` naming file and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise RulesError(f"{path}: cannot read rules file: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise RulesError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise RulesError(f"{path}: the rules file must be a mapping with 'upstreams' and 'rules'")
+    try:
+        model = RulesFile.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: {_field_path(err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise RulesError("\n".join(lines)) from None
+
+    secrets: dict[str, SecretStr | None] = {}
+    missing: dict[str, str] = {}
+    problems = []
+    for i, up in enumerate(model.upstreams):
+        if up.credential is None:
+            continue
+        value, why = _resolve(up.credential, path.parent)
+        if why is None:
+            secrets[up.name] = SecretStr(value or "")
+        elif up.credential.optional:
+            missing[up.name] = why
+        else:
+            src = "file" if up.credential.file is not None else "value"
+            problems.append(f"{path}: upstreams[{i}].credential.{src}: {why}")
+    if problems:
+        raise RulesError("\n".join(problems))
+    return Rules(path, model, secrets, missing)

@@ -1,0 +1,223 @@
+"""The store's unit: an ``Event``, its columns, and its place in the hash chain.
+
+The canonical form of an event is a JSON array of every column but ``hash``, in ``COLUMNS`` order
+(bytes as base64, the timestamp as ISO 8601 UTC). Each event carries ``prev_hash`` and ``hash``, in
+one of two chain forms, named by the event itself (``chain_format`` in its record, so inside what
+is hashed):
+
+- form 2 (written now): ``hash = sha256(prev ‖ sha256(canonical))``, over the raw 32-byte digests.
+  One event can then be proven up to a signed head with only the digests of the events after it
+  (``addons.store.proofs``), and a purged event can leave its digest behind as a tombstone.
+- form 1 (stores written before form 2, no ``chain_format``): ``hash = sha256(prev_hex "\n"
+  canonical)``. Such events still verify; a chain never goes back from form 2 to form 1.
+
+Changing, removing or reordering any event breaks the chain; the first event is seq 0 after
+``GENESIS``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+GENESIS = "0" * 64
+CHAIN_FORMAT = 2  # the form new events are sealed in (see the module docstring)
+CHAIN_FORMATS = (1, 2)
+KINDS = ("request", "response", "error", "checkpoint", "journal_repair", "connection", "websocket", "startup")
+
+# (column, DuckDB type). The order is part of the chain format: append only, never reorder.
+# Few columns on purpose: DuckDB's commit cost grows with the column count. What is searched
+# often is a column; everything else lives in ``record``, a JSON object (``record->>'path'``).
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("seq", "BIGINT NOT NULL"),
+    ("ts", "TIMESTAMP NOT NULL"),
+    ("kind", "VARCHAR NOT NULL"),
+    ("flow_id", "VARCHAR"),
+    ("user", "VARCHAR"),
+    ("host", "VARCHAR"),
+    ("status", "INTEGER"),
+    ("fate", "VARCHAR"),
+    ("decision", "VARCHAR"),
+    ("record", "JSON"),
+    ("body", "BLOB"),
+    ("original_enc", "BLOB"),
+    ("prev_hash", "VARCHAR NOT NULL"),
+    ("hash", "VARCHAR NOT NULL"),
+)
+COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+RECORD_FIELDS = (
+    "client", "mode", "method", "scheme", "port", "path", "http_version", "rule", "reason", "upstream", "model",
+    "headers", "body_size", "body_truncated", "tokens_in", "tokens_out", "latency_upstream_ms", "latency_total_ms",
+    "detail", "entities", "chain_format",
+)
+
+
+def utcnow() -> datetime:
+    """Naive UTC with microseconds: what a DuckDB TIMESTAMP holds exactly."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Event:
+    """One appended fact about a flow (or the chain itself). ``seq``/``prev_hash``/``hash`` are set on commit."""
+
+    kind: str
+    flow_id: str | None = None
+    ts: datetime = dataclasses.field(default_factory=utcnow)
+    user: str | None = None
+    client: str | None = None
+    mode: str | None = None
+    method: str | None = None
+    scheme: str | None = None
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+    http_version: str | None = None
+    status: int | None = None
+    fate: str | None = None
+    decision: str | None = None
+    rule: str | None = None
+    reason: str | None = None
+    upstream: str | None = None
+    model: str | None = None
+    headers: list[list[str]] | None = None
+    body: bytes | None = None
+    body_size: int | None = None
+    body_truncated: bool | None = None
+    original_enc: bytes | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    latency_upstream_ms: float | None = None
+    latency_total_ms: float | None = None
+    detail: dict[str, Any] | None = None
+    entities: dict[str, int] | None = None  # masked entities by type (warden flows --entity)
+    chain_format: int | None = None  # the hash form (None: form 1, from before the field existed)
+    seq: int = -1
+    prev_hash: str = ""
+    hash: str = ""
+    # The stored ``record`` text when read back, so verification hashes exactly what is stored.
+    stored_record: str | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def record(self) -> str:
+        if self.stored_record is not None:
+            return self.stored_record
+        values = {name: getattr(self, name) for name in RECORD_FIELDS if getattr(self, name) is not None}
+        return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    def row(self) -> tuple:
+        values = {name: getattr(self, name) for name in COLUMN_NAMES if name != "record"}
+        values["record"] = self.record()
+        return tuple(values[name] for name in COLUMN_NAMES)
+
+    @classmethod
+    def from_row(cls, row: tuple | list) -> Event:
+        values = dict(zip(COLUMN_NAMES, row, strict=True))
+        record = values.pop("record")
+        fields = {k: v for k, v in (json.loads(record) if record else {}).items() if k in RECORD_FIELDS}
+        for name in ("body", "original_enc"):
+            if values[name] is not None:
+                values[name] = bytes(values[name])
+        return cls(**values, **fields, stored_record=record)
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    """An event as its stored row, JSON-safe (bytes as base64): the journal's and the admin API's format."""
+    out: dict[str, Any] = {}
+    for name, value in zip(COLUMN_NAMES, event.row(), strict=True):
+        if isinstance(value, (bytes, bytearray)):
+            value = base64.b64encode(bytes(value)).decode()
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        out[name] = value
+    return out
+
+
+def event_from_json(data: dict[str, Any]) -> Event:
+    row = []
+    for name in COLUMN_NAMES:
+        value = data[name]
+        if name in ("body", "original_enc") and value is not None:
+            value = base64.b64decode(value)
+        elif name == "ts":
+            value = datetime.fromisoformat(value)
+        row.append(value)
+    return Event.from_row(row)
+
+
+def _canonical_value(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"b64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def canonical(event: Event) -> bytes:
+    """The exact bytes hashed for ``event``: every column but ``hash``, in column order."""
+    values = [_canonical_value(value) for name, value in zip(COLUMN_NAMES, event.row(), strict=True) if name != "hash"]
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def event_digest(event: Event) -> str:
+    """``sha256(canonical(event))``, hex: what a form-2 link and an inclusion proof carry for an event."""
+    return hashlib.sha256(canonical(event)).hexdigest()
+
+
+def link(prev_hash: str, digest: str) -> str:
+    """A form-2 chain link: ``sha256(prev ‖ digest)`` over the raw bytes. Raises ValueError on non-hex input."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + bytes.fromhex(digest)).hexdigest()
+
+
+def chain_hash(prev_hash: str, event: Event, body: bytes | None = None) -> str:
+    """The hash ``event`` must carry after ``prev_hash``, in the form the event names; ValueError if unknown.
+    ``body``: ``canonical(event)`` when the caller has it already."""
+    form = event.chain_format or 1
+    body = canonical(event) if body is None else body
+    if form == 2:
+        return link(prev_hash, hashlib.sha256(body).hexdigest())
+    if form == 1:
+        return hashlib.sha256(prev_hash.encode() + b"\n" + body).hexdigest()
+    raise ValueError(f"unknown chain format {form!r}")
+
+
+def journal_line(event: Event, body: bytes | None = None) -> bytes:
+    """The journal line of a sealed event: its canonical form (``body``, if the caller has it), hash appended."""
+    return (canonical(event) if body is None else body)[:-1] + b',"' + event.hash.encode() + b'"]\n'
+
+
+def seal(event: Event, seq: int, prev_hash: str, chain_format: int = CHAIN_FORMAT) -> bytes:
+    """Place ``event`` in the chain (seq, prev_hash, hash; its record frozen) and return its journal line.
+
+    ``chain_format=1`` writes the old form; only tests use it, to build stores as older versions wrote them."""
+    event.seq, event.prev_hash = seq, prev_hash
+    event.chain_format = chain_format if chain_format != 1 else None
+    event.stored_record = None
+    event.stored_record = event.record()
+    body = canonical(event)  # the hash excludes itself: the same bytes serve the hash and the journal line
+    event.hash = chain_hash(prev_hash, event, body)
+    return journal_line(event, body)
+
+
+def unseal(line: bytes) -> Event:
+    """The event a journal line holds (the inverse of ``seal``)."""
+    values = json.loads(line)
+    if not isinstance(values, list) or len(values) != len(COLUMN_NAMES):
+        raise ValueError("not a journal line")
+    row = []
+    for name, value in zip(COLUMN_NAMES, values, strict=True):
+        if isinstance(value, dict):
+            value = base64.b64decode(value["b64"])
+        elif name == "ts":
+            value = datetime.fromisoformat(value)
+        row.append(value)
+    return Event.from_row(row)
+
+
+def checkpoint_message(head_seq: int, head_hash: str) -> bytes:
+    """What a checkpoint signs: the chain head it vouches for."""
+    return f"warden-checkpoint|{head_seq}|{head_hash}".encode()

@@ -1,0 +1,132 @@
+"""Where the CLI reads the store: the DuckDB file when the gateway is stopped, its admin API when it runs.
+
+DuckDB lets one process hold the file; a running gateway does, so the CLI asks the gateway
+instead. Both backends answer through the same query functions (``addons.store.queries``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import duckdb
+import httpx
+
+from addons.store.database import JournalDamaged, StoreError, StoreInUse, connect
+from addons.store.events import Event, event_from_json
+from addons.store.queries import FlowFilter, flow_events, iter_events, iter_events_until, search_flows
+
+
+class BackendError(RuntimeError):
+    """Neither the file nor the admin API could be reached; the message says what to do."""
+
+
+class Backend(Protocol):
+    where: str
+
+    def flows(self, f: FlowFilter) -> list[dict[str, Any]]: ...
+    def flow_events(self, flow_id: str) -> list[Event]: ...
+    def events(self, until_seq: int | None = None) -> Iterator[Event]: ...
+    def sign_checkpoint(self) -> dict[str, Any] | None: ...
+    def close(self) -> None: ...
+
+
+class FileBackend:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
+        self.con = con
+        self.where = f"file {path}"
+
+    def flows(self, f: FlowFilter) -> list[dict[str, Any]]:
+        return search_flows(self.con, f)
+
+    def flow_events(self, flow_id: str) -> list[Event]:
+        return flow_events(self.con, flow_id)
+
+    def events(self, until_seq: int | None = None) -> Iterator[Event]:
+        events = iter_events(self.con)
+        return events if until_seq is None else iter_events_until(events, until_seq)
+
+    def sign_checkpoint(self) -> dict[str, Any] | None:
+        """A stopped store has nobody to sign: what a crash left unsigned stays so."""
+        return None
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class AdminBackend:
+    def __init__(self, admin: str, token: str | None = None) -> None:
+        base = admin if admin.startswith("http") else f"http://{admin}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=base, timeout=60, trust_env=False, headers=headers)  # never via a proxy
+        self.where = f"admin API {base}"
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, **params)
+
+    def _call(self, method: str, path: str, **params: Any) -> Any:
+        try:
+            response = self.client.request(method, path, params={k: v for k, v in params.items() if v is not None})
+        except httpx.HTTPError as e:
+            raise BackendError(f"cannot reach the gateway's {self.where}: {e}") from None
+        if response.status_code >= 400 and response.status_code not in (409,):
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise BackendError(f"{self.where}{path}: HTTP {response.status_code}: {message}")
+        return response.json()
+
+    def flows(self, f: FlowFilter) -> list[dict[str, Any]]:
+        data = self._get(
+            "/api/flows", user=f.user, host=f.host, decision=f.decision, fate=f.fate, entity=f.entity, limit=f.limit,
+            since=f.since.isoformat() if f.since else None, until=f.until.isoformat() if f.until else None,
+        )
+        return data["flows"]
+
+    def flow_events(self, flow_id: str) -> list[Event]:
+        try:
+            return [event_from_json(e) for e in self._get(f"/api/flows/{flow_id}")["events"]]
+        except BackendError as e:
+            if "HTTP 404" in str(e):
+                return []
+            raise
+
+    def events(self, until_seq: int | None = None) -> Iterator[Event]:
+        after = -1
+        while True:
+            page = self._get("/api/events", after_seq=after)
+            for data in page["events"]:
+                event = event_from_json(data)
+                if until_seq is not None and event.seq > until_seq:
+                    return
+                after = event.seq
+                yield event
+            if not page["more"]:
+                return
+
+    def sign_checkpoint(self) -> dict[str, Any] | None:
+        """Have the gateway sign its head now (``POST /api/verify``), so a verify covers the whole chain."""
+        return self._call("POST", "/api/verify")["checkpoint"]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_backend(db: str, admin: str, token: Callable[[], str | None] = lambda: None) -> Backend:
+    """The file if it can be opened, else the admin API of the gateway that holds it (with ``token()``).
+    A damaged journal raises ``JournalDamaged`` (verify reports it as a broken chain)."""
+    try:
+        return FileBackend(connect(db, read_only=True), db)
+    except StoreInUse:
+        pass  # the gateway holds the file: ask it
+    except JournalDamaged:
+        raise
+    except StoreError as e:
+        raise BackendError(str(e)) from None
+    backend = AdminBackend(admin, token())
+    try:
+        backend.client.get("/healthz")  # reachable is enough: a starting gateway answers 503 but serves queries
+    except httpx.HTTPError as e:
+        raise BackendError(f"{db} is held by a running gateway, but {e}; pass --admin HOST:PORT") from None
+    return backend

@@ -1,0 +1,91 @@
+"""Rules files: validated with errors naming file and field; credentials resolved, never echoed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from addons.rules.model import RulesError, load_rules
+
+GOOD = """
+upstreams:
+  - name: openai
+    host: API.OpenAI.com
+    credential: {header: Authorization, value: "Bearer ${T_OPENAI}"}
+  - name: filekey
+    host: files.example
+    port: 8443
+    credential: {header: x-api-key, file: secret.txt}
+  - name: optional
+    host: opt.example
+    credential: {header: x-api-key, value: "${T_UNSET_OPTIONAL}", optional: true}
+rules:
+  - {name: block-files, filter: "~u /v1/files", action: block, reason: no files}
+  - {name: default, action: allow}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_good_file_resolves_credentials(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("T_OPENAI", "sk-123")
+    monkeypatch.delenv("T_UNSET_OPTIONAL", raising=False)
+    (tmp_path / "secret.txt").write_text("  from-file \n")
+    rules = load_rules(write(tmp_path, GOOD))
+    assert rules.upstream_for("api.openai.com", 443).name == "openai"
+    assert rules.upstream_for("files.example", 443) is None
+    assert rules.credential("openai").get_secret_value() == "Bearer sk-123"
+    assert rules.credential("filekey").get_secret_value() == "from-file"
+    assert rules.credential("optional") is None
+    assert "T_UNSET_OPTIONAL" in rules.missing["optional"]
+    assert "sk-123" not in repr(rules.credential("openai"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("port: 8443", "port: 0"), "upstreams[1].port: Input should be greater than or equal to 1"),
+        (("action: allow", "action: maybe"), "rules[1].action: Input should be 'allow' or 'block'"),
+        (("name: default", "name: block-files"), "rules: Value error, names must be unique"),
+        (("file: secret.txt", "file: secret.txt, value: x"), "upstreams[1].credential: Value error, give exactly one"),
+        (("reason: no files", "reason: no files, colour: red"), "rules[0].colour: Extra inputs are not permitted"),
+        (('"~u /v1/files"', '"~q ~~"'), "rules[0].filter: Value error, invalid mitmproxy filter expression"),
+    ],
+)
+def test_errors_name_the_file_and_field(tmp_path: Path, monkeypatch, change, message) -> None:
+    monkeypatch.setenv("T_OPENAI", "x")
+    (tmp_path / "secret.txt").write_text("k")
+    path = write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(RulesError) as e:
+        load_rules(path)
+    assert f"{path}: {message}" in str(e.value)
+
+
+def test_missing_required_variable_and_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("T_OPENAI", raising=False)
+    path = write(tmp_path, GOOD)
+    with pytest.raises(RulesError) as e:
+        load_rules(path)
+    text = str(e.value)
+    assert f"{path}: upstreams[0].credential.value: environment variable T_OPENAI is not set" in text
+    assert f"{path}: upstreams[1].credential.file: credential file" in text
+
+
+def test_yaml_errors_give_the_line(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match=r"not valid YAML \(line 3, column"):
+        load_rules(write(tmp_path, "upstreams:\n  - name: a\n   host: b\n"))
+    with pytest.raises(RulesError, match="must be a mapping"):
+        load_rules(write(tmp_path, "- just a list\n"))
+
+
+def test_the_shipped_default_rules_load(monkeypatch) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    rules = load_rules(Path(__file__).resolve().parents[3] / "rules" / "default.yaml")
+    assert {u.name for u in rules.upstreams} >= {"openai", "anthropic"}
+    assert rules.credential("openai") is None and "OPENAI_API_KEY" in rules.missing["openai"]
