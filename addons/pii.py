@@ -34,7 +34,7 @@ from addons.masking.operators import Applied, Masker, operators
 from addons.masking.payloads import Payload, adapter_for, body_kind, parse_body
 from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_workers
 from addons.masking.pseudonyms import Vault
-from addons.masking.recognizers import pattern_scanner
+from addons.masking.recognizers import engine_spec, pattern_scanner
 from addons.masking.stream import StreamRewriter
 from addons.rules.durations import seconds
 from addons.rules.masking import Profile
@@ -103,7 +103,7 @@ class PiiMasking:
 
     def _configure_pool(self) -> None:
         assert self.rules is not None
-        spec = self.rules.masking.engine_spec()
+        spec = engine_spec(self.rules.masking)
         workers = ctx.options.warden_pii_workers or default_workers()
         old = self.pool
         if old is not None and old.spec == spec and old.workers == workers:

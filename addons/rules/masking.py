@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from addons.masking.recognizers import BUILTIN_ENTITIES, CustomPattern, EngineSpec
+from addons.rules.entities import BUILTIN_ENTITIES
 
 DEFAULT_ENTITIES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
 _ENTITY_NAME = r"^[A-Z][A-Z0-9_]*$"
@@ -186,16 +186,9 @@ class Masking(_Model):
                 return self.profile(spec.name)
         return self.profile()
 
-    def engine_spec(self) -> EngineSpec:
-        """What the analyzer must find for every profile (each profile then keeps its own part)."""
-        profiles = [self.profile()] + [self.profile(p.name) for p in self.profiles]
-        wanted = set().union(*(p.entities for p in profiles))
-        builtin = tuple(e for e in BUILTIN_ENTITIES if e in wanted)
-        custom = tuple(CustomPattern(r.entity, tuple(r.patterns), r.score, tuple(r.context))
-                       for r in self.recognizers if r.entity in wanted)
-        deny = tuple((e, tuple(v)) for e, v in sorted(self.deny_lists.items()) if e in wanted and v)
-        floor = min((t for p in profiles for t in p.thresholds.values()), default=self.score_threshold)
-        return EngineSpec(entities=builtin, custom=custom, deny_lists=deny, min_score=floor)
+    def all_profiles(self) -> list[Profile]:
+        """The default profile, then every named one, resolved."""
+        return [self.profile()] + [self.profile(p.name) for p in self.profiles]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from addons.masking.operators import Masker
 from addons.masking.pseudonyms import Vault, partial_token_start
+from addons.masking.recognizers import engine_spec
 from addons.rules.masking import Masking
 
 KEY = b"k" * 32
@@ -94,7 +95,7 @@ def test_profiles_resolve_by_rule_then_group() -> None:
     support = masking.profile_for(None, ["dev", "support"])
     assert {o.type for o in support.operators.values()} == {"replace"}
     assert masking.profile_for("research", ["support"]).entities == {"CREDIT_CARD"}
-    spec = masking.engine_spec()
+    spec = engine_spec(masking)
     assert "PERSON" in spec.entities and [c.entity for c in spec.custom] == ["ACME_ID"]
 
 

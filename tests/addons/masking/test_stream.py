@@ -9,13 +9,13 @@ import pytest
 from addons.masking.operators import Masker
 from addons.masking.payloads import adapter_for
 from addons.masking.pseudonyms import Vault
-from addons.masking.recognizers import pattern_scanner
+from addons.masking.recognizers import engine_spec, pattern_scanner
 from addons.masking.stream import StreamRewriter, hold_from
 from addons.rules.masking import Masking
 from scripts.demo_upstream import anthropic_events, openai_events, responses_events
 
 MASKING = Masking.model_validate({})
-SCANNER = pattern_scanner(MASKING.engine_spec())
+SCANNER = pattern_scanner(engine_spec(MASKING))
 
 
 def vault_for(values: dict[str, tuple[str, str]]) -> tuple[Vault, str]:
@@ -116,7 +116,7 @@ def test_hold_back(text: str, held: str) -> None:
 def test_private_key_blocks_are_held_until_they_end() -> None:
     masking = Masking.model_validate({"recognizers": [{"entity": "PRIVATE_KEY", "patterns": [
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]+?-----END [A-Z ]*PRIVATE KEY-----"]}]})
-    scanner = pattern_scanner(masking.engine_spec())
+    scanner = pattern_scanner(engine_spec(masking))
     rw = StreamRewriter(adapter_for("/v1/messages"), Vault(),
                         Masker(masking.profile(), Vault(), b"k" * 32, reversible=False), scanner)
     reply = "Here:\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\nkqhkiG9w0BAQEF\n-----END PRIVATE KEY-----\nok"
