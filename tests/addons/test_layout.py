@@ -56,6 +56,9 @@ def test_the_top_of_addons_holds_the_chain_and_nothing_else() -> None:
         classes = [n for n in tree.body if isinstance(n, ast.ClassDef)
                    and hooks & {f.name for f in n.body if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}]
         assert classes, f"addons/{name}.py defines no addon (a class with a mitmproxy hook)"
+        # Addons meet in flow.metadata and through ctx.master.addons.get, never by importing each other.
+        others = [imported for _, imported in warden_imports(ADDONS / f"{name}.py") if imported.split(".")[1] in modules]
+        assert not others, f"addons/{name}.py imports another addon: {others}"
 
 
 def _module(name: str) -> str | None:
