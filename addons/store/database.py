@@ -7,8 +7,8 @@ event before the request leaves, a response's before the client has it). The wri
 whole batch's futures with one wake-up of the event loop; ``submit()`` is the same for threads.
 Everything else runs on the writer thread, which drains the queue in batches: one journal write
 and fdatasync per batch (the commit, see ``addons/store/journal.py``), and every ``LOAD_INTERVAL`` or
-``LOAD_BATCH`` events one Appender flush into DuckDB. Rows are only ever appended; they leave
-only through a retention purge.
+``LOAD_BATCH`` events one Appender flush into DuckDB. Rows are only ever appended; nothing
+updates or deletes them.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ is hashed):
 
 - form 2 (written now): ``hash = sha256(prev ‖ sha256(canonical))``, over the raw 32-byte digests.
   One event can then be proven up to a signed head with only the digests of the events after it
-  (``addons.store.proofs``), and a purged event can leave its digest behind as a tombstone.
+  (``addons.store.proofs``), and an event's content could be removed leaving its digest behind.
 - form 1 (stores written before form 2, no ``chain_format``): ``hash = sha256(prev_hex "\n"
   canonical)``. Such events still verify; a chain never goes back from form 2 to form 1.
 

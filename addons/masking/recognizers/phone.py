@@ -1,7 +1,7 @@
 """Phone numbers, with python-phonenumbers run only where a number could be.
 
-Presidio's ``PhoneRecognizer`` runs phonenumbers' matcher over the whole text once per region: on a
-2 KB prompt that is about 300 ms, and it grows with the text. This recognizer first finds
+Presidio's ``PhoneRecognizer`` runs phonenumbers' matcher over the whole text once per region, a cost
+that grows with the text (BENCHMARKS.md, PII masking). This recognizer first finds
 candidate runs (seven or more digits with the separators phone numbers use) with one regex, then
 parses only those, so its cost follows the number of candidates, not the length of the text.
 """
