@@ -18,7 +18,7 @@ GATEWAY = $(BIN)/mitmdump -s addons/gateway.py --listen-host $(LISTEN) --set flo
 	--set warden_db=data/warden.duckdb --set warden_admin=$(ADMIN) \
 	--set ssl_verify_upstream_trusted_ca=certs/upstream-trust.pem
 
-.PHONY: run test bench demo setup setup-now check-python clean
+.PHONY: run test check bench demo setup setup-now check-python clean
 
 run: setup  ## start the gateway on 127.0.0.1:8080, admin API on 127.0.0.1:8081
 	$(GATEWAY) --mode regular@$(PORT) --mode reverse:https://localhost:9443@8090
@@ -29,6 +29,10 @@ demo: setup  ## the offline demo upstream (OpenAI/Anthropic-shaped) on https://l
 
 test: setup  ## the whole suite: unit tests and end-to-end tests through a real mitmdump
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: setup  ## lint (ruff) and type check (mypy), configured in pyproject.toml; CI runs it before the tests
+	$(BIN)/ruff check addons scripts tests
+	$(BIN)/mypy
 
 bench: setup  ## throughput and added latency: direct vs bare mitmdump vs the Warden chain; then PII masking's cost
 	$(BIN)/python -m scripts.bench

@@ -251,7 +251,9 @@ def start_gateway(
     workdir: Path, confdir: Path, rules_text: str, upstream_port: int, *, db: Path | None = None,
     extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None, wait: bool = True,
     scripts_before: tuple[str, ...] = (), upstream_trust: Path | None = None,
+    mitmdump: tuple[str, ...] = (str(BIN / "mitmdump"),), chain: Path = ROOT / "addons" / "gateway.py",
 ) -> Gateway:
+    """``mitmdump`` (the command that runs it) with the Warden ``chain`` (a gateway.py) and ``rules_text``."""
     workdir.mkdir(parents=True, exist_ok=True)
     rules = workdir / "rules.yaml"
     rules.write_text(rules_text)
@@ -271,8 +273,8 @@ def start_gateway(
     }
     overridden = {extra_args[i + 1].split("=", 1)[0] for i, a in enumerate(extra_args) if a == "--set"}
     args = [
-        str(BIN / "mitmdump"), *(arg for script in scripts_before for arg in ("-s", script)),
-        "-s", str(ROOT / "addons" / "gateway.py"),
+        *mitmdump, *(arg for script in scripts_before for arg in ("-s", script)),
+        "-s", str(chain),
         "--mode", f"regular@{proxy_port}", "--mode", f"reverse:https://localhost:{upstream_port}@{reverse_port}",
         "--listen-host", "127.0.0.1",
         *(arg for name, value in settings.items() if name not in overridden for arg in ("--set", f"{name}={value}")),

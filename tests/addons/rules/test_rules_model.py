@@ -89,3 +89,18 @@ def test_the_shipped_default_rules_load(monkeypatch) -> None:
     rules = load_rules(Path(__file__).resolve().parents[3] / "rules" / "default.yaml")
     assert {u.name for u in rules.upstreams} >= {"openai", "anthropic"}
     assert rules.credential("openai") is None and "OPENAI_API_KEY" in rules.missing["openai"]
+
+
+def test_rules_give_every_secret_inside_a_credential(tmp_path, monkeypatch) -> None:
+    key = "sk-upstream-PLANTED-4f1c9e"
+    monkeypatch.setenv("T_KEY", key)
+    monkeypatch.setenv("T_ID", "acct-0001")
+    (tmp_path / "key.txt").write_text("Token file-secret-0002\n")
+    (tmp_path / "rules.yaml").write_text(
+        "upstreams:\n"
+        "  - {name: a, host: a.example, credential: {header: Authorization, value: 'SharedKey ${T_ID}:${T_KEY}'}}\n"
+        "  - {name: b, host: b.example, credential: {header: X-Provider-Ident, file: key.txt}}\n")
+    rules = load_rules(tmp_path / "rules.yaml")
+    assert rules.secret_values() == {f"SharedKey acct-0001:{key}", "acct-0001", key, "Token file-secret-0002",
+                                     "Token", "file-secret-0002"}
+    assert rules.credential_headers() == {"authorization", "x-provider-ident"}

@@ -1,15 +1,10 @@
-"""Pure functions beside the addons: redaction, usage parsing, body checks."""
+"""Redaction: one definition of a credential header, secrets scrubbed from paths, events and streams."""
 
 from __future__ import annotations
 
 import gzip
-import json
 
-from addons.bodies.jsonlimits import json_depth, loads_bounded
-from addons.bodies.usage import request_model, response_usage
 from addons.flow.meta import compose_stream
-from addons.intake import check_body
-from addons.rules.model import load_rules
 from addons.store.events import Event
 from addons.store.redaction import (
     REDACTED,
@@ -37,28 +32,6 @@ def test_secret_query_parameters_are_redacted() -> None:
     assert "sk-9" not in redact_path("/v1/x?api_key=sk-9&q=1")
     assert "s3cr3t" not in redact_path("/v1/x?access_token=s3cr3t")
     assert redact_path("/plain") == "/plain"
-
-
-def test_usage_from_openai_anthropic_json_and_sse() -> None:
-    openai = json.dumps({"usage": {"prompt_tokens": 3, "completion_tokens": 5}}).encode()
-    assert vars(response_usage(openai, "application/json")) == {"tokens_in": 3, "tokens_out": 5}
-    anthropic_sse = (
-        b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":7,"output_tokens":1}}}\n\n'
-        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":9}}\n\n'
-    )
-    assert vars(response_usage(anthropic_sse, "text/event-stream")) == {"tokens_in": 7, "tokens_out": 9}
-    assert vars(response_usage(b"not json", "application/json")) == {"tokens_in": None, "tokens_out": None}
-    assert request_model(b'{"model": "gpt-x"}', "application/json") == "gpt-x"
-    assert request_model(b'{"model": 1}', "application/json") is None
-
-
-def test_body_checks() -> None:
-    assert check_body(b'{"a": 1}', "application/json") is None
-    assert check_body(b"\xff", "application/octet-stream") is None
-    assert "offset 1" in check_body(b'"\xff"', "application/json").message
-    assert "line 1, column" in check_body(b'{"a": }', "application/vnd.api+json").message
-    assert check_body(b"caf\xe9", "text/plain; charset=UTF-8").status == 400
-    assert check_body(b"caf\xe9", "text/plain") is None  # no charset declared: not ours to judge
 
 
 # -- one definition of a credential header (issue 9, items 10 and 11) -------------------------------------------------
@@ -136,51 +109,6 @@ def test_secrets_in_encoded_bodies_and_every_event_field() -> None:
     assert KEY not in event.record() and KEY.encode() not in gzip.decompress(event.body)
     assert ["X-Provider-Ident", REDACTED] in event.headers
     assert event.detail["redacted_credentials"] >= 4
-
-
-def test_rules_give_every_secret_inside_a_credential(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("T_KEY", KEY)
-    monkeypatch.setenv("T_ID", "acct-0001")
-    (tmp_path / "key.txt").write_text("Token file-secret-0002\n")
-    (tmp_path / "rules.yaml").write_text(
-        "upstreams:\n"
-        "  - {name: a, host: a.example, credential: {header: Authorization, value: 'SharedKey ${T_ID}:${T_KEY}'}}\n"
-        "  - {name: b, host: b.example, credential: {header: X-Provider-Ident, file: key.txt}}\n")
-    rules = load_rules(tmp_path / "rules.yaml")
-    assert rules.secret_values() == {f"SharedKey acct-0001:{KEY}", "acct-0001", KEY, "Token file-secret-0002",
-                                     "Token", "file-secret-0002"}
-    assert rules.credential_headers() == {"authorization", "x-provider-ident"}
-
-
-# -- every flow has its request event (item 12) -----------------------------------------------------------------------
-
-def test_json_depth_without_recursion() -> None:
-    assert json_depth(b'{"a": [1, {"b": "[[[[ not brackets \\" ]]"}]}') == 3
-    assert json_depth("[" * 100_000 + "]" * 100_000) == 100_000
-    assert loads_bounded("[" * 1_000_000 + "]" * 1_000_000) is None
-    assert request_model(b'{"model": "m", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json") is None
-    deep_sse = b"data: " + b"[" * 100_000 + b"]" * 100_000 + b'\n\ndata: {"usage": {"prompt_tokens": 2}}\n\n'
-    assert response_usage(deep_sse, "text/event-stream").tokens_in == 2
-    problem = check_body(b"[" * 200 + b"]" * 200, "application/json")
-    assert problem is not None and "more than 128 levels deep" in problem.message
-    assert check_body(b"[" * 128 + b"]" * 128, "application/json") is None
-
-
-def test_recorder_builds_an_event_when_a_helper_fails() -> None:
-    from mitmproxy.test import tflow
-
-    from addons.flow.meta import meta
-    from addons.recorder import Recorder
-
-    flow = tflow.tflow()
-    flow.request.path = "/v1/x?jwt=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
-
-    def _request_event(flow, m):
-        raise RecursionError("a helper failed")
-
-    event = Recorder()._built("request", _request_event, flow, meta(flow))
-    assert event.kind == "request" and event.flow_id == flow.id and event.fate == "forwarded"
-    assert "RecursionError" in event.detail["recorder_error"] and "eyJ" not in event.path
 
 
 def test_a_compressed_body_is_checked_within_a_bound_or_not_kept() -> None:
