@@ -7,7 +7,7 @@ import json
 
 from addons.bodies.jsonlimits import json_depth, loads_bounded
 from addons.bodies.usage import request_model, response_usage
-from addons.flow.meta import compose_stream
+from addons.flow.streams import compose_stream
 from addons.intake import check_body
 from addons.rules.model import load_rules
 from addons.store.events import Event
@@ -169,16 +169,15 @@ def test_json_depth_without_recursion() -> None:
 def test_recorder_builds_an_event_when_a_helper_fails() -> None:
     from mitmproxy.test import tflow
 
-    from addons.flow.meta import meta
     from addons.recorder import Recorder
 
     flow = tflow.tflow()
     flow.request.path = "/v1/x?jwt=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
 
-    def _request_event(flow, m):
+    def _request_event(flow):
         raise RecursionError("a helper failed")
 
-    event = Recorder()._built("request", _request_event, flow, meta(flow))
+    event = Recorder()._built("request", _request_event, flow)
     assert event.kind == "request" and event.flow_id == flow.id and event.fate == "forwarded"
     assert "RecursionError" in event.detail["recorder_error"] and "eyJ" not in event.path
 
