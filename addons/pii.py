@@ -149,7 +149,7 @@ class PiiMasking:
     # -- what masking holds for a flow --------------------------------------------------------------------
 
     def vault_of(self, flow: http.HTTPFlow) -> Vault | None:
-        """The flow's pseudonym vault (pseudonym -> the caller's value), once its request was masked."""
+        """The flow's pseudonym vault (pseudonym -> the caller's value), once its request passed masking."""
         return self.vaults.get(flow)
 
     def originals_of(self, flow: http.HTTPFlow) -> Originals:
