@@ -6,14 +6,21 @@ credential (``redaction.is_credential_header``: Authorization, Proxy-*, Cookie, 
 except those the upstream's ``pass_headers`` names, and injects the upstream's own key from the rules
 file. An upstream that echoes a key back (in headers,
 a body or a stream) has it replaced by ``[redacted-credential]`` before the caller reads it.
+
+The caller's own credential values (its key, its token) are kept per flow, in memory only, so the recorder
+can keep them out of the record wherever else they appear (``secrets_of``).
 """
 
 from __future__ import annotations
 
+import weakref
+
 from mitmproxy import http
 
+from addons.flow.answers import fail_closed, refuse
 from addons.flow.errors import CredentialMissing, InternalError
-from addons.flow.meta import compose_stream, fail_closed, meta, refuse, unframe
+from addons.flow.meta import UPSTREAM
+from addons.flow.streams import compose_stream, unframe
 from addons.rules.model import Rules, current_rules
 from addons.store.redaction import Secrets, StreamScrubber, credential_values, is_credential_header, path_secret_values
 
@@ -23,6 +30,7 @@ class Credentials:
         self.rules: Rules | None = None
         self.secrets = Secrets()
         self.credential_headers: frozenset[str] = frozenset()
+        self.caller_secrets: weakref.WeakKeyDictionary[http.HTTPFlow, set[str]] = weakref.WeakKeyDictionary()
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
@@ -33,19 +41,24 @@ class Credentials:
     def _is_credential(self, name: str, value: str) -> bool:
         return name.lower() in self.credential_headers or is_credential_header(name, value)
 
+    def secrets_of(self, flow: http.HTTPFlow) -> frozenset[str]:
+        """The caller's credential values seen on ``flow`` (its headers, its path): never to be recorded."""
+        return frozenset(self.caller_secrets.get(flow, ()))
+
+    def _keep(self, flow: http.HTTPFlow, values: set[str]) -> None:
+        self.caller_secrets.setdefault(flow, set()).update(values)
+
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # Every flow, refused ones too: the recorder keeps these values out of the record.
-        m = meta(flow)
-        m.caller_secrets |= credential_values((n, v) for n, v in flow.request.headers.items(multi=True)
-                                              if self._is_credential(n, v)) | path_secret_values(flow.request.path)
+        self._keep(flow, credential_values((n, v) for n, v in flow.request.headers.items(multi=True)
+                                           if self._is_credential(n, v)) | path_secret_values(flow.request.path))
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        m = meta(flow)
-        upstream_name = m.upstream
+        upstream_name = UPSTREAM.of(flow)
         if self.rules is None or upstream_name is None:
             refuse(flow, InternalError("no upstream was resolved for this request; it was stopped"))
             return
@@ -53,9 +66,9 @@ class Credentials:
         headers = flow.request.headers
         # The credential headers' values are known since requestheaders; add what this upstream passes on, and
         # the path as policy normalised it (escapes decoded).
-        m.caller_secrets |= credential_values(
+        self._keep(flow, credential_values(
             (n, v) for n, v in headers.items(multi=True) if n.lower() in upstream.pass_headers
-        ) | path_secret_values(flow.request.path)
+        ) | path_secret_values(flow.request.path))
         for name in {n.lower() for n, v in headers.items(multi=True)
                      if self._is_credential(n, v) and n.lower() not in upstream.pass_headers}:
             headers.pop(name, None)

@@ -9,7 +9,8 @@ anything else refused and recorded) -> intake (size, encoding) -> policy (upstre
 -> pii (Presidio masking; pseudonyms restored in the answer) -> credentials (strip the caller's,
 inject the upstream's) -> websocket (upgrades refused unless the upstream opts in; then every message
 masked and recorded) -> recorder (DuckDB, before the request leaves). The admin API runs beside them.
-Addons meet only in ``flow.metadata["warden"]``.
+Addons meet in the flow's facts (``addons/flow/meta.py``: one key in ``flow.metadata`` per fact, one owner
+per key) and ask an owner for what it holds through ``ctx.master.addons.get``.
 """
 
 from addons.admin import Admin

@@ -26,8 +26,9 @@ from addons.auth.tokens import (
     claim_at,
     token_from_authorization,
 )
+from addons.flow.answers import fail_closed, refuse
 from addons.flow.errors import IdentityUnavailable, NotConfigured, Unauthenticated
-from addons.flow.meta import Identity, fail_closed, meta, refuse
+from addons.flow.meta import CLAIMED_SUB, IDENTITY, Identity
 from addons.rules.model import IdentityConfig, current_rules
 from addons.store.keys import KeyFileError
 
@@ -64,14 +65,40 @@ def identity_from_claims(claims: dict, config: IdentityConfig, method: str | Non
     )
 
 
+class Tunnels:
+    """The identity each client connection proved on its CONNECT, held only while that CONNECT stands accepted
+    (a CONNECT refused for its host leaves nothing bound). In by ``bind``, read by ``lookup``, out by ``forget``;
+    an entry also goes with its connection."""
+
+    def __init__(self) -> None:
+        self._bound: weakref.WeakKeyDictionary[connection.Client, tuple[Identity, http.HTTPFlow]] = \
+            weakref.WeakKeyDictionary()
+
+    def bind(self, client: connection.Client, identity: Identity, connect: http.HTTPFlow) -> None:
+        """Bind ``identity``, proven on the CONNECT ``connect``, to ``client``'s tunnel."""
+        self._bound[client] = (identity, connect)
+
+    def lookup(self, client: connection.Client) -> Identity | None:
+        """The identity bound to ``client``'s tunnel, if its CONNECT was accepted (a refused one is forgotten)."""
+        found = self._bound.get(client)
+        if found is None:
+            return None
+        identity, connect = found
+        if connect.response is not None and not 200 <= connect.response.status_code < 300 or connect.error:
+            self.forget(client)
+            return None
+        return identity
+
+    def forget(self, client: connection.Client) -> None:
+        """Unbind whatever identity ``client``'s tunnel held."""
+        self._bound.pop(client, None)
+
+
 class IdentityGate:
     def __init__(self) -> None:
         self.config: IdentityConfig | None = None
         self.validator: TokenValidator | None = None
-        # client connection -> (identity proven on its CONNECT, that CONNECT): the identity holds only while
-        # the CONNECT was accepted, so a refused one (host not allowed) leaves nothing bound.
-        self.tunnels: weakref.WeakKeyDictionary[connection.Client, tuple[Identity, http.HTTPFlow]] = \
-            weakref.WeakKeyDictionary()
+        self.tunnels = Tunnels()
 
     def configure(self, updated: set[str]) -> None:
         if not updated & {"warden_rules", "warden_issuer_key"}:
@@ -93,26 +120,26 @@ class IdentityGate:
                 log.warning("warden: %s; requests are refused (503) until it answers", e)
 
     def client_disconnected(self, client: connection.Client) -> None:
-        self.tunnels.pop(client, None)
+        self.tunnels.forget(client)
 
     @fail_closed
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
         token, method = token_from_proxy_authorization(flow.request.headers.pop("proxy-authorization", None))
-        self.tunnels.pop(flow.client_conn, None)  # a new CONNECT on this connection replaces what was bound
+        self.tunnels.forget(flow.client_conn)  # a new CONNECT on this connection replaces what was bound
         identity = await self._check(flow, token, method, proxy=True)
         if identity is not None:
-            self.tunnels[flow.client_conn] = (identity, flow)
+            self.tunnels.bind(flow.client_conn, identity, flow)
 
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         proxy_auth = flow.request.headers.pop("proxy-authorization", None)
-        bound = self.bound(flow.client_conn)
+        bound = self.tunnels.lookup(flow.client_conn)
         if bound is not None:
-            meta(flow).identity = bound
+            IDENTITY.set(flow, bound)
             if bound.expires is not None and bound.expires + (self.config.leeway if self.config else 0) < time.time():
                 refuse(flow, Unauthenticated("expired", "the tunnel's token has expired; reconnect with a new one",
                                              proxy=True))
@@ -124,17 +151,6 @@ class IdentityGate:
         else:
             token, method = token_from_proxy_authorization(proxy_auth)
             await self._check(flow, token, method, proxy=True)
-
-    def bound(self, client: connection.Client) -> Identity | None:
-        """The identity bound to this client connection's tunnel, if its CONNECT was accepted."""
-        found = self.tunnels.get(client)
-        if found is None:
-            return None
-        identity, connect = found
-        if connect.response is not None and not 200 <= connect.response.status_code < 300 or connect.error:
-            del self.tunnels[client]
-            return None
-        return identity
 
     async def _check(self, flow: http.HTTPFlow, token: str | None, method: str | None, proxy: bool) -> Identity | None:
         if self.validator is None or self.config is None:
@@ -151,12 +167,13 @@ class IdentityGate:
         try:
             claims = await self.validator.validate(token)
         except TokenError as e:
-            meta(flow).claimed_sub = e.claimed_sub
+            if e.claimed_sub is not None:
+                CLAIMED_SUB.set(flow, e.claimed_sub)
             refuse(flow, Unauthenticated(e.reason, e.message, proxy=proxy))
             return None
         except IssuerUnavailable as e:
             refuse(flow, IdentityUnavailable(f"{e}; try again when it is back"))
             return None
         identity = identity_from_claims(claims, self.config, method)
-        meta(flow).identity = identity
+        IDENTITY.set(flow, identity)
         return identity

@@ -4,7 +4,7 @@ Requests. Over ``warden_max_body`` bytes: mitmproxy itself stops reading and clo
 its own plain 413 (``body_size_limit`` is pinned from Warden's limits, see ``configure``), so a
 client cannot make the gateway buffer a body of any size, announced or chunked, and ``Expect:
 100-continue`` is refused before the body is invited. A declared length over ``warden_max_body`` (under
-``body_size_limit``) is refused at its headers, and ``flowmeta.refuse`` removes the ``Expect`` header of
+``body_size_limit``) is refused at its headers, and ``answers.refuse`` removes the ``Expect`` header of
 any refused request, so mitmproxy does not answer ``100 Continue`` to it either. The refusal is recorded (``error`` below
 names it ``body_too_large``). A body that declares a Content-Encoding is decoded here, in a worker
 thread when it may be large (``addons/bodies/decoding.py``), never past ``warden_max_body`` decoded bytes or
@@ -52,6 +52,7 @@ from addons.bodies.decoding import (
     decode,
 )
 from addons.bodies.jsonlimits import MAX_JSON_DEPTH, json_depth
+from addons.flow.answers import fail_closed, mark_stopped, refuse
 from addons.flow.errors import (
     BodyTooLarge,
     MalformedBody,
@@ -60,7 +61,8 @@ from addons.flow.errors import (
     TrailersNotAccepted,
     UnsupportedEncoding,
 )
-from addons.flow.meta import fail_closed, meta, refuse, unframe
+from addons.flow.meta import ERROR, TRAILERS_DROPPED
+from addons.flow.streams import unframe
 
 # mitmproxy's flow error when body_size_limit stopped it reading a body: it carries no code, only this text.
 _LIMIT_ERRORS = {
@@ -242,7 +244,7 @@ class Intake:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
         response = flow.response
-        if meta(flow).error is not None or "text/event-stream" not in response.headers.get("content-type", "").lower():
+        if ERROR.of(flow) is not None or "text/event-stream" not in response.headers.get("content-type", "").lower():
             return
         try:
             coding = coding_of(response.headers.get("content-encoding"))
@@ -262,14 +264,14 @@ class Intake:
         assert flow.response is not None
         response = flow.response
         if response.trailers:  # mitmproxy sends them after this hook, streamed or not: unmasked, so never
-            meta(flow).trailers_dropped = trailer_names(response.trailers)
+            TRAILERS_DROPPED.set(flow, trailer_names(response.trailers))
             response.trailers = None
         decoding = self.streams.pop(flow, None)
         if decoding is not None:
             if decoding.failure is not None:  # raised after the headers: fail_closed kills the flow
                 raise self._unreadable(decoding.failure, f"{decoding.decoder.coding!r}")
             return
-        if meta(flow).error is not None or response.stream:
+        if ERROR.of(flow) is not None or response.stream:
             return
         header = response.headers.get("content-encoding")
         raw = response.raw_content or b""
@@ -301,11 +303,10 @@ class Intake:
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         side = _LIMIT_ERRORS.get(flow.error.msg if flow.error else "")
-        m = meta(flow)
         limit = ctx.options.body_size_limit
-        if side == "request" and m.error is None:
-            m.error = self._too_large(f"is over {limit} bytes: the gateway stopped reading it and closed the "
-                                      "connection", ctx.options.warden_max_body)
+        if side == "request" and ERROR.of(flow) is None:
+            mark_stopped(flow, self._too_large(f"is over {limit} bytes: the gateway stopped reading it and closed "
+                                               "the connection", ctx.options.warden_max_body))
         elif side == "response":
-            m.error = ResponseTooLarge(f"the upstream's answer is over {limit} bytes: the gateway stopped reading it "
-                                       "and did not pass it on (warden_max_response)")
+            mark_stopped(flow, ResponseTooLarge(f"the upstream's answer is over {limit} bytes: the gateway stopped "
+                                                "reading it and did not pass it on (warden_max_response)"))

@@ -208,7 +208,7 @@ class Layers:
     @staticmethod
     def _identity(client: connection.Client) -> dict | None:
         gate = ctx.master.addons.get("identitygate")
-        identity = gate.bound(client) if gate is not None else None
+        identity = gate.tunnels.lookup(client) if gate is not None else None
         return dataclasses.asdict(identity) if identity is not None else None
 
 

@@ -7,6 +7,10 @@ processes (``addons/masking/pool.py``); the profile's operators (``addons/maskin
 found, and the body is re-encoded with its shape intact. Pseudonyms are restored in the response
 (JSON, or SSE event by event, ``addons/masking/stream.py``); PII the upstream itself sends is masked.
 
+What masking did is the flow's ``PII`` fact (findings, never values). What it holds for a flow stays here,
+keyed by the flow, in memory only: the pseudonym vault (``vault_of``, for WebSocket messages), the SSE
+rewriter, and the bodies it changed as they were (``originals_of``, for the recorder).
+
 Fails closed: a timeout or engine failure answers 503 and nothing leaves; a body that cannot be
 inspected is refused (415) unless ``masking.unknown_content: pass``.
 """
@@ -15,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from concurrent.futures import Future
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net import encoding
 
 from addons.flow import metrics
+from addons.flow.answers import fail_closed, refuse
 from addons.flow.errors import (
     InternalError,
     MalformedBody,
@@ -29,7 +35,8 @@ from addons.flow.errors import (
     ResponseUnreadable,
     UnsupportedContent,
 )
-from addons.flow.meta import Finding, PiiOutcome, WardenMeta, compose_stream, fail_closed, meta, refuse, unframe
+from addons.flow.meta import DECISION, ERROR, IDENTITY, PII, Finding, Originals, PiiOutcome
+from addons.flow.streams import compose_stream, unframe
 from addons.masking.operators import Applied, Masker, operators
 from addons.masking.payloads import Payload, adapter_for, body_kind, parse_body
 from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_workers
@@ -72,6 +79,10 @@ class PiiMasking:
         self._scanner: Future = Future()
         self.timeout = 30.0
         self._running = False
+        # Per flow, memory only: never in flow.metadata, never recorded as such.
+        self.vaults: weakref.WeakKeyDictionary[http.HTTPFlow, Vault] = weakref.WeakKeyDictionary()
+        self.streams: weakref.WeakKeyDictionary[http.HTTPFlow, StreamRewriter] = weakref.WeakKeyDictionary()
+        self.originals: weakref.WeakKeyDictionary[http.HTTPFlow, Originals] = weakref.WeakKeyDictionary()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -135,12 +146,28 @@ class PiiMasking:
         if self.pool is not None:
             self.pool.close()
 
+    # -- what masking holds for a flow --------------------------------------------------------------------
+
+    def vault_of(self, flow: http.HTTPFlow) -> Vault | None:
+        """The flow's pseudonym vault (pseudonym -> the caller's value), once its request passed masking."""
+        return self.vaults.get(flow)
+
+    def originals_of(self, flow: http.HTTPFlow) -> Originals:
+        """The flow's bodies that masking changed, as they were (empty if it changed none): the caller's PII,
+        for the recorder to keep encrypted or not at all."""
+        found = self.originals.get(flow)
+        return found if found is not None else Originals()
+
+    def _originals(self, flow: http.HTTPFlow) -> Originals:
+        return self.originals.setdefault(flow, Originals())
+
     # -- requests -------------------------------------------------------------------------------------
 
-    def _profile(self, m: WardenMeta) -> Profile:
+    def _profile(self, flow: http.HTTPFlow) -> Profile:
         assert self.rules is not None
-        rule_profile = m.decision.masking if m.decision is not None else None
-        groups = m.identity.groups if m.identity is not None else []
+        decision, identity = DECISION.of(flow), IDENTITY.of(flow)
+        rule_profile = decision.masking if decision is not None else None
+        groups = identity.groups if identity is not None else []
         return self.rules.masking.profile_for(rule_profile, groups)
 
     def _masker(self, profile: Profile, vault: Vault, reversible: bool) -> Masker:
@@ -165,9 +192,9 @@ class PiiMasking:
         if self.rules is None or self.hash_key is None:
             refuse(flow, NotConfigured("the gateway has no valid masking configuration; see the operator log"))
             return
-        m = meta(flow)
-        profile = self._profile(m)
-        m.pii = outcome = PiiOutcome(profile=profile.name, vault=Vault())
+        profile = self._profile(flow)
+        outcome = PII.set(flow, PiiOutcome(profile=profile.name))
+        self.vaults[flow] = Vault()
         if not profile.active:
             outcome.skipped = "the profile masks nothing"
             return
@@ -189,7 +216,7 @@ class PiiMasking:
             metrics.PII_FAILURES.inc()
             refuse(flow, PiiUnavailable(f"{e}; the request was not forwarded"))
             return
-        outcome.vault = vault = Vault(slot.text for slot in payload.slots)
+        self.vaults[flow] = vault = Vault(slot.text for slot in payload.slots)
         masker = self._masker(profile, vault, reversible=True)
         for slot, found in zip(payload.slots, spans, strict=True):
             masked, applied = masker.apply(slot.text, found)
@@ -197,7 +224,7 @@ class PiiMasking:
                 slot.set(masked)
                 outcome.findings += _findings(slot.path, applied)
         if outcome.findings:
-            m.original_request_body = flow.request.raw_content
+            self._originals(flow).request = flow.request.raw_content
             flow.request.content = payload.render()
             _count(outcome.findings, "request")
 
@@ -219,22 +246,22 @@ class PiiMasking:
         """``texts`` masked with ``flow``'s profile and vault, as its bodies are: pseudonyms numbered as in the
         handshake on the way out; with ``response``, the profile's answer masking, pseudonyms left in place (the
         caller restores them for the client with the vault). Raises ``PiiUnavailable`` when analysis fails."""
-        m = meta(flow)
-        if m.pii is None or m.pii.vault is None or self.rules is None or self.hash_key is None:
+        outcome, vault = PII.of(flow), self.vaults.get(flow)
+        if outcome is None or vault is None or self.rules is None or self.hash_key is None:
             raise PiiUnavailable("the flow has no masking state; its messages cannot be masked")
-        profile = self.rules.masking.profile(m.pii.profile)
+        profile = self.rules.masking.profile(outcome.profile)
         if not profile.active:
             return list(texts), []
         spans: list[list] = [[] for _ in texts]
         if not response or profile.responses == "mask":
             if not response:
-                m.pii.vault.reserve(texts)
+                vault.reserve(texts)
             try:
                 spans = await self._analyze_texts(list(texts))
             except AnalysisUnavailable as e:
                 metrics.PII_FAILURES.inc()
                 raise PiiUnavailable(f"{e}; the message was not relayed") from None
-        masker = self._masker(profile, m.pii.vault, reversible=not response)
+        masker = self._masker(profile, vault, reversible=not response)
         masked, findings = [], []
         for i, (text, found) in enumerate(zip(texts, spans, strict=True)):
             out, applied = masker.apply(text, found)
@@ -245,43 +272,42 @@ class PiiMasking:
 
     # -- responses ------------------------------------------------------------------------------------
 
-    def _active(self, m: WardenMeta) -> Profile | None:
+    def _active(self, flow: http.HTTPFlow) -> Profile | None:
         """The flow's profile if its response is ours to mask (not for answers the gateway gave itself)."""
-        if m.pii is None or m.error is not None or self.rules is None:
+        outcome = PII.of(flow)
+        if outcome is None or ERROR.of(flow) is not None or self.rules is None:
             return None
-        profile = self.rules.masking.profile(m.pii.profile)
+        profile = self.rules.masking.profile(outcome.profile)
         return profile if profile.active else None
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
-        m = meta(flow)
-        profile = self._active(m)
+        profile = self._active(flow)
         inner = flow.response.stream
         if profile is None or not callable(inner):  # Intake decides what streams (and decodes it)
             return
-        flow.response.stream = compose_stream(inner, self._rewriter(flow, profile, m))
+        self.streams[flow] = rewriter = self._rewriter(flow, profile)
+        flow.response.stream = compose_stream(inner, rewriter)
         unframe(flow)
 
-    def _rewriter(self, flow: http.HTTPFlow, profile: Profile, m: WardenMeta) -> StreamRewriter:
-        """The flow's SSE rewriter: restores pseudonyms, and masks pattern entities if the profile masks answers."""
-        assert m.pii is not None
+    def _rewriter(self, flow: http.HTTPFlow, profile: Profile) -> StreamRewriter:
+        """A new SSE rewriter for the flow: restores pseudonyms, masks pattern entities if the profile masks answers."""
+        vault = self.vaults[flow]
         mask = profile.responses == "mask"
-        m.pii.stream = StreamRewriter(adapter_for(flow.request.path), m.pii.vault,
-                                      self._masker(profile, m.pii.vault, reversible=False) if mask else None,
-                                      self._stream_scanner() if mask else None)
-        return m.pii.stream
+        return StreamRewriter(adapter_for(flow.request.path), vault,
+                              self._masker(profile, vault, reversible=False) if mask else None,
+                              self._stream_scanner() if mask else None)
 
     @fail_closed
     async def response(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
-        m = meta(flow)
-        profile = self._active(m)
+        profile = self._active(flow)
         if profile is None:
             return
-        assert m.pii is not None
-        if m.pii.stream is not None:
-            self._finish_stream(m)
+        streamed = self.streams.pop(flow, None)
+        if streamed is not None:
+            self._finish_stream(flow, streamed)
             return
         response = flow.response
         try:
@@ -292,11 +318,11 @@ class PiiMasking:
                                      "it was not passed on unmasked") from None
         content_type = response.headers.get("content-type", "")
         if body_kind(content_type, body) == "sse":  # an encoded stream, buffered: rewrite it whole
-            rewriter = self._rewriter(flow, profile, m)
+            rewriter = self._rewriter(flow, profile)
             client = b"".join(rewriter(body) + rewriter(b""))
-            self._finish_stream(m)
+            self._finish_stream(flow, rewriter)
             if client != body:
-                self._replace_body(response, m, client, bytes(rewriter.record))
+                self._replace_body(flow, client, bytes(rewriter.record))
             return
         try:
             parsed = parse_body(flow.request.path, content_type, body, response=True)
@@ -309,7 +335,7 @@ class PiiMasking:
         if parsed is None:
             return  # binary (audio, images): nothing the analyzer reads, nothing to restore
         payload = parsed[0]
-        findings, record_texts, client_texts = await self._mask_response(payload, profile, m)
+        findings, record_texts, client_texts = await self._mask_response(payload, profile, self.vaults[flow])
         if not findings and all(r == c == s.text for r, c, s in zip(record_texts, client_texts, payload.slots, strict=True)):
             return
         for slot, text in zip(payload.slots, record_texts, strict=True):
@@ -317,14 +343,14 @@ class PiiMasking:
         record = payload.render()
         for slot, text in zip(payload.slots, client_texts, strict=True):
             slot.set(text)
-        self._replace_body(response, m, payload.render(), record)
-        m.pii.response_findings = findings
+        self._replace_body(flow, payload.render(), record)
+        outcome = PII.of(flow)
+        assert outcome is not None
+        outcome.response_findings = findings
         _count(findings, "response")
 
     async def _mask_response(self, payload: Payload, profile: Profile,
-                             m: WardenMeta) -> tuple[list[Finding], list[str], list[str]]:
-        assert m.pii is not None
-        vault: Vault = m.pii.vault
+                             vault: Vault) -> tuple[list[Finding], list[str], list[str]]:
         if profile.responses == "mask":
             try:
                 spans = await self._analyze(payload)
@@ -342,22 +368,24 @@ class PiiMasking:
             client.append(vault.restore(masked))
         return findings, record, client
 
-    @staticmethod
-    def _replace_body(response: http.Response, m: WardenMeta, client: bytes, record: bytes) -> None:
-        m.original_response_body = response.raw_content
+    def _replace_body(self, flow: http.HTTPFlow, client: bytes, record: bytes) -> None:
+        response = flow.response
+        assert response is not None
+        originals = self._originals(flow)
+        originals.response = response.raw_content
         ce = response.headers.get("content-encoding", "")
-        m.recorded_response_body = encoding.encode(record, ce) if ce else record
+        originals.recorded_response = encoding.encode(record, ce) if ce else record
         response.content = client
 
-    @staticmethod
-    def _finish_stream(m: WardenMeta) -> None:
-        assert m.pii is not None
-        rewriter: StreamRewriter = m.pii.stream
+    def _finish_stream(self, flow: http.HTTPFlow, rewriter: StreamRewriter) -> None:
+        outcome = PII.of(flow)
+        assert outcome is not None
         if rewriter.error is not None:
             raise InternalError(f"masking the streamed answer failed ({rewriter.error}); the stream was cut off")
-        m.pii.response_findings = [Finding(a.entity, "stream", a.start, a.end, a.score, a.operator)
-                                   for a in rewriter.applied]
-        _count(m.pii.response_findings, "response")
+        outcome.response_findings = [Finding(a.entity, "stream", a.start, a.end, a.score, a.operator)
+                                     for a in rewriter.applied]
+        _count(outcome.response_findings, "response")
         if rewriter.applied or rewriter.restored:
-            m.recorded_response_body = bytes(rewriter.record)
-            m.original_response_body = bytes(rewriter.original)
+            originals = self._originals(flow)
+            originals.recorded_response = bytes(rewriter.record)
+            originals.response = bytes(rewriter.original)

@@ -17,6 +17,7 @@ import string
 from mitmproxy import http
 from mitmproxy.net.http import url
 
+from addons.flow.answers import fail_closed, refuse
 from addons.flow.errors import (
     AmbiguousPath,
     CleartextRefused,
@@ -25,7 +26,7 @@ from addons.flow.errors import (
     NotConfigured,
     PolicyBlocked,
 )
-from addons.flow.meta import Decision, fail_closed, meta, refuse
+from addons.flow.meta import DECISION, UPSTREAM, Decision
 from addons.rules.model import Rules, Upstream, current_rules, normal_host
 
 NO_MATCH = "(no rule matched)"
@@ -131,19 +132,18 @@ class Policy:
         assert self.rules is not None
         if flow.request.path != "*":
             flow.request.path = normal_path(flow.request.path)  # rules judge, and the upstream gets, one spelling
-        m = meta(flow)
-        m.decision = decide(self.rules, flow)
-        if (read_otherwise := self._ambiguity(flow, m.decision)) is not None:
-            m.decision = Decision("block", m.decision.rule, "the path decides otherwise as servers may read it")
+        decision = DECISION.set(flow, decide(self.rules, flow))
+        if (read_otherwise := self._ambiguity(flow, decision)) is not None:
+            DECISION.set(flow, Decision("block", decision.rule, "the path decides otherwise as servers may read it"))
             refuse(flow, AmbiguousPath(
                 f"the path {flow.request.path!r} reads as {read_otherwise!r} to servers that decode %2F, %5C or "
                 "'\\' as '/' or drop ';' parameters, and the rules decide that spelling otherwise; "
                 "send the path as the upstream should read it"
             ))
             return
-        if m.decision.action == "block":
-            reason = m.decision.reason or f"blocked by rule {m.decision.rule!r}"
-            refuse(flow, PolicyBlocked(f"{reason} (rule {m.decision.rule})"))
+        if decision.action == "block":
+            reason = decision.reason or f"blocked by rule {decision.rule!r}"
+            refuse(flow, PolicyBlocked(f"{reason} (rule {decision.rule})"))
 
     def _ambiguity(self, flow: http.HTTPFlow, decision: Decision) -> str | None:
         """The other spelling of the path, if a server could read it so and the rules decide it otherwise."""
@@ -166,21 +166,21 @@ class Policy:
         host, port = flow.request.host, flow.request.port
         upstream = self.rules.upstream_for(host, port)
         if upstream is None:
-            meta(flow).decision = Decision("block", "upstreams", "host not in the rules file's upstreams")
+            DECISION.set(flow, Decision("block", "upstreams", "host not in the rules file's upstreams"))
             refuse(flow, HostNotAllowed(
                 f"{host}:{port} is not an upstream of this gateway; ask an operator to add it to {self.rules.path}"
             ))
             return False
         if flow.request.method != "CONNECT" and not self._pin(flow, upstream):
             return False
-        meta(flow).upstream = upstream.name
+        UPSTREAM.set(flow, upstream.name)
         return True
 
     @staticmethod
     def _pin(flow: http.HTTPFlow, upstream: Upstream) -> bool:
         """The request goes to ``upstream`` under its own name and scheme, or is refused."""
         if flow.request.scheme != upstream.scheme:
-            meta(flow).decision = Decision("block", "upstreams", f"{flow.request.scheme} to a {upstream.scheme} upstream")
+            DECISION.set(flow, Decision("block", "upstreams", f"{flow.request.scheme} to a {upstream.scheme} upstream"))
             refuse(flow, CleartextRefused(
                 f"upstream {upstream.name!r} is reached over {upstream.scheme}, and this request came as "
                 f"{flow.request.scheme}; send it to {upstream.scheme}://{upstream.host}:{upstream.port} "
@@ -192,7 +192,7 @@ class Policy:
         mode = getattr(flow.client_conn, "proxy_mode", None)
         forward = mode is None or mode.type_name == "regular"
         if (other := misdirection(flow, upstream, forward=forward)) is not None:
-            meta(flow).decision = Decision("block", "upstreams", f"names another host: {other}")
+            DECISION.set(flow, Decision("block", "upstreams", f"names another host: {other}"))
             refuse(flow, MisdirectedRequest(
                 f"this request goes to {upstream.host}:{upstream.port}, but it names another host in {other}; "
                 "send it to the host you mean, and name only that host"

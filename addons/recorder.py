@@ -5,6 +5,10 @@ Last in the chain. A request's event is committed before the request leaves for 
 a response's event before the response is complete for the client (mitmproxy sends the end of
 the message only after the ``response`` hook). Streamed (SSE) responses are teed into the record
 as they pass. Secrets are redacted before anything is queued.
+
+It reads the flow's facts (``addons/flow/meta.py``) and asks their owners for what is not one: the bodies
+masking changed (``piimasking.originals_of``) and the caller's credential values (``credentials.secrets_of``).
+It writes the flow's ``RECORDED`` fact; a streamed answer's capture stays here, keyed by the flow.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import asyncio
 import dataclasses
 import logging
 import time
+import weakref
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from mitmproxy import ctx, exceptions, http
@@ -20,8 +26,23 @@ from mitmproxy.flow import Error as FlowError
 
 from addons.bodies.usage import request_model, response_usage
 from addons.flow import metrics
+from addons.flow.answers import fail_closed
 from addons.flow.errors import RecordingUnavailable
-from addons.flow.meta import Finding, PiiOutcome, WardenMeta, compose_stream, fail_closed, meta
+from addons.flow.meta import (
+    CLAIMED_SUB,
+    DECISION,
+    ERROR,
+    IDENTITY,
+    PII,
+    RECORDED,
+    TRAILERS_DROPPED,
+    UPSTREAM,
+    Finding,
+    Originals,
+    PiiOutcome,
+    Recorded,
+)
+from addons.flow.streams import compose_stream
 from addons.rules.durations import seconds
 from addons.rules.model import current_rules
 from addons.store.database import Store, StoreError
@@ -75,6 +96,24 @@ def _clip(body: bytes | None, limit: int) -> tuple[bytes | None, int, bool]:
     return body[:limit], len(body), len(body) > limit
 
 
+def _user(flow: http.HTTPFlow) -> str | None:
+    identity = IDENTITY.of(flow)
+    return identity.sub if identity is not None else None
+
+
+def _recorded(flow: http.HTTPFlow) -> Recorded:
+    recorded = RECORDED.of(flow)
+    return recorded if recorded is not None else RECORDED.set(flow, Recorded())
+
+
+@dataclass
+class Capture:
+    """What a streamed answer gave the client, up to ``warden_record_max_body`` bytes."""
+
+    body: bytearray = field(default_factory=bytearray)
+    truncated: bool = False
+
+
 class Recorder:
     def __init__(self) -> None:
         self.store: Store | None = None
@@ -85,6 +124,7 @@ class Recorder:
         self.credential_headers: frozenset[str] = frozenset()
         self.record_timeout = 10.0
         self.running_ = False
+        self.captures: weakref.WeakKeyDictionary[http.HTTPFlow, Capture] = weakref.WeakKeyDictionary()
 
     def load(self, loader) -> None:
         loader.add_option("warden_db", str, "data/warden.duckdb", "Warden's DuckDB store (created if missing).")
@@ -161,15 +201,13 @@ class Recorder:
         # Allowed tunnels are recorded request by request inside; a refused CONNECT is a flow of its own.
         if flow.response is None or 200 <= flow.response.status_code < 300:
             return
-        m = meta(flow)
-        await self._commit(self._request_event(flow, m), m)
-        await self._commit(self._response_event(flow, m), m)
+        await self._commit(flow, self._request_event(flow))
+        await self._commit(flow, self._response_event(flow))
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        m = meta(flow)
-        await self._commit(self._built("request", self._request_event, flow, m), m)
-        m.forwarded_at = time.time()
+        await self._commit(flow, self._built("request", self._request_event, flow))
+        _recorded(flow).forwarded_at = time.time()
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -179,99 +217,116 @@ class Recorder:
 
     @fail_closed
     async def response(self, flow: http.HTTPFlow) -> None:
-        m = meta(flow)
-        event = self._built("response", self._response_event, flow, m)
-        await self._commit(event, m)
-        self._count(flow, event, m)
+        event = self._built("response", self._response_event, flow)
+        await self._commit(flow, event)
+        self._count(flow, event)
 
     @fail_closed
     async def error(self, flow: http.HTTPFlow) -> None:
-        m = meta(flow)
         assert flow.error is not None
-        if not m.events:  # it ended before its request hook (mitmproxy stopped reading an oversized body)
-            await self._commit(self._request_event(flow, m), m)
+        if not _recorded(flow).events:  # it ended before its request hook (mitmproxy stopped reading an oversized body)
+            await self._commit(flow, self._request_event(flow))
         fate, reason = classify_error(flow), flow.error.msg
-        if fate == "upstream_error" and m.error is not None:
-            fate, reason = m.error.type, m.error.message  # the gateway stopped it (a body over its limit)
+        stopped = ERROR.of(flow)
+        if fate == "upstream_error" and stopped is not None:
+            fate, reason = stopped.type, stopped.message  # the gateway stopped it (a body over its limit)
         event = Event(
             kind="error", flow_id=flow.id, fate=fate, status=flow.response.status_code if flow.response else None,
-            reason=reason, user=m.identity.sub if m.identity else None,
-            latency_total_ms=self._since(flow.request.timestamp_start),
+            reason=reason, user=_user(flow), latency_total_ms=self._since(flow.request.timestamp_start),
         )
-        if m.response_capture is not None:
+        capture = self.captures.get(flow)
+        if capture is not None:
             event.body, event.body_size, event.body_truncated = _clip(
-                bytes(m.response_capture), ctx.options.warden_record_max_body
+                bytes(capture.body), ctx.options.warden_record_max_body
             )
-        await self._commit(event, m)
-        self._count(flow, event, m)
+        await self._commit(flow, event)
+        self._count(flow, event)
 
     # -- events -------------------------------------------------------------------------------------
 
-    def _request_event(self, flow: http.HTTPFlow, m: WardenMeta) -> Event:
+    def _request_event(self, flow: http.HTTPFlow) -> Event:
         req = flow.request
         body, size, truncated = _clip(req.raw_content, ctx.options.warden_record_max_body)
-        if m.error is not None:
-            fate = m.error.type
+        stopped, decision, identity, pii = ERROR.of(flow), DECISION.of(flow), IDENTITY.of(flow), PII.of(flow)
+        if stopped is not None:
+            fate = stopped.type
         elif flow.response is not None:
             fate = "answered_locally"
         else:
             fate = "forwarded"
         detail: dict[str, object] = {}
         event = Event(
-            kind="request", flow_id=flow.id, ts=_ts(req.timestamp_start), user=m.identity.sub if m.identity else None,
+            kind="request", flow_id=flow.id, ts=_ts(req.timestamp_start), user=_user(flow),
             client=_peer(flow), mode=_mode(flow), method=req.method, scheme=req.scheme, host=req.host,
             port=req.port, path=redact_path(req.path), http_version=req.http_version, fate=fate,
-            decision=m.decision.action if m.decision else None, rule=m.decision.rule if m.decision else None,
-            reason=(m.error.message if m.error else (m.decision.reason if m.decision else None)) or None,
-            upstream=m.upstream, model=request_model(req.raw_content, req.headers.get("content-type", "")),
+            decision=decision.action if decision else None, rule=decision.rule if decision else None,
+            reason=(stopped.message if stopped else (decision.reason if decision else None)) or None,
+            upstream=UPSTREAM.of(flow), model=request_model(req.raw_content, req.headers.get("content-type", "")),
             headers=redact_headers(req.headers.fields), body=body, body_size=size, body_truncated=truncated,
         )
-        if m.identity is not None:
-            detail["identity"] = dataclasses.asdict(m.identity)
-        elif m.claimed_sub is not None:
-            detail["claimed_sub"] = m.claimed_sub  # unverified: the token was refused
-        if m.original_request_body is not None and m.original_request_body != req.raw_content:
-            detail["original"] = self.keep_original(event, m.original_request_body, flow.id)
-        if m.pii is not None:
-            detail["pii"] = _pii_detail(m.pii.profile, m.pii.findings, adapter=m.pii.adapter, skipped=m.pii.skipped)
-            event.entities = PiiOutcome.counts(m.pii.findings) or None
+        if identity is not None:
+            detail["identity"] = dataclasses.asdict(identity)
+        elif (claimed_sub := CLAIMED_SUB.of(flow)) is not None:
+            detail["claimed_sub"] = claimed_sub  # unverified: the token was refused
+        original = self._originals(flow).request
+        if original is not None and original != req.raw_content:
+            detail["original"] = self.keep_original(event, original, flow.id)
+        if pii is not None:
+            detail["pii"] = _pii_detail(pii.profile, pii.findings, adapter=pii.adapter, skipped=pii.skipped)
+            event.entities = PiiOutcome.counts(pii.findings) or None
         event.detail = detail or None
         return event
 
-    def _response_event(self, flow: http.HTTPFlow, m: WardenMeta) -> Event:
+    def _response_event(self, flow: http.HTTPFlow) -> Event:
         resp = flow.response
         assert resp is not None
         streamed = bool(resp.stream)
-        if m.recorded_response_body is not None:  # masking rewrote it: the record keeps the masked form
-            raw = m.recorded_response_body
-        elif streamed and m.response_capture is not None:
-            raw = bytes(m.response_capture)
+        originals, capture = self._originals(flow), self.captures.get(flow)
+        if originals.recorded_response is not None:  # masking rewrote it: the record keeps the masked form
+            raw = originals.recorded_response
+        elif streamed and capture is not None:
+            raw = bytes(capture.body)
         else:
             raw = resp.raw_content
         body, size, truncated = _clip(raw, ctx.options.warden_record_max_body)
         content_type = resp.headers.get("content-type", "")
-        decoded = raw if streamed or m.recorded_response_body is not None else resp.get_content(strict=False)
+        decoded = raw if streamed or originals.recorded_response is not None else resp.get_content(strict=False)
         usage = response_usage(decoded, content_type)
-        local = m.error is not None or flow.server_conn.timestamp_start is None
+        stopped, recorded, pii = ERROR.of(flow), RECORDED.of(flow), PII.of(flow)
+        local = stopped is not None or flow.server_conn.timestamp_start is None
         event = Event(
-            kind="response", flow_id=flow.id, user=m.identity.sub if m.identity else None, status=resp.status_code,
-            fate=m.error.type if m.error else ("answered_locally" if local else "completed"),
-            reason=m.error.message if m.error else None, http_version=resp.http_version,
+            kind="response", flow_id=flow.id, user=_user(flow), status=resp.status_code,
+            fate=stopped.type if stopped else ("answered_locally" if local else "completed"),
+            reason=stopped.message if stopped else None, http_version=resp.http_version,
             headers=redact_headers(resp.headers.fields), body=body, body_size=size,
-            body_truncated=truncated or m.capture_truncated, tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
-            latency_upstream_ms=None if local else self._since(m.forwarded_at, resp.timestamp_end),
+            body_truncated=truncated or (capture is not None and capture.truncated),
+            tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
+            latency_upstream_ms=None if local else self._since(recorded.forwarded_at if recorded else None,
+                                                               resp.timestamp_end),
             latency_total_ms=self._since(flow.request.timestamp_start),
         )
         detail: dict[str, object] = {"streamed": streamed} if streamed else {}
-        if m.trailers_dropped:
-            detail["trailers_dropped"] = m.trailers_dropped
-        if m.original_response_body is not None and m.original_response_body != raw:
-            detail["original"] = self.keep_original(event, m.original_response_body, flow.id)
-        if m.pii is not None and m.pii.response_findings:
-            detail["pii"] = _pii_detail(m.pii.profile, m.pii.response_findings)
-            event.entities = PiiOutcome.counts(m.pii.response_findings)
+        if trailers := TRAILERS_DROPPED.of(flow):
+            detail["trailers_dropped"] = trailers
+        if originals.response is not None and originals.response != raw:
+            detail["original"] = self.keep_original(event, originals.response, flow.id)
+        if pii is not None and pii.response_findings:
+            detail["pii"] = _pii_detail(pii.profile, pii.response_findings)
+            event.entities = PiiOutcome.counts(pii.response_findings)
         event.detail = detail or None
         return event
+
+    @staticmethod
+    def _originals(flow: http.HTTPFlow) -> Originals:
+        """The bodies masking changed, as they were, from their owner (none without the masking addon)."""
+        masking = ctx.master.addons.get("piimasking")
+        return masking.originals_of(flow) if masking is not None else Originals()
+
+    @staticmethod
+    def _caller_secrets(flow: http.HTTPFlow) -> frozenset[str]:
+        """The caller's credential values, from their owner (none without the credentials addon)."""
+        credentials = ctx.master.addons.get("credentials")
+        return credentials.secrets_of(flow) if credentials is not None else frozenset()
 
     def keep_original(self, event: Event, original: bytes, flow_id: str) -> str:
         """Keep a body that masking changed as the configuration says: encrypted on ``event``, or not at all."""
@@ -285,19 +340,18 @@ class Recorder:
         return "discarded"
 
     def _tee(self, flow: http.HTTPFlow) -> None:
-        m = meta(flow)
         inner = flow.response.stream
         limit = ctx.options.warden_record_max_body
-        m.response_capture = bytearray()
+        capture = self.captures[flow] = Capture()
 
-        def capture(chunk: bytes) -> bytes:
-            room = limit - len(m.response_capture)
+        def tee(chunk: bytes) -> bytes:
+            room = limit - len(capture.body)
             if room < len(chunk):
-                m.capture_truncated = True
-            m.response_capture += chunk[: max(room, 0)]
+                capture.truncated = True
+            capture.body += chunk[: max(room, 0)]
             return chunk
 
-        flow.response.stream = compose_stream(inner, capture)
+        flow.response.stream = compose_stream(inner, tee)
 
     @staticmethod
     def _since(start: float | None, end: float | None = None) -> float | None:
@@ -305,25 +359,26 @@ class Recorder:
             return None
         return round(((end or time.time()) - start) * 1000, 3)
 
-    def _built(self, kind: str, build, flow: http.HTTPFlow, m: WardenMeta) -> Event:
-        """``build(flow, m)``, or, if one of its helpers fails, the ``kind`` event's frame with the failure
+    def _built(self, kind: str, build, flow: http.HTTPFlow) -> Event:
+        """``build(flow)``, or, if one of its helpers fails, the ``kind`` event's frame with the failure
         noted: a flow is never left without its event."""
         try:
-            return build(flow, m)
+            return build(flow)
         except Exception as e:
             log.error("warden: building the %s event of %s failed: %r", build.__name__, flow.id, e, exc_info=e)
-            req, resp = flow.request, flow.response
+            req, resp, stopped = flow.request, flow.response, ERROR.of(flow)
             return Event(
-                kind=kind, flow_id=flow.id, user=m.identity.sub if m.identity else None, method=req.method,
-                host=req.host, port=req.port, path=redact_path(req.path), upstream=m.upstream,
+                kind=kind, flow_id=flow.id, user=_user(flow), method=req.method,
+                host=req.host, port=req.port, path=redact_path(req.path), upstream=UPSTREAM.of(flow),
                 status=resp.status_code if resp is not None and kind == "response" else None,
-                fate=m.error.type if m.error else ("forwarded" if kind == "request" else "completed"),
-                reason=m.error.message if m.error else None,
+                fate=stopped.type if stopped else ("forwarded" if kind == "request" else "completed"),
+                reason=stopped.message if stopped else None,
                 detail={"recorder_error": f"{type(e).__name__}: the event holds only what could be gathered"},
             )
 
-    async def _commit(self, event: Event, m: WardenMeta) -> None:
-        m.events.append(await self.commit(event, m.caller_secrets))
+    async def _commit(self, flow: http.HTTPFlow, event: Event) -> None:
+        seq_hash = await self.commit(event, self._caller_secrets(flow))
+        _recorded(flow).events.append(seq_hash)
 
     async def commit(self, event: Event, caller_secrets: frozenset[str] | set[str] = frozenset()) -> tuple[int, str]:
         """Redact ``event`` and wait until it is committed: ``(seq, hash)``, or ``RecordingUnavailable``.
@@ -349,8 +404,9 @@ class Recorder:
         return seq_hash
 
     @staticmethod
-    def _count(flow: http.HTTPFlow, event: Event, m: WardenMeta) -> None:
-        decision = m.decision.action if m.decision else "none"
+    def _count(flow: http.HTTPFlow, event: Event) -> None:
+        found = DECISION.of(flow)
+        decision = found.action if found else "none"
         metrics.REQUESTS.labels(fate=event.fate or "unknown", decision=decision).inc()
         if event.latency_total_ms is not None:
             metrics.TOTAL_LATENCY.observe(event.latency_total_ms / 1000)

@@ -39,6 +39,7 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy.layers import websocket as websocket_layer
 from mitmproxy.websocket import WebSocketMessage
 
+from addons.flow.answers import cut, fail_closed, refuse
 from addons.flow.errors import (
     MessageTooLarge,
     NotConfigured,
@@ -47,7 +48,7 @@ from addons.flow.errors import (
     WardenError,
     WebSocketNotAllowed,
 )
-from addons.flow.meta import Finding, PiiOutcome, fail_closed, meta, refuse
+from addons.flow.meta import IDENTITY, PII, UPSTREAM, Finding, PiiOutcome
 from addons.rules.model import Rules, current_rules
 from addons.store.events import Event
 
@@ -63,7 +64,7 @@ def wants_upgrade(request: http.Request) -> bool:
 
 def expiry(flow: http.HTTPFlow, leeway: int) -> float | None:
     """When the flow's token stops being good (``exp`` plus the identity config's leeway), or None."""
-    identity = meta(flow).identity
+    identity = IDENTITY.of(flow)
     return None if identity is None or identity.expires is None else identity.expires + leeway
 
 
@@ -178,11 +179,10 @@ class WebSocket:
             return
         asked = ("an extension it was not offered" if flow in self.sessions and flow.websocket is not None else
                  "a WebSocket upgrade it does not allow" if flow in self.sessions else "a request that did not ask for it")
-        meta(flow).error = UpgradeRefused(
+        cut(flow, UpgradeRefused(
             f"the upstream switched protocols (101, Upgrade: {flow.response.headers.get('upgrade', '-')!r}) "
             f"for {asked}; the connection was cut and nothing was relayed"
-        )
-        flow.kill()
+        ))
 
     async def websocket_start(self, flow: http.HTTPFlow) -> None:
         session = self.sessions.get(flow)
@@ -245,8 +245,8 @@ class WebSocket:
             pii = ctx.master.addons.get("piimasking")
             masked, findings = await pii.mask_texts(flow, [original], response=not message.from_client)
             recorded = masked[0]  # as it left, or as the upstream sent it masked: never the caller's values
-            relayed = recorded if message.from_client else meta(flow).pii.vault.restore(recorded)
-            self._pii(event, detail, meta(flow).pii, findings)
+            relayed = recorded if message.from_client else pii.vault_of(flow).restore(recorded)
+            self._pii(event, detail, PII.of(flow), findings)
             if recorded != original:  # as for HTTP bodies: the message as it reached the gateway, encrypted
                 ctx.master.addons.get("recorder").keep_original(event, original.encode(), flow.id)
             event.body = recorded.encode()
@@ -338,10 +338,10 @@ class WebSocket:
 
     def _event(self, flow: http.HTTPFlow, *, fate: str, reason: str | None = None,
                detail: dict[str, object] | None = None) -> Event:
-        m = meta(flow)
-        return Event(kind="websocket", flow_id=flow.id, user=m.identity.sub if m.identity else None,
-                     host=flow.request.host, port=flow.request.port, upstream=m.upstream, fate=fate, reason=reason,
-                     detail=detail)
+        identity = IDENTITY.of(flow)
+        return Event(kind="websocket", flow_id=flow.id, user=identity.sub if identity else None,
+                     host=flow.request.host, port=flow.request.port, upstream=UPSTREAM.of(flow), fate=fate,
+                     reason=reason, detail=detail)
 
     @staticmethod
     def _pii(event: Event, detail: dict[str, object], outcome: PiiOutcome | None, findings: list[Finding]) -> None:

@@ -1,25 +1,63 @@
-"""The one typed object addons share through ``flow.metadata["warden"]``.
+"""What addons know about a flow: plain facts in ``flow.metadata``, one key per fact, each written by one owner.
 
-Each addon writes its own part and reads what earlier addons wrote; no addon imports another.
-``fail_closed`` wraps every hook so that an addon which raises stops the request instead of
-letting mitmproxy forward it (mitmproxy logs a raising hook and carries on).
+As mitmproxy's own addons keep theirs (``flow.metadata["proxyauth"]``), every fact has its key and its type
+(a ``Fact``); an addon writes only its own, reads what earlier addons wrote, and imports no other addon.
+The facts are plain values (dataclasses of str, int, float and lists of them), never runtime objects,
+never a body and never a secret:
+
+fact (key)                              type         what                                    written by
+``IDENTITY`` (warden.identity)          Identity     who sent the request (verified)         identity
+``CLAIMED_SUB`` (warden.claimed_sub)    str          the unverified subject of a refused     identity
+                                                     token, for the record
+``UPSTREAM`` (warden.upstream)          str          the upstream the request goes to        policy
+``DECISION`` (warden.decision)          Decision     what the rules decided, and which rule  policy
+``PII`` (warden.pii)                    PiiOutcome   profile, adapter, findings (no value)   pii
+``TRAILERS_DROPPED`` (warden.trailers)  list[str]    names of the answer trailers dropped    intake
+``RECORDED`` (warden.recorded)          Recorded     the committed events; when the request  recorder
+                                                     left for the upstream
+``ERROR`` (warden.error)                Refusal      why the gateway answered or cut the     whoever stops the flow,
+                                                     flow itself                             through ``answers``
+                                                                                             (``refuse``, ``cut``,
+                                                                                             ``fail_closed``)
+
+What cannot be a plain value stays in the addon that owns it, keyed by flow in a ``WeakKeyDictionary`` (gone
+with the flow), and another addon asks the owner for it through ``ctx.master.addons.get``: the pseudonym vault
+and the SSE rewriter (``piimasking``: ``vault_of``), the bodies masking changed, as they were (``piimasking``:
+``originals_of``, an ``Originals``), the caller's credential values (``credentials``: ``secrets_of``), the
+streamed answer's capture (``recorder``), the tunnel's identity (``identitygate``: ``tunnels``).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
 from mitmproxy import http
 
-from addons.flow.errors import InternalError, WardenError
+from addons.flow.errors import WardenError
 
-KEY = "warden"
-log = logging.getLogger("warden")
+T = TypeVar("T")
+
+
+class Fact(Generic[T]):
+    """One fact about a flow, kept under its own key in ``flow.metadata``, written by one owner."""
+
+    def __init__(self, key: str, kind: type[T]) -> None:
+        self.key = key
+        self.kind = kind
+
+    def of(self, flow: http.HTTPFlow) -> T | None:
+        """The flow's fact, or None if its owner has not written it (or something else sits under the key)."""
+        found = flow.metadata.get(self.key)
+        return found if isinstance(found, self.kind) else None
+
+    def set(self, flow: http.HTTPFlow, value: T) -> T:
+        """Write the fact (its owner only); returns ``value``."""
+        flow.metadata[self.key] = value
+        return value
+
+    def __repr__(self) -> str:
+        return f"Fact({self.key!r}, {self.kind.__name__})"
 
 
 @dataclass
@@ -59,15 +97,13 @@ class Finding:
 
 @dataclass
 class PiiOutcome:
-    """What PII masking did to a flow (filled by the pii addon)."""
+    """What PII masking did to a flow (filled by the pii addon). Its vault and rewriter stay in the addon."""
 
     profile: str
     adapter: str | None = None
     findings: list[Finding] = field(default_factory=list)
     response_findings: list[Finding] = field(default_factory=list)
     skipped: str | None = None  # why the body was not inspected (binary passed by policy, empty)
-    vault: Any = field(default=None, repr=False)  # pseudonyms -> values: memory only, never recorded
-    stream: Any = field(default=None, repr=False)  # the SSE rewriter of a streamed response
 
     @staticmethod
     def counts(findings: list[Finding]) -> dict[str, int]:
@@ -77,120 +113,44 @@ class PiiOutcome:
         return dict(sorted(out.items()))
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why the gateway answered the flow itself or cut it: its error's type, status and message."""
+
+    type: str
+    status: int
+    message: str
+
+    @classmethod
+    def of(cls, error: WardenError) -> Refusal:
+        return cls(error.type, error.status, error.message)
+
+
 @dataclass
-class WardenMeta:
-    """Everything Warden knows about one flow. Never recorded as such: the recorder builds events from it."""
+class Recorded:
+    """What the recorder committed for the flow."""
 
-    upstream: str | None = None
-    identity: Identity | None = None
-    decision: Decision | None = None
-    error: WardenError | None = None
-    claimed_sub: str | None = None  # the unverified subject of a refused token, for the record
-    pii: PiiOutcome | None = None
-    # Set by masking when it changed a body: stored only encrypted, or not at all.
-    original_request_body: bytes | None = None
-    original_response_body: bytes | None = None
-    # The response as the record keeps it when masking made it differ from what the client got
-    # (pseudonyms not restored: restored values are the caller's PII).
-    recorded_response_body: bytes | None = None
-    # Filled by the recorder: (sequence number, hash) of each committed event.
-    events: list[tuple[int, str]] = field(default_factory=list)
+    events: list[tuple[int, str]] = field(default_factory=list)  # (sequence number, hash) of each committed event
     forwarded_at: float | None = None  # when the request left for the upstream (after its commit)
-    response_capture: bytearray | None = None
-    capture_truncated: bool = False
-    # The names of the upstream's answer trailers that Intake dropped (never their values).
-    trailers_dropped: list[str] | None = None
-    # The caller's own credential values (its key, its token), so the recorder can keep them out of
-    # the record wherever else they appear: memory only, never recorded.
-    caller_secrets: set[str] = field(default_factory=set, repr=False)
-
-    @property
-    def fate_hint(self) -> str | None:
-        return self.error.type if self.error else None
 
 
-Stream = Callable[[bytes], bytes | Iterable[bytes]]
+@dataclass
+class Originals:
+    """The bodies masking changed, as they were: the caller's PII, so never in ``flow.metadata``. Held by the
+    pii addon (``originals_of``) for the recorder, which keeps them encrypted or not at all."""
+
+    request: bytes | None = None
+    response: bytes | None = None
+    # The response as the record keeps it when masking made it differ from what the client got (pseudonyms
+    # not restored: restored values are the caller's PII).
+    recorded_response: bytes | None = None
 
 
-def _chunks(out: bytes | Iterable[bytes]) -> list[bytes]:
-    return [out] if isinstance(out, bytes) else list(out)
-
-
-def compose_stream(inner: Stream, outer: Stream) -> Callable[[bytes], list[bytes]]:
-    """A stream callable that passes what ``inner`` gives through ``outer``; the end of the stream (``b""``)
-    reaches both, in order. Never yields an empty chunk (one would end an HTTP/1.1 chunked body early)."""
-
-    def both(data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        for chunk in _chunks(inner(data)):
-            if chunk:
-                out += _chunks(outer(chunk))
-        if not data:
-            out += _chunks(outer(b""))
-        return [chunk for chunk in out if chunk]
-
-    return both
-
-
-def unframe(flow: http.HTTPFlow) -> None:
-    """A streamed answer whose bytes are rewritten: drop the upstream's Content-Length (the client would read
-    a truncated stream) and, to an HTTP/1.1 client, frame it chunked instead of ending it by closing."""
-    assert flow.response is not None
-    flow.response.headers.pop("content-length", None)
-    if flow.request.http_version == "HTTP/1.1":
-        flow.response.headers["transfer-encoding"] = "chunked"
-
-
-def meta(flow: http.HTTPFlow) -> WardenMeta:
-    """The flow's Warden metadata, created on first use."""
-    found = flow.metadata.get(KEY)
-    if not isinstance(found, WardenMeta):
-        found = WardenMeta()
-        flow.metadata[KEY] = found
-    return found
-
-
-def refuse(flow: http.HTTPFlow, error: WardenError) -> None:
-    """Answer the flow locally with ``error``; the request does not go upstream."""
-    meta(flow).error = error
-    flow.response = error.response()
-    flow.request.headers.pop("expect", None)  # refused at its headers: never invite the body (100 Continue)
-
-
-def fail_closed(hook: Callable) -> Callable:
-    """Wrap an addon hook ``(self, flow)``: any exception answers the flow with an error, never forwards it."""
-
-    def handle(self: Any, flow: http.HTTPFlow, exc: Exception) -> None:
-        name = f"{type(self).__name__}.{hook.__name__}"
-        if not isinstance(exc, WardenError):
-            log.error("warden: %s failed on %s: %r", name, flow.request.pretty_url, exc, exc_info=exc)
-            exc = InternalError(f"{name} failed; the request was stopped (see the gateway log)")
-        if hook.__name__ == "error":
-            return
-        if hook.__name__ == "responseheaders" or flow.response is not None and flow.response.stream:
-            # The upstream's headers are decided (and a streamed body may be going out): a new response here
-            # would be sent with the upstream's bytes after it. Cutting the connection is the only way to fail closed.
-            meta(flow).error = exc
-            flow.kill()
-            return
-        refuse(flow, exc)
-
-    if inspect.iscoroutinefunction(hook):
-
-        @functools.wraps(hook)
-        async def async_wrapper(self: Any, flow: http.HTTPFlow) -> None:
-            try:
-                await hook(self, flow)
-            except Exception as exc:
-                handle(self, flow, exc)
-
-        return async_wrapper
-
-    @functools.wraps(hook)
-    def wrapper(self: Any, flow: http.HTTPFlow) -> None:
-        try:
-            hook(self, flow)
-        except Exception as exc:
-            handle(self, flow, exc)
-
-    return wrapper
+IDENTITY = Fact("warden.identity", Identity)
+CLAIMED_SUB = Fact("warden.claimed_sub", str)
+UPSTREAM = Fact("warden.upstream", str)
+DECISION = Fact("warden.decision", Decision)
+PII = Fact("warden.pii", PiiOutcome)
+TRAILERS_DROPPED: Fact[list] = Fact("warden.trailers", list)
+RECORDED = Fact("warden.recorded", Recorded)
+ERROR = Fact("warden.error", Refusal)

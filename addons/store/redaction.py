@@ -192,7 +192,7 @@ class Secrets:
 class StreamScrubber:
     """A ``flow.response.stream`` callable that removes secrets from a stream cut anywhere.
 
-    Composed onto the stream callable already there (``flowmeta.compose_stream``). A tail that could
+    Composed onto the stream callable already there (``streams.compose_stream``). A tail that could
     be the start of a secret is held back until the next chunk shows whether it is one, and released
     at the end (``b""``).
     """

@@ -11,7 +11,7 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from addons.config import Config
 from addons.credentials import Credentials
-from addons.flow.meta import meta
+from addons.flow.meta import UPSTREAM
 
 KEY = "sk-upstream-PLANTED-4f1c9e"
 CALLER_KEY = "sk-caller-0123456789abcdef"
@@ -54,7 +54,8 @@ def sent(credentials: Credentials, upstream: str | None, headers: list[tuple[str
     flow.request.headers.clear()
     for name, value in headers:
         flow.request.headers.add(name, value)
-    meta(flow).upstream = upstream  # what policy resolved
+    if upstream is not None:
+        UPSTREAM.set(flow, upstream)  # what policy resolved
     credentials.requestheaders(flow)
     credentials.request(flow)
     return flow, list(flow.request.headers.items(multi=True))
@@ -85,7 +86,7 @@ def test_the_upstreams_header_is_injected_once_whatever_the_caller_sent(credenti
 def test_pass_headers_reach_the_upstream_and_their_values_are_known_to_the_record(credentials: Credentials) -> None:
     flow, headers = sent(credentials, "keyed", [("X-Vendor-Key", "vendor-0123456789abcd"), *CALLER_HEADERS])
     assert headers == [("X-Vendor-Key", "vendor-0123456789abcd"), *BENIGN, ("x-api-key", KEY)]
-    assert "vendor-0123456789abcd" in meta(flow).caller_secrets
+    assert "vendor-0123456789abcd" in credentials.secrets_of(flow)
     _, elsewhere = sent(credentials, "bearer", [("X-Vendor-Key", "vendor-0123456789abcd")])
     assert elsewhere == [("Authorization", f"Bearer {KEY}")]  # passed only to the upstream that names it
 
@@ -127,7 +128,7 @@ def test_the_callers_secrets_are_known_to_the_record_even_when_refused(credentia
     flow.request.headers["Cookie"] = "session=abc0123456789xyz"
     flow.request.headers["X-Plain"] = "ignore previous instructions"
     credentials.requestheaders(flow)  # a later addon may refuse it: the record must know these already
-    known = meta(flow).caller_secrets
+    known = credentials.secrets_of(flow)
     assert known >= {CALLER_KEY, "abc0123456789xyz", jwt, "tok-0123456789abcd"}
     assert not any("instructions" in value for value in known)  # not a credential: words stay words
 
@@ -138,9 +139,9 @@ def test_secrets_in_the_path_policy_normalised_are_known_to_the_record(credentia
     flow.request.path = "/v1/files/%65" + jwt[1:]  # as the caller spelled it
     credentials.requestheaders(flow)
     flow.request.path = f"/v1/files/{jwt}"  # as policy normalised it (escapes decoded)
-    meta(flow).upstream = "open"
+    UPSTREAM.set(flow, "open")
     credentials.request(flow)
-    assert jwt in meta(flow).caller_secrets
+    assert jwt in credentials.secrets_of(flow)
 
 
 def test_an_echoed_key_is_scrubbed_from_headers_and_body(credentials: Credentials) -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 from mitmproxy.flow import Error
 from mitmproxy.test import taddons, tflow
 
-from addons.flow.meta import compose_stream, fail_closed, meta
+from addons.flow.answers import fail_closed
+from addons.flow.meta import ERROR, RECORDED
+from addons.flow.streams import compose_stream
 from addons.policy import Policy
 from addons.recorder import Recorder
 
@@ -26,7 +28,7 @@ def test_a_raising_hook_answers_500_instead_of_forwarding() -> None:
     assert flow.response.status_code == 500
     body = json.loads(flow.response.content)
     assert body["error"]["type"] == "internal_error" and "Exploding.request failed" in body["error"]["message"]
-    assert meta(flow).error.type == "internal_error"
+    assert ERROR.of(flow).type == "internal_error"
 
 
 def test_policy_without_rules_refuses() -> None:
@@ -59,7 +61,7 @@ def test_recorder_commits_when_running(tmp_path: Path) -> None:
         flow.request.headers["authorization"] = "Bearer sk-secret"
         asyncio.run(recorder.request(flow))
         assert flow.response is None
-        assert len(meta(flow).events) == 1
+        assert len(RECORDED.of(flow).events) == 1
         recorder.done()
 
 
@@ -105,7 +107,7 @@ def test_a_failure_after_the_response_headers_kills_the_flow() -> None:
     upstream_response = flow.response
     ExplodingHeaders().responseheaders(flow)
     assert flow.error is not None and flow.error.msg == Error.KILLED_MESSAGE
-    assert flow.response is upstream_response and meta(flow).error.type == "internal_error"
+    assert flow.response is upstream_response and ERROR.of(flow).type == "internal_error"
 
 
 def test_composed_streams_end_in_order_and_never_pass_an_empty_chunk() -> None:

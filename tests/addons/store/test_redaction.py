@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 
-from addons.flow.meta import compose_stream
+from addons.flow.streams import compose_stream
 from addons.store.events import Event
 from addons.store.redaction import (
     REDACTED,
