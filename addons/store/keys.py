@@ -43,19 +43,23 @@ def read_or_create(path: str | Path, create: Callable[[], bytes], what: str) -> 
     if not path.exists():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it meanwhile: read theirs
+            try:
+                _create_private(path, create)
+            except FileExistsError:
+                pass  # another process created it meanwhile: read theirs
         except OSError as e:
             raise KeyFileError(f"{path}: cannot create the {what} ({e.strerror})") from None
-        else:
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(create())
-            except OSError as e:
-                path.unlink(missing_ok=True)  # never leave an empty key behind
-                raise KeyFileError(f"{path}: cannot create the {what} ({e.strerror})") from None
     return read_key_file(path, what)
+
+
+def _create_private(path: Path, create: Callable[[], bytes]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(create())
+    except BaseException:
+        path.unlink(missing_ok=True)  # never leave an empty key behind
+        raise
 
 
 def _random_key() -> bytes:

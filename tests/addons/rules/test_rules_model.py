@@ -89,3 +89,28 @@ def test_the_shipped_default_rules_load(monkeypatch) -> None:
     rules = load_rules(Path(__file__).resolve().parents[3] / "rules" / "default.yaml")
     assert {u.name for u in rules.upstreams} >= {"openai", "anthropic"}
     assert rules.credential("openai") is None and "OPENAI_API_KEY" in rules.missing["openai"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("name: filekey", "name: openai"), "upstreams: Value error, names must be unique; repeated: openai"),
+    (("rules:\n", "masking:\n  profiles: [{name: support}, {name: ml}, {name: support}]\nrules:\n"),
+     "masking.profiles: Value error, names must be unique; repeated: support"),
+])
+def test_repeated_names_name_the_field(tmp_path: Path, monkeypatch, change, message) -> None:
+    monkeypatch.setenv("T_OPENAI", "x")
+    (tmp_path / "secret.txt").write_text("k")
+    path = write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(RulesError) as e:
+        load_rules(path)
+    assert f"{path}: {message}" in str(e.value)
+
+
+def test_one_unique_name_validator() -> None:
+    from types import SimpleNamespace
+
+    from addons.rules.base import unique_names
+
+    items = [SimpleNamespace(name=n) for n in ("a", "b", "c")]
+    assert unique_names(items) is items
+    with pytest.raises(ValueError, match="names must be unique; repeated: a, b$"):
+        unique_names([SimpleNamespace(name=n) for n in ("b", "a", "b", "a", "c")])
