@@ -52,6 +52,9 @@ def test_good_file_resolves_credentials(tmp_path: Path, monkeypatch) -> None:
         (("port: 8443", "port: 0"), "upstreams[1].port: Input should be greater than or equal to 1"),
         (("action: allow", "action: maybe"), "rules[1].action: Input should be 'allow' or 'block'"),
         (("name: default", "name: block-files"), "rules: Value error, names must be unique"),
+        (("name: filekey", "name: openai"), "upstreams: Value error, names must be unique; repeated: openai"),
+        (("rules:\n", "masking:\n  profiles: [{name: support}, {name: ml}, {name: support}]\nrules:\n"),
+         "masking.profiles: Value error, names must be unique; repeated: support"),
         (("file: secret.txt", "file: secret.txt, value: x"), "upstreams[1].credential: Value error, give exactly one"),
         (("reason: no files", "reason: no files, colour: red"), "rules[0].colour: Extra inputs are not permitted"),
         (('"~u /v1/files"', '"~q ~~"'), "rules[0].filter: Value error, invalid mitmproxy filter expression"),
@@ -89,20 +92,6 @@ def test_the_shipped_default_rules_load(monkeypatch) -> None:
     rules = load_rules(Path(__file__).resolve().parents[3] / "rules" / "default.yaml")
     assert {u.name for u in rules.upstreams} >= {"openai", "anthropic"}
     assert rules.credential("openai") is None and "OPENAI_API_KEY" in rules.missing["openai"]
-
-
-@pytest.mark.parametrize(("change", "message"), [
-    (("name: filekey", "name: openai"), "upstreams: Value error, names must be unique; repeated: openai"),
-    (("rules:\n", "masking:\n  profiles: [{name: support}, {name: ml}, {name: support}]\nrules:\n"),
-     "masking.profiles: Value error, names must be unique; repeated: support"),
-])
-def test_repeated_names_name_the_field(tmp_path: Path, monkeypatch, change, message) -> None:
-    monkeypatch.setenv("T_OPENAI", "x")
-    (tmp_path / "secret.txt").write_text("k")
-    path = write(tmp_path, GOOD.replace(*change))
-    with pytest.raises(RulesError) as e:
-        load_rules(path)
-    assert f"{path}: {message}" in str(e.value)
 
 
 def test_one_unique_name_validator() -> None:
