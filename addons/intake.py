@@ -35,9 +35,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from typing import Literal
 from weakref import WeakKeyDictionary
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.net.http.http1 import expected_http_body_size
+from mitmproxy.utils import human
 
 from addons.bodies.decoding import (
     ACCEPTED,
@@ -64,8 +67,9 @@ from addons.flow.errors import (
 from addons.flow.meta import ERROR, TRAILERS_DROPPED
 from addons.flow.streams import unframe
 
-# mitmproxy's flow error when body_size_limit stopped it reading a body: it carries no code, only this text.
-_LIMIT_ERRORS = {
+# For a body of undeclared length mitmproxy counts the bytes itself and its flow error carries no code: this text is
+# the one sign that body_size_limit stopped it (a declared length is compared with the limit instead).
+_UNDECLARED_OVER_LIMIT = {
     "Request body exceeds mitmproxy's body_size_limit.": "request",
     "Response body exceeds mitmproxy's body_size_limit.": "response",
 }
@@ -120,6 +124,20 @@ def check_body(body: bytes, content_type: str) -> MalformedBody | None:
 def body_size_limit() -> str:
     """The value ``body_size_limit`` is pinned to: no body, either way, is read past Warden's own limits."""
     return str(max(ctx.options.warden_max_body, ctx.options.warden_max_response))
+
+
+def stopped_at_limit(flow: http.HTTPFlow) -> Literal["request", "response"] | None:
+    """Which body mitmproxy stopped reading at ``body_size_limit``, if that is why ``flow`` failed: the answer once
+    its headers came, else the request."""
+    side: Literal["request", "response"] = "request" if flow.response is None else "response"
+    try:
+        declared = expected_http_body_size(flow.request, flow.response)
+    except ValueError:
+        return None  # mitmproxy does not size a body whose length header is malformed
+    if declared is not None and declared >= 0:  # mitmproxy compares it with the limit at the headers, as here
+        limit = human.parse_size(ctx.options.body_size_limit)
+        return side if limit is not None and declared > limit else None
+    return side if flow.error is not None and _UNDECLARED_OVER_LIMIT.get(flow.error.msg) == side else None
 
 
 def _passthrough(data: bytes) -> list[bytes]:
@@ -302,7 +320,7 @@ class Intake:
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
-        side = _LIMIT_ERRORS.get(flow.error.msg if flow.error else "")
+        side = stopped_at_limit(flow)
         limit = ctx.options.body_size_limit
         if side == "request" and ERROR.of(flow) is None:
             mark_stopped(flow, self._too_large(f"is over {limit} bytes: the gateway stopped reading it and closed "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,6 @@ from joserfc.jwk import KeySet, OKPKey
 from addons.auth.tokens import JwksKeys, StaticKeys, TokenValidator
 from addons.rules.model import IdentityConfig
 from addons.store.keys import KeyFileError, key_id, load_or_create_ed25519
-
-# RFC 9864 prefers "Ed25519"; "EdDSA" is what IdPs publish today and what the issue asks for.
-warnings.filterwarnings("ignore", message="EdDSA is deprecated", module="joserfc")
 
 EMBEDDED_ISSUER = "urn:warden:embedded"
 ALGORITHM = "EdDSA"

@@ -15,17 +15,19 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 import time
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+from cachetools import TLRUCache
 from joserfc import errors, jwt
 from joserfc.jwk import KeySet
 
 log = logging.getLogger("warden.identity")
+# RFC 9864 prefers "Ed25519"; "EdDSA" is what IdPs publish today and what the embedded issuer signs with.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", module="joserfc")
 
 MAX_TOKEN_BYTES = 16 * 1024
@@ -127,6 +129,10 @@ def _has_kid(key_set: KeySet, kid: str) -> bool:
     return any(k.kid == kid for k in key_set.keys)
 
 
+def _numeric_date(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims, parsed without trusting them (for error messages and key choice)."""
     parts = token.split(".")
@@ -149,20 +155,22 @@ class TokenValidator:
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     leeway: int = 30
     cache_size: int = 10_000
-    _cache: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+    _cache: TLRUCache[str, dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # verified claims by token digest, the least recently used dropped first, each until its exp (+ leeway)
+        self._cache = TLRUCache(self.cache_size, ttu=lambda _, claims, now: claims["exp"] + self.leeway,
+                                timer=time.time)
 
     async def validate(self, token: str) -> dict[str, Any]:
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenError("malformed", f"the token is longer than {MAX_TOKEN_BYTES} bytes")
         digest = hashlib.sha256(token.encode()).hexdigest()
         cached = self._cache.get(digest)
-        if cached is not None and cached.get("exp", 0) + self.leeway > time.time():
-            self._cache.move_to_end(digest)
+        if cached is not None:
             return cached
         claims = await self._verify(token)
         self._cache[digest] = claims
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
         return claims
 
     async def _verify(self, token: str) -> dict[str, Any]:
@@ -196,7 +204,7 @@ class TokenValidator:
         except errors.MissingClaimError as e:
             raise TokenError("missing_claim", f"the token lacks a required claim: {e.description}", claimed) from None
         except errors.InvalidClaimError as e:
-            if "not yet valid" in str(e):
+            if e.claim == "nbf" and _numeric_date(claims["nbf"]):  # a well-formed nbf refused: it lies ahead
                 raise TokenError("not_yet_valid", "the token is not valid yet (nbf)", claimed) from None
             reason = {"iss": "wrong_issuer", "aud": "wrong_audience"}.get(e.claim, "invalid_claim")
             raise TokenError(reason, f"the token's {e.claim!r} claim is not accepted here "

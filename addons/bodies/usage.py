@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from addons.bodies.jsonlimits import loads_bounded
+from addons.bodies.sse import events, parse_event
 
 
 @dataclass
@@ -49,10 +50,8 @@ def response_usage(body: bytes | None, content_type: str) -> Usage:
     if not body:
         return usage
     if "text/event-stream" in content_type:
-        for line in body.splitlines():
-            if not line.startswith(b"data:"):
-                continue
-            for found in _usage_objects(loads_bounded(line[5:])):
+        for raw in events(body):
+            for found in _usage_objects(loads_bounded(parse_event(raw)[1])):
                 _merge(usage, found)
     elif "json" in content_type:
         for found in _usage_objects(loads_bounded(body)):

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from addons.bodies.sse import EventSplitter, parse_event, render_event
 from addons.masking.operators import Applied, Masker, Span
 from addons.masking.payloads import Adapter, StreamEvent, StreamSlot
 from addons.masking.pseudonyms import Vault, partial_token_start
@@ -28,7 +29,6 @@ Scanner = Callable[[str], list[Span]]  # pattern entities in a text
 
 MAX_NUMERIC_TAIL = 64  # characters: longer than any card number, IBAN or phone number with its separators
 MAX_HELD = 16384  # characters a channel may hold (an unterminated PEM block) before it must release
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _PEM_BEGIN = re.compile(r"-----BEGIN")
 _PEM_PARTIAL = re.compile(r"-{1,5}(?:B(?:E(?:G(?:I)?)?)?)?$")  # what may become "-----BEGIN"
 _PEM_END = re.compile(r"-----END [A-Z0-9 ]*-----")
@@ -137,7 +137,7 @@ class StreamRewriter:
     capture_limit: int = 16 * 1024 * 1024
     restored: bool = False  # the client's stream differs from the record's (pseudonyms were restored)
     error: str | None = None  # set when rewriting failed: nothing more goes out, the flow is killed
-    _pending: bytes = b""
+    _events: EventSplitter = field(default_factory=EventSplitter)
     _channels: dict[tuple, Channel] = field(default_factory=dict)
 
     def __call__(self, data: bytes) -> list[bytes]:
@@ -153,17 +153,12 @@ class StreamRewriter:
     def _rewrite(self, data: bytes) -> list[bytes]:
         if len(self.original) < self.capture_limit:
             self.original += data[: self.capture_limit - len(self.original)]
-        buffer = self._pending + data
         client: list[bytes] = []
-        start = 0
-        for match in _EVENT_END.finditer(buffer):
-            self._event(buffer[start:match.end()], client)
-            start = match.end()
-        self._pending = buffer[start:]
+        for raw in self._events.feed(data):
+            self._event(raw, client)
         if data == b"":  # the end of the stream
-            if self._pending:
-                self._event(self._pending, client)
-                self._pending = b""
+            if rest := self._events.finish():
+                self._event(rest, client)
             self._flush(lambda channel: True, client)
         out = b"".join(client)
         return [out] if out else []  # never b"": an empty chunk would end an HTTP/1.1 body early
@@ -261,30 +256,3 @@ class StreamRewriter:
                     slot.set(text if slot.channel == key else "")
                 versions.append(render_event(fields, json.dumps(event, ensure_ascii=False)))
             self._emit(client, versions[1], versions[0])
-
-
-# -- the wire format ------------------------------------------------------------------------------------
-
-
-def parse_event(raw: bytes) -> tuple[list[tuple[str, str]], str | None]:
-    """(fields other than data, the joined data or None) of one event's bytes."""
-    fields: list[tuple[str, str]] = []
-    data: list[str] = []
-    text = raw.decode("utf-8", errors="surrogateescape")
-    for line in re.split(r"\r\n|\n|\r", text):
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if sep and value.startswith(" "):
-            value = value[1:]
-        if name == "data" and sep:
-            data.append(value)
-        else:
-            fields.append((name, value if sep else ""))
-    return fields, ("\n".join(data) if data else None)
-
-
-def render_event(fields: list[tuple[str, str]], data: str) -> bytes:
-    lines = [f"{name}: {value}" if name else f":{value}" for name, value in fields]
-    lines += [f"data: {line}" for line in data.split("\n")]
-    return ("\n".join(lines) + "\n\n").encode("utf-8", errors="surrogateescape")

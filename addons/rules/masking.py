@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from addons.rules.base import Model, UniqueNames
 from addons.rules.entities import BUILTIN_ENTITIES
 
 DEFAULT_ENTITIES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
@@ -30,11 +31,7 @@ def _compiled(patterns: list[str], field: str) -> list[str]:
     return patterns
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OperatorSpec(_Model):
+class OperatorSpec(Model):
     """How one entity is masked. Written as a name (``mask``) or a mapping (``{type: mask, keep_last: 4}``)."""
 
     type: Literal["replace", "mask", "hash", "redact", "pseudonymize"] = Field(
@@ -59,7 +56,7 @@ class OperatorSpec(_Model):
         return self
 
 
-class PatternSpec(_Model):
+class PatternSpec(Model):
     """A pattern recognizer of your own: internal identifiers, API keys and tokens."""
 
     entity: str = Field(pattern=_ENTITY_NAME, description="the entity it reports, e.g. ACME_ID")
@@ -76,7 +73,7 @@ class PatternSpec(_Model):
 Responses = Literal["mask", "restore"]
 
 
-class ProfileSpec(_Model):
+class ProfileSpec(Model):
     """Role-based masking: a variant of the defaults for some callers. Unset fields inherit the defaults;
     a profile that sets ``operator`` uses it for every entity but those in its own ``operators``."""
 
@@ -89,7 +86,7 @@ class ProfileSpec(_Model):
     responses: Responses | None = None
 
 
-class Masking(_Model):
+class Masking(Model):
     """PII masking with Presidio: request bodies before they leave, response bodies before the caller reads them."""
 
     entities: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTITIES),
@@ -110,7 +107,7 @@ class Masking(_Model):
         "block", description="a body that cannot be inspected (binary, multipart): refuse it (415) or pass it")
     originals: Literal["encrypted", "none"] = Field("encrypted", description="bodies masking changed: kept "
                                                                              "AES-GCM-encrypted, or not at all")
-    profiles: list[ProfileSpec] = Field(default_factory=list)
+    profiles: UniqueNames[ProfileSpec] = Field(default_factory=list)
 
     @field_validator("allow_regex")
     @classmethod
@@ -140,9 +137,6 @@ class Masking(_Model):
             if entity not in known and not where.startswith("deny_lists"):
                 raise ValueError(f"{where}: unknown entity {entity!r}; known: {', '.join(sorted(known))} "
                                  "(add a recognizer under masking.recognizers for your own)")
-        names = [p.name for p in self.profiles]
-        if dup := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"profiles: names must be unique; repeated: {', '.join(dup)}")
         return self
 
     @property

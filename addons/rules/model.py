@@ -16,8 +16,9 @@ from typing import Literal
 
 import yaml
 from mitmproxy import ctx, exceptions, flowfilter
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
+from addons.rules.base import Model, UniqueNames
 from addons.rules.masking import Masking
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -27,11 +28,7 @@ class RulesError(ValueError):
     """The rules file is unreadable or invalid; ``str()`` holds one line per problem."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Credential(_Model):
+class Credential(Model):
     """The upstream's own credential, injected in place of whatever the caller sent."""
 
     header: str = Field(min_length=1, description="header that carries it, e.g. Authorization or x-api-key")
@@ -69,7 +66,7 @@ def normal_host(host: str) -> str:
         return host
 
 
-class Upstream(_Model):
+class Upstream(Model):
     """A host the gateway may reach. Every other host is refused."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -113,7 +110,7 @@ class Upstream(_Model):
         return self
 
 
-class Rule(_Model):
+class Rule(Model):
     """One policy rule; the first whose filter matches decides."""
 
     name: str = Field(min_length=1)
@@ -134,7 +131,7 @@ class Rule(_Model):
         return v
 
 
-class IdentityConfig(_Model):
+class IdentityConfig(Model):
     """Who may use the gateway: the OIDC issuer whose tokens are accepted."""
 
     issuer: str = Field("embedded", description="'embedded' (the gateway's own dev issuer) or the issuer URL")
@@ -159,19 +156,11 @@ class IdentityConfig(_Model):
         return v
 
 
-class RulesFile(_Model):
+class RulesFile(Model):
     identity: IdentityConfig = IdentityConfig()
-    upstreams: list[Upstream] = Field(min_length=1)
+    upstreams: UniqueNames[Upstream] = Field(min_length=1)
     masking: Masking = Masking()
-    rules: list[Rule] = Field(default_factory=lambda: [Rule(name="default", action="allow")])
-
-    @field_validator("upstreams", "rules")
-    @classmethod
-    def _unique_names(cls, items: list) -> list:
-        names = [item.name for item in items]
-        if dup := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"names must be unique; repeated: {', '.join(dup)}")
-        return items
+    rules: UniqueNames[Rule] = Field(default_factory=lambda: [Rule(name="default", action="allow")])
 
     @model_validator(mode="after")
     def _profiles_exist(self) -> RulesFile:

@@ -14,8 +14,10 @@ updates or deletes them.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -83,8 +85,32 @@ class StoreInUse(StoreError):
     """A running gateway holds the file: ask its admin API instead."""
 
 
-def _lock_error(path: Path, e: Exception) -> StoreError:
-    if "lock" in str(e).lower():  # DuckDB raises one IOException type for every open failure
+def held_by_another_process(path: Path) -> bool:
+    """Whether another process holds a lock on the file ``path`` (as DuckDB does on the store it has open).
+
+    Asked only after DuckDB refused to open the file: its ``IOException`` is one type for every open failure.
+    The probe is a non-blocking lock of our own, released at once; DuckDB refuses a second open of a file this
+    process already holds before it locks anything, so the probe never closes away a lock of ours."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+        kind = fcntl.LOCK_EX  # conflicts with a reader's shared lock too
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        kind = fcntl.LOCK_SH
+    try:
+        fcntl.lockf(fd, kind | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: a conflicting lock is held
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _open_error(path: Path, e: duckdb.IOException) -> StoreError:
+    if held_by_another_process(path):
         return StoreInUse(f"{path}: in use by a running gateway (ask its admin API instead): {e}")
     return StoreError(f"{path}: cannot open: {e}")
 
@@ -93,7 +119,7 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path))
     except duckdb.IOException as e:
-        raise _lock_error(path, e) from None
+        raise _open_error(path, e) from None
 
 
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -132,7 +158,7 @@ def _read_only(path: Path) -> duckdb.DuckDBPyConnection:
         try:  # the shared lock is taken here, before the journal is read: no gateway writes it meanwhile
             con.execute("ATTACH '{}' AS store (READ_ONLY)".format(str(path).replace("'", "''")))
         except duckdb.IOException as e:
-            raise _lock_error(path, e) from None
+            raise _open_error(path, e) from None
         if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'store' "
                            "AND table_name = 'events'").fetchall()[0][0]:
             raise StoreError(f"{path}: not a Warden store (no events table)")

@@ -1,7 +1,9 @@
-"""The gateway's keys: Ed25519 for signing chain checkpoints, AES-256-GCM for original bodies.
+"""The gateway's keys: Ed25519 for signing chain checkpoints (and the embedded issuer's tokens), AES-256-GCM for
+original bodies, HMAC for the ``hash`` masking operator.
 
-Both are generated on first use (mode 0600) unless given; the originals key may also come from
-the environment (``WARDEN_ORIGINALS_KEY``, base64 of 32 bytes) so it never touches the disk.
+Every private key file is read the one way, ``read_or_create``: generated on first use (mode 0600) unless given,
+``KeyFileError`` naming the file otherwise. The originals and hash keys may also come from the environment
+(``WARDEN_ORIGINALS_KEY``, ``WARDEN_PII_HASH_KEY``: base64) so they never touch the disk.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -22,14 +25,52 @@ PII_HASH_KEY_ENV = "WARDEN_PII_HASH_KEY"
 
 
 class KeyFileError(ValueError):
-    """A key file is missing, unreadable or not a key of the expected kind."""
+    """A key file is missing, unreadable or not a key of the expected kind; the message names the file."""
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def read_key_file(path: Path, what: str) -> bytes:
+    """The bytes of the key file ``path``; ``KeyFileError`` naming it and ``what`` it holds if it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read the {what} ({e.strerror})") from None
+
+
+def read_or_create(path: str | Path, create: Callable[[], bytes], what: str) -> bytes:
+    """The bytes of the private key file ``path``; if it is missing, ``create()`` is written there first, mode 0600
+    (its folder made). ``KeyFileError`` naming the file if it can be neither created nor read."""
+    path = Path(path)
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _create_private(path, create)
+            except FileExistsError:
+                pass  # another process created it meanwhile: read theirs
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot create the {what} ({e.strerror})") from None
+    return read_key_file(path, what)
+
+
+def _create_private(path: Path, create: Callable[[], bytes]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(create())
+    except BaseException:
+        path.unlink(missing_ok=True)  # never leave an empty key behind
+        raise
+
+
+def _random_key() -> bytes:
+    return base64.b64encode(os.urandom(32)) + b"\n"
+
+
+def _base64_key(text: bytes, source: str, expected: str) -> bytes:
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except binascii.Error as e:
+        raise KeyFileError(f"{source}: expected base64 of {expected} ({e})") from None
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -40,19 +81,21 @@ def key_id(public: Ed25519PublicKey) -> str:
 def load_or_create_ed25519(path: str | Path) -> Ed25519PrivateKey:
     """An Ed25519 private key from ``path`` (PEM), generated there first if missing, public key beside it as .pub."""
     path = Path(path)
-    if not path.exists():
+
+    def create() -> bytes:
         private = Ed25519PrivateKey.generate()
-        pem = private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        _write_private(path, pem)
         public_pem = private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         path.with_suffix(".pub").write_bytes(public_pem)
+        return private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    pem = read_or_create(path, create, "Ed25519 private key")
     try:
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError) as e:
+        private = serialization.load_pem_private_key(pem, password=None)
+    except ValueError as e:
         raise KeyFileError(f"{path}: not a readable PEM private key ({e})") from None
     if not isinstance(private, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: expected an Ed25519 private key")
@@ -77,9 +120,10 @@ class SigningKey:
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
     path = Path(path)
+    pem = read_key_file(path, "Ed25519 public key")
     try:
-        public = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as e:
+        public = serialization.load_pem_public_key(pem)
+    except ValueError as e:
         raise KeyFileError(f"{path}: not a readable PEM public key ({e})") from None
     if not isinstance(public, Ed25519PublicKey):
         raise KeyFileError(f"{path}: expected an Ed25519 public key")
@@ -103,33 +147,27 @@ class OriginalsKey:
         self._aead = AESGCM(key)
 
     @classmethod
+    def parse(cls, text: bytes, source: str) -> OriginalsKey:
+        """The key written in ``text`` (base64 of 32 bytes); ``KeyFileError`` naming ``source`` otherwise."""
+        key = _base64_key(text, source, "32 random bytes")
+        if len(key) != 32:
+            raise KeyFileError(f"{source}: expected base64 of 32 random bytes, not {len(key)} (AES-256)")
+        return cls(key)
+
+    @classmethod
     def from_env(cls) -> OriginalsKey | None:
         from_env = os.environ.get(ORIGINALS_KEY_ENV)
-        if not from_env:
-            return None
-        try:
-            return cls(base64.b64decode(from_env, validate=True))
-        except (binascii.Error, KeyFileError) as e:
-            raise KeyFileError(f"{ORIGINALS_KEY_ENV}: expected base64 of 32 random bytes ({e})") from None
+        return cls.parse(from_env.encode(), ORIGINALS_KEY_ENV) if from_env else None
 
     @classmethod
     def load_or_create(cls, path: str | Path) -> OriginalsKey:
         if (from_env := cls.from_env()) is not None:
             return from_env
-        path = Path(path)
-        if not path.exists():
-            _write_private(path, base64.b64encode(os.urandom(32)) + b"\n")
-        return cls.load(path)
+        return cls.parse(read_or_create(path, _random_key, "originals key"), str(path))
 
     @classmethod
     def load(cls, path: str | Path) -> OriginalsKey:
-        path = Path(path)
-        try:
-            return cls(base64.b64decode(path.read_bytes().strip(), validate=True))
-        except OSError as e:
-            raise KeyFileError(f"{path}: cannot read the originals key ({e.strerror})") from None
-        except (binascii.Error, KeyFileError) as e:
-            raise KeyFileError(f"{path}: expected base64 of 32 random bytes ({e})") from None
+        return cls.parse(read_key_file(Path(path), "originals key"), str(path))
 
     def encrypt(self, plaintext: bytes, flow_id: str) -> bytes:
         nonce = os.urandom(12)
@@ -147,17 +185,8 @@ def load_or_create_hash_key(path: str | Path) -> bytes:
     if from_env := os.environ.get(PII_HASH_KEY_ENV):
         source, text = PII_HASH_KEY_ENV, from_env.encode()
     else:
-        path = Path(path)
-        if not path.exists():
-            _write_private(path, base64.b64encode(os.urandom(32)) + b"\n")
-        try:
-            source, text = str(path), path.read_bytes().strip()
-        except OSError as e:
-            raise KeyFileError(f"{path}: cannot read the hash key ({e.strerror})") from None
-    try:
-        key = base64.b64decode(text, validate=True)
-    except binascii.Error as e:
-        raise KeyFileError(f"{source}: expected base64 of at least 16 random bytes ({e})") from None
+        source, text = str(path), read_or_create(path, _random_key, "hash key")
+    key = _base64_key(text, source, "at least 16 random bytes")
     if len(key) < 16:
         raise KeyFileError(f"{source}: the hash key must be at least 16 bytes, not {len(key)}")
     return key

@@ -10,12 +10,13 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from addons.rules.durations import DurationError, parse_duration
 from addons.store.events import CHAIN_FORMATS, COLUMN_NAMES, GENESIS, Event, chain_hash, checkpoint_message
 from addons.store.keys import key_id, verify_signature
 
@@ -300,21 +301,19 @@ def headers_of(event: Event) -> list[tuple[str, str]]:
     return [(name, value) for name, value in event.headers or []]
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_when(text: str, now: datetime | None = None) -> datetime:
-    """``2026-11-23T10:00:00`` (UTC unless it carries an offset) or a duration ago: ``90s``, ``15m``, ``2h``, ``7d``."""
-    from datetime import UTC, timedelta
+    """``2026-11-23T10:00:00`` (UTC unless it carries an offset) or a duration ago: ``90s``, ``15m``, ``2h``, ``7d``.
 
+    A duration ago needs its unit (``20261123`` is a date). ``ValueError`` otherwise."""
     text = text.strip()
     now = now or datetime.now(UTC).replace(tzinfo=None)
-    if text[:-1].isdigit() and text[-1:] in _UNITS:
-        return now - timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither an ISO 8601 time nor a duration like 15m, 2h, 7d") from None
+        return now - parse_duration(text, bare=False)
+    except DurationError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is neither an ISO 8601 time nor a duration like 15m, 2h, 7d or 1w") from None
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment

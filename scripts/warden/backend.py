@@ -21,6 +21,14 @@ class BackendError(RuntimeError):
     """Neither the file nor the admin API could be reached; the message says what to do."""
 
 
+class AdminRefused(BackendError):
+    """The admin API answered with an error; ``status`` is its HTTP status (404: no such flow)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Backend(Protocol):
     where: str
 
@@ -74,7 +82,7 @@ class AdminBackend:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:200]
-            raise BackendError(f"{self.where}{path}: HTTP {response.status_code}: {message}")
+            raise AdminRefused(f"{self.where}{path}: HTTP {response.status_code}: {message}", response.status_code)
         return response.json()
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]:
@@ -87,8 +95,8 @@ class AdminBackend:
     def flow_events(self, flow_id: str) -> list[Event]:
         try:
             return [event_from_json(e) for e in self._get(f"/api/flows/{flow_id}")["events"]]
-        except BackendError as e:
-            if "HTTP 404" in str(e):
+        except AdminRefused as e:
+            if e.status == 404:
                 return []
             raise
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from addons.rules.durations import DurationError, parse_duration
 from addons.store.keys import KeyFileError
 from scripts.warden.options import State, fail, identity
 
@@ -15,20 +17,17 @@ token_app = typer.Typer()
 
 
 def _seconds(text: str) -> int:
-    text = text.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].isdigit():
-        return int(text[:-1]) * units[text[-1]]
-    if text.isdigit():
-        return int(text)
-    raise fail(f"--ttl: {text!r} is not a duration like 900, 15m, 1h or 1d")
+    try:
+        return math.ceil(parse_duration(text).total_seconds())
+    except DurationError as e:
+        raise fail(f"--ttl: {e}") from None
 
 
 @token_app.command()
 def token(
     user: Annotated[str, typer.Argument(help="The subject (sub) the token names.")],
     groups: Annotated[str, typer.Option(help="Comma-separated groups, e.g. dev,security.")] = "",
-    ttl: Annotated[str, typer.Option(help="Lifetime: seconds or 15m, 1h, 1d.")] = "1h",
+    ttl: Annotated[str, typer.Option(help="Lifetime: seconds or 15m, 1h, 1d, 1w.")] = "1h",
     email: Annotated[str | None, typer.Option(help="The email claim.")] = None,
     audience: Annotated[str | None, typer.Option(help="The aud claim (default: the --rules file's identity.audience).")] = None,
     key: Annotated[Path | None, typer.Option(help="The embedded issuer's key (default: --issuer-key).")] = None,

@@ -52,6 +52,9 @@ def test_good_file_resolves_credentials(tmp_path: Path, monkeypatch) -> None:
         (("port: 8443", "port: 0"), "upstreams[1].port: Input should be greater than or equal to 1"),
         (("action: allow", "action: maybe"), "rules[1].action: Input should be 'allow' or 'block'"),
         (("name: default", "name: block-files"), "rules: Value error, names must be unique"),
+        (("name: filekey", "name: openai"), "upstreams: Value error, names must be unique; repeated: openai"),
+        (("rules:\n", "masking:\n  profiles: [{name: support}, {name: ml}, {name: support}]\nrules:\n"),
+         "masking.profiles: Value error, names must be unique; repeated: support"),
         (("file: secret.txt", "file: secret.txt, value: x"), "upstreams[1].credential: Value error, give exactly one"),
         (("reason: no files", "reason: no files, colour: red"), "rules[0].colour: Extra inputs are not permitted"),
         (('"~u /v1/files"', '"~q ~~"'), "rules[0].filter: Value error, invalid mitmproxy filter expression"),
@@ -104,3 +107,14 @@ def test_rules_give_every_secret_inside_a_credential(tmp_path, monkeypatch) -> N
     assert rules.secret_values() == {f"SharedKey acct-0001:{key}", "acct-0001", key, "Token file-secret-0002",
                                      "Token", "file-secret-0002"}
     assert rules.credential_headers() == {"authorization", "x-provider-ident"}
+
+
+def test_one_unique_name_validator() -> None:
+    from types import SimpleNamespace
+
+    from addons.rules.base import unique_names
+
+    items = [SimpleNamespace(name=n) for n in ("a", "b", "c")]
+    assert unique_names(items) is items
+    with pytest.raises(ValueError, match="names must be unique; repeated: a, b$"):
+        unique_names([SimpleNamespace(name=n) for n in ("b", "a", "b", "a", "c")])

@@ -1,0 +1,74 @@
+"""Server-sent events on the wire: a byte stream cut into events, an event's fields and data, an event written back.
+
+An event ends at a blank line (``\\n\\n``, ``\\r\\n\\r\\n`` or ``\\r\\r``); its lines end in LF, CRLF or CR. A line
+``name: value`` is a field (one space after the colon dropped); ``data`` lines join with ``\\n``; a line that
+starts with ``:`` is a comment, kept as a field named ``""``. ``EventSplitter`` cuts a stream that arrives in
+chunks cut anywhere; ``events`` cuts a whole body.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE_END = re.compile(r"\r\n|\n|\r")
+
+Fields = list[tuple[str, str]]
+
+
+@dataclass
+class EventSplitter:
+    """Whole events (each with the blank line that ends it) out of chunks; a partial event waits for the next."""
+
+    pending: bytes = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self.pending + data
+        events: list[bytes] = []
+        start = 0
+        for match in EVENT_END.finditer(buffer):
+            events.append(buffer[start:match.end()])
+            start = match.end()
+        self.pending = buffer[start:]
+        return events
+
+    def finish(self) -> bytes:
+        """What the stream left unterminated at its end (``b""``: nothing)."""
+        rest, self.pending = self.pending, b""
+        return rest
+
+
+def events(body: bytes) -> Iterator[bytes]:
+    """The events of a whole stream, the last one even if no blank line ends it."""
+    splitter = EventSplitter()
+    yield from splitter.feed(body)
+    if rest := splitter.finish():
+        yield rest
+
+
+def parse_event(raw: bytes) -> tuple[Fields, str | None]:
+    """(fields other than data, in order; the joined data, or None if the event has none) of one event's bytes.
+
+    Bytes that are not UTF-8 survive a ``render_event`` unchanged (decoded with ``surrogateescape``)."""
+    fields: Fields = []
+    data: list[str] = []
+    for line in _LINE_END.split(raw.decode("utf-8", errors="surrogateescape")):
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data" and sep:
+            data.append(value)
+        else:
+            fields.append((name, value if sep else ""))
+    return fields, ("\n".join(data) if data else None)
+
+
+def render_event(fields: Fields, data: str) -> bytes:
+    """One event: ``fields`` as parsed (comments as ``:text``), then ``data`` a line each, then a blank line (LF)."""
+    lines = [f"{name}: {value}" if name else f":{value}" for name, value in fields]
+    lines += [f"data: {line}" for line in data.split("\n")]
+    return ("\n".join(lines) + "\n\n").encode("utf-8", errors="surrogateescape")
