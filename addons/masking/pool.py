@@ -314,7 +314,10 @@ class AnalysisPool:
             futures.append(future)
         self._dispatch()
         try:
-            results = await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
+            if len(futures) == 1:  # most requests: awaited without gather's extra turn of the loop
+                results = [await asyncio.wait_for(futures[0], self.timeout)]
+            else:
+                results = await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
         except TimeoutError:
             self._reap_stuck()
             raise AnalysisUnavailable(f"PII analysis did not finish within {self.timeout:g} s (warden_pii_timeout)") from None
