@@ -55,7 +55,7 @@ class WorkerProcess:
         return None if self.process is None else self.process.pid
 
     async def launch(self) -> None:
-        """Start the process; it loads nothing until it is sent its ``EngineSpec``."""
+        """Start the process; it builds its analyzer once it is sent its ``EngineSpec``."""
         root = str(Path(__file__).resolve().parent.parent.parent)  # where this gateway's ``addons`` was loaded from
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         self.process = await asyncio.create_subprocess_exec(
