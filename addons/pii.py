@@ -78,7 +78,6 @@ class PiiMasking:
         self.hash_key: bytes | None = None
         self._scanner: Future = Future()
         self.timeout = 30.0
-        self._running = False
         # Per flow, memory only: never in flow.metadata, never recorded as such.
         self.vaults: weakref.WeakKeyDictionary[http.HTTPFlow, Vault] = weakref.WeakKeyDictionary()
         self.streams: weakref.WeakKeyDictionary[http.HTTPFlow, StreamRewriter] = weakref.WeakKeyDictionary()
@@ -123,11 +122,8 @@ class PiiMasking:
         self.pool = AnalysisPool(spec, workers, self.timeout)
         if old is not None:
             old.close()
-        if self._running:
-            self.pool.start()
-        else:
-            self.pool.spawn()  # the workers load their model while the rest of the gateway starts
-        # Presidio (and spaCy with it) is imported beside start-up, not in its way: 1.5 s.
+        self.pool.start()  # configure runs on mitmproxy's event loop: the workers load their model meanwhile
+        # Presidio (and spaCy with it) is imported beside start-up, not in its way.
         scanner: Future = Future()
         threading.Thread(target=_load_presidio, args=(spec, scanner), name="warden-pii-load", daemon=True).start()
         self._scanner = scanner
@@ -138,7 +134,6 @@ class PiiMasking:
         return self._scanner.result()
 
     def running(self) -> None:
-        self._running = True
         if self.pool is not None and self.pool.state == "stopped":
             self.pool.start()
 

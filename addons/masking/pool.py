@@ -1,247 +1,205 @@
-"""PII analysis off the event loop: a process pool of Presidio analyzers, a result cache, chunking.
+"""PII analysis off the event loop: a pool of Presidio analyzer processes, awaited on the loop.
 
 ``AnalysisPool.analyze(texts)`` returns, for each text, the spans found in it (entity, start, end,
 score). It never blocks the event loop: work goes to worker processes (``addons/masking/worker.py``)
 and is awaited. What makes it fast enough for a gateway:
 
-- **Cache by content.** A chat request resends the whole conversation every turn; each text (and
-  each NER chunk of a long text) is analysed once and its spans cached under a hash of the text,
-  so a turn costs only what is new.
-- **Chunks.** Presidio's cost grows faster than the text, and one long text would occupy one
-  worker. Texts over ``SPLIT_AT`` characters are cut at paragraph, line, sentence or word
-  boundaries for NER and spread over the workers in batches (``nlp.pipe``); the pattern
-  recognizers still see the whole text, so nothing they look for is cut in two.
+- **Cache by content** (``cache.py``): a turn of a chat costs only what is new.
+- **Chunks** (``chunking.py``): long texts are cut for NER and spread over the workers in batches.
+- **One round trip per batch**: a batch is one message written to an idle worker's stdin and one
+  answer read from its stdout (``protocol.py``), through asyncio's subprocess streams.
 - **Fail closed.** A timeout or a dead worker raises ``AnalysisUnavailable``; the caller refuses
-  the request. A pool whose workers stop answering is replaced.
+  the request. A worker that stops answering is replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import itertools
 import logging
 import os
-import pickle
-import re
-import subprocess
 import sys
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import cast
 
 from addons.flow import metrics
-from addons.masking import worker as analyzer_worker
+from addons.masking import protocol
+from addons.masking.cache import AnalysisCache
+from addons.masking.chunking import batches, plan
+from addons.masking.protocol import Span, Unit
 from addons.masking.recognizers import EngineSpec
-from addons.masking.worker import Span, Unit
 
 log = logging.getLogger("warden.pii")
 
-SPLIT_AT = 1500  # characters: longer texts are chunked for NER
-CHUNK = 1000  # target NER chunk size
-MIN_BATCH = 1200  # characters of work below which a batch is not split further
-CACHE_ENTRIES = 50_000
-_BOUNDARIES = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?])\s+"), re.compile(r"\s+"))
 
 class AnalysisUnavailable(RuntimeError):
     """The analysis could not be completed (timeout, engine failure); nothing may be forwarded."""
 
 
-def split_text(text: str, limit: int = CHUNK) -> list[tuple[int, str]]:
-    """``text`` as (offset, chunk) pieces of at most about ``limit`` characters, cut at the coarsest boundary."""
-    if len(text) <= limit:
-        return [(0, text)]
-    pieces, start = [], 0
-    while len(text) - start > limit:
-        window_end = start + limit
-        cut = None
-        for boundary in _BOUNDARIES:
-            # the last boundary in the window's second half, so chunks stay reasonably large
-            found = [m.end() for m in boundary.finditer(text, start + limit // 2, window_end)]
-            if found:
-                cut = found[-1]
-                break
-        cut = cut or window_end  # one unbroken run: cut it (patterns see the whole text anyway)
-        pieces.append((start, text[start:cut]))
-        start = cut
-    pieces.append((start, text[start:]))
-    return pieces
+class WorkerProcess:
+    """One analyzer process (``python -m addons.masking.worker``) and the streams to it."""
 
-
-class _Cache:
-    """Spans by (kind, sha256 of the text): an LRU of bounded size. Holds no text."""
-
-    def __init__(self, size: int = CACHE_ENTRIES) -> None:
-        self.size = size
-        self._data: OrderedDict[bytes, list[Span]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(unit: Unit) -> bytes:
-        kind = b"%d%d" % (unit.ner, unit.patterns)
-        return kind + hashlib.sha256(unit.text.encode("utf-8", "surrogatepass")).digest()
-
-    def get(self, key: bytes) -> list[Span] | None:
-        with self._lock:
-            found = self._data.get(key)
-            if found is not None:
-                self._data.move_to_end(key)
-            return found
-
-    def put(self, key: bytes, spans: list[Span]) -> None:
-        with self._lock:
-            self._data[key] = spans
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-def plan(texts: list[str], has_ner: bool) -> list[list[tuple[Unit, int]]]:
-    """For each text, the units to analyse and the offset of each unit in the text."""
-    out = []
-    for text in texts:
-        if not has_ner or len(text) <= SPLIT_AT:
-            out.append([(Unit(text, ner=has_ner, patterns=True), 0)])
-        else:
-            units = [(Unit(text, ner=False, patterns=True), 0)]
-            units += [(Unit(chunk, ner=True, patterns=False), offset) for offset, chunk in split_text(text)]
-            out.append(units)
-    return out
-
-
-def _cost(unit: Unit) -> float:
-    # Per character, the pattern pass (recognizers, then tokens for context where something matched) costs
-    # about as much as NER does now that NER runs only on sentences that could name someone (measured on
-    # prose with a name or address in one sentence of twelve: 1.6 vs 1.5 ms per 1000 characters).
-    return len(unit.text) * ((1.0 if unit.ner else 0.0) + (0.9 if unit.patterns else 0.0)) + 50
-
-
-def batches(units: list[Unit], workers: int) -> list[list[int]]:
-    """Indexes of ``units`` packed into at most one batch per worker, balanced by cost (largest first onto the
-    lightest batch). Work under ``MIN_BATCH`` characters per batch is not spread: a round trip costs more."""
-    total = sum(_cost(u) for u in units)
-    count = max(1, min(workers, len(units), int(total // MIN_BATCH)))
-    bins: list[list[int]] = [[] for _ in range(count)]
-    loads = [0.0] * count
-    for index in sorted(range(len(units)), key=lambda i: _cost(units[i]), reverse=True):
-        lightest = loads.index(min(loads))
-        bins[lightest].append(index)
-        loads[lightest] += _cost(units[index])
-    return [b for b in bins if b]
-
-
-class _Worker:
-    """One analyzer process (``python -m addons.masking.worker``) and the pipes to it."""
-
-    def __init__(self, spec: EngineSpec) -> None:
-        root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "addons.masking.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
-            env=env, cwd=root, start_new_session=True,  # the gateway decides when its workers stop
-        )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.inbox, self.outbox = self.process.stdin, self.process.stdout
-        analyzer_worker.send(self.inbox, spec)
+    def __init__(self) -> None:
+        self.process: asyncio.subprocess.Process | None = None  # None until launched
+        self.life: asyncio.Task | None = None  # launches the process, then reads its answers
         self.ready = False
         self.task: tuple[int, asyncio.Future] | None = None  # (task id, future) being analysed
         self.busy_since = 0.0
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    async def launch(self) -> None:
+        """Start the process; it builds its analyzer once it is sent its ``EngineSpec``."""
+        # ``-m`` runs the module found from the working directory first: the same ``addons`` this gateway loaded.
+        root = str(Path(__file__).resolve().parent.parent.parent)
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "addons.masking.worker", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, cwd=root,
+            start_new_session=True,  # the gateway decides when its workers stop
+        )
+
+    async def send(self, message: object) -> None:
+        """Write one message; raises ``OSError`` (e.g. ``ConnectionResetError``) if the worker is gone."""
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(protocol.encode(message))
+        await self.process.stdin.drain()
+
+    async def receive(self) -> protocol.Answer:
+        """The worker's next answer; raises ``protocol.ProtocolError`` if the worker is gone."""
+        assert self.process is not None and self.process.stdout is not None
+        return cast(protocol.Answer, await protocol.receive_async(self.process.stdout))
 
     def kill(self) -> None:
-        for stream in (self.inbox, self.outbox):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        if self.process.poll() is None:
-            self.process.kill()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        """Stop reading, close the pipe and kill the process, without waiting for it to exit."""
+        if self.life is not None and self.life is not asyncio.current_task():
+            self.life.cancel()
+        if self.process is None:
+            return
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                self.process.kill()
+
+
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    """Wait for a killed worker to exit, so its pipes are closed while the event loop still runs."""
+    try:
+        await process.wait()
+    except asyncio.CancelledError:
+        # asyncio.run cancels every task at exit: reap anyway, or the pipes are left for a closed loop to close
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 5)
 
 
 class AnalysisPool:
     """Presidio in ``workers`` processes for one ``EngineSpec``; ``analyze`` is awaited on the event loop.
 
-    Each worker is a process with a pipe, read by the event loop itself: a round trip costs a
-    fraction of a millisecond (``ProcessPoolExecutor``'s queues and threads cost about 5 ms).
-    Batches wait in a queue for the next idle worker. A worker that dies is replaced and its batch
-    fails; one busy past the timeout is killed and replaced.
+    Batches wait in a queue for the next idle worker, which gets each in one message and answers it
+    in one. A worker that dies is replaced and its batch fails; one busy past the timeout is killed
+    and replaced. ``start``, ``close`` and ``analyze`` are called on the event loop's thread.
     """
 
     def __init__(self, spec: EngineSpec, workers: int, timeout: float) -> None:
         self.spec = spec
         self.workers = workers
         self.timeout = timeout
-        self.cache = _Cache()
+        self.cache = AnalysisCache()
         self.last_error: str | None = None
         self.restarts = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerProcess] = []
         self._queue: deque[tuple[int, list[Unit], asyncio.Future]] = deque()
+        self._tasks: set[asyncio.Task] = set()  # kept referenced until done (the loop holds tasks weakly)
         self._ids = itertools.count()
         self._started_at = 0.0
+        self._started = False
         self._closed = False
 
     # -- life cycle ------------------------------------------------------------------------------------
 
     @property
     def state(self) -> str:
-        if self._loop is None or self._closed:
+        if not self._started or self._closed:
             return "stopped"
         if any(w.ready for w in self._workers):
             return "ready"
         return "failed" if self.last_error and not self._workers else "starting"
 
-    def spawn(self) -> None:
-        """Start the worker processes; they load the model while the gateway starts (no event loop needed)."""
-        if self._workers or self._closed:
+    def start(self) -> None:
+        """Launch the worker processes on the running event loop and return at once: each loads the model,
+        warms up and reports ready on its own (see ``state``). Needs a running loop (mitmproxy's ``configure``
+        has one)."""
+        if self._started or self._closed:
             return
+        asyncio.get_running_loop()  # fail here, not in a task, when there is none
+        self._started = True
         self._started_at = time.monotonic()
         for _ in range(self.workers):
             self._spawn()
 
-    def start(self) -> None:
-        """Attach the workers to the running event loop (spawning them if not done yet)."""
-        self.spawn()
-        self._loop = asyncio.get_running_loop()
-        for worker in self._workers:
-            self._loop.add_reader(worker.outbox.fileno(), self._on_answer, worker)
-
-    def _spawn(self) -> None:
-        worker = _Worker(self.spec)
-        self._workers.append(worker)
-        if self._loop is not None:
-            self._loop.add_reader(worker.outbox.fileno(), self._on_answer, worker)
-
     def close(self) -> None:
+        """Kill every worker without waiting (they are reaped in the background) and fail what waits for them."""
         self._closed = True
         self.cache.clear()
         for worker in list(self._workers):
             self._drop(worker, "the gateway is shutting down")
+        self._fail_queued("the PII analyzer is shutting down")
 
-    def _drop(self, worker: _Worker, why: str) -> None:
+    def _fail_queued(self, why: str) -> None:
+        while self._queue:
+            _, _, future = self._queue.popleft()
+            if not future.done():
+                future.set_exception(AnalysisUnavailable(why))
+
+    def _background(self, work: Coroutine) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _spawn(self) -> None:
+        worker = WorkerProcess()
+        self._workers.append(worker)
+        worker.life = self._background(self._serve(worker))
+
+    async def _serve(self, worker: WorkerProcess) -> None:
+        """A worker's life: launch it, hand it the spec, then take its messages until it goes."""
+        try:
+            await worker.launch()
+        except OSError as e:
+            self._cannot_start(worker, f"cannot start a PII analyzer worker: {e}")
+            return
+        try:
+            await worker.send(self.spec)
+            while worker in self._workers:
+                self._on_message(worker, await worker.receive())
+        except (protocol.ProtocolError, OSError) as e:
+            code = worker.process.returncode if worker.process is not None else None
+            self._replace(worker, f"worker process exited ({code if code is not None else e})")
+
+    def _drop(self, worker: WorkerProcess, why: str) -> None:
         """Kill and forget a worker; its batch (if any) fails."""
         if worker in self._workers:
             self._workers.remove(worker)
-        if self._loop is not None and not worker.outbox.closed:
-            self._loop.remove_reader(worker.outbox.fileno())
         if worker.task is not None and not worker.task[1].done():
             worker.task[1].set_exception(AnalysisUnavailable(f"the PII analyzer failed ({why}); it is restarting"))
         worker.task = None
         worker.kill()
+        if worker.process is not None:
+            self._background(_reap(worker.process))
 
-    def _replace(self, worker: _Worker, why: str) -> None:
+    def _replace(self, worker: WorkerProcess, why: str) -> None:
+        if worker not in self._workers:  # already dropped (its reader and its writer can both notice)
+            return
         log.error("warden: replacing a PII analyzer worker (pid %s): %s", worker.pid, why)
         self.last_error = why
         self.restarts += 1
@@ -250,21 +208,22 @@ class AnalysisPool:
         if not self._closed:
             self._spawn()
 
-    def _on_answer(self, worker: _Worker) -> None:
-        try:
-            task_id, ok, payload = analyzer_worker.receive(worker.outbox)
-        except (EOFError, OSError, pickle.UnpicklingError) as e:
-            code = worker.process.poll()
-            self._replace(worker, f"worker process exited ({code if code is not None else type(e).__name__})")
-            return
+    def _cannot_start(self, worker: WorkerProcess, why: str) -> None:
+        """Drop a worker that could not start; not respawned, as the next would fail alike."""
+        self.last_error = why
+        log.error("warden: %s", why)
+        self._drop(worker, why)
+        if not self._workers:  # no worker is coming to take what waits
+            self._fail_queued(why)
+
+    def _on_message(self, worker: WorkerProcess, message: protocol.Answer) -> None:
+        task_id, ok, payload = message
         if task_id is None:  # the start-up report
             if ok:
                 worker.ready = True
                 log.info("warden: PII analyzer worker %s ready in %.1f s", payload, time.monotonic() - self._started_at)
             else:
-                self.last_error = f"the PII analyzer cannot start: {payload}"
-                log.error("warden: %s", self.last_error)
-                self._drop(worker, payload)  # not respawned: the same spec would fail again
+                self._cannot_start(worker, f"the PII analyzer cannot start: {payload}")
                 return
         elif worker.task is not None and worker.task[0] == task_id:
             future = worker.task[1]
@@ -277,32 +236,45 @@ class AnalysisPool:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        for worker in self._workers:
-            if not self._queue:
-                return
-            if not worker.ready or worker.task is not None:
+        """Hand queued batches to idle ready workers, one each."""
+        for worker in list(self._workers):
+            if not worker.ready or worker.task is not None or worker not in self._workers:
                 continue
-            task_id, units, future = self._queue.popleft()
-            if future.done():  # timed out while queued
-                continue
-            try:
-                analyzer_worker.send(worker.inbox, (task_id, units))
-            except OSError as e:
-                self._queue.appendleft((task_id, units, future))
-                self._replace(worker, f"cannot reach the worker: {e}")
+            batch = self._next_batch()
+            if batch is None:
                 return
+            task_id, units, future = batch
             worker.task = (task_id, future)
             worker.busy_since = time.monotonic()
+            self._background(self._send(worker, (task_id, units), future))
+
+    def _next_batch(self) -> tuple[int, list[Unit], asyncio.Future] | None:
+        while self._queue:
+            batch = self._queue.popleft()
+            if not batch[2].done():  # else it timed out while queued
+                return batch
+        return None
+
+    async def _send(self, worker: WorkerProcess, request: protocol.Request, future: asyncio.Future) -> None:
+        try:
+            await worker.send(request)
+        except OSError as e:
+            task_id, units = request
+            if worker.task is not None and worker.task[0] == task_id:
+                worker.task = None
+                if not future.done():  # the batch is not to blame: another worker takes it
+                    self._queue.appendleft((task_id, units, future))
+            self._replace(worker, f"cannot reach the worker: {e}")
 
     def worker_pids(self) -> list[int]:
-        return [w.pid for w in self._workers]
+        return [w.pid for w in self._workers if w.pid is not None]
 
     # -- analysis -------------------------------------------------------------------------------------
 
     async def analyze(self, texts: list[str]) -> list[list[Span]]:
         """Spans per text; raises ``AnalysisUnavailable`` on timeout or engine failure."""
         started = time.perf_counter()
-        plans = [[(unit, offset, _Cache.key(unit)) for unit, offset in units]
+        plans = [[(unit, offset, AnalysisCache.key(unit)) for unit, offset in units]
                  for units in plan(texts, bool(self.spec.ner_entities))]
         known: dict[bytes, list[Span]] = {}
         needed: dict[bytes, Unit] = {}
@@ -324,25 +296,29 @@ class AnalysisPool:
                 known[key] = spans
         out = []
         for units in plans:
-            spans = {(e, s + offset, t + offset, score) for unit, offset, key in units for e, s, t, score in known[key]}
-            out.append(sorted(spans, key=lambda x: (x[1], x[2], x[0])))
+            merged = {(e, s + offset, t + offset, score) for unit, offset, key in units for e, s, t, score in known[key]}
+            out.append(sorted(merged, key=lambda x: (x[1], x[2], x[0])))
         metrics.PII_LATENCY.observe(time.perf_counter() - started)
         return out
 
     async def _run(self, units: list[Unit]) -> list[list[Span]]:
-        if self._loop is None or self._closed:
+        if not self._started or self._closed:
             raise AnalysisUnavailable("the PII analyzer is not running")
         if not self._workers:
             raise AnalysisUnavailable(self.last_error or "the PII analyzer has no workers")
+        loop = asyncio.get_running_loop()
         futures = []
         groups = batches(units, self.workers)
         for group in groups:
-            future = self._loop.create_future()
+            future = loop.create_future()
             self._queue.append((next(self._ids), [units[i] for i in group], future))
             futures.append(future)
         self._dispatch()
         try:
-            results = await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
+            if len(futures) == 1:  # most requests: awaited without gather's extra turn of the loop
+                results = [await asyncio.wait_for(futures[0], self.timeout)]
+            else:
+                results = await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
         except TimeoutError:
             self._reap_stuck()
             raise AnalysisUnavailable(f"PII analysis did not finish within {self.timeout:g} s (warden_pii_timeout)") from None
@@ -363,7 +339,7 @@ class AnalysisPool:
     def health(self) -> dict:
         return {"state": self.state, "workers": len(self._workers), "ready_workers": sum(w.ready for w in self._workers),
                 "pids": self.worker_pids(), "restarts": self.restarts, "last_error": self.last_error,
-                "queued": len(self._queue), "cache_entries": len(self.cache._data), "model": self.spec.model}
+                "queued": len(self._queue), "cache_entries": len(self.cache), "model": self.spec.model}
 
 
 def default_workers() -> int:

@@ -1,9 +1,10 @@
 """The PII analyzer as it runs inside a worker process (``addons/masking/pool.py`` runs the pool around it).
 
+Run as ``python -m addons.masking.worker``; it speaks ``addons/masking/protocol.py`` on stdin and stdout.
 The analyzer is Presidio's ``AnalyzerEngine`` with its NLP engine built explicitly on the pinned
 spaCy model (Presidio's default would try to download one) with only what Presidio needs: NER
-(which carries its own tok2vec in ``en_core_web_sm``) and lower-cased lemmas for context words.
-Tagger, parser, lemmatizer and the shared tok2vec cost 40% of the time and are left out.
+(which carries its own tok2vec in ``en_core_web_sm``) and lower-cased lemmas for context words;
+tagger, parser, lemmatizer and the shared tok2vec are left out (ARCHITECTURE.md says what they cost).
 tldextract is pointed at its bundled suffix list so nothing is fetched.
 
 Work arrives as ``Unit``s: a text and whether to run NER, the pattern recognizers, or both on it.
@@ -15,25 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
-import struct
 import sys
-from dataclasses import dataclass
+from typing import cast
 
+from addons.masking.protocol import Answer, ProtocolError, Request, Span, Unit, receive, send
 from addons.masking.recognizers import EngineSpec, entity_names, pattern_recognizers
-
-Span = tuple[str, int, int, float]  # entity, start, end, score: never the value
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One piece of analysis work."""
-
-    text: str
-    ner: bool = True
-    patterns: bool = True
-
 
 _SENTENCE = re.compile(r"[^\n.!?]+[.!?]*")
 _INNER_CAPITAL = re.compile(r"(?<=[\s(\"'\[/-])[A-Z][a-z]")
@@ -157,33 +145,9 @@ class Analyzer:
                 for r in found if not _lone_capitalised_word(text, r)]
 
 
-def send(stream, message: object) -> None:
-    """One message on a pipe: a 4-byte length, then the pickle (both ends are this program)."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(struct.pack("!I", len(data)) + data)
-    stream.flush()
-
-
-def _read(stream, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = stream.read(left)
-        if not chunk:
-            raise EOFError("the pipe closed")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def receive(stream) -> object:
-    """The next message (see ``send``); raises EOFError when the other end is gone."""
-    (size,) = struct.unpack("!I", _read(stream, 4))
-    return pickle.loads(_read(stream, size))
-
-
 def _no_wakeup_preemption() -> None:
     """Run as a batch task (Linux): a worker woken by the gateway's write does not take the CPU from the
-    event loop in the middle of that write (a 2 KB task blocked the loop for 0.8 ms). Same priority."""
+    event loop in the middle of that write. Same priority."""
     if hasattr(os, "SCHED_BATCH"):
         try:
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
@@ -192,14 +156,13 @@ def _no_wakeup_preemption() -> None:
 
 
 def serve(inbox, outbox) -> None:
-    """A worker process's life: read the spec, build the analyzer, say ready, then answer ``(task_id, units)``
-    until the gateway closes the pipe. Answers are ``(task_id, True, spans per unit)`` or
-    ``(task_id, False, "what failed")``; the start-up report has task id None.
+    """A worker process's life: read the spec, build and warm the analyzer, say ready, then answer
+    ``(task_id, units)`` until the gateway closes the pipe (the messages: ``addons/masking/protocol.py``).
     """
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
     _no_wakeup_preemption()
     _offline_tldextract()
-    spec = receive(inbox)
+    spec = cast(EngineSpec, receive(inbox))
     try:
         analyzer = Analyzer(spec)
         analyzer.analyze([Unit("Warm up: Jane Doe, jane@example.com, +1 212 555 0123.")])
@@ -209,9 +172,10 @@ def serve(inbox, outbox) -> None:
     send(outbox, (None, True, os.getpid()))
     while True:
         try:
-            task_id, units = receive(inbox)
-        except EOFError:
+            task_id, units = cast(Request, receive(inbox))
+        except ProtocolError:
             return  # the gateway went away
+        result: Answer
         try:
             result = (task_id, True, analyzer.analyze(units))
         except Exception as e:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
+from addons.masking.protocol import Span
 from addons.masking.pseudonyms import Vault, token_spans
-from addons.masking.worker import Span
 from addons.rules.masking import OperatorSpec, Profile
 
 if TYPE_CHECKING:

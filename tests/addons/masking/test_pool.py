@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 
 import pytest
 
 from addons.masking import worker as analyzer_worker
-from addons.masking.pool import SPLIT_AT, AnalysisPool, AnalysisUnavailable, batches, plan, split_text
+from addons.masking.chunking import SPLIT_AT, batches, plan, split_text
+from addons.masking.pool import AnalysisPool, AnalysisUnavailable
+from addons.masking.protocol import Unit
 from addons.masking.recognizers import _pattern_factories, engine_spec
-from addons.masking.worker import Unit
 from addons.rules.entities import PATTERN_ENTITIES
 from addons.rules.masking import Masking
 
@@ -96,14 +98,56 @@ def test_pool_analyses_in_worker_processes_and_caches() -> None:
             assert found(first[0], TEXT) >= {("PERSON", "Maria Garcia"), ("ACME_ID", "ACME-123456")}
             assert found(first[1], long) >= {("PERSON", "Maria Garcia"), ("ACME_ID", "ACME-123456")}
             assert first[2] == []
-            entries = len(pool.cache._data)
-            assert await pool.analyze([TEXT]) == [first[0]] and len(pool.cache._data) == entries  # from the cache
+            entries = len(pool.cache)
+            assert await pool.analyze([TEXT]) == [first[0]] and len(pool.cache) == entries  # from the cache
             [pid] = pool.worker_pids()
             os.kill(pid, signal.SIGSTOP)
             pool.timeout = 1
             with pytest.raises(AnalysisUnavailable, match="did not finish within 1 s"):
                 await pool.analyze(["a fresh text for Jane Doe"])
             assert pid not in pool.worker_pids() and pool.restarts == 1  # the stuck worker was replaced
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_dies_mid_request_fails_its_batch_and_is_replaced() -> None:
+    async def scenario() -> None:
+        pool = AnalysisPool(SPEC, workers=1, timeout=60)
+        pool.start()
+        try:
+            await pool.analyze(["Warm: Jane Doe"])
+            [pid] = pool.worker_pids()
+            os.kill(pid, signal.SIGSTOP)  # the request reaches the worker's pipe, the answer never comes
+            analysis = asyncio.ensure_future(pool.analyze(["a fresh text for Ana Lee"]))
+            while pool.health()["queued"]:  # until the batch is handed to the worker
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # and written
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(AnalysisUnavailable, match="worker process exited"):
+                await analysis
+            assert pid not in pool.worker_pids() and pool.restarts == 1 and pool.health()["workers"] == 1
+            [spans] = await pool.analyze([TEXT])  # the replacement answers
+            assert ("PERSON", "Maria Garcia") in found(spans, TEXT)
+            assert pid not in pool.worker_pids()
+        finally:
+            pool.close()
+        assert pool.state == "stopped" and pool.worker_pids() == []
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_cannot_start_fails_closed_and_is_not_respawned() -> None:
+    async def scenario() -> None:
+        pool = AnalysisPool(dataclasses.replace(SPEC, model="en_no_such_model"), workers=1, timeout=60)
+        pool.start()
+        try:
+            with pytest.raises(AnalysisUnavailable, match="cannot start"):
+                await pool.analyze(["Ana Lee"])
+            assert pool.state == "failed" and pool.restarts == 0 and pool.worker_pids() == []
+            with pytest.raises(AnalysisUnavailable, match="cannot start"):
+                await pool.analyze(["Ana Lee, again"])
         finally:
             pool.close()
 
