@@ -289,17 +289,24 @@ def start_gateway(
     return gateway
 
 
+def is_ready(gateway: Gateway) -> bool:
+    """True once the gateway's admin API says healthy and its proxy port accepts connections."""
+    try:
+        if httpx.get(f"{gateway.admin_url}/healthz", timeout=1, trust_env=False).status_code == 200:
+            with socket.create_connection(("127.0.0.1", gateway.proxy_port), timeout=1):
+                return True
+    except (httpx.HTTPError, OSError):
+        pass
+    return False
+
+
 def wait_ready(gateway: Gateway, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if gateway.proc.poll() is not None:
             raise AssertionError(f"mitmdump exited with {gateway.proc.returncode}:\n{gateway.log()}")
-        try:
-            if httpx.get(f"{gateway.admin_url}/healthz", timeout=1, trust_env=False).status_code == 200:
-                with socket.create_connection(("127.0.0.1", gateway.proxy_port), timeout=1):
-                    return
-        except (httpx.HTTPError, OSError):
-            pass
+        if is_ready(gateway):
+            return
         time.sleep(0.1)
     gateway.stop()
     raise AssertionError(f"gateway not ready after {timeout}s:\n{gateway.log()}")

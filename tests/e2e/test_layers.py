@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,10 +21,10 @@ from tests.conftest import (
     UPSTREAM_KEY,
     Gateway,
     RawListener,
+    is_ready,
     open_tunnel,
     rules_for,
     start_gateway,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.e2e
@@ -293,15 +292,15 @@ def test_http_inside_a_tunnel_is_an_http_flow_never_a_relay(gateway: Gateway, up
 
 def refused_naming(gw: Gateway, named: str) -> bool:
     """True if the gateway refused to start (its log naming ``named``); False once it started and is ready."""
-    try:
-        gw.proc.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        pass
-    if gw.proc.poll() is not None:
-        assert named in gw.log()
-        return True
-    wait_ready(gw)
-    return False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if gw.proc.poll() is not None:
+            assert named in gw.log()
+            return True
+        if is_ready(gw):
+            return False
+        time.sleep(0.1)
+    raise AssertionError(f"the gateway neither refused nor became ready in 60 s:\n{gw.log()}")
 
 
 @pytest.mark.parametrize("option", ["ignore_hosts=.*", "allow_hosts=^nothing-matches$", "tcp_hosts=.*"])
