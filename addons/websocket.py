@@ -178,7 +178,8 @@ class WebSocket:
         if flow in self.sessions and flow.websocket is not None and plain:
             return
         asked = ("an extension it was not offered" if flow in self.sessions and flow.websocket is not None else
-                 "a WebSocket upgrade it does not allow" if flow in self.sessions else "a request that did not ask for it")
+                 "a WebSocket upgrade it does not allow" if flow in self.sessions else
+                 "a request that did not ask for it")
         cut(flow, UpgradeRefused(
             f"the upstream switched protocols (101, Upgrade: {flow.response.headers.get('upgrade', '-')!r}) "
             f"for {asked}; the connection was cut and nothing was relayed"

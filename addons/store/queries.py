@@ -233,15 +233,19 @@ def _check_checkpoint(event: Event, prev_hash: str, public_key, wanted_key) -> s
 def _check_startup(event: Event, last_checkpoint_seq: int) -> str | None:
     """A startup event names exactly the events between the last checkpoint and itself."""
     tail = event.detail["unsigned_tail"]
-    want = {"first_seq": last_checkpoint_seq + 1, "last_seq": event.seq - 1, "count": event.seq - 1 - last_checkpoint_seq}
+    want = {"first_seq": last_checkpoint_seq + 1, "last_seq": event.seq - 1,
+            "count": event.seq - 1 - last_checkpoint_seq}
     if {k: tail.get(k) for k in want} != want:
         return (f"the startup event names unsigned events seq {tail.get('first_seq')}..{tail.get('last_seq')}, "
                 f"but the chain has seq {want['first_seq']}..{want['last_seq']} there")
     return None
 
 
-# The gateway's external anchor, one per checkpoint (addons/store/database.py): any prefix (time, level, logger) is allowed.
-HEAD_LINE = re.compile(r"warden checkpoint seq=(\d+) head_seq=(\d+) head_hash=([0-9a-f]{64}) key_id=(\S+) signature=(\S+)")
+# The gateway's external anchor, one per checkpoint (addons/store/database.py): any prefix (time, level, logger)
+# is allowed.
+HEAD_LINE = re.compile(
+    r"warden checkpoint seq=(\d+) head_seq=(\d+) head_hash=([0-9a-f]{64}) key_id=(\S+) signature=(\S+)"
+)
 
 
 def parse_heads(lines: Iterable[str]) -> list[dict[str, Any]]:
@@ -271,7 +275,8 @@ def match_heads(result: Verification, external: list[dict[str, Any]], source: st
             why = ("no checkpoint with that seq in the chain" if head["seq"] > result.head_seq or not result.ok
                    else f"event seq={head['seq']} of the chain is not a checkpoint")
         else:
-            why = f"the chain's checkpoint seq={head['seq']} signs head_seq={mine['head_seq']} head_hash={mine['head_hash']}"
+            why = (f"the chain's checkpoint seq={head['seq']} signs head_seq={mine['head_seq']} "
+                   f"head_hash={mine['head_hash']}")
         unmatched.append({**{k: head[k] for k in ("seq", "head_seq", "head_hash", "key_id", "line")}, "why": why})
     result.external_heads = {"source": source, "given": len(external), "matched": matched, "unmatched": unmatched}
     if unmatched and result.ok:
