@@ -56,7 +56,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"a benchmark process exited early: {proc.args}")
+            raise SystemExit(f"a benchmark process exited early: {proc.args!r}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return

@@ -299,7 +299,7 @@ class Store:
         """``submit`` for the event loop: an asyncio future, settled by the writer without a thread hop per event."""
         return self._enqueue(event, asyncio.get_running_loop().create_future())
 
-    def _enqueue(self, event: Event, future: Waiter) -> Waiter:
+    def _enqueue[W: (Future, asyncio.Future)](self, event: Event, future: W) -> W:
         if self._thread is None or not self._thread.is_alive():
             future.set_exception(StoreError("the store writer is not running"))
         else:
