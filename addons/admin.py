@@ -3,9 +3,10 @@
 ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /api/flows`` (search), ``GET /api/flows/ID``
 (a flow's events), ``GET /api/events?after_seq=N`` (the chain, paged, for export) and
 ``GET /api/verify`` (``POST``: sign a checkpoint first, so the whole chain is covered); with the
-embedded issuer also ``/.well-known/openid-configuration`` and ``/jwks``. The CLI uses it while the gateway holds the DuckDB file; queries are the same
-functions the CLI runs on the file when the gateway is stopped. Bodies travel as stored (masked;
-originals only encrypted), so the API never decrypts anything.
+embedded issuer also ``/.well-known/openid-configuration`` and ``/jwks``. The CLI uses it while the
+gateway holds the DuckDB file; queries are the same functions the CLI runs on the file when the
+gateway is stopped. Bodies travel as stored (masked; originals only encrypted), so the API never
+decrypts anything.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ class Verify(_Handler):
             raise tornado.web.HTTPError(503, f"the gateway could not sign a checkpoint: {e}") from None
         last = checkpoint["seq"] if checkpoint else -1
         public_key = self.admin.public_key()
-        result = await self.query(lambda cursor: verify_events(iter_events_until(iter_events(cursor), last), public_key))
+        result = await self.query(
+            lambda cursor: verify_events(iter_events_until(iter_events(cursor), last), public_key))
         self.send_json({"checkpoint": checkpoint, **result.as_dict()}, 200 if result.ok else 409)
 
 

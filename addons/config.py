@@ -79,7 +79,8 @@ PINS: tuple[Pin, ...] = (
         "the provider credential would travel over a TLS version below 1.2"),
     Pin("tls_version_client_min", lambda v: v in ("TLS1_2", "TLS1_3"),
         "the caller's token and unmasked text would travel over a TLS version below 1.2"),
-    Pin("ciphers_server", lambda v: not v, "a cipher list of its own may allow unauthenticated or weak suites upstream"),
+    Pin("ciphers_server", lambda v: not v,
+        "a cipher list of its own may allow unauthenticated or weak suites upstream"),
     Pin("tls_ecdh_curve_server", lambda v: not v, "a curve of its own may weaken the TLS to upstreams"),
     Pin("rfile", lambda v: not v, "flows read from a file would run through the chain and onto the record"),
     # mitmproxy's own addons that rewrite or answer flows run after the scripts, so after the recorder: what

@@ -5,10 +5,10 @@ its own plain 413 (``body_size_limit`` is pinned from Warden's limits, see ``con
 client cannot make the gateway buffer a body of any size, announced or chunked, and ``Expect:
 100-continue`` is refused before the body is invited. A declared length over ``warden_max_body`` (under
 ``body_size_limit``) is refused at its headers, and ``answers.refuse`` removes the ``Expect`` header of
-any refused request, so mitmproxy does not answer ``100 Continue`` to it either. The refusal is recorded (``error`` below
-names it ``body_too_large``). A body that declares a Content-Encoding is decoded here, in a worker
-thread when it may be large (``addons/bodies/decoding.py``), never past ``warden_max_body`` decoded bytes or
-the expansion-ratio bound (413 ``body_too_large``); a coding other than gzip, deflate, br, zstd
+any refused request, so mitmproxy does not answer ``100 Continue`` to it either. The refusal is recorded
+(``error`` below names it ``body_too_large``). A body that declares a Content-Encoding is decoded here, in a
+worker thread when it may be large (``addons/bodies/decoding.py``), never past ``warden_max_body`` decoded
+bytes or the expansion-ratio bound (413 ``body_too_large``); a coding other than gzip, deflate, br, zstd
 or identity, or several stacked, is 415 ``unsupported_encoding``; a body that does not decode is 400
 ``malformed_body``. **The decoded body replaces the encoded one and Content-Encoding is dropped**, so
 every later addon (policy, PII masking, the recorder) and the upstream see identity bytes and
@@ -238,7 +238,8 @@ class Intake:
             refuse(flow, self._too_large(f"was refused: {e}", limit))
             return
         except CorruptBody as e:
-            refuse(flow, MalformedBody(f"the body declares Content-Encoding {header!r} but does not decode as such ({e})"))
+            refuse(flow, MalformedBody(
+                f"the body declares Content-Encoding {header!r} but does not decode as such ({e})"))
             return
         if header is not None:  # from here on the body is identity: nobody decodes it again
             del flow.request.headers["content-encoding"]

@@ -202,5 +202,6 @@ class Policy:
         if not flow.request.is_http2:
             flow.request.authority = ""  # origin-form upstream: a server obeys an absolute-form target over Host
         # One spelling of the upstream's name (not "API.example.com." as sent): what rules match (~u) and it reads.
+        assert upstream.port is not None  # Upstream's validator fills in the scheme's default port
         flow.request.host_header = url.hostport(upstream.scheme, upstream.host, upstream.port)
         return True

@@ -42,7 +42,7 @@ from addons.flow.meta import (
     PiiOutcome,
     Recorded,
 )
-from addons.flow.streams import compose_stream
+from addons.flow.streams import Stream, compose_stream
 from addons.rules.durations import seconds
 from addons.rules.model import current_rules
 from addons.store.database import Store, StoreError
@@ -212,8 +212,9 @@ class Recorder:
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
-        if callable(flow.response.stream):  # Intake decides what streams; the record tees what the client gets
-            self._tee(flow)
+        inner = flow.response.stream
+        if callable(inner):  # Intake decides what streams; the record tees what the client gets
+            self._tee(flow, flow.response, inner)
 
     @fail_closed
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -282,6 +283,7 @@ class Recorder:
         assert resp is not None
         streamed = bool(resp.stream)
         originals, capture = self._originals(flow), self.captures.get(flow)
+        raw: bytes | None
         if originals.recorded_response is not None:  # masking rewrote it: the record keeps the masked form
             raw = originals.recorded_response
         elif streamed and capture is not None:
@@ -339,8 +341,7 @@ class Recorder:
             return "encrypted"
         return "discarded"
 
-    def _tee(self, flow: http.HTTPFlow) -> None:
-        inner = flow.response.stream
+    def _tee(self, flow: http.HTTPFlow, response: http.Response, inner: Stream) -> None:
         limit = ctx.options.warden_record_max_body
         capture = self.captures[flow] = Capture()
 
@@ -351,7 +352,7 @@ class Recorder:
             capture.body += chunk[: max(room, 0)]
             return chunk
 
-        flow.response.stream = compose_stream(inner, tee)
+        response.stream = compose_stream(inner, tee)
 
     @staticmethod
     def _since(start: float | None, end: float | None = None) -> float | None:

@@ -73,7 +73,7 @@ MITMPROXY_CONNECTION: type[websocket_layer.WebsocketConnection] = next(
     c for c in websocket_layer.WebsocketConnection.__mro__ if c.__module__ == websocket_layer.__name__)
 
 
-class WardenConnection(MITMPROXY_CONNECTION):  # type: ignore[misc, valid-type]
+class WardenConnection(MITMPROXY_CONNECTION):  # type: ignore[misc, valid-type]  # a base found at run time
     """mitmproxy's WebSocket connection, handing its layer every ping and pong with an empty payload, every
     close without a reason (the code is kept), and a close (1009) instead of the rest of a message once it is
     over ``warden_max_body`` bytes.
@@ -134,7 +134,7 @@ class WebSocket:
 
     def load(self, loader) -> None:
         # mitmproxy relays (and logs) ping/pong payloads and close reasons with no addon hook: empty them.
-        websocket_layer.WebsocketConnection = WardenConnection
+        websocket_layer.WebsocketConnection = WardenConnection  # type: ignore[misc]  # mypy cannot type a class swap
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
@@ -142,7 +142,7 @@ class WebSocket:
 
     def done(self) -> None:
         if websocket_layer.WebsocketConnection is WardenConnection:
-            websocket_layer.WebsocketConnection = MITMPROXY_CONNECTION
+            websocket_layer.WebsocketConnection = MITMPROXY_CONNECTION  # type: ignore[misc]  # as in load()
         for session in list(self.sessions.values()):
             if session.timer is not None:
                 session.timer.cancel()
@@ -178,7 +178,8 @@ class WebSocket:
         if flow in self.sessions and flow.websocket is not None and plain:
             return
         asked = ("an extension it was not offered" if flow in self.sessions and flow.websocket is not None else
-                 "a WebSocket upgrade it does not allow" if flow in self.sessions else "a request that did not ask for it")
+                 "a WebSocket upgrade it does not allow" if flow in self.sessions else
+                 "a request that did not ask for it")
         cut(flow, UpgradeRefused(
             f"the upstream switched protocols (101, Upgrade: {flow.response.headers.get('upgrade', '-')!r}) "
             f"for {asked}; the connection was cut and nothing was relayed"

@@ -56,7 +56,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"a benchmark process exited early: {proc.args}")
+            raise SystemExit(f"a benchmark process exited early: {proc.args!r}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -246,7 +246,8 @@ def main() -> None:
             "direct": (None, certs / "demo-upstream-ca.pem"),
             "bare mitmdump": (f"http://127.0.0.1:{bare_port}", certs / "mitmproxy-ca-cert.pem"),
             "warden chain": (f"http://bench:{token}@127.0.0.1:{warden_port}", certs / "mitmproxy-ca-cert.pem"),
-        } | {name: (f"http://127.0.0.1:{port}", certs / "mitmproxy-ca-cert.pem") for name, port in partial_ports.items()}
+        } | {name: (f"http://127.0.0.1:{port}", certs / "mitmproxy-ca-cert.pem")
+             for name, port in partial_ports.items()}
         runs: dict[str, list[dict]] = {name: [] for name in setups}
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("benchmarking", total=len(setups) * 2 * args.rounds)
@@ -300,7 +301,8 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
          f"p50 {warden['p50']:.2f} vs {anon['p50']:.2f} ms"),
         (f"spine only (intake, policy, credentials, recorder) / bare mitmdump throughput: "
          f"{spine['rps'] / bare['rps']:.0%}; added p50 over bare {spine['p50'] - bare['p50']:.2f} ms"),
-        f"token validation: {tokens['fresh_us']:.0f} us fresh (signature + claims), {tokens['cached_us']:.1f} us cached",
+        (f"token validation: {tokens['fresh_us']:.0f} us fresh (signature + claims), "
+         f"{tokens['cached_us']:.1f} us cached"),
     ]
     for line in ratios:
         console.print(line)

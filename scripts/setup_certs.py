@@ -47,7 +47,8 @@ def demo_upstream_certs(folder: Path) -> None:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
-        x509.CertificateBuilder().subject_name(_name("Warden demo upstream CA")).issuer_name(_name("Warden demo upstream CA"))
+        x509.CertificateBuilder()
+        .subject_name(_name("Warden demo upstream CA")).issuer_name(_name("Warden demo upstream CA"))
         .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)

@@ -226,7 +226,8 @@ class Gateway:
                                      "WARDEN_RULES": str(self.workdir / "rules.yaml"),
                                      **({"WARDEN_TOKEN": self.admin_token} if self.admin_token else {})})
         if check and result.returncode != 0:
-            raise AssertionError(f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+            raise AssertionError(
+                f"{cmd} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
         return result
 
     def flows(self, *args: str) -> list[dict]:

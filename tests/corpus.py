@@ -195,7 +195,8 @@ def phone(rng: random.Random) -> str:
 
 
 def ip(rng: random.Random) -> str:
-    return f"{rng.choice([23, 45, 81, 104, 185, 203])}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+    first = rng.choice([23, 45, 81, 104, 185, 203])
+    return f"{first}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
 
 
 def person(rng: random.Random) -> str:

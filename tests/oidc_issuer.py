@@ -123,8 +123,9 @@ class OidcIssuer:
         self.keys[alg] = new_key(alg, kid)
         return kid
 
-    def token(self, sub: str, alg: str = "RS256", *, audience: str = "warden", ttl: int = 300, issuer: str | None = None,
-              key=None, kid: str | None = None, now: float | None = None, **claims: Any) -> str:
+    def token(self, sub: str, alg: str = "RS256", *, audience: str = "warden", ttl: int = 300,
+              issuer: str | None = None, key=None, kid: str | None = None, now: float | None = None,
+              **claims: Any) -> str:
         key = key or self.keys[alg]
         now = int(now or time.time())
         payload = {"iss": issuer or self.url, "sub": sub, "aud": audience, "iat": now, "nbf": now, "exp": now + ttl,

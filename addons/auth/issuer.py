@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jwt
-from joserfc.jwk import KeySet, OKPKey
+from joserfc.jwk import KeySet, KeySetSerialization, OKPKey
 
 from addons.auth.tokens import JwksKeys, StaticKeys, TokenValidator
 from addons.rules.model import IdentityConfig
@@ -40,7 +40,7 @@ class EmbeddedIssuer:
         except KeyFileError as e:
             raise KeyFileError(f"embedded issuer key: {e}") from None
 
-    def jwks(self) -> dict[str, Any]:
+    def jwks(self) -> KeySetSerialization:
         return {"keys": [self._key.as_dict(private=False)]}
 
     def public_keys(self) -> KeySet:

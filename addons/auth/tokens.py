@@ -64,7 +64,8 @@ class StaticKeys:
 
 @dataclass
 class JwksKeys:
-    """An OIDC issuer's JWKS, found by discovery, cached, refetched on an unknown ``kid`` at most every ``min_refresh`` s."""
+    """An OIDC issuer's JWKS, found by discovery, cached, refetched on an unknown ``kid`` at most every
+    ``min_refresh`` s."""
 
     issuer: str
     min_refresh: float = 30.0
@@ -178,8 +179,8 @@ class TokenValidator:
         claimed = unverified.get("sub") if isinstance(unverified.get("sub"), str) else None
         alg = header.get("alg")
         if alg not in self.algorithms:
-            raise TokenError("alg_not_allowed", f"algorithm {alg!r} is not allowed (allowed: {', '.join(self.algorithms)})",
-                             claimed)
+            raise TokenError("alg_not_allowed",
+                             f"algorithm {alg!r} is not allowed (allowed: {', '.join(self.algorithms)})", claimed)
         key_set = await self.source.keys(header.get("kid"))
         try:
             token_obj = jwt.decode(token, key_set, algorithms=list(self.algorithms))
@@ -207,5 +208,6 @@ class TokenValidator:
             if e.claim == "nbf" and _numeric_date(claims["nbf"]):  # a well-formed nbf refused: it lies ahead
                 raise TokenError("not_yet_valid", "the token is not valid yet (nbf)", claimed) from None
             reason = {"iss": "wrong_issuer", "aud": "wrong_audience"}.get(e.claim, "invalid_claim")
-            raise TokenError(reason, f"the token's {e.claim!r} claim is not accepted here "
-                                     f"(expected {self.issuer if e.claim == 'iss' else self.audience!r})", claimed) from None
+            expected = self.issuer if e.claim == "iss" else self.audience
+            raise TokenError(reason, f"the token's {e.claim!r} claim is not accepted here (expected {expected!r})",
+                             claimed) from None

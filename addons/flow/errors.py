@@ -39,7 +39,8 @@ class Unauthenticated(WardenError):
     def __init__(self, reason: str, message: str, *, proxy: bool) -> None:
         self.status = 407 if proxy else 401
         self.reason = reason
-        challenge = 'Bearer realm="warden", Basic realm="warden"' if proxy else 'Bearer realm="warden", error="invalid_token"'
+        challenge = ('Bearer realm="warden", Basic realm="warden"' if proxy
+                     else 'Bearer realm="warden", error="invalid_token"')
         header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         super().__init__(f"{reason}: {message}", headers={header: challenge})
 
@@ -92,7 +93,8 @@ class CleartextRefused(WardenError):
 
 
 class AmbiguousPath(WardenError):
-    """The path reads as another path to lenient servers (%2F, backslashes, ';' parameters) that rules decide otherwise."""
+    """The path reads as another path to lenient servers (%2F, backslashes, ';' parameters) that rules decide
+    otherwise."""
 
     status = 400
     type = "ambiguous_path"

@@ -30,16 +30,13 @@ streamed answer's capture (``recorder``), the tunnel's identity (``identitygate`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from mitmproxy import http
 
 from addons.flow.errors import WardenError
 
-T = TypeVar("T")
 
-
-class Fact(Generic[T]):
+class Fact[T]:
     """One fact about a flow, kept under its own key in ``flow.metadata``, written by one owner."""
 
     def __init__(self, key: str, kind: type[T]) -> None:

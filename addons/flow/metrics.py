@@ -29,7 +29,8 @@ PII_LATENCY = Histogram(
     "warden_pii_analysis_seconds", "Time PII analysis took per body (cache included)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY,
 )
-PII_CACHE = Counter("warden_pii_cache", "Analysis units served from the cache or analysed", ["result"], registry=REGISTRY)
+PII_CACHE = Counter("warden_pii_cache", "Analysis units served from the cache or analysed", ["result"],
+                    registry=REGISTRY)
 PII_FINDINGS = Counter("warden_pii_findings", "Entities masked, by entity and direction", ["entity", "direction"],
                        registry=REGISTRY)
 PII_RESTARTS = Counter("warden_pii_restarts", "Times the PII analyzer pool was replaced", registry=REGISTRY)

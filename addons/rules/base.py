@@ -18,10 +18,7 @@ class _Named(Protocol):
     def name(self) -> str: ...
 
 
-N = TypeVar("N", bound=_Named)
-
-
-def unique_names(items: list[N]) -> list[N]:
+def unique_names[Named: _Named](items: list[Named]) -> list[Named]:
     """``items`` unchanged if no two share a ``name``; else a ValueError listing the repeated ones (pydantic puts the
     field's path before it)."""
     names = [item.name for item in items]
@@ -30,5 +27,6 @@ def unique_names(items: list[N]) -> list[N]:
     return items
 
 
+N = TypeVar("N", bound=_Named)
 UniqueNames = Annotated[list[N], AfterValidator(unique_names)]
 """A list of named sections (upstreams, rules, masking profiles) in which each name appears once."""

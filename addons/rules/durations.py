@@ -57,5 +57,6 @@ def seconds(name: str) -> float:
         return parse_duration(raw).total_seconds()
     except DurationError as e:
         if e.problem == "form":
-            raise exceptions.OptionsError(f"{name}: expected a number of seconds (e.g. 10 or 2.5), got {raw!r}") from None
+            raise exceptions.OptionsError(
+                f"{name}: expected a number of seconds (e.g. 10 or 2.5), got {raw!r}") from None
         raise exceptions.OptionsError(f"{name}: must be a positive number of seconds, got {raw!r}") from None

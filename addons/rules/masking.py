@@ -165,7 +165,8 @@ class Masking(Model):
             operators = dict(spec.operators)
         else:
             operators = {**self.operators, **(spec.operators if spec is not None else {})}
-        threshold = spec.score_threshold if spec is not None and spec.score_threshold is not None else self.score_threshold
+        threshold = (spec.score_threshold if spec is not None and spec.score_threshold is not None
+                     else self.score_threshold)
         responses = spec.responses if spec is not None and spec.responses is not None else self.responses
         return Profile(spec.name if spec is not None else "default", frozenset(entities),
                        {e: operators.get(e, operator) for e in entities},

@@ -35,7 +35,9 @@ class Credential(Model):
     value: str | None = Field(None, description='template with ${ENV} references, e.g. "Bearer ${OPENAI_API_KEY}"')
     file: Path | None = Field(None, description="or a file whose (stripped) content is the value")
     optional: bool = Field(
-        False, description="if the variable or file is missing, refuse this upstream's requests (503) instead of failing start-up"
+        False, description=(
+            "if the variable or file is missing, refuse this upstream's requests (503) instead of failing start-up"
+        ),
     )
 
     @model_validator(mode="after")
@@ -45,7 +47,9 @@ class Credential(Model):
         return self
 
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$"
+)
 
 
 def _is_ip(host: str) -> bool:
@@ -131,15 +135,21 @@ class Rule(Model):
         return v
 
 
+Algorithm = Literal["RS256", "ES256", "EdDSA", "PS256", "ES384", "RS384", "RS512"]
+_DEFAULT_ALGORITHMS: tuple[Algorithm, ...] = ("RS256", "ES256", "EdDSA")
+
+
 class IdentityConfig(Model):
     """Who may use the gateway: the OIDC issuer whose tokens are accepted."""
 
     issuer: str = Field("embedded", description="'embedded' (the gateway's own dev issuer) or the issuer URL")
     audience: str = Field("warden", min_length=1, description="the 'aud' tokens must carry")
-    groups_claim: str = Field("groups", pattern=r"^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$",
-                              description="claim with the caller's groups; a dotted path for nested ones (realm_access.roles)")
-    algorithms: list[Literal["RS256", "ES256", "EdDSA", "PS256", "ES384", "RS384", "RS512"]] = Field(
-        default_factory=lambda: ["RS256", "ES256", "EdDSA"], min_length=1, description="accepted signature algorithms"
+    groups_claim: str = Field(
+        "groups", pattern=r"^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$",
+        description="claim with the caller's groups; a dotted path for nested ones (realm_access.roles)",
+    )
+    algorithms: list[Algorithm] = Field(
+        default_factory=lambda: list(_DEFAULT_ALGORITHMS), min_length=1, description="accepted signature algorithms"
     )
     leeway: int = Field(30, ge=0, le=300, description="seconds of clock skew tolerated for exp and nbf")
     jwks_min_refresh: float = Field(30, ge=1, description="seconds between JWKS refetches for unknown key ids")

@@ -178,7 +178,8 @@ def _read_only(path: Path) -> duckdb.DuckDBPyConnection:
 
 def _latest_checkpoint(con: duckdb.DuckDBPyConnection) -> dict | None:
     # fetchall, not fetchone: an unfinished result would block the writer's Appender on this connection
-    rows = con.execute("SELECT seq, record->'detail' FROM events WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1").fetchall()
+    rows = con.execute(
+        "SELECT seq, record->'detail' FROM events WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1").fetchall()
     return {"seq": rows[0][0], **json.loads(rows[0][1])} if rows else None
 
 
@@ -277,7 +278,8 @@ class Store:
             "and signed now: `warden verify` reports them as signed late. If this was not a crash you know of, "
             "compare the store with the 'warden checkpoint' lines kept outside it (warden verify --heads FILE)",
             tail["count"], first, tail["last_seq"],
-            "no signed checkpoint at all" if last_signed is None else f"the last signed head (seq={last_signed['seq']})",
+            ("no signed checkpoint at all" if last_signed is None
+             else f"the last signed head (seq={last_signed['seq']})"),
             event.seq,
         )
         self._checkpoint_if_due(force=True)
@@ -297,7 +299,7 @@ class Store:
         """``submit`` for the event loop: an asyncio future, settled by the writer without a thread hop per event."""
         return self._enqueue(event, asyncio.get_running_loop().create_future())
 
-    def _enqueue(self, event: Event, future: Waiter) -> Waiter:
+    def _enqueue[W: (Future, asyncio.Future)](self, event: Event, future: W) -> W:
         if self._thread is None or not self._thread.is_alive():
             future.set_exception(StoreError("the store writer is not running"))
         else:

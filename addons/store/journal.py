@@ -102,9 +102,10 @@ def pending_events(path: Path, head_seq: int, head_hash: str, anchored: bool) ->
     events = read_journal(path)
     if not events:
         if anchored and head_seq >= 0:
-            raise JournalDamaged(path, 1, f"the journal is empty or missing, but the store (head seq={head_seq}) always "
-                                          "keeps its head there: it was truncated or replaced, and events committed "
-                                          f"after seq={head_seq} may be lost (compare the last 'warden checkpoint' log line)")
+            raise JournalDamaged(path, 1, f"the journal is empty or missing, but the store (head seq={head_seq}) "
+                                          "always keeps its head there: it was truncated or replaced, and events "
+                                          f"committed after seq={head_seq} may be lost (compare the last "
+                                          "'warden checkpoint' log line)")
         return []
     first = events[0]
     if first.seq > head_seq + 1 or (first.seq == head_seq + 1 and first.prev_hash != head_hash):
@@ -113,8 +114,8 @@ def pending_events(path: Path, head_seq: int, head_hash: str, anchored: bool) ->
     if first.seq <= head_seq:
         overlap = [n for n, e in enumerate(events, 1) if e.seq == head_seq]
         if not overlap:
-            raise JournalDamaged(path, len(events), f"the journal ends at seq={events[-1].seq}, before the store's head "
-                                                    f"(seq={head_seq}): it is older than the store")
+            raise JournalDamaged(path, len(events), f"the journal ends at seq={events[-1].seq}, before the store's "
+                                                    f"head (seq={head_seq}): it is older than the store")
         if events[overlap[0] - 1].hash != head_hash:
             raise JournalDamaged(path, overlap[0], f"seq={head_seq} differs from the store's event with that seq")
     return [e for e in events if e.seq > head_seq]

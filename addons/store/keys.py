@@ -181,7 +181,8 @@ class OriginalsKey:
 
 
 def load_or_create_hash_key(path: str | Path) -> bytes:
-    """The HMAC key of the ``hash`` masking operator: ``WARDEN_PII_HASH_KEY`` (base64), else ``path``, created if missing."""
+    """The HMAC key of the ``hash`` masking operator: ``WARDEN_PII_HASH_KEY`` (base64), else ``path``, created if
+    missing."""
     if from_env := os.environ.get(PII_HASH_KEY_ENV):
         source, text = PII_HASH_KEY_ENV, from_env.encode()
     else:

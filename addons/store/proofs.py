@@ -58,7 +58,8 @@ def prove_inclusion(events: Sequence[Event], checkpoint: Event) -> InclusionProo
 
 
 def verify_inclusion(event: Event, proof: InclusionProof, public_key: Ed25519PublicKey) -> str | None:
-    """None if ``event`` is in the chain under the head ``proof.checkpoint`` signed with ``public_key``; else why not."""
+    """None if ``event`` is in the chain under the head ``proof.checkpoint`` signed with ``public_key``; else why
+    not."""
     if event.seq != proof.seq or event.prev_hash != proof.prev_hash:
         return "the event is not the one the proof is for (seq or prev_hash differ)"
     if event.chain_format != 2:
@@ -76,6 +77,7 @@ def verify_inclusion(event: Event, proof: InclusionProof, public_key: Ed25519Pub
         return "the checkpoint vouches for another head"
     if signed.get("key_id") != key_id(public_key):
         return f"the checkpoint was signed by key {signed.get('key_id')}, not by the given key"
-    if not verify_signature(public_key, checkpoint_message(proof.head_seq, proof.head_hash), signed.get("signature") or ""):
+    message = checkpoint_message(proof.head_seq, proof.head_hash)
+    if not verify_signature(public_key, message, signed.get("signature") or ""):
         return "the checkpoint signature is not valid"
     return None

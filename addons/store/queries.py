@@ -72,7 +72,8 @@ LIMIT ?
 
 def search_flows(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> list[dict[str, Any]]:
     """One row per flow (newest first): who, where, what was decided and how it ended."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[object] = []
     for column, value in (("r.user", f.user), ("r.host", f.host), ("r.decision", f.decision)):
         if value is not None:
             where.append(f"{column} = ?")
@@ -201,11 +202,12 @@ def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) 
             result.signed_late += found
             found = []
         else:
-            if event.kind == "startup" and (event.detail or {}).get("unsigned_tail") is not None:
-                why = _check_startup(event, result.heads[-1]["seq"] if result.heads else -1)
+            tail = (event.detail or {}).get("unsigned_tail") if event.kind == "startup" else None
+            if tail is not None:
+                why = _check_startup(event, tail, result.heads[-1]["seq"] if result.heads else -1)
                 if why:
                     return fail(event, why)
-                found.append({**event.detail["unsigned_tail"], "startup_seq": event.seq})
+                found.append({**tail, "startup_seq": event.seq})
             result.unsigned_tail += 1
         prev_hash, expected_seq = event.hash, event.seq + 1
         result.events += 1
@@ -230,18 +232,22 @@ def _check_checkpoint(event: Event, prev_hash: str, public_key, wanted_key) -> s
     return None
 
 
-def _check_startup(event: Event, last_checkpoint_seq: int) -> str | None:
-    """A startup event names exactly the events between the last checkpoint and itself."""
-    tail = event.detail["unsigned_tail"]
-    want = {"first_seq": last_checkpoint_seq + 1, "last_seq": event.seq - 1, "count": event.seq - 1 - last_checkpoint_seq}
+def _check_startup(event: Event, tail: dict[str, Any], last_checkpoint_seq: int) -> str | None:
+    """A startup event names (in ``tail``, its ``unsigned_tail``) exactly the events between the last checkpoint
+    and itself."""
+    want = {"first_seq": last_checkpoint_seq + 1, "last_seq": event.seq - 1,
+            "count": event.seq - 1 - last_checkpoint_seq}
     if {k: tail.get(k) for k in want} != want:
         return (f"the startup event names unsigned events seq {tail.get('first_seq')}..{tail.get('last_seq')}, "
                 f"but the chain has seq {want['first_seq']}..{want['last_seq']} there")
     return None
 
 
-# The gateway's external anchor, one per checkpoint (addons/store/database.py): any prefix (time, level, logger) is allowed.
-HEAD_LINE = re.compile(r"warden checkpoint seq=(\d+) head_seq=(\d+) head_hash=([0-9a-f]{64}) key_id=(\S+) signature=(\S+)")
+# The gateway's external anchor, one per checkpoint (addons/store/database.py): any prefix (time, level, logger)
+# is allowed.
+HEAD_LINE = re.compile(
+    r"warden checkpoint seq=(\d+) head_seq=(\d+) head_hash=([0-9a-f]{64}) key_id=(\S+) signature=(\S+)"
+)
 
 
 def parse_heads(lines: Iterable[str]) -> list[dict[str, Any]]:
@@ -271,7 +277,8 @@ def match_heads(result: Verification, external: list[dict[str, Any]], source: st
             why = ("no checkpoint with that seq in the chain" if head["seq"] > result.head_seq or not result.ok
                    else f"event seq={head['seq']} of the chain is not a checkpoint")
         else:
-            why = f"the chain's checkpoint seq={head['seq']} signs head_seq={mine['head_seq']} head_hash={mine['head_hash']}"
+            why = (f"the chain's checkpoint seq={head['seq']} signs head_seq={mine['head_seq']} "
+                   f"head_hash={mine['head_hash']}")
         unmatched.append({**{k: head[k] for k in ("seq", "head_seq", "head_hash", "key_id", "line")}, "why": why})
     result.external_heads = {"source": source, "given": len(external), "matched": matched, "unmatched": unmatched}
     if unmatched and result.ok:

@@ -10,6 +10,7 @@ queued, and the credentials addon removes the upstream keys from what the caller
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import functools
 import json
@@ -162,7 +163,8 @@ class Secrets:
                 data = data.replace(value, REDACTED_CREDENTIAL.encode())
         return data, count
 
-    def body(self, data: bytes, content_encoding: str = "") -> tuple[bytes | None, int]:
+    # below the ``bytes`` method, the class body's ``bytes`` is that method: the type is spelled ``builtins.bytes``
+    def body(self, data: builtins.bytes, content_encoding: str = "") -> tuple[builtins.bytes | None, int]:
         """A body as sent, possibly compressed: decoded (bounded: a refused body may be a bomb), cleaned and encoded
         again if a secret is inside. ``None`` when it cannot be decoded to be checked: such a body is not kept."""
         data, count = self.bytes(data)
@@ -176,7 +178,7 @@ class Secrets:
         cleaned, inside = self.bytes(decoded)
         return (encoding.encode(cleaned, coding), count + inside) if inside else (data, count)
 
-    def prefix_tail(self, data: bytes) -> int:
+    def prefix_tail(self, data: builtins.bytes) -> int:
         """Where the longest tail of ``data`` that could still grow into a secret starts (``len(data)``: none)."""
         start = len(data)
         for value in self._raw:

@@ -34,14 +34,19 @@ app.add_typer(rules_app, name="rules")
 
 @app.callback()
 def main_options(
-    db: Annotated[str, typer.Option(envvar="WARDEN_DB", help="The store file (used when the gateway is stopped).")] = State.db,
-    admin: Annotated[str, typer.Option(envvar="WARDEN_ADMIN", help="The gateway's admin API (used while it runs).")] = State.admin,
+    db: Annotated[str, typer.Option(
+        envvar="WARDEN_DB", help="The store file (used when the gateway is stopped).")] = State.db,
+    admin: Annotated[str, typer.Option(
+        envvar="WARDEN_ADMIN", help="The gateway's admin API (used while it runs).")] = State.admin,
     token: Annotated[str | None, typer.Option(envvar="WARDEN_TOKEN", help=(
         "Token for the admin API (one of identity.admin_groups). Default: signed on the spot with the embedded "
-        "issuer's key, for the --rules file's identity.audience and first admin group, when this user can read it."))] = None,
-    issuer_key: Annotated[Path, typer.Option(envvar="WARDEN_ISSUER_KEY", help="The embedded issuer's key.")] = State.issuer_key,
+        "issuer's key, for the --rules file's identity.audience and first admin group, when this user can read "
+        "it."))] = None,
+    issuer_key: Annotated[Path, typer.Option(
+        envvar="WARDEN_ISSUER_KEY", help="The embedded issuer's key.")] = State.issuer_key,
     rules: Annotated[Path, typer.Option(envvar="WARDEN_RULES", help=(
-        "The gateway's rules file: its identity.audience and identity.admin_groups shape the CLI's own token."))] = State.rules,
+        "The gateway's rules file: its identity.audience and identity.admin_groups shape the CLI's own "
+        "token."))] = State.rules,
 ) -> None:
     State.db, State.admin, State.token, State.issuer_key, State.rules = db, admin, token, issuer_key, rules
 

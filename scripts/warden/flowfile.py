@@ -48,7 +48,8 @@ def to_flow(events: list[Event], originals: OriginalsKey | None = None) -> http.
     req = request_event
     started = req.ts.replace(tzinfo=UTC).timestamp()
     peer_host, _, peer_port = (req.client or "0.0.0.0:0").rpartition(":")
-    client = connection.Client(peername=(peer_host, int(peer_port or 0)), sockname=("0.0.0.0", 0), timestamp_start=started)
+    client = connection.Client(peername=(peer_host, int(peer_port or 0)), sockname=("0.0.0.0", 0),
+                               timestamp_start=started)
     server = connection.Server(address=(req.host or "", req.port or 0))
     flow = http.HTTPFlow(client, server)
     flow.id = req.flow_id or flow.id
@@ -62,9 +63,10 @@ def to_flow(events: list[Event], originals: OriginalsKey | None = None) -> http.
     for event in events:
         ended = started + (event.latency_total_ms or 0) / 1000
         if event.kind == "response":
-            reason = HTTPStatus(event.status).phrase if event.status in HTTPStatus._value2member_map_ else ""
+            status = event.status or 0
+            reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
             flow.response = http.Response(
-                (event.http_version or "HTTP/1.1").encode(), event.status or 0, reason.encode(), _fields(event),
+                (event.http_version or "HTTP/1.1").encode(), status, reason.encode(), _fields(event),
                 body_of(event, originals), None, ended, ended,
             )
         elif event.kind == "error":

@@ -32,11 +32,14 @@ def _when(value: str | None, name: str):
 def flows(
     user: Annotated[str | None, typer.Option(help="Only this identity (sub).")] = None,
     host: Annotated[str | None, typer.Option(help="Only this upstream host.")] = None,
-    since: Annotated[str | None, typer.Option(help="From this time (ISO 8601, UTC) or duration ago (15m, 2h, 7d).")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="From this time (ISO 8601, UTC) or duration ago (15m, 2h, 7d).")] = None,
     until: Annotated[str | None, typer.Option(help="Before this time or duration ago.")] = None,
     decision: Annotated[str | None, typer.Option(help="Only this policy decision (allow, block).")] = None,
-    fate: Annotated[str | None, typer.Option(help="Only this fate (completed, host_not_allowed, upstream_error, client_gone, ...).")] = None,
-    entity: Annotated[str | None, typer.Option(help="Only flows where this entity was masked (EMAIL_ADDRESS, CREDIT_CARD, ...).")] = None,
+    fate: Annotated[str | None, typer.Option(
+        help="Only this fate (completed, host_not_allowed, upstream_error, client_gone, ...).")] = None,
+    entity: Annotated[str | None, typer.Option(
+        help="Only flows where this entity was masked (EMAIL_ADDRESS, CREDIT_CARD, ...).")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many flows, newest first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
@@ -104,8 +107,10 @@ def _text(body: bytes | None) -> str:
 @flows_app.command()
 def show(
     flow_id: Annotated[str, typer.Argument(help="The flow's id (or a unique prefix of it).")],
-    originals: Annotated[bool, typer.Option(help="Show original bodies where masking changed them (needs the key).")] = False,
-    key: Annotated[Path | None, typer.Option(help="The originals key file (default certs/warden-originals.key or $WARDEN_ORIGINALS_KEY).")] = None,
+    originals: Annotated[bool, typer.Option(
+        help="Show original bodies where masking changed them (needs the key).")] = False,
+    key: Annotated[Path | None, typer.Option(
+        help="The originals key file (default certs/warden-originals.key or $WARDEN_ORIGINALS_KEY).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The flow's events as JSON.")] = False,
 ) -> None:
     """Show one whole flow: every event, headers redacted, bodies masked. Example: warden show 0f8c12ab"""
@@ -131,8 +136,9 @@ def show(
             out.print(f"{event.method} {event.scheme}://{event.host}:{event.port}{event.path}  user={event.user or '-'}"
                       f"  decision={event.decision or '-'} ({event.rule or '-'})", highlight=False)
         elif event.kind == "response":
-            out.print(f"HTTP {event.status}  upstream {event.latency_upstream_ms} ms, total {event.latency_total_ms} ms,"
-                      f" tokens {event.tokens_in}/{event.tokens_out}", highlight=False)
+            out.print(f"HTTP {event.status}  upstream {event.latency_upstream_ms} ms,"
+                      f" total {event.latency_total_ms} ms, tokens {event.tokens_in}/{event.tokens_out}",
+                      highlight=False)
         else:
             out.print(f"{event.reason}", highlight=False)
         for name, value in headers_of(event):
@@ -147,10 +153,12 @@ def show(
 @flows_app.command("export-flows")
 def export_flows(
     output: Annotated[Path, typer.Option("-o", "--output", help="The mitmproxy flow file to write.")],
-    originals: Annotated[bool, typer.Option(help="Put original bodies in place of masked ones (needs the key).")] = False,
+    originals: Annotated[bool, typer.Option(
+        help="Put original bodies in place of masked ones (needs the key).")] = False,
     key: Annotated[Path | None, typer.Option(help="The originals key file.")] = None,
 ) -> None:
-    """Write every recorded flow to a mitmproxy flow file. Example: warden export-flows -o flows.mitm && mitmweb --rfile flows.mitm"""
+    """Write every recorded flow to a mitmproxy flow file. Example: warden export-flows -o flows.mitm &&
+    mitmweb --rfile flows.mitm"""
     orig_key = originals_key(key) if originals else None
     backend = connect()
     try:

@@ -33,7 +33,8 @@ def _load(path: Path) -> Rules:
 
 @rules_app.command()
 def check(path: Annotated[Path, typer.Argument(help="The rules file.")] = Path("rules/default.yaml")) -> None:
-    """Validate a rules file (errors name file and field; exit 1) and show what it allows. Example: warden rules check rules/default.yaml"""
+    """Validate a rules file (errors name file and field; exit 1) and show what it allows. Example: warden rules
+    check rules/default.yaml"""
     rules = _load(path)
     ident = rules.identity
     out.print(f"[green]{path}: valid[/]. Identity: issuer {ident.issuer}, audience {ident.audience}, groups from "
@@ -73,7 +74,8 @@ def _masking(rules: Rules) -> None:
             spec = profile.operators[entity]
             how = spec.type + (f" keep_last={spec.keep_last}" if spec.keep_last else "") + \
                 (f" value={spec.value!r}" if spec.value is not None else "")
-            table.add_row(name if i == 0 else "", groups if i == 0 else "", entity, how, f"{profile.thresholds[entity]:g}")
+            table.add_row(name if i == 0 else "", groups if i == 0 else "", entity, how,
+                          f"{profile.thresholds[entity]:g}")
     out.print(table)
 
 
@@ -91,7 +93,8 @@ def explain(
         raise typer.BadParameter(f"{url!r}: {e}", param_hint="URL") from None
     upstream = rules.upstream_for(request.host, request.port)
     if upstream is None:
-        out.print(f"[red]refused (403 host_not_allowed)[/]: {request.host}:{request.port} is not an upstream", highlight=False)
+        out.print(f"[red]refused (403 host_not_allowed)[/]: {request.host}:{request.port} is not an upstream",
+                  highlight=False)
         raise typer.Exit(0)
     flow = http.HTTPFlow(connection.Client(peername=("127.0.0.1", 0), sockname=("127.0.0.1", 0), timestamp_start=0),
                          connection.Server(address=(request.host, request.port)))

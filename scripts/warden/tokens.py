@@ -29,10 +29,12 @@ def token(
     groups: Annotated[str, typer.Option(help="Comma-separated groups, e.g. dev,security.")] = "",
     ttl: Annotated[str, typer.Option(help="Lifetime: seconds or 15m, 1h, 1d, 1w.")] = "1h",
     email: Annotated[str | None, typer.Option(help="The email claim.")] = None,
-    audience: Annotated[str | None, typer.Option(help="The aud claim (default: the --rules file's identity.audience).")] = None,
+    audience: Annotated[str | None, typer.Option(
+        help="The aud claim (default: the --rules file's identity.audience).")] = None,
     key: Annotated[Path | None, typer.Option(help="The embedded issuer's key (default: --issuer-key).")] = None,
 ) -> None:
-    """Sign a token with the embedded development issuer. Example: HTTPS_PROXY=http://alice:$(warden token alice --groups dev)@127.0.0.1:8080"""
+    """Sign a token with the embedded development issuer. Example:
+    HTTPS_PROXY=http://alice:$(warden token alice --groups dev)@127.0.0.1:8080"""
     from addons.auth.issuer import EmbeddedIssuer
 
     key = key or State.issuer_key
@@ -43,4 +45,6 @@ def token(
     except KeyFileError as e:
         raise fail(str(e)) from None
     groups_list = [g.strip() for g in groups.split(",") if g.strip()]
-    sys.stdout.write(issuer.mint(user, audience=audience or identity().audience, groups=groups_list, ttl=_seconds(ttl), email=email) + "\n")
+    minted = issuer.mint(user, audience=audience or identity().audience, groups=groups_list, ttl=_seconds(ttl),
+                         email=email)
+    sys.stdout.write(minted + "\n")

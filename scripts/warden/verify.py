@@ -27,10 +27,11 @@ def verify(
     pubkey: Annotated[Path, typer.Option(envvar="WARDEN_PUBKEY", help="The gateway's Ed25519 public key.")] = Path(
         "certs/warden-signing.pub"
     ),
-    as_json: Annotated[bool, typer.Option("--json", help="The result as JSON (every signed head under 'heads').")] = False,
-    heads: Annotated[Path | None, typer.Option(help="A file holding the checkpoint heads kept outside the store: the "
-                                                   "gateway's 'warden checkpoint seq=... head_hash=...' log lines (other "
-                                                   "lines are ignored). Each must be a checkpoint of the chain.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="The result as JSON (every signed head under 'heads').")] = False,
+    heads: Annotated[Path | None, typer.Option(help=(
+        "A file holding the checkpoint heads kept outside the store: the gateway's 'warden checkpoint seq=... "
+        "head_hash=...' log lines (other lines are ignored). Each must be a checkpoint of the chain."))] = None,
 ) -> None:
     """Check the record: the hash chain from its genesis (seq 0), every checkpoint signature, and that a signed
     checkpoint covers every event. Through a running gateway, it first has the gateway sign its current head.
@@ -110,15 +111,16 @@ def _report(result: Verification, checkpoint: dict | None, where: str, as_json: 
         err.print(f"[bold red]chain BROKEN[/]: {result.problem}", highlight=False)
         if result.external_heads is not None:
             ext = result.external_heads
-            err.print(f"  external heads: {ext['matched']} of {ext['given']} matched ({ext['source']})", highlight=False)
+            err.print(f"  external heads: {ext['matched']} of {ext['given']} matched ({ext['source']})",
+                      highlight=False)
         return
     if result.status == "no_signed_checkpoint":
         out.print(f"[yellow]0 SIGNED CHECKPOINTS[/]: the chain is intact ({result.events} events from the genesis, "
                   f"head seq={result.head_seq}), but no checkpoint signs any of it: nothing shows the gateway wrote "
                   f"this record (exit 3, as for an unsigned tail) ({where})", highlight=False)
     elif result.status == "ok":
-        out.print(f"[green]chain OK[/]: {result.events} events from the genesis, {result.checkpoints} signed checkpoints, "
-                  f"head seq={result.head_seq} hash={result.head_hash} ({where})", highlight=False)
+        out.print(f"[green]chain OK[/]: {result.events} events from the genesis, {result.checkpoints} signed "
+                  f"checkpoints, head seq={result.head_seq} hash={result.head_hash} ({where})", highlight=False)
     else:
         out.print(f"[yellow]UNSIGNED TAIL[/]: the chain is intact ({result.events} events from the genesis, head "
                   f"seq={result.head_seq}), but {result.unsigned_tail} events after the last signed head "
@@ -131,16 +133,16 @@ def _report(result: Verification, checkpoint: dict | None, where: str, as_json: 
                   highlight=False)
     if result.heads:
         shown = result.heads[-SHOWN_HEADS:]
-        out.print(f"  signed heads (the last {len(shown)} of {len(result.heads)}; all with --json), to compare with the "
-                  "gateway's 'warden checkpoint' log lines:", highlight=False)
+        out.print(f"  signed heads (the last {len(shown)} of {len(result.heads)}; all with --json), to compare with "
+                  "the gateway's 'warden checkpoint' log lines:", highlight=False)
         for head in shown:
             out.print(f"    seq={head['seq']} head_seq={head['head_seq']} head_hash={head['head_hash']} "
                       f"key_id={head['key_id']}", highlight=False)
     for late in result.signed_late:
-        out.print(f"  [yellow]signed late (found unsigned at start-up, seq {late['first_seq']}..{late['last_seq']})[/]: "
-                  f"{late['count']} events no checkpoint had signed when a gateway started (a crash, a repair, or an "
-                  f"edit of the stopped store); recorded by startup event seq={late['startup_seq']}. Compare the heads "
-                  "before it with the log lines kept outside (--heads)", highlight=False)
+        out.print(f"  [yellow]signed late (found unsigned at start-up, seq {late['first_seq']}..{late['last_seq']})"
+                  f"[/]: {late['count']} events no checkpoint had signed when a gateway started (a crash, a repair, "
+                  f"or an edit of the stopped store); recorded by startup event seq={late['startup_seq']}. Compare the "
+                  "heads before it with the log lines kept outside (--heads)", highlight=False)
     if result.external_heads is not None:
         ext = result.external_heads
         out.print(f"  external heads: {ext['matched']} of {ext['given']} matched ({ext['source']})", highlight=False)
@@ -152,7 +154,8 @@ def _report(result: Verification, checkpoint: dict | None, where: str, as_json: 
 def repair_journal_command() -> None:
     """Repair the journal after start-up refused it (the gateway must be stopped). Keeps a copy of the journal
     beside it (NAME.journal.damaged-TIME), loads every event that still continues the chain, sets aside the
-    rest and records what it did as a 'journal_repair' event on the chain. Example: warden --db data/warden.duckdb repair-journal
+    rest and records what it did as a 'journal_repair' event on the chain. Example: warden --db data/warden.duckdb
+    repair-journal
     """
     try:
         report = repair_journal(State.db)

@@ -57,7 +57,8 @@ def test_the_top_of_addons_holds_the_chain_and_nothing_else() -> None:
                    and hooks & {f.name for f in n.body if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}]
         assert classes, f"addons/{name}.py defines no addon (a class with a mitmproxy hook)"
         # Addons meet in flow.metadata and through ctx.master.addons.get, never by importing each other.
-        others = [imported for _, imported in warden_imports(ADDONS / f"{name}.py") if imported.split(".")[1] in modules]
+        others = [imported for _, imported in warden_imports(ADDONS / f"{name}.py")
+                  if imported.split(".")[1] in modules]
         assert not others, f"addons/{name}.py imports another addon: {others}"
 
 

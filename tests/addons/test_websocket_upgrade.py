@@ -48,7 +48,8 @@ def test_a_message_the_store_cannot_commit_is_dropped_and_the_session_closed(tmp
     from addons.websocket import Session, WebSocket
 
     rules = tmp_path / "rules.yaml"
-    rules.write_text("upstreams:\n  - {name: rt, host: example.com, websocket: true}\nmasking: {unknown_content: pass}\n")
+    rules.write_text("upstreams:\n  - {name: rt, host: example.com, websocket: true}\n"
+                     "masking: {unknown_content: pass}\n")
     websocket, recorder = WebSocket(), Recorder()
     with taddons.context(Config(), Intake(), websocket, recorder) as tctx:
         tctx.configure(recorder, warden_rules=str(rules), warden_db=str(tmp_path / "w.duckdb"),

@@ -56,7 +56,8 @@ def test_admin_api_needs_an_admin_token(gateway: Gateway) -> None:
     forged = gateway.admin_client(token="not.a.token").get("/api/flows")
     assert forged.status_code == 401 and "malformed" in forged.json()["error"]["message"]
     user = gateway.admin_client(token=gateway.token("mallory", groups=["dev"])).get("/api/flows")
-    assert user.status_code == 403 and "mallory is in none of the admin groups (warden-admin)" in user.json()["error"]["message"]
+    assert user.status_code == 403
+    assert "mallory is in none of the admin groups (warden-admin)" in user.json()["error"]["message"]
     assert gateway.admin_client().get("/api/flows").status_code == 200
     # The CLI signs its own admin token with the embedded issuer's key; a user's token is refused.
     refused = gateway.warden("--token", gateway.token("mallory", groups=["dev"]), "flows", check=False)

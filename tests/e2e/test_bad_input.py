@@ -55,9 +55,11 @@ def test_unknown_option_values_are_named(tmp_path: Path, confdir: Path, upstream
     log = startup_failure(tmp_path / "c", confdir, upstream, rules_for(upstream.port),
                           "--set", f"warden_rules={tmp_path / 'missing.yaml'}")
     assert "missing.yaml: cannot read rules file" in log
-    log = startup_failure(tmp_path / "d", confdir, upstream, rules_for(upstream.port), "--set", "warden_pii_timeout=soon")
+    log = startup_failure(tmp_path / "d", confdir, upstream, rules_for(upstream.port),
+                          "--set", "warden_pii_timeout=soon")
     assert "warden_pii_timeout: expected a number of seconds (e.g. 10 or 2.5), got 'soon'" in log
-    log = startup_failure(tmp_path / "e", confdir, upstream, rules_for(upstream.port), "--set", "warden_record_timeout=-1")
+    log = startup_failure(tmp_path / "e", confdir, upstream, rules_for(upstream.port),
+                          "--set", "warden_record_timeout=-1")
     assert "warden_record_timeout: must be a positive number of seconds" in log
     masking = rules_for(upstream.port).replace("rules:", "masking:\n  operators: {EMAIL: mask}\nrules:", 1)
     log = startup_failure(tmp_path / "f", confdir, upstream, masking)
@@ -75,7 +77,8 @@ def test_bad_bodies_are_refused_recorded_and_serving_goes_on(gateway_factory, up
         chunked = client.post(url, content=iter([b"x" * 600, b"y" * 600]), headers={"content-type": "text/plain"})
         assert chunked.status_code == 413
 
-        latin = client.post(url, content='{"q": "caf\xe9"}'.encode("latin-1"), headers={"content-type": "application/json"})
+        latin = client.post(url, content='{"q": "caf\xe9"}'.encode("latin-1"),
+                            headers={"content-type": "application/json"})
         assert latin.status_code == 400
         assert "not valid UTF-8 (byte 0xe9 at offset 10)" in latin.json()["error"]["message"]
 
@@ -86,7 +89,8 @@ def test_bad_bodies_are_refused_recorded_and_serving_goes_on(gateway_factory, up
                                                                    "content-encoding": "gzip"})
         assert bad_gzip.status_code == 400 and "Content-Encoding 'gzip'" in bad_gzip.json()["error"]["message"]
 
-        good_gzip = client.post(f"https://localhost:{upstream.port}/echo/gz", content=gzip.compress(b'{"model": "m", "messages": [{"role": "user", "content": "gz"}]}'),
+        gzipped = gzip.compress(b'{"model": "m", "messages": [{"role": "user", "content": "gz"}]}')
+        good_gzip = client.post(f"https://localhost:{upstream.port}/echo/gz", content=gzipped,
                                 headers={"content-type": "application/json", "content-encoding": "gzip"})
         assert good_gzip.status_code == 200 and "x-warden-error" not in good_gzip.headers
 
@@ -95,7 +99,8 @@ def test_bad_bodies_are_refused_recorded_and_serving_goes_on(gateway_factory, up
         # bytes PII masking cannot read are refused by default (masking.unknown_content: block)
         assert binary.status_code == 415 and binary.json()["error"]["type"] == "unsupported_content"
 
-        assert client.post(url, json={"model": "m", "messages": [{"role": "user", "content": "still here"}]}).status_code == 200
+        still = client.post(url, json={"model": "m", "messages": [{"role": "user", "content": "still here"}]})
+        assert still.status_code == 200
 
     fates = [f["fate"] for f in reversed(gw.flows())]
     assert fates == ["body_too_large", "body_too_large", "malformed_body", "malformed_body", "malformed_body",

@@ -23,8 +23,9 @@ def mixed_traffic(gw: Gateway, upstream_port: int) -> Counter:
     expected: Counter = Counter()
     with gw.client(timeout=10) as client:
         for i in range(3):
-            assert client.post(f"https://localhost:{upstream_port}/v1/chat/completions",
-                               json={"model": "m", "messages": [{"role": "user", "content": f"hi {i}"}]}).status_code == 200
+            answer = client.post(f"https://localhost:{upstream_port}/v1/chat/completions",
+                                 json={"model": "m", "messages": [{"role": "user", "content": f"hi {i}"}]})
+            assert answer.status_code == 200
             expected["completed"] += 1
         assert client.post(f"https://localhost:{upstream_port}/v1/files", content=b"x").status_code == 403
         expected["blocked_by_policy"] += 1

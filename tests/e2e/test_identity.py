@@ -80,8 +80,8 @@ def test_valid_tokens_pass_forward_and_reverse(gw: Gateway, upstream, issuer: Oi
     token = issuer.token(f"user-{alg}", alg, email=f"{alg}@example.org", realm_access={"roles": ["dev", "ml"]})
     with gw.client(token=token) as client:
         assert client.get(f"https://localhost:{upstream.port}/echo/forward").status_code == 200
-    reverse = httpx.get(f"http://127.0.0.1:{gw.reverse_port}/echo/reverse", headers={"Authorization": f"Bearer {token}"},
-                        trust_env=False)
+    reverse = httpx.get(f"http://127.0.0.1:{gw.reverse_port}/echo/reverse",
+                        headers={"Authorization": f"Bearer {token}"}, trust_env=False)
     assert reverse.status_code == 200
     for received in upstream.received:
         names = {k.lower() for k, _ in received["headers"]}
@@ -98,7 +98,8 @@ def test_valid_tokens_pass_forward_and_reverse(gw: Gateway, upstream, issuer: Oi
 def test_curl_with_bearer_and_openai_sdk_with_basic(gw: Gateway, upstream, issuer, monkeypatch) -> None:
     token = issuer.token("carol", "ES256")
     result = subprocess.run(
-        ["curl", "-sS", "--fail-with-body", "--proxy", gw.proxy_url, "--proxy-header", f"Proxy-Authorization: Bearer {token}",
+        ["curl", "-sS", "--fail-with-body", "--proxy", gw.proxy_url,
+         "--proxy-header", f"Proxy-Authorization: Bearer {token}",
          "--cacert", str(gw.ca_cert), f"https://localhost:{upstream.port}/echo/curl"],
         capture_output=True, text=True, timeout=30,
     )
@@ -108,7 +109,8 @@ def test_curl_with_bearer_and_openai_sdk_with_basic(gw: Gateway, upstream, issue
     monkeypatch.setenv("HTTPS_PROXY", gw.proxy_url_for(issuer.token("dave", "EdDSA"), user="dave"))
     monkeypatch.setenv("SSL_CERT_FILE", str(gw.ca_cert))
     sdk = openai.OpenAI(base_url=f"https://localhost:{upstream.port}/v1", api_key="unused", max_retries=0)
-    assert sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content == "hi"
+    completion = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert completion.choices[0].message.content == "hi"
     assert sorted(f["user"] for f in gw.flows()) == ["carol", "dave"]
 
 

@@ -170,7 +170,8 @@ def test_cleartext_to_an_https_upstream_is_refused_never_sent(gateway_factory, u
     assert "https" in r.json()["error"]["message"]
     # cleartext HTTP inside a CONNECT
     with tunnel(gw, f"localhost:{listener.port}", gw.token()) as sock:
-        sock.sendall(f"GET /v1/models HTTP/1.1\r\nHost: localhost:{listener.port}\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(
+            f"GET /v1/models HTTP/1.1\r\nHost: localhost:{listener.port}\r\nConnection: close\r\n\r\n".encode())
         status, _, body = read_response(sock)
     assert status == 403 and json.loads(body)["error"]["type"] == "cleartext_refused"
     time.sleep(0.5)

@@ -92,7 +92,8 @@ STRIPPED = [  # (header, planted value): each carries a credential, by its name 
     ("openai-api-key", "PLANTED4oai0004xx"), ("x-auth-token", "PLANTED5tok0005xx"),
     ("x-amz-security-token", "PLANTED6amz0006xx"), ("X-Amz-Date", "20260101T000000Z"),
     ("Authentication", "PLANTED7authn0007"), ("X-Forwarded-Authorization", "Bearer PLANTED8fwd0008x"),
-    ("Proxy-Secret", "PLANTED9proxy0009"), ("X-Vendor-Token", "PLANTED10vtok0010"), ("X-Service-Key", "PLANTED11skey0011"),
+    ("Proxy-Secret", "PLANTED9proxy0009"), ("X-Vendor-Token", "PLANTED10vtok0010"),
+    ("X-Service-Key", "PLANTED11skey0011"),
     ("X-Request-Signature", "PLANTED12sig00012"), ("Ocp-Apim-Subscription-Key", "PLANTED13apim0013"),
     ("X-Goog-Api-Key", "PLANTED14goog0014"), ("Api-Key", "PLANTED15api00015"), ("X-Api-Key", "PLANTED16xapi0016"),
     ("DPoP", "PLANTED17dpop0017"), ("X-Client-Cert", "PLANTED18cert0018"), ("X-Session-Id", "PLANTED19sess0019"),
@@ -222,8 +223,9 @@ def test_tokens_in_paths_and_the_callers_own_secrets_are_not_stored(gateway: Gat
                      "/echo/o?access_token=PLANTEDaccess0031&id_token=PLANTEDidtok0032&refresh_token=PLANTEDrefresh33"):
             assert client.get(base + path).status_code == 200
         for path, status in (("/v1/chat/completions", 200), ("/v1/files", 403)):  # forwarded, and refused by policy
+            message = {"role": "user", "content": f"my key: {CALLER_BEARER} ok"}
             r = client.post(base + path, headers={"Authorization": f"Bearer {CALLER_BEARER}"},
-                            json={"model": "m", "messages": [{"role": "user", "content": f"my key: {CALLER_BEARER} ok"}]})
+                            json={"model": "m", "messages": [message]})
             assert r.status_code == status
     reverse_token = gateway.token("bob")
     r = httpx.post(f"http://127.0.0.1:{gateway.reverse_port}/v1/chat/completions?x=1", trust_env=False,

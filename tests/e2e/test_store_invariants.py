@@ -52,7 +52,8 @@ def test_request_committed_before_it_leaves_and_response_before_client_has_it(
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        gw: Gateway = gateway_factory(rules_for(upstream.port, f"  - name: witness\n    host: localhost\n    port: {port}\n"))
+        gw: Gateway = gateway_factory(
+            rules_for(upstream.port, f"  - name: witness\n    host: localhost\n    port: {port}\n"))
         WitnessUpstream.admin = gw.admin_client()
         with gw.client() as client:
             for i in range(15):
@@ -81,7 +82,8 @@ def test_masked_body_stored_with_original_only_encrypted(gateway_factory, upstre
     import duckdb
 
     con = duckdb.connect(str(gw.db), read_only=True)
-    body, original = con.execute("SELECT body, original_enc FROM events WHERE kind='request' AND record->>'path'='/echo/mask'").fetchone()
+    body, original = con.execute(
+        "SELECT body, original_enc FROM events WHERE kind='request' AND record->>'path'='/echo/mask'").fetchone()
     con.close()
     assert b"<EMAIL>" in body and secret_email.encode() not in body
     assert original is not None and secret_email.encode() not in original
@@ -90,7 +92,8 @@ def test_masked_body_stored_with_original_only_encrypted(gateway_factory, upstre
     flow_id = gw.flows()[0]["flow_id"]
     masked = json.loads(gw.warden("show", "--json", flow_id).stdout.splitlines()[0])
     assert secret_email not in masked["body"] and masked["original"] == "encrypted"
-    clear = json.loads(gw.warden("show", "--json", "--originals", "--key", str(gw.originals_key), flow_id).stdout.splitlines()[0])
+    shown = gw.warden("show", "--json", "--originals", "--key", str(gw.originals_key), flow_id)
+    clear = json.loads(shown.stdout.splitlines()[0])
     assert secret_email in clear["body"]
 
     out = tmp_path / "orig.mitm"
@@ -174,8 +177,10 @@ def test_a_forged_chain_fails_verify(gateway_factory, upstream) -> None:
     gw.db.write_bytes(pristine)
     _rewrite(gw.db, lambda events: _rehash([e for e in events if e.seq >= 4 and e.kind != "checkpoint"], renumber=True))
     result = gw.warden("verify", db_only=True, check=False)
-    assert result.returncode == 3 and "0 SIGNED CHECKPOINTS" in result.stdout and "chain OK" not in result.stdout, result
-    assert json.loads(gw.warden("verify", "--json", db_only=True, check=False).stdout)["status"] == "no_signed_checkpoint"
+    assert result.returncode == 3 and "0 SIGNED CHECKPOINTS" in result.stdout, result
+    assert "chain OK" not in result.stdout, result
+    as_json = gw.warden("verify", "--json", db_only=True, check=False)
+    assert json.loads(as_json.stdout)["status"] == "no_signed_checkpoint"
 
     # 3. renumbered and re-hashed, the signed checkpoint kept: it vouches for a head that is no longer there
     gw.db.write_bytes(pristine)
@@ -236,7 +241,8 @@ def test_an_edited_tail_laundered_through_a_restart_is_named_signed_late_and_cau
         assert f"signed late (found unsigned at start-up, seq {first}..{last})" in text
         # the head the first gateway logged at shutdown is not in the laundered chain
         caught = restarted.warden("verify", "--heads", str(first_log), check=False)
-        assert caught.returncode == 1 and f"event seq={last + 1} of the chain is not a checkpoint" in caught.stderr, caught
+        assert caught.returncode == 1, caught
+        assert f"event seq={last + 1} of the chain is not a checkpoint" in caught.stderr, caught
         assert "external heads: 1 of 2 matched" in caught.stderr
     finally:
         restarted.stop()

@@ -61,7 +61,8 @@ class WsUpstream:
                 head = read_head(sock)
                 if head.split(b" ", 2)[1:2] == [b"/rogue"]:
                     self.rogue_hits += 1
-                    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    sock.sendall(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
                     sock.sendall(RAW)
                     sock.recv(65536)
                     return

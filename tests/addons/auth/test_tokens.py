@@ -49,7 +49,8 @@ def test_a_token_not_yet_valid_and_other_claim_refusals(issuer: EmbeddedIssuer) 
     validator = TokenValidator(EMBEDDED_ISSUER, "warden", StaticKeys(issuer.public_keys()), leeway=30)
     now = int(time.time())
     ahead = refusal(validator, issuer.mint("carol", extra={"nbf": now + 3600}))
-    assert (ahead.reason, ahead.message, ahead.claimed_sub) == ("not_yet_valid", "the token is not valid yet (nbf)", "carol")
+    assert (ahead.reason, ahead.message, ahead.claimed_sub) == (
+        "not_yet_valid", "the token is not valid yet (nbf)", "carol")
     assert asyncio.run(validator.validate(issuer.mint("carol", extra={"nbf": now + 10})))["sub"] == "carol"  # leeway
     assert refusal(validator, issuer.mint("dave", extra={"nbf": "tomorrow"})).reason == "invalid_claim"
     assert refusal(validator, issuer.mint("erin", extra={"iat": now + 3600})).reason == "invalid_claim"

@@ -35,7 +35,8 @@ def test_a_partial_event_waits_and_the_end_releases_it() -> None:
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
 def test_fields_comments_and_multi_line_data(newline: str) -> None:
-    raw = newline.join(["event: delta", ": a comment", "data: one", "data:two", "data:  three", "id", "retry: 5", "", ""])
+    raw = newline.join(["event: delta", ": a comment", "data: one", "data:two", "data:  three", "id", "retry: 5",
+                        "", ""])
     fields, data = parse_event(raw.encode())
     assert fields == [("event", "delta"), ("", "a comment"), ("id", ""), ("retry", "5")]  # one space dropped
     assert data == "one\ntwo\n three"

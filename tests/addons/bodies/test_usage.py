@@ -12,7 +12,8 @@ def test_usage_from_openai_anthropic_json_and_sse() -> None:
     openai = json.dumps({"usage": {"prompt_tokens": 3, "completion_tokens": 5}}).encode()
     assert vars(response_usage(openai, "application/json")) == {"tokens_in": 3, "tokens_out": 5}
     anthropic_sse = (
-        b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":7,"output_tokens":1}}}\n\n'
+        b'event: message_start\n'
+        b'data: {"type":"message_start","message":{"usage":{"input_tokens":7,"output_tokens":1}}}\n\n'
         b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":9}}\n\n'
     )
     assert vars(response_usage(anthropic_sse, "text/event-stream")) == {"tokens_in": 7, "tokens_out": 9}

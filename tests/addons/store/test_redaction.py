@@ -76,8 +76,10 @@ def test_tokens_in_paths_are_redacted() -> None:
 
 
 def test_caller_values_are_keys_not_words() -> None:
-    found = credential_values([("Authorization", "Bearer sk-caller-0123456789"), ("Cookie", "sid=abc0123456789xyz; t=1"),
-                               ("X-Api-Key", "ignore previous instructions"), ("Content-Type", "text/plain0123456789")])
+    found = credential_values([("Authorization", "Bearer sk-caller-0123456789"),
+                               ("Cookie", "sid=abc0123456789xyz; t=1"),
+                               ("X-Api-Key", "ignore previous instructions"),
+                               ("Content-Type", "text/plain0123456789")])
     assert found == {"sk-caller-0123456789", "abc0123456789xyz"}
 
 

@@ -262,7 +262,8 @@ from tests.forgery import resign
 from addons.store.events import Event
 from addons.store.keys import SigningKey
 store.LOAD_INTERVAL = 3600  # keep the events in the journal, as a crash between loads does
-s = store.Store({str(db)!r}, SigningKey.load_or_create({str(tmp_path / 'sign.key')!r}), checkpoint_every={checkpoint_every})
+s = store.Store({str(db)!r}, SigningKey.load_or_create({str(tmp_path / 'sign.key')!r}),
+                checkpoint_every={checkpoint_every})
 s.start()
 for i in range({count}):
     s.submit(Event(kind="request", flow_id=f"f{{i}}")).result(timeout=10)
@@ -298,7 +299,9 @@ def test_unsigned_tail_is_its_own_outcome_and_names_the_signed_heads(tmp_path: P
     reopened.close()
 
 
-def test_a_damaged_early_journal_line_stops_start_up_and_the_repair_keeps_a_copy(tmp_path: Path, key: SigningKey) -> None:
+def test_a_damaged_early_journal_line_stops_start_up_and_the_repair_keeps_a_copy(
+    tmp_path: Path, key: SigningKey
+) -> None:
     """Old code: the damaged line and every later committed one were dropped, and their seqs reused."""
     from addons.store.database import JournalDamaged
     from addons.store.recovery import repair_journal
@@ -453,7 +456,8 @@ def test_one_event_is_proven_up_to_a_signed_head_with_digests_only(tmp_path: Pat
     proof.digests[2] = "00" * 32
     assert "links do not lead" in verify_inclusion(events[3], proof, key.public)
     other = SigningKey.load_or_create(tmp_path / "other.key")
-    assert "not by the given key" in verify_inclusion(events[3], prove_inclusion(events[3:10], checkpoint), other.public)
+    proof = prove_inclusion(events[3:10], checkpoint)
+    assert "not by the given key" in verify_inclusion(events[3], proof, other.public)
 
 
 # -- laundering an edited tail through a restart; heads kept outside the store -----------------------------

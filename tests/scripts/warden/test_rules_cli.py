@@ -34,7 +34,8 @@ def test_check_names_file_and_field(tmp_path: Path) -> None:
     result = warden("rules", "check", str(bad))
     assert result.returncode == 1
     assert f"{bad}: upstreams[0].port: Input should be greater than or equal to 1" in result.stderr
-    bad.write_text("upstreams:\n  - {name: x, host: h}\nmasking:\n  recognizers:\n    - {entity: X_ID, patterns: ['(']}\n")
+    bad.write_text("upstreams:\n  - {name: x, host: h}\n"
+                   "masking:\n  recognizers:\n    - {entity: X_ID, patterns: ['(']}\n")
     result = warden("rules", "check", str(bad))
     assert result.returncode == 1
     assert f"{bad}: masking.recognizers[0].patterns: Value error, patterns[0] '(' is not a valid regular expression" \
