@@ -296,7 +296,8 @@ class AnalysisPool:
                 known[key] = spans
         out = []
         for units in plans:
-            merged = {(e, s + offset, t + offset, score) for unit, offset, key in units for e, s, t, score in known[key]}
+            merged = {(e, s + offset, t + offset, score)
+                      for unit, offset, key in units for e, s, t, score in known[key]}
             out.append(sorted(merged, key=lambda x: (x[1], x[2], x[0])))
         metrics.PII_LATENCY.observe(time.perf_counter() - started)
         return out
@@ -321,7 +322,8 @@ class AnalysisPool:
                 results = await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
         except TimeoutError:
             self._reap_stuck()
-            raise AnalysisUnavailable(f"PII analysis did not finish within {self.timeout:g} s (warden_pii_timeout)") from None
+            raise AnalysisUnavailable(
+                f"PII analysis did not finish within {self.timeout:g} s (warden_pii_timeout)") from None
         out: list[list[Span]] = [[] for _ in units]
         for group, found in zip(groups, results, strict=True):
             for index, spans in zip(group, found, strict=True):
@@ -337,8 +339,9 @@ class AnalysisPool:
         self._dispatch()
 
     def health(self) -> dict:
-        return {"state": self.state, "workers": len(self._workers), "ready_workers": sum(w.ready for w in self._workers),
-                "pids": self.worker_pids(), "restarts": self.restarts, "last_error": self.last_error,
+        return {"state": self.state, "workers": len(self._workers),
+                "ready_workers": sum(w.ready for w in self._workers), "pids": self.worker_pids(),
+                "restarts": self.restarts, "last_error": self.last_error,
                 "queued": len(self._queue), "cache_entries": len(self.cache), "model": self.spec.model}
 
 

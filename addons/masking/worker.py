@@ -53,7 +53,8 @@ _SENTENCE_START = re.compile(r"(?:^|[.!?:]\s+|\n\s*)$")
 def _lone_capitalised_word(text: str, result) -> bool:
     """spaCy's small model calls many sentence-opening verbs and nouns a PERSON ("Convert 72 degrees ...").
     A one-word PERSON that opens a sentence and is no given name is dropped."""
-    if result.entity_type != "PERSON" or (result.recognition_metadata or {}).get("recognizer_name") != "SpacyRecognizer":
+    recognizer = (result.recognition_metadata or {}).get("recognizer_name")
+    if result.entity_type != "PERSON" or recognizer != "SpacyRecognizer":
         return False
     from addons.masking.recognizers.names import given_names
 
@@ -97,7 +98,8 @@ class Analyzer:
                                 ner_model_configuration=NerModelConfiguration(labels_to_ignore=["CARDINAL", "ORDINAL",
                                                                                                 "QUANTITY", "MONEY",
                                                                                                 "PERCENT"]))
-        engine.nlp = {"en": nlp}  # loaded here, trimmed; Presidio's load() would load the full pipeline
+        # Loaded here, trimmed: Presidio's load() would load the full pipeline.
+        engine.nlp = {"en": nlp}  # type: ignore[assignment]  # presidio types it None until its own load()
         self.engine = engine
         recognizers = pattern_recognizers(spec)
         self.patterns = list(recognizers)
