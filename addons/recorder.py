@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.connection import ConnectionState
 from mitmproxy.flow import Error as FlowError
 
 from addons.bodies.usage import request_model, response_usage
@@ -58,7 +59,7 @@ def classify_error(flow: http.HTTPFlow) -> str:
     msg = flow.error.msg if flow.error else ""
     if msg == FlowError.KILLED_MESSAGE:
         return "killed"
-    if "client disconnected" in msg.lower():
+    if ConnectionState.CAN_READ not in flow.client_conn.state:  # the client closed its side before the answer
         return "client_gone"
     return "upstream_error"
 

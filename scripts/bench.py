@@ -127,7 +127,7 @@ def run_load(url: str, proxy: str | None, cafile: Path, args: argparse.Namespace
         cmd += ["--proxy", proxy]
     cmd += ["--seconds", "0", "--requests", str(args.requests)] if mode == "latency" else \
            ["--seconds", str(args.seconds), "--requests", "0"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)  # -m finds scripts/ from ROOT
     if out.returncode != 0:
         raise SystemExit(f"the load against {proxy or 'the upstream'} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout)
@@ -135,8 +135,6 @@ def run_load(url: str, proxy: str | None, cafile: Path, args: argparse.Namespace
 
 # Parts of the chain, for pricing each layer; never a way to run the gateway.
 PARTIAL_CHAIN = """
-import sys
-sys.path.insert(0, {root!r})
 from addons.admin import Admin
 from addons.config import Config
 from addons.credentials import Credentials
@@ -230,7 +228,7 @@ def main() -> None:
     partial_ports = {}
     for n, (name, chain) in enumerate(PARTIAL_SETUPS.items()):
         script = work / f"partial{n}.py"
-        script.write_text(PARTIAL_CHAIN.format(root=str(ROOT), addons=chain))
+        script.write_text(PARTIAL_CHAIN.format(addons=chain))
         port, admin = free_port(), free_port()
         procs.append(start([str(BIN / "mitmdump"), "-s", str(script), "--mode", f"regular@{port}",
                             *common, *warden_settings(work, f"partial{n}", rules, admin)], work / f"partial{n}.log"))
