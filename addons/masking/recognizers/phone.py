@@ -5,12 +5,14 @@ that grows with the text (BENCHMARKS.md, PII masking). This recognizer first fin
 (seven to fifteen digits with the separators phone numbers use, and an extension) with one regex, then
 judges only those, so its cost follows the number of candidates, not the length of the text:
 
-* shaped like a US social security number (``123-45-6789``), a date or a span of years: not a phone
-  (an SSN is US_SSN's to report);
+* shaped like a US social security number (``123-45-6789``), a date, a span of years or an IPv4
+  address: not a phone (an SSN is US_SSN's to report);
+* near a phone word (phone, call, tel, mobile, ...; ``CONTEXT_BEFORE`` characters before it or
+  ``CONTEXT_AFTER`` after): a phone, whatever its digits;
+* a decimal fraction or a number with thousands dots (``1.234.567``): not a phone;
 * valid for phonenumbers, internationally (``+44 20 7946 0958``) or nationally in one of ``REGIONS``;
 * formatted like a North American number (``(589) 796-1203``, ``555.123.4567``), whose area code
-  phonenumbers may not know as assigned;
-* any other candidate with a phone word (phone, call, tel, mobile, ...) a few words before or after it.
+  phonenumbers may not know as assigned, at the lower ``SHAPE_SCORE``.
 """
 
 from __future__ import annotations
@@ -60,19 +62,22 @@ class BoundedPhoneRecognizer(LocalRecognizer):
     def load(self) -> None:
         pass
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(self, text: str, entities: list[str],
+                nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
         results = []
         for candidate in CANDIDATE.finditer(text):
-            judged = self.judge(text, candidate)
+            judged = self._judge(text, candidate)
             if judged is not None:
-                score, reason = judged
-                explanation = AnalysisExplanation(type(self).__name__, score, textual_explanation=reason)
-                results.append(RecognizerResult("PHONE_NUMBER", candidate.start(), candidate.end(), score, explanation,
-                                                recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                                                                      RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+                results.append(self._result(candidate.start(), candidate.end(), *judged))
         return results
 
-    def judge(self, text: str, candidate: re.Match) -> tuple[float, str] | None:
+    def _result(self, start: int, end: int, score: float, reason: str) -> RecognizerResult:
+        explanation = AnalysisExplanation(type(self).__name__, score, textual_explanation=reason)
+        return RecognizerResult("PHONE_NUMBER", start, end, score, explanation,
+                                recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                                      RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
+
+    def _judge(self, text: str, candidate: re.Match) -> tuple[float, str] | None:
         """The score and the reason ``candidate`` is a phone number, or None if it is not one."""
         number = candidate.group(1)
         if not MIN_DIGITS <= sum(c.isdigit() for c in number) <= MAX_DIGITS or NEVER_A_PHONE.fullmatch(number):
@@ -100,10 +105,13 @@ class BoundedPhoneRecognizer(LocalRecognizer):
         digits = phonenumbers.normalize_digits_only(number)
         for region in self.regions:
             parsed = _parsed_valid(number, region)
-            if parsed is not None and (parsed.country_code_source != CountryCodeSource.FROM_DEFAULT_COUNTRY
-                                       or phonenumbers.normalize_digits_only(
-                                           phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)) == digits):
-                return True
+            if parsed is None:
+                continue
+            if parsed.country_code_source != CountryCodeSource.FROM_DEFAULT_COUNTRY:
+                return True  # written with an international prefix (0044 ...)
+            national = phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)
+            if phonenumbers.normalize_digits_only(national) == digits:
+                return True  # written as the region writes it, national prefix included
         return False
 
 

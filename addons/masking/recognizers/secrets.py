@@ -3,7 +3,8 @@
 Vendor tokens with a published shape (``xoxb-``, ``AIza``, ``sk_live_``, JWTs, ...) are patterns in the
 rules file (``rules/default.yaml``, entities API_KEY and JWT). What remains is a value whose only sign
 is the name it is given: ``password: hunter2xyz``, ``api_key="..."``, ``SECRET=...``, ``--password ...``,
-``Authorization: Bearer ...``, and the credentials of a connection string (``postgres://app:s3cret@db/app``).
+``Authorization: Bearer ...``, and the credentials of a connection string
+(``postgres://app:s3cret@db/app``).
 Each is reported as SECRET when:
 
 * a key's, token's or secret's value looks random: 16 characters or more of a token's alphabet, with
@@ -13,10 +14,11 @@ Each is reported as SECRET when:
 * it is no placeholder (``<PASSWORD>``, ``${DB_PASSWORD}``, ``****``, ``your-api-key``) and, unquoted,
   no code (``os.environ["TOKEN"]``, ``getpass()``, ``self.token``).
 
-Of a connection string the credentials (``app:s3cret``) are reported as one value, the login: the scheme,
-host, port and database stay, as the model needs them to help with it. (A password alone would lose to
-the longer span the e-mail recognizer reads in ``s3cret@db.example``, which hides the host as well.) Names are found from one regular expression's keyword
-hits and judged in bounded windows, so the cost follows the hits, not the length of the text.
+Of a connection string the credentials (``app:s3cret``) are reported as one value, the login: the
+scheme, host, port and database stay, as the model needs them to help with it (a password alone would
+lose to the longer span the e-mail recognizer reads in ``s3cret@db.example``, which hides the host too).
+Names are found from one regular expression's keyword hits and judged in bounded windows, so the cost
+follows the hits, not the length of the text.
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ class SecretRecognizer(LocalRecognizer):
     def load(self) -> None:
         pass
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(self, text: str, entities: list[str],
+                nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
         lowered = text.translate(ASCII_LOWER)
         spans = set(self._assigned(text, lowered))
         spans.update((m.start(1), m.end(1), "bearer token") for m in BEARER.finditer(lowered)

@@ -47,34 +47,40 @@ SAS_SIG = quote(base64.b64encode(rng.randbytes(32)).decode(), safe="")
 PASSWORD = draw(ALNUM, 14)
 
 UPPER = string.ascii_uppercase + string.digits
+SLACK = [f"xox{kind}-{draw(string.digits, 11)}-{draw(string.digits, 13)}-{draw(ALNUM, 24)}" for kind in "bpars"]
 SLACK_WEBHOOK = f"https://hooks.slack.com/services/T{draw(UPPER, 8)}/B{draw(UPPER, 10)}/{draw(ALNUM, 24)}"
+GOOGLE = "AIza" + draw(ALNUM + "_-", 35)
+STRIPE = [prefix + draw(ALNUM, 24) for prefix in ("sk_live_", "sk_test_", "rk_live_", "rk_test_")]
+GITHUB = [prefix + draw(ALNUM, 36) for prefix in ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")]
 GITHUB_PAT = f"github_pat_{draw(ALNUM, 22)}_{draw(ALNUM, 59)}"
+AZURE_STORAGE = f"DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={ACCOUNT_KEY};EndpointSuffix=core.net"
+SAS_URL = f"https://acme.blob.core.windows.net/c/a.pdf?sv=2022-11-02&ss=b&sp=r&se=2026-01-01T00:00:00Z&sig={SAS_SIG}"
 URL_PASSWORD = quote("p@ss:" + draw(ALNUM, 10), safe="")
+SCHEMES = ("postgres", "postgresql", "mysql", "mongodb", "mongodb+srv", "redis", "rediss", "amqp")
+GENERIC = {"password": "hunter2" + draw(ALNUM, 6), "api_key": draw(ALNUM, 32), "SECRET": draw(ALNUM + "+/", 40),
+           "client_secret": draw(ALNUM, 28), "bearer": draw(ALNUM + "-_", 40), "mysql": draw(ALNUM + "!@#%^*", 12),
+           "aws": draw(ALNUM + "+/", 40)}
 
 # (text, the secret in it): each secret must be masked as one of SECRET_ENTITIES.
 PLANTED = [
-    *[(f"Our bot uses {t} to post to #ops", t)
-      for t in [f"xox{k}-{draw(string.digits, 11)}-{draw(string.digits, 13)}-{draw(ALNUM, 24)}" for k in "bpars"]],
+    *[(f"Our bot uses {token} to post to #ops", token) for token in SLACK],
     (f"POST to {SLACK_WEBHOOK} on failure", SLACK_WEBHOOK),
-    *[(f"maps client: key={g}&callback=init", g) for g in ["AIza" + draw(ALNUM + "_-", 35)]],
-    *[(f"stripe.api_key = '{s}'", s) for s in [p + draw(ALNUM, 24) for p in ("sk_live_", "sk_test_", "rk_live_", "rk_test_")]],
-    (f"DefaultEndpointsProtocol=https;AccountName=acmestore;AccountKey={ACCOUNT_KEY};EndpointSuffix=core.windows.net",
-     ACCOUNT_KEY),
-    (f"https://acmestore.blob.core.windows.net/c/report.pdf?sv=2022-11-02&ss=b&sp=r&se=2026-01-01T00:00:00Z&sig={SAS_SIG}",
-     SAS_SIG),
-    *[(f"git clone https://{t}@github.com/acme/app", t) for t in [p + draw(ALNUM, 36) for p in ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")]],
+    (f"maps client: key={GOOGLE}&callback=init", GOOGLE),
+    *[(f"stripe.api_key = '{key}'", key) for key in STRIPE],
+    (AZURE_STORAGE, ACCOUNT_KEY),
+    (SAS_URL, SAS_SIG),
+    *[(f"git clone https://{token}@github.com/acme/app", token) for token in GITHUB],
     (f"GH_TOKEN={GITHUB_PAT}", GITHUB_PAT),
-    *[(f"Why does this token fail? {j}", j) for j in [jwt()]],
-    *[(f"{scheme}://app:{PASSWORD}@db.internal.example:5432/orders", PASSWORD)
-      for scheme in ("postgres", "postgresql", "mysql", "mongodb", "mongodb+srv", "redis", "rediss", "amqp")],
+    *[(f"Why does this token fail? {token}", token) for token in [jwt()]],
+    *[(f"{scheme}://app:{PASSWORD}@db.internal.example:5432/orders", PASSWORD) for scheme in SCHEMES],
     (f"DATABASE_URL=postgres://svc:{URL_PASSWORD}@10.0.0.5/app", URL_PASSWORD),
-    *[(f"password: {w}", w) for w in ["hunter2" + draw(ALNUM, 6)]],
-    *[(f'api_key="{k}"', k) for k in [draw(ALNUM, 32)]],
-    *[(f"SECRET={s}", s) for s in [draw(ALNUM + "+/", 40)]],
-    *[(f'{{"client_secret": "{c}"}}', c) for c in [draw(ALNUM, 28)]],
-    *[(f"curl -H 'Authorization: Bearer {b}' https://api.example.com", b) for b in [draw(ALNUM + "-_", 40)]],
-    *[(f"mysql -u root --password '{m}' shop", m) for m in [draw(ALNUM + "!@#%^*", 12)]],
-    *[(f"export AWS_SECRET_ACCESS_KEY={a}", a) for a in [draw(ALNUM + "+/", 40)]],
+    (f"password: {GENERIC['password']}", GENERIC["password"]),
+    (f'api_key="{GENERIC["api_key"]}"', GENERIC["api_key"]),
+    (f"SECRET={GENERIC['SECRET']}", GENERIC["SECRET"]),
+    (f'{{"client_secret": "{GENERIC["client_secret"]}"}}', GENERIC["client_secret"]),
+    (f"curl -H 'Authorization: Bearer {GENERIC['bearer']}' https://api.example.com", GENERIC["bearer"]),
+    (f"mysql -u root --password '{GENERIC['mysql']}' shop", GENERIC["mysql"]),
+    (f"export AWS_SECRET_ACCESS_KEY={GENERIC['aws']}", GENERIC["aws"]),
 ]
 
 BENIGN = [
@@ -106,7 +112,8 @@ def scan(masking):
 def masked_as(scan, text: str, value: str) -> set[str]:
     """The entities of the spans that cover all of ``value`` in ``text``."""
     at = text.index(value)
-    return {entity for entity, start, end, score in scan(text) if start <= at and at + len(value) <= end and score >= 0.5}
+    return {entity for entity, start, end, score in scan(text)
+            if start <= at and at + len(value) <= end and score >= 0.5}
 
 
 @pytest.mark.parametrize("text, secret", PLANTED, ids=[t[:40] for t, _ in PLANTED])
