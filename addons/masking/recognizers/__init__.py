@@ -1,11 +1,12 @@
 """What the PII analysis can find: the entity catalogue and the recognizers behind each entity.
 
 Pattern entities (e-mail, card numbers, phone numbers, ...) come from Presidio's predefined
-recognizers, or from Warden's own where Presidio's need the network or cost too much
-(``email.py``, ``phone.py``); named entities (PERSON, LOCATION, ...) from spaCy's NER through
-Presidio's ``SpacyRecognizer``. The rules file adds pattern recognizers (``masking.recognizers``)
-and deny-lists (``masking.deny_lists``). ``EngineSpec`` is the picklable description a worker
-process builds its analyzer from.
+recognizers, or from Warden's own where Presidio's need the network, cost too much or judge as a
+document scanner rather than a gateway (``email.py``, ``phone.py``, ``ssn.py``), plus ``secrets.py``
+(SECRET: values that only their name shows to be secret); named entities (PERSON, LOCATION, ...)
+from spaCy's NER through Presidio's ``SpacyRecognizer``. The rules file adds pattern recognizers
+(``masking.recognizers``) and deny-lists (``masking.deny_lists``). ``EngineSpec`` is the picklable
+description a worker process builds its analyzer from.
 """
 
 from __future__ import annotations
@@ -34,18 +35,20 @@ def _pattern_factories() -> dict[str, Callable[[], object]]:
         UsItinRecognizer,
         UsLicenseRecognizer,
         UsPassportRecognizer,
-        UsSsnRecognizer,
     )
 
     from addons.masking.recognizers.email import OfflineEmailRecognizer
     from addons.masking.recognizers.phone import BoundedPhoneRecognizer
+    from addons.masking.recognizers.secrets import SecretRecognizer
+    from addons.masking.recognizers.ssn import UsSsnWithSamplesRecognizer
 
     return {
         "EMAIL_ADDRESS": OfflineEmailRecognizer, "PHONE_NUMBER": BoundedPhoneRecognizer,
-        "CREDIT_CARD": CreditCardRecognizer, "US_SSN": UsSsnRecognizer, "IBAN_CODE": IbanRecognizer,
+        "CREDIT_CARD": CreditCardRecognizer, "US_SSN": UsSsnWithSamplesRecognizer, "IBAN_CODE": IbanRecognizer,
         "IP_ADDRESS": IpRecognizer, "URL": UrlRecognizer, "US_BANK_NUMBER": UsBankRecognizer,
         "US_DRIVER_LICENSE": UsLicenseRecognizer, "US_PASSPORT": UsPassportRecognizer, "US_ITIN": UsItinRecognizer,
         "UK_NHS": NhsRecognizer, "CRYPTO": CryptoRecognizer, "MEDICAL_LICENSE": MedicalLicenseRecognizer,
+        "SECRET": SecretRecognizer,
     }
 
 
