@@ -97,9 +97,12 @@ def pattern_recognizers(spec: EngineSpec) -> list:
     factories = _pattern_factories()
     recognizers = [factories[e]() for e in spec.entities if e in factories]
     for i, custom in enumerate(spec.custom):
-        patterns = [Pattern(f"{custom.entity.lower()}_{j}", regex, custom.score) for j, regex in enumerate(custom.patterns)]
+        patterns = [Pattern(f"{custom.entity.lower()}_{j}", regex, custom.score)
+                    for j, regex in enumerate(custom.patterns)]
+        context = list(custom.context) or None  # presidio's own default, though its annotation says List[str]
         recognizers.append(PatternRecognizer(supported_entity=custom.entity, patterns=patterns,
-                                             context=list(custom.context) or None, name=f"custom_{i}_{custom.entity}"))
+                                             context=context,  # type: ignore[arg-type]
+                                             name=f"custom_{i}_{custom.entity}"))
     for entity, values in spec.deny_lists:
         recognizers.append(PatternRecognizer(supported_entity=entity, deny_list=list(values), name=f"deny_{entity}"))
     return recognizers

@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from presidio_analyzer import AnalysisExplanation, LocalRecognizer, RecognizerResult
+from presidio_analyzer import LocalRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
+
+from addons.masking.recognizers.result import finding
 
 # The family name is a lookahead, so "Dear Maria Lopez" still tries "Maria Lopez" after "Dear Maria".
 _PAIR = re.compile(r"\b([A-Z][a-z]{1,20})(?=(\s+(?:Mc|Mac|O')?[A-Z][a-z]{1,25}(?:-[A-Z][a-z]{1,25})?)\b)")
@@ -39,16 +41,14 @@ class GivenNameRecognizer(LocalRecognizer):
     def load(self) -> None:
         given_names()
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(self, text: str, entities: list[str],
+                nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
         names = given_names()
         results = []
         for match in _PAIR.finditer(text):
             if match.group(1) in names and match.group(2).strip() not in _NOT_SURNAMES:
-                explanation = AnalysisExplanation(type(self).__name__, self.SCORE, textual_explanation="given name")
                 end = match.end() + len(match.group(2))
-                results.append(RecognizerResult("PERSON", match.start(), end, self.SCORE, explanation,
-                                                recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                                                                      RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+                results.append(finding(self, "PERSON", match.start(), end, self.SCORE, "given name"))
         return results
 
 

@@ -21,8 +21,10 @@ import re
 
 import phonenumbers
 from phonenumbers import CountryCodeSource, PhoneNumberFormat
-from presidio_analyzer import AnalysisExplanation, LocalRecognizer, RecognizerResult
+from presidio_analyzer import LocalRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
+
+from addons.masking.recognizers.result import finding
 
 # A run that starts like a number (+, ( or a digit), holds only digits and phone separators, ends in a
 # digit and may carry an extension; never the middle of a longer token (a UUID, 3.14159...).
@@ -72,10 +74,7 @@ class BoundedPhoneRecognizer(LocalRecognizer):
         return results
 
     def _result(self, start: int, end: int, score: float, reason: str) -> RecognizerResult:
-        explanation = AnalysisExplanation(type(self).__name__, score, textual_explanation=reason)
-        return RecognizerResult("PHONE_NUMBER", start, end, score, explanation,
-                                recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                                                      RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
+        return finding(self, "PHONE_NUMBER", start, end, score, reason)
 
     def _judge(self, text: str, candidate: re.Match) -> tuple[float, str] | None:
         """The score and the reason ``candidate`` is a phone number, or None if it is not one."""

@@ -29,8 +29,10 @@ import string
 from collections import Counter
 from collections.abc import Iterator
 
-from presidio_analyzer import AnalysisExplanation, LocalRecognizer, RecognizerResult
+from presidio_analyzer import LocalRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
+
+from addons.masking.recognizers.result import finding
 
 # A word that names a secret, inside an identifier (api_key, clientSecret, DB_PASSWORD, x-auth-token); searched in
 # the text with ASCII letters lower-cased (same length), as literals are found far faster than case-blind words.
@@ -148,7 +150,4 @@ class SecretRecognizer(LocalRecognizer):
                 yield value.start(group), value.end(group), f"the value of {text[start:end]}"
 
     def _result(self, start: int, end: int, reason: str) -> RecognizerResult:
-        explanation = AnalysisExplanation(type(self).__name__, self.SCORE, textual_explanation=reason)
-        return RecognizerResult("SECRET", start, end, self.SCORE, explanation,
-                                recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                                                      RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
+        return finding(self, "SECRET", start, end, self.SCORE, reason)
