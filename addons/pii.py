@@ -17,6 +17,7 @@ inspected is refused (415) unless ``masking.unknown_content: pass``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import weakref
@@ -149,8 +150,13 @@ class PiiMasking:
 
     def originals_of(self, flow: http.HTTPFlow) -> Originals:
         """The flow's bodies that masking changed, as they were (empty if it changed none): the caller's PII,
-        for the recorder to keep encrypted or not at all."""
+        for the recorder to keep encrypted or not at all. An answer still streaming (cut before its end) gives
+        what its rewriter passed so far."""
         found = self.originals.get(flow)
+        streaming = self.streams.get(flow)
+        if streaming is not None and (streaming.applied or streaming.restored):
+            return dataclasses.replace(found or Originals(), response=bytes(streaming.original),
+                                       recorded_response=bytes(streaming.record))
         return found if found is not None else Originals()
 
     def _originals(self, flow: http.HTTPFlow) -> Originals:
@@ -375,12 +381,12 @@ class PiiMasking:
     def _finish_stream(self, flow: http.HTTPFlow, rewriter: StreamRewriter) -> None:
         outcome = PII.of(flow)
         assert outcome is not None
+        if rewriter.applied or rewriter.restored:  # the client read restored values: the record keeps the masked form
+            originals = self._originals(flow)
+            originals.recorded_response = bytes(rewriter.record)
+            originals.response = bytes(rewriter.original)
         if rewriter.error is not None:
             raise InternalError(f"masking the streamed answer failed ({rewriter.error}); the stream was cut off")
         outcome.response_findings = [Finding(a.entity, "stream", a.start, a.end, a.score, a.operator)
                                      for a in rewriter.applied]
         _count(outcome.response_findings, "response")
-        if rewriter.applied or rewriter.restored:
-            originals = self._originals(flow)
-            originals.recorded_response = bytes(rewriter.record)
-            originals.response = bytes(rewriter.original)
