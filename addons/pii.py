@@ -306,9 +306,10 @@ class PiiMasking:
         profile = self._active(flow)
         if profile is None:
             return
-        streamed = self.streams.pop(flow, None)
+        streamed = self.streams.get(flow)
         if streamed is not None:
-            self._finish_stream(flow, streamed)
+            self._finish_stream(flow, streamed)  # if it raises, originals_of still reads what the stream passed
+            del self.streams[flow]
             return
         response = flow.response
         try:
@@ -381,12 +382,12 @@ class PiiMasking:
     def _finish_stream(self, flow: http.HTTPFlow, rewriter: StreamRewriter) -> None:
         outcome = PII.of(flow)
         assert outcome is not None
-        if rewriter.applied or rewriter.restored:  # the client read restored values: the record keeps the masked form
-            originals = self._originals(flow)
-            originals.recorded_response = bytes(rewriter.record)
-            originals.response = bytes(rewriter.original)
         if rewriter.error is not None:
             raise InternalError(f"masking the streamed answer failed ({rewriter.error}); the stream was cut off")
         outcome.response_findings = [Finding(a.entity, "stream", a.start, a.end, a.score, a.operator)
                                      for a in rewriter.applied]
         _count(outcome.response_findings, "response")
+        if rewriter.applied or rewriter.restored:
+            originals = self._originals(flow)
+            originals.recorded_response = bytes(rewriter.record)
+            originals.response = bytes(rewriter.original)
