@@ -17,6 +17,7 @@ inspected is refused (415) unless ``masking.unknown_content: pass``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import weakref
@@ -149,8 +150,13 @@ class PiiMasking:
 
     def originals_of(self, flow: http.HTTPFlow) -> Originals:
         """The flow's bodies that masking changed, as they were (empty if it changed none): the caller's PII,
-        for the recorder to keep encrypted or not at all."""
+        for the recorder to keep encrypted or not at all. An answer still streaming (cut before its end) gives
+        what its rewriter passed so far."""
         found = self.originals.get(flow)
+        streaming = self.streams.get(flow)
+        if streaming is not None and (streaming.applied or streaming.restored):
+            return dataclasses.replace(found or Originals(), response=bytes(streaming.original),
+                                       recorded_response=bytes(streaming.record))
         return found if found is not None else Originals()
 
     def _originals(self, flow: http.HTTPFlow) -> Originals:
@@ -300,9 +306,10 @@ class PiiMasking:
         profile = self._active(flow)
         if profile is None:
             return
-        streamed = self.streams.pop(flow, None)
+        streamed = self.streams.get(flow)
         if streamed is not None:
-            self._finish_stream(flow, streamed)
+            self._finish_stream(flow, streamed)  # if it raises, originals_of still reads what the stream passed
+            del self.streams[flow]
             return
         response = flow.response
         try:

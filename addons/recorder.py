@@ -237,9 +237,10 @@ class Recorder:
             reason=reason, user=_user(flow), latency_total_ms=self._since(flow.request.timestamp_start),
         )
         capture = self.captures.get(flow)
-        if capture is not None:
+        if capture is not None:  # a stream cut short: what the client got, in the form the record keeps
+            masked = self._originals(flow).recorded_response  # restored pseudonyms are the caller's values
             event.body, event.body_size, event.body_truncated = _clip(
-                bytes(capture.body), ctx.options.warden_record_max_body
+                masked if masked is not None else bytes(capture.body), ctx.options.warden_record_max_body
             )
         await self._commit(flow, event)
         self._count(flow, event)

@@ -1,18 +1,21 @@
 """Server-sent events on the wire: a byte stream cut into events, an event's fields and data, an event written back.
 
-An event ends at a blank line (``\\n\\n``, ``\\r\\n\\r\\n`` or ``\\r\\r``); its lines end in LF, CRLF or CR. A line
-``name: value`` is a field (one space after the colon dropped); ``data`` lines join with ``\\n``; a line that
-starts with ``:`` is a comment, kept as a field named ``""``. ``EventSplitter`` cuts a stream that arrives in
-chunks cut anywhere; ``events`` cuts a whole body.
+An event ends at a blank line: a line end, then an empty line (``\\n\\n``, ``\\r\\n\\r\\n``, ``\\r\\r``, or the two
+mixed); its lines end in LF, CRLF or CR. A line ``name: value`` is a field (one space after the colon dropped);
+``data`` lines join with ``\\n``; a line that starts with ``:`` is a comment, kept as a field named ``""``.
+``EventSplitter`` cuts a stream that arrives in chunks cut anywhere; ``events`` cuts a whole body.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# A line end, then an empty line. A CR after a line end is one whatever follows; it waits for the next byte only to
+# keep the LF of a CRLF with the event it ends.
+EVENT_END = re.compile(rb"\r\n\r\n|\n\r\n|\n\n|\r\r|(?:\r\n|\n)\r(?=[^\n])")
+_LONGEST_END = 4  # bytes an event end and its look-ahead span: where a scan of what was pending resumes
 _LINE_END = re.compile(r"\r\n|\n|\r")
 
 Fields = list[tuple[str, str]]
@@ -22,21 +25,24 @@ Fields = list[tuple[str, str]]
 class EventSplitter:
     """Whole events (each with the blank line that ends it) out of chunks; a partial event waits for the next."""
 
-    pending: bytes = b""
+    pending: bytearray = field(default_factory=bytearray)
 
     def feed(self, data: bytes) -> list[bytes]:
-        buffer = self.pending + data
+        # Only the tail of what was pending can end an event with the new bytes: an event that arrives in many
+        # chunks is read once, not once per chunk.
+        resume = max(0, len(self.pending) - _LONGEST_END + 1)
+        self.pending += data
         events: list[bytes] = []
         start = 0
-        for match in EVENT_END.finditer(buffer):
-            events.append(buffer[start:match.end()])
+        for match in EVENT_END.finditer(self.pending, resume):
+            events.append(bytes(self.pending[start:match.end()]))
             start = match.end()
-        self.pending = buffer[start:]
+        del self.pending[:start]
         return events
 
     def finish(self) -> bytes:
         """What the stream left unterminated at its end (``b""``: nothing)."""
-        rest, self.pending = self.pending, b""
+        rest, self.pending = bytes(self.pending), bytearray()
         return rest
 
 

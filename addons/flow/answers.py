@@ -46,7 +46,9 @@ def fail_closed(hook: Callable) -> Callable:
     def handle(self: Any, flow: http.HTTPFlow, exc: Exception) -> None:
         name = f"{type(self).__name__}.{hook.__name__}"
         if not isinstance(exc, WardenError):
-            log.error("warden: %s failed on %s: %r", name, flow.request.pretty_url, exc, exc_info=exc)
+            # The flow's id and host, not its URL: a query string may carry the caller's key.
+            log.error("warden: %s failed on flow %s (%s %s): %r", name, flow.id, flow.request.method,
+                      flow.request.host, exc, exc_info=exc)
             exc = InternalError(f"{name} failed; the request was stopped (see the gateway log)")
         if hook.__name__ == "error":
             return

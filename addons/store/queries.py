@@ -316,6 +316,8 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC).replace(tzinfo=None)
     try:
         return now - parse_duration(text, bare=False)
+    except OverflowError:
+        raise ValueError(f"{text!r} reaches too far back for a date") from None
     except DurationError:
         try:
             moment = datetime.fromisoformat(text)

@@ -21,15 +21,21 @@ MAY_IMPORT = {
 
 
 def warden_imports(path: Path) -> list[tuple[int, str]]:
-    """Every ``addons.*`` module ``path`` imports (at any depth: lazy imports count), with its line."""
+    """Every ``addons.*`` module ``path`` imports (at any depth: lazy imports count), with its line. ``from addons
+    import pii`` names ``addons.pii``; a relative import is resolved from ``path``'s package."""
+    package = list(path.relative_to(ROOT).parent.parts)
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            found += [(node.lineno, name) for name in names if name.startswith("addons.")][:1]
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            if module == "addons" or (node.level and not node.module):  # names are modules of that package
+                found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+            elif module.startswith("addons."):
+                found.append((node.lineno, module))
         elif isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names if alias.name.startswith("addons.")]
-    return found
+    return [(line, name) for line, name in found if name.startswith("addons.")]
 
 
 def test_each_package_imports_only_the_packages_below_it() -> None:
@@ -93,3 +99,16 @@ def test_no_module_imports_itself_back() -> None:
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def test_the_import_rules_see_every_spelling_of_an_import(monkeypatch) -> None:
+    """``from addons import pii`` and relative imports name their module: a package cannot reach an addon unseen."""
+    module = ADDONS / "masking" / "payloads" / "base.py"
+    source = "from addons import pii, recorder\nfrom .. import stream\nfrom ...flow.meta import PII\n" \
+             "from . import text\nfrom ...recorder import Recorder\nimport addons.identity\n"
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: source if self == module else real(self, *a, **k))
+    assert warden_imports(module) == [
+        (1, "addons.pii"), (1, "addons.recorder"), (2, "addons.masking.stream"), (3, "addons.flow.meta"),
+        (4, "addons.masking.payloads.text"), (5, "addons.recorder"), (6, "addons.identity"),
+    ]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @cache
 def operators() -> dict[str, Operator]:
-    """The operators by name. Imported on first use: presidio_anonymizer pulls in spaCy (1.5 s)."""
+    """The operators by name. Imported on first use: presidio_anonymizer pulls in spaCy."""
     from presidio_anonymizer.operators import Mask, Redact, Replace
 
     from addons.masking.operators.keyed_hash import KeyedHash
