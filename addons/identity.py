@@ -67,8 +67,9 @@ def identity_from_claims(claims: dict, config: IdentityConfig, method: str | Non
 
 class Tunnels:
     """The identity each client connection proved on its CONNECT, held only while that CONNECT stands accepted
-    (a CONNECT refused for its host leaves nothing bound). In by ``bind``, read by ``lookup``, out by ``forget``;
-    an entry also goes with its connection."""
+    (a CONNECT refused for its host leaves nothing bound). In by ``bind``, read by ``lookup``, out by ``forget``,
+    which ``client_disconnected`` calls (the bound CONNECT flow refers to its connection, so the weak key alone
+    would not let the entry go)."""
 
     def __init__(self) -> None:
         self._bound: weakref.WeakKeyDictionary[connection.Client, tuple[Identity, http.HTTPFlow]] = \

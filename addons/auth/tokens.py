@@ -26,12 +26,13 @@ from cachetools import TLRUCache
 from joserfc import errors, jwt
 from joserfc.jwk import KeySet
 
+from addons.rules.model import DEFAULT_ALGORITHMS
+
 log = logging.getLogger("warden.identity")
 # RFC 9864 prefers "Ed25519"; "EdDSA" is what IdPs publish today and what the embedded issuer signs with.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", module="joserfc")
 
 MAX_TOKEN_BYTES = 16 * 1024
-DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
 
 class TokenError(Exception):

@@ -136,7 +136,7 @@ class Rule(Model):
 
 
 Algorithm = Literal["RS256", "ES256", "EdDSA", "PS256", "ES384", "RS384", "RS512"]
-_DEFAULT_ALGORITHMS: tuple[Algorithm, ...] = ("RS256", "ES256", "EdDSA")
+DEFAULT_ALGORITHMS: tuple[Algorithm, ...] = ("RS256", "ES256", "EdDSA")
 
 
 class IdentityConfig(Model):
@@ -149,7 +149,7 @@ class IdentityConfig(Model):
         description="claim with the caller's groups; a dotted path for nested ones (realm_access.roles)",
     )
     algorithms: list[Algorithm] = Field(
-        default_factory=lambda: list(_DEFAULT_ALGORITHMS), min_length=1, description="accepted signature algorithms"
+        default_factory=lambda: list(DEFAULT_ALGORITHMS), min_length=1, description="accepted signature algorithms"
     )
     leeway: int = Field(30, ge=0, le=300, description="seconds of clock skew tolerated for exp and nbf")
     jwks_min_refresh: float = Field(30, ge=1, description="seconds between JWKS refetches for unknown key ids")
