@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,7 +29,6 @@ SlotKind = Literal["text", "field", "key"]
 # free text, an address, or a number (a card, an SSN, a phone) in it is analysed anyway.
 _TOKEN = re.compile(r"[^\s@]+")
 _LETTER = re.compile(r"[^\W\d_]")
-_INDEX = re.compile(r"\[\d+\]")
 
 
 @dataclass
@@ -71,8 +71,8 @@ def _serialise(document: Any) -> bytes:
         return json.dumps(document).encode()
 
 
-def _structural(value: str, path: str, structural: frozenset[str]) -> bool:
-    return _INDEX.sub("[*]", path) in structural and bool(_TOKEN.fullmatch(value)) and bool(_LETTER.search(value))
+def _token(value: str) -> bool:
+    return bool(_TOKEN.fullmatch(value)) and bool(_LETTER.search(value))
 
 
 def _child(path: str, key: str) -> str:
@@ -176,7 +176,8 @@ class Payload:
         """A slot for the document itself when it is a string (a JSON body may be one)."""
         if isinstance(self.document, str) and self.document and not self._root_added:
             self._root_added = True
-            self.slots.append(TextSlot("$", self.document, lambda new: setattr(self, "document", new), kind))
+            owner = weakref.ref(self)  # a slot does not keep its payload alive (no cycle for the collector)
+            self.slots.append(TextSlot("$", self.document, lambda new: setattr(owner(), "document", new), kind))
 
     def add_embedded_json(self, container: Any, key: Any, path: str) -> None:
         """A string that holds JSON (tool-call arguments): walked as JSON and re-encoded on render; else (not JSON,
@@ -203,25 +204,28 @@ class Payload:
         """Every string the adapter did not pick becomes a ``field`` slot, and every key a ``key`` slot; strings at
         a ``structural`` path (``$.messages[*].role``: indexes as ``[*]``) are skipped while they hold a token."""
         self.add_root("field")
-        self._cover(self.document, "$", structural)
+        self._cover(self.document, "$", "$" if structural else None, structural)
         for inner, root in self._embedded:
-            self._cover(inner, root, frozenset())  # tool arguments are free-form: nothing is structural there
+            self._cover(inner, root, None, structural)  # tool arguments are free-form: nothing is structural there
 
-    def _cover(self, node: Any, path: str, structural: frozenset[str]) -> None:
+    def _cover(self, node: Any, path: str, pattern: str | None, structural: frozenset[str]) -> None:
+        """``pattern`` is ``path`` with ``[*]`` for indexes, or None where nothing below can be structural."""
         if isinstance(node, dict):
-            children: Iterator[tuple[Any, str]] = ((key, _child(path, key)) for key in list(node))
+            for key in list(node):
+                child = _child(path, key)
+                self._add_key(node, key, path, child)
+                self._cover_value(node, key, child, pattern and _child(pattern, key), structural)
         elif isinstance(node, list):
-            children = ((i, f"{path}[{i}]") for i in range(len(node)))
-        else:
-            return
-        for key, child_path in children:
-            if isinstance(key, str):
-                self._add_key(node, key, path, child_path)
-            value = node[key]
-            if not isinstance(value, str):
-                self._cover(value, child_path, structural)
-            elif (id(node), key) not in self._covered and not (structural and _structural(value, child_path, structural)):
-                self.add(node, key, child_path, "field")
+            below = pattern and f"{pattern}[*]"
+            for i in range(len(node)):
+                self._cover_value(node, i, f"{path}[{i}]", below, structural)
+
+    def _cover_value(self, node: Any, key: Any, path: str, pattern: str | None, structural: frozenset[str]) -> None:
+        value = node[key]
+        if not isinstance(value, str):
+            self._cover(value, path, pattern, structural)
+        elif (id(node), key) not in self._covered and not (pattern in structural and _token(value)):
+            self.add(node, key, path, "field")
 
     def _add_key(self, obj: dict, key: str, parent: str, path: str) -> None:
         if key:
@@ -230,8 +234,9 @@ class Payload:
     def add_key(self, key: str, path: str, rename: Callable[[str], str]) -> None:
         """A ``key`` slot for the name at ``path``: masking it calls ``rename(new)`` on render, which renames it in
         the document and returns the path it then has."""
-        self.slots.append(TextSlot(f"{path}<key>", key,
-                                   lambda new: self._renames.append(_Rename(path, lambda: rename(new))), "key"))
+        renames = self._renames  # not ``self``: a slot does not keep its payload alive (no cycle for the collector)
+        self.slots.append(TextSlot(f"{path}<key>", key, lambda new: renames.append(_Rename(path, lambda: rename(new))),
+                                   "key"))
 
     def _apply_renames(self) -> None:
         while self._renames:

@@ -181,3 +181,25 @@ def test_readme_lists_each_adapters_structural_fields() -> None:
         section = readme.split(f"(`{adapter.name}`", 1)[1].split("\n\n", 2)[1]
         listed = set(re.findall(r"^\| `(\$[^`]*)` \|", section, re.M))
         assert listed == set(adapter.structural), adapter.name
+
+
+def test_a_payload_is_freed_without_the_cycle_collector() -> None:
+    """Slots do not point back at their payload: a request's payload goes when its last reference does, not in a
+    collector pause (a 100 KB conversation has hundreds of slots)."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        payload = parse("/v1/chat/completions", {"metadata": {EMAIL: "x"}, "messages": [{"role": "user", "content": "hi"}]})
+        payload.add_root()
+        mask_email(payload)
+        gone = weakref.ref(payload)
+        del payload
+        assert gone() is None
+        bare = parse("/x", b'"a string body"')
+        gone = weakref.ref(bare)
+        del bare
+        assert gone() is None
+    finally:
+        gc.enable()
