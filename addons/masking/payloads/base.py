@@ -155,8 +155,11 @@ class Payload:
         if encoded.text is None:
             self.uninspected.append(Uninspected(path, encoded.media_type or "unknown", encoded.problem))
         elif encoded.text:
-            self.slots.append(TextSlot(f"{path}<{encoded.media_type}>", encoded.text,
-                                       lambda new, c=container, k=key: c.__setitem__(k, encoded.encode(new)), kind))
+
+            def write(new: str) -> None:
+                container[key] = encoded.encode(new)
+
+            self.slots.append(TextSlot(f"{path}<{encoded.media_type}>", encoded.text, write, kind))
 
     def walk(self, node: Any, path: str) -> None:
         """A slot for every string value under ``node`` (keys are left to ``cover``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from urllib.parse import parse_qsl, urlencode
 
 from addons.flow.errors import MalformedBody
@@ -17,7 +18,7 @@ def parse(body: bytes) -> Payload:
     for pair in pairs:
         payload.add(pair, 1, f"form.{pair[0]}")
     for pair in pairs:
-        payload.add_key(pair[0], f"form.{pair[0]}", lambda new, p=pair: _rename(p, new))
+        payload.add_key(pair[0], f"form.{pair[0]}", partial(_rename, pair))
     return payload
 
 

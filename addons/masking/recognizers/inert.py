@@ -23,7 +23,7 @@ _TOKEN = re.compile(r"[a-z_-]{1,32}")
 
 def inert_values(spec: EngineSpec) -> Callable[[str], bool]:
     """A predicate: True for a value the analyzer of ``spec`` cannot flag (see the module's docstring)."""
-    import regex  # Presidio's PatternRecognizer matches with it, and with these flags
+    import regex  # type: ignore[import-untyped]  # Presidio's PatternRecognizer matches with it, with these flags
 
     try:
         custom = [regex.compile(p, regex.DOTALL | regex.MULTILINE | regex.IGNORECASE)
