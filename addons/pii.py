@@ -214,7 +214,7 @@ class PiiMasking:
         flow.request.headers["accept-encoding"] = "identity"
         body = flow.request.get_content(strict=True) or b""
         try:
-            parsed = parse_body(flow.request.path, flow.request.headers.get("content-type", ""), body)
+            parsed = parse_body(flow.request.path, flow.request.headers.get("content-type", ""), body, inert=self.inert)
         except MalformedBody as e:
             refuse(flow, e)
             return

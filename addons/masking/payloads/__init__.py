@@ -11,6 +11,8 @@ listing its ``ADAPTER`` here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from addons.bodies.jsonlimits import MAX_JSON_DEPTH, json_depth, parse_json
 from addons.flow.errors import DuplicateJsonKey, MalformedBody
 from addons.masking.payloads import (
@@ -81,9 +83,11 @@ def body_kind(content_type: str, body: bytes) -> str:
     return "binary"
 
 
-def parse_body(path: str, content_type: str, body: bytes, *, response: bool = False) -> tuple[Payload, str] | None:
+def parse_body(path: str, content_type: str, body: bytes, *, response: bool = False,
+               inert: Callable[[str], bool] = lambda _: False) -> tuple[Payload, str] | None:
     """The body's slots and the adapter's name; ``None`` for bodies that cannot be inspected (binary, SSE). A
-    request's slots cover every string and key but the adapter's structural fields (``Payload.cover``).
+    request's slots cover every string and key but the adapter's structural fields and what ``inert`` says no
+    recognizer can flag (``Payload.cover``).
 
     Raises ``MalformedBody`` when the body does not parse as what it declares, or parses two ways
     (``DuplicateJsonKey``).
@@ -97,7 +101,7 @@ def parse_body(path: str, content_type: str, body: bytes, *, response: bool = Fa
         if response:
             return adapter.response(document), adapter.name
         payload = adapter.request(document)
-        payload.cover(adapter.structural)
+        payload.cover(adapter.structural, inert)
         return payload, adapter.name
     if kind == "form":
         return form.parse(body), "form"

@@ -114,6 +114,7 @@ class Payload:
     _renames: list[_Rename] = field(default_factory=list)
     _renamed: list[_Rename] = field(default_factory=list)
     _root_added: bool = False
+    _inert: Callable[[str], bool] = lambda _: False
 
     def render(self) -> bytes:
         self._apply_renames()
@@ -203,9 +204,11 @@ class Payload:
 
     # -- deny by default ------------------------------------------------------------------------------
 
-    def cover(self, structural: frozenset[str] = frozenset()) -> None:
+    def cover(self, structural: frozenset[str] = frozenset(), inert: Callable[[str], bool] = lambda _: False) -> None:
         """Every string the adapter did not pick becomes a ``field`` slot, and every key a ``key`` slot; strings at
-        a ``structural`` path (``$.messages[*].role``: indexes as ``[*]``) are skipped while they hold a token."""
+        a ``structural`` path (``$.messages[*].role``: indexes as ``[*]``) are skipped while they hold a token, and
+        strings and keys ``inert`` says no recognizer can flag need no slot (rendering writes them as they are)."""
+        self._inert = inert
         self.add_root("field")
         self._cover(self.document, "$", "$" if structural else None, structural)
         for inner, root in self._embedded:
@@ -216,7 +219,8 @@ class Payload:
         if isinstance(node, dict):
             for key in list(node):
                 child = _child(path, key)
-                self._add_key(node, key, path, child)
+                if not self._inert(key):
+                    self._add_key(node, key, path, child)
                 self._cover_value(node, key, child, pattern and _child(pattern, key), structural)
         elif isinstance(node, list):
             below = pattern and f"{pattern}[*]"
@@ -227,7 +231,7 @@ class Payload:
         value = node[key]
         if not isinstance(value, str):
             self._cover(value, path, pattern, structural)
-        elif (id(node), key) not in self._covered and not (pattern in structural and _token(value)):
+        elif not ((id(node), key) in self._covered or (pattern in structural and _token(value)) or self._inert(value)):
             self.add(node, key, path, "field")
 
     def _add_key(self, obj: dict, key: str, parent: str, path: str) -> None:

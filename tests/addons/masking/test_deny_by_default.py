@@ -203,3 +203,11 @@ def test_a_payload_is_freed_without_the_cycle_collector() -> None:
         assert gone() is None
     finally:
         gc.enable()
+
+
+def test_values_and_keys_no_recognizer_can_flag_get_no_slot() -> None:
+    body = {"metadata": {"tier": "gold", "owner": EMAIL}, "messages": [{"role": "user", "content": "hi"}]}
+    raw = json.dumps(body).encode()
+    payload, _ = parse_body("/v1/chat/completions", "application/json", raw, inert=lambda v: v.islower() and v.isalpha())
+    assert by_path(payload) == {"$.messages[0].content": "hi", "$.metadata.owner": EMAIL}
+    assert json.loads(payload.render()) == body
