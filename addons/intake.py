@@ -12,7 +12,8 @@ bytes or the expansion-ratio bound (413 ``body_too_large``); a coding other than
 or identity, or several stacked, is 415 ``unsupported_encoding``; a body that does not decode is 400
 ``malformed_body``. **The decoded body replaces the encoded one and Content-Encoding is dropped**, so
 every later addon (policy, PII masking, the recorder) and the upstream see identity bytes and
-nothing decodes the body a second time. A body that declares JSON or UTF-8 text but is not: 400. A request
+nothing decodes the body a second time. A body that declares JSON or UTF-8 text but is not: 400; JSON nested
+more than 128 levels, or with an object that names a key twice (``duplicate_json_key``): 400. A request
 with trailers (HTTP/2 header fields after the body, which nothing masks or records) is 400
 ``trailers_not_accepted``, naming them, never their values.
 
@@ -33,7 +34,6 @@ the response event (``trailers_dropped``).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Literal
 from weakref import WeakKeyDictionary
@@ -54,7 +54,7 @@ from addons.bodies.decoding import (
     coding_of,
     decode,
 )
-from addons.bodies.jsonlimits import MAX_JSON_DEPTH, json_depth
+from addons.bodies.jsonlimits import parse_json
 from addons.flow.answers import fail_closed, mark_stopped, refuse
 from addons.flow.errors import (
     BodyTooLarge,
@@ -104,20 +104,17 @@ def check_body(body: bytes, content_type: str) -> MalformedBody | None:
     if not body or not (_declares_json(content_type) or _declares_utf8(content_type)):
         return None
     try:
-        text = body.decode("utf-8")
+        body.decode("utf-8")
     except UnicodeDecodeError as e:
         return MalformedBody(
             f"the body is declared as {content_type!r} but is not valid UTF-8 "
             f"(byte 0x{body[e.start]:02x} at offset {e.start}); send UTF-8 text"
         )
     if _declares_json(content_type):
-        if json_depth(body) > MAX_JSON_DEPTH:
-            return MalformedBody(f"the JSON body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep; "
-                                 "this gateway reads at most that many, flatten the body")
         try:
-            json.loads(text)
-        except json.JSONDecodeError as e:
-            return MalformedBody(f"the body is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}")
+            parse_json(body)
+        except MalformedBody as e:
+            return e
     return None
 
 

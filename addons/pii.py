@@ -2,9 +2,12 @@
 
 After policy, before credentials and the recorder. For each request the caller's masking profile
 (the deciding rule's, else by group, else the default) says what to mask and how. The payload
-adapter (``addons/masking/payloads``) picks the text values of the body; Presidio analyses them in worker
-processes (``addons/masking/pool.py``); the profile's operators (``addons/masking/operators``) replace what was
-found, and the body is re-encoded with its shape intact. Pseudonyms are restored in the response
+adapter (``addons/masking/payloads``) picks the conversation text of the body, and every other string value
+and key is analysed too (deny by default) but for the adapter's structural fields; Presidio analyses them in
+worker processes (``addons/masking/pool.py``), save values no recognizer can flag
+(``addons/masking/recognizers/inert.py``); the profile's operators (``addons/masking/operators``) replace what
+was found, and the body is rendered again from what was analysed, shape intact: the bytes that leave are
+never the raw bytes of a body that was parsed. Pseudonyms are restored in the response
 (JSON, or SSE event by event, ``addons/masking/stream.py``); PII the upstream itself sends is masked.
 
 What masking did is the flow's ``PII`` fact (findings, never values). What it holds for a flow stays here,
@@ -12,7 +15,8 @@ keyed by the flow, in memory only: the pseudonym vault (``vault_of``, for WebSoc
 rewriter, and the bodies it changed as they were (``originals_of``, for the recorder).
 
 Fails closed: a timeout or engine failure answers 503 and nothing leaves; a body that cannot be
-inspected is refused (415) unless ``masking.unknown_content: pass``.
+inspected, or binary content inside one (an image's data URI, base64 audio), is refused (415) unless
+``masking.unknown_content: pass``, and then the record says what was not inspected.
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ from addons.flow.errors import (
 from addons.flow.meta import DECISION, ERROR, IDENTITY, PII, Finding, Originals, PiiOutcome
 from addons.flow.streams import compose_stream, unframe
 from addons.masking.operators import Applied, Masker, operators
-from addons.masking.payloads import Payload, adapter_for, body_kind, parse_body
+from addons.masking.payloads import Payload, adapter_for, body_kind, described, parse_body
 from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_workers
 from addons.masking.pseudonyms import Vault
 from addons.masking.recognizers import engine_spec, pattern_scanner
+from addons.masking.recognizers.inert import inert_values
 from addons.masking.stream import StreamRewriter
 from addons.rules.durations import seconds
 from addons.rules.masking import Profile
@@ -78,6 +83,7 @@ class PiiMasking:
         self.pool: AnalysisPool | None = None
         self.hash_key: bytes | None = None
         self._scanner: Future = Future()
+        self.inert = lambda value: False  # values no recognizer can flag: not sent to the analyzer
         self.timeout = 30.0
         # Per flow, memory only: never in flow.metadata, never recorded as such.
         self.vaults: weakref.WeakKeyDictionary[http.HTTPFlow, Vault] = weakref.WeakKeyDictionary()
@@ -115,6 +121,7 @@ class PiiMasking:
     def _configure_pool(self) -> None:
         assert self.rules is not None
         spec = engine_spec(self.rules.masking)
+        self.inert = inert_values(spec)
         workers = ctx.options.warden_pii_workers or default_workers()
         old = self.pool
         if old is not None and old.spec == spec and old.workers == workers:
@@ -180,11 +187,16 @@ class PiiMasking:
         return await self._analyze_texts([slot.text for slot in payload.slots])
 
     async def _analyze_texts(self, texts: list[str]) -> list[list]:
-        if not texts:
-            return []
+        spans: list[list] = [[] for _ in texts]
+        needed = [i for i, text in enumerate(texts) if not self.inert(text)]
+        if not needed:
+            return spans
         if self.pool is None:
             raise AnalysisUnavailable("the PII analyzer is not configured")
-        return await self.pool.analyze(texts)
+        found = await self.pool.analyze([texts[i] for i in needed])
+        for i, spans_of_text in zip(needed, found, strict=True):
+            spans[i] = spans_of_text
+        return spans
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -203,12 +215,13 @@ class PiiMasking:
         flow.request.headers["accept-encoding"] = "identity"
         body = flow.request.get_content(strict=True) or b""
         try:
-            parsed = parse_body(flow.request.path, flow.request.headers.get("content-type", ""), body)
+            parsed = parse_body(flow.request.path, flow.request.headers.get("content-type", ""), body, inert=self.inert)
         except MalformedBody as e:
             refuse(flow, e)
             return
         if parsed is None:
-            self._uninspectable(flow, outcome)
+            content_type = flow.request.headers.get("content-type", "") or "no Content-Type"
+            self._not_inspected(flow, outcome, f"the body ({content_type})")
             return
         payload, outcome.adapter = parsed
         try:
@@ -218,27 +231,26 @@ class PiiMasking:
             refuse(flow, PiiUnavailable(f"{e}; the request was not forwarded"))
             return
         self.vaults[flow] = vault = Vault(slot.text for slot in payload.slots)
-        masker = self._masker(profile, vault, reversible=True)
-        for slot, found in zip(payload.slots, spans, strict=True):
-            masked, applied = masker.apply(slot.text, found)
-            if applied:
-                slot.set(masked)
-                outcome.findings += _findings(slot.path, applied)
+        masked = self._masker(profile, vault, reversible=True).mask(payload, spans)
+        outcome.findings = [finding for path, applied in masked for finding in _findings(path, applied)]
         if outcome.findings:
             self._originals(flow).request = flow.request.raw_content
-            flow.request.content = payload.render()
             _count(outcome.findings, "request")
+        if body:  # even unchanged: what leaves is what was analysed, never the bytes as they came
+            flow.request.content = payload.render()
+        if payload.uninspected:
+            self._not_inspected(flow, outcome, f"content in the body ({described(payload.uninspected)})")
 
-    def _uninspectable(self, flow: http.HTTPFlow, outcome: PiiOutcome) -> None:
+    def _not_inspected(self, flow: http.HTTPFlow, outcome: PiiOutcome, what: str) -> None:
+        """A body, or content inside one (an image, audio), that no analyzer reads: refused, or passed and said so."""
         assert self.rules is not None
-        content_type = flow.request.headers.get("content-type", "") or "no Content-Type"
         if self.rules.masking.unknown_content == "block":
             refuse(flow, UnsupportedContent(
-                f"the body ({content_type}) cannot be inspected for PII, and masking.unknown_content is 'block'; "
-                "send JSON, form or text, or ask an operator for a rule whose masking profile allows it"
+                f"{what} cannot be inspected for PII, and masking.unknown_content is 'block'; send JSON, form or "
+                "text, or ask an operator for a rule whose masking profile allows it"
             ))
             return
-        outcome.skipped = f"uninspectable body passed ({content_type})"
+        outcome.skipped = f"{what}: not inspected, passed (masking.unknown_content: pass)"
 
     # -- messages after the handshake (WebSocket) -----------------------------------------------------
 

@@ -167,6 +167,15 @@ class MalformedBody(WardenError):
     type = "malformed_body"
 
 
+class DuplicateJsonKey(MalformedBody):
+    """A JSON object in the body names the same key twice: one parser keeps the first value, another the last, so
+    what the gateway masks and what the upstream reads could differ. The message names the key only when it cannot
+    be personal data (it is recorded)."""
+
+    status = 400
+    type = "duplicate_json_key"
+
+
 class TrailersNotAccepted(WardenError):
     """The request carries trailers (header fields after the body, HTTP/2): the gateway neither masks nor records
     them, so it does not forward them. The message names the trailers, never their values."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from addons.flow.errors import DuplicateJsonKey
 from addons.intake import check_body
 
 
@@ -18,3 +19,10 @@ def test_json_nested_past_the_bound_is_refused_without_recursion() -> None:
     problem = check_body(b"[" * 200 + b"]" * 200, "application/json")
     assert problem is not None and "more than 128 levels deep" in problem.message
     assert check_body(b"[" * 128 + b"]" * 128, "application/json") is None
+
+
+def test_json_that_names_a_key_twice_is_refused_anywhere_in_the_body() -> None:
+    problem = check_body(b'{"messages": [{"content": "a", "content": "b"}]}', "application/json")
+    assert isinstance(problem, DuplicateJsonKey) and problem.status == 400
+    assert 'the key "content" twice' in problem.message and "send each key once" in problem.message
+    assert check_body(b'{"a": {"content": 1}, "b": {"content": 2}}', "application/json") is None  # apart: fine

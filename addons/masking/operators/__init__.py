@@ -3,7 +3,8 @@
 
 ``Masker`` applies one profile's operators to a text given the analyzer's spans: it keeps the
 spans the profile asks for (entity, score, allow-lists), resolves overlaps (the longest span
-wins, so more is hidden rather than less), and returns the new text with what it did.
+wins, so more is hidden rather than less), and returns the new text with what it did; ``mask``
+does so for every slot of a payload.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from addons.rules.masking import OperatorSpec, Profile
 
 if TYPE_CHECKING:
     from presidio_anonymizer.operators import Operator
+
+    from addons.masking.payloads import Payload
 
 
 @cache
@@ -113,3 +116,15 @@ class Masker:
             last = end
         out.append(text[last:])
         return "".join(out), applied
+
+    def mask(self, payload: Payload, spans: list[list[Span]]) -> list[tuple[str, list[Applied]]]:
+        """Mask ``payload``'s slots with the analyzer's ``spans`` (one list per slot). What was masked, by the path
+        it has in the rendered body (a masked key renames the paths beneath it)."""
+        masked = []
+        for slot, found in zip(payload.slots, spans, strict=True):
+            if found:
+                text, applied = self.apply(slot.text, found)
+                if applied:
+                    slot.set(text)
+                    masked.append((slot.path, applied))
+        return [(payload.sent_path(path), applied) for path, applied in masked]

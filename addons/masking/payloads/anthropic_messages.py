@@ -1,7 +1,9 @@
 """Anthropic messages (``/v1/messages``).
 
-Request: ``system`` (a string or text blocks), ``messages[].content`` (a string or blocks: text,
-tool_use ``input``, tool_result content). Response: ``content[]`` text and tool_use input.
+Request: conversation text is ``system`` (a string or text blocks), ``messages[].content`` (a string or
+blocks: text, tool_use ``input``, tool_result content, documents whose source is text or content blocks);
+base64 sources are decoded where they hold text, else binary; everything else but ``STRUCTURAL`` is analysed
+as a field (``Payload.cover``: ``metadata.user_id``, tool descriptions, document titles, thinking). Response: ``content[]`` text and tool_use input.
 Stream: ``content_block_delta`` with ``text_delta`` (text) or ``input_json_delta`` (pieces of
 JSON) per block index; ``content_block_stop`` ends a block's text.
 """
@@ -10,7 +12,60 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.masking.payloads.base import Adapter, Payload, StreamEvent, add_content, everything, items, stream_slot
+from addons.masking.payloads.base import (
+    Adapter,
+    Payload,
+    StreamEvent,
+    add_content,
+    everything,
+    items,
+    stream_slot,
+    structural,
+)
+
+STRUCTURAL = structural("""
+    $.model
+    $.messages[*].role
+    $.messages[*].content[*].type
+    $.messages[*].content[*].id
+    $.messages[*].content[*].name
+    $.messages[*].content[*].tool_use_id
+    $.messages[*].content[*].signature
+    $.messages[*].content[*].data
+    $.messages[*].content[*].source.type
+    $.messages[*].content[*].source.media_type
+    $.messages[*].content[*].source.file_id
+    $.messages[*].content[*].cache_control.type
+    $.messages[*].content[*].cache_control.ttl
+    $.messages[*].content[*].content[*].type
+    $.messages[*].content[*].content[*].source.type
+    $.messages[*].content[*].content[*].source.media_type
+    $.messages[*].content[*].content[*].cache_control.type
+    $.system[*].type
+    $.system[*].cache_control.type
+    $.system[*].cache_control.ttl
+    $.tools[*].type
+    $.tools[*].name
+    $.tools[*].cache_control.type
+    $.tool_choice.type
+    $.tool_choice.name
+    $.thinking.type
+    $.service_tier
+    $.container
+""")
+
+
+def _source(payload: Payload, block: dict, path: str) -> None:
+    """A document's or an image's ``source``: text, content blocks, or base64 (decoded if it holds text)."""
+    source = block.get("source")
+    if not isinstance(source, dict):
+        return
+    if source.get("type") == "text":
+        payload.add(source, "data", f"{path}.source.data")
+    elif source.get("type") == "content":
+        _blocks(payload, source, "content", f"{path}.source.content")
+    elif source.get("type") == "base64":
+        payload.add_base64(source, "data", source.get("media_type"), f"{path}.source.data")
 
 
 def _blocks(payload: Payload, container: Any, key: str, path: str) -> None:
@@ -22,10 +77,13 @@ def _blocks(payload: Payload, container: Any, key: str, path: str) -> None:
             payload.walk(block["input"], f"{path}[{i}].input")
         elif block.get("type") == "tool_result":
             _blocks(payload, block, "content", f"{path}[{i}].content")
+        elif block.get("type") in ("document", "image"):
+            _source(payload, block, f"{path}[{i}]")
 
 
 class AnthropicMessages(Adapter):
     name = "anthropic-messages"
+    structural = STRUCTURAL
 
     def matches(self, path: str) -> bool:
         return path.endswith("/v1/messages")

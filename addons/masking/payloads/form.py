@@ -1,7 +1,8 @@
-"""``application/x-www-form-urlencoded``: every value (names are left alone)."""
+"""``application/x-www-form-urlencoded``: every value, and every name (a masked name is renamed)."""
 
 from __future__ import annotations
 
+from functools import partial
 from urllib.parse import parse_qsl, urlencode
 
 from addons.flow.errors import MalformedBody
@@ -16,4 +17,11 @@ def parse(body: bytes) -> Payload:
     payload = Payload(pairs, serialise=lambda doc: urlencode([tuple(p) for p in doc]).encode())
     for pair in pairs:
         payload.add(pair, 1, f"form.{pair[0]}")
+    for pair in pairs:
+        payload.add_key(pair[0], f"form.{pair[0]}", partial(_rename, pair))
     return payload
+
+
+def _rename(pair: list[str], name: str) -> str:
+    pair[0] = name
+    return f"form.{name}"

@@ -1,7 +1,8 @@
 """OpenAI chat completions (``/v1/chat/completions``, and every API that copies its shape).
 
-Request: ``messages[].content`` (a string or parts, of which ``text`` parts), tool-call arguments
-(JSON in a string), ``user``. Response: ``choices[].message`` content, refusal, tool-call
+Request: conversation text is ``messages[].content`` (a string or parts, of which ``text`` and ``refusal``
+parts), tool-call arguments (JSON in a string), ``prediction.content`` and ``user``; audio parts are binary;
+everything else but ``STRUCTURAL`` is analysed as a field (``Payload.cover``). Response: ``choices[].message`` content, refusal, tool-call
 arguments. Stream: ``chat.completion.chunk`` deltas, one running text per choice and field; a
 choice's ``finish_reason`` ends its texts.
 """
@@ -10,7 +11,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.masking.payloads.base import Adapter, Payload, StreamEvent, add_content, everything, items, stream_slot
+from addons.masking.payloads.base import (
+    Adapter,
+    Payload,
+    StreamEvent,
+    add_content,
+    everything,
+    items,
+    stream_slot,
+    structural,
+)
+
+STRUCTURAL = structural("""
+    $.model
+    $.messages[*].role
+    $.messages[*].tool_call_id
+    $.messages[*].content[*].type
+    $.messages[*].content[*].image_url.detail
+    $.messages[*].content[*].input_audio.format
+    $.messages[*].content[*].file.file_id
+    $.messages[*].tool_calls[*].id
+    $.messages[*].tool_calls[*].type
+    $.messages[*].tool_calls[*].function.name
+    $.messages[*].function_call.name
+    $.messages[*].audio.id
+    $.tools[*].type
+    $.tools[*].function.name
+    $.functions[*].name
+    $.tool_choice
+    $.tool_choice.type
+    $.tool_choice.function.name
+    $.function_call
+    $.function_call.name
+    $.response_format.type
+    $.response_format.json_schema.name
+    $.reasoning_effort
+    $.service_tier
+    $.modalities[*]
+    $.audio.voice
+    $.audio.format
+    $.prediction.type
+    $.verbosity
+    $.web_search_options.search_context_size
+""")
 
 
 def _tool_calls(payload: Payload, message: dict, path: str) -> None:
@@ -23,8 +66,22 @@ def _tool_calls(payload: Payload, message: dict, path: str) -> None:
         payload.add_embedded_json(function_call, "arguments", f"{path}.function_call.arguments")
 
 
+def _parts(payload: Payload, message: dict, path: str) -> None:
+    add_content(payload, message, "content", f"{path}.content")
+    for i, part in items(message.get("content")):
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "refusal":
+            payload.add(part, "refusal", f"{path}.content[{i}].refusal")
+        audio = part.get("input_audio")
+        if part.get("type") == "input_audio" and isinstance(audio, dict):
+            payload.add_base64(audio, "data", f"audio/{audio.get('format') or 'unknown'}",
+                               f"{path}.content[{i}].input_audio.data")
+
+
 class OpenAIChat(Adapter):
     name = "openai-chat"
+    structural = STRUCTURAL
 
     def matches(self, path: str) -> bool:
         return path.endswith("/chat/completions")
@@ -35,8 +92,10 @@ class OpenAIChat(Adapter):
         payload = Payload(document)
         for i, message in items(document.get("messages")):
             if isinstance(message, dict):
-                add_content(payload, message, "content", f"$.messages[{i}].content")
+                _parts(payload, message, f"$.messages[{i}]")
                 _tool_calls(payload, message, f"$.messages[{i}]")
+        if isinstance(document.get("prediction"), dict):
+            add_content(payload, document["prediction"], "content", "$.prediction.content")
         payload.add(document, "user", "$.user")
         return payload
 

@@ -1,15 +1,21 @@
 """OpenAI embeddings (``/v1/embeddings``): ``input`` is a string or a list of strings (token arrays are
-numbers and pass as they are). The response holds vectors only: nothing to mask or restore."""
+numbers and pass as they are); anything else but ``STRUCTURAL`` is analysed as a field. The response holds vectors only: nothing to mask or restore."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from addons.masking.payloads.base import Adapter, Payload, everything, items
+from addons.masking.payloads.base import Adapter, Payload, everything, items, structural
+
+STRUCTURAL = structural("""
+    $.model
+    $.encoding_format
+""")
 
 
 class OpenAIEmbeddings(Adapter):
     name = "openai-embeddings"
+    structural = STRUCTURAL
 
     def matches(self, path: str) -> bool:
         return path.endswith("/embeddings")

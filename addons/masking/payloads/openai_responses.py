@@ -1,7 +1,9 @@
 """OpenAI responses (``/v1/responses``).
 
-Request: ``instructions``, ``input`` (a string, or items whose content is a string or
-``input_text``/``output_text`` parts), function-call arguments and outputs. Response: every
+Request: conversation text is ``instructions``, ``input`` (a string, or items whose content is a string or
+``input_text``/``output_text`` parts), function-call arguments and outputs; audio parts are binary; everything
+else but ``STRUCTURAL`` is analysed as a field (``Payload.cover``: ``input_file`` names and data, image data URIs,
+reasoning summaries, ...). Response: every
 ``output`` item's text and arguments. Stream: ``response.output_text.delta``,
 ``response.refusal.delta`` and ``response.function_call_arguments.delta`` are running texts per
 item and part; ``*.done`` events end them and carry the whole text, as do ``output_item`` and
@@ -12,7 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.masking.payloads.base import Adapter, Payload, StreamEvent, add_content, everything, items, stream_slot
+from addons.masking.payloads.base import (
+    Adapter,
+    Payload,
+    StreamEvent,
+    add_content,
+    everything,
+    items,
+    stream_slot,
+    structural,
+)
 
 TEXT_PARTS = ("input_text", "output_text", "text", "refusal")
 _DELTAS = {
@@ -20,6 +31,39 @@ _DELTAS = {
     "response.refusal.delta": ("refusal", False),
     "response.function_call_arguments.delta": ("arguments", True),
 }
+STRUCTURAL = structural("""
+    $.model
+    $.previous_response_id
+    $.conversation
+    $.conversation.id
+    $.input[*].type
+    $.input[*].role
+    $.input[*].id
+    $.input[*].call_id
+    $.input[*].status
+    $.input[*].name
+    $.input[*].encrypted_content
+    $.input[*].content[*].type
+    $.input[*].content[*].detail
+    $.input[*].content[*].file_id
+    $.input[*].content[*].input_audio.format
+    $.input[*].summary[*].type
+    $.tools[*].type
+    $.tools[*].name
+    $.tool_choice
+    $.tool_choice.type
+    $.tool_choice.name
+    $.text.format.type
+    $.text.format.name
+    $.text.verbosity
+    $.reasoning.effort
+    $.reasoning.summary
+    $.service_tier
+    $.truncation
+    $.include[*]
+    $.prompt.id
+    $.prompt.version
+""")
 _DONE = ("response.output_text.done", "response.refusal.done", "response.function_call_arguments.done")
 
 
@@ -30,12 +74,17 @@ def _item(payload: Payload, item: Any, path: str) -> None:
     for i, part in items(item.get("content")):
         if isinstance(part, dict) and part.get("type") == "refusal":
             payload.add(part, "refusal", f"{path}.content[{i}].refusal")
+        audio = part.get("input_audio") if isinstance(part, dict) else None
+        if isinstance(audio, dict):
+            payload.add_base64(audio, "data", f"audio/{audio.get('format') or 'unknown'}",
+                               f"{path}.content[{i}].input_audio.data")
     payload.add_embedded_json(item, "arguments", f"{path}.arguments")
     payload.add(item, "output", f"{path}.output")
 
 
 class OpenAIResponses(Adapter):
     name = "openai-responses"
+    structural = STRUCTURAL
 
     def matches(self, path: str) -> bool:
         return path.endswith("/responses")

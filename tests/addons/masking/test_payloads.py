@@ -10,16 +10,19 @@ from addons.flow.errors import MalformedBody
 from addons.masking.payloads import adapter_for, body_kind, parse_body
 
 
-def slots(path: str, body: object, content_type: str = "application/json", response: bool = False) -> dict[str, str]:
+def slots(path: str, body: object, content_type: str = "application/json", response: bool = False,
+          kind: str = "text") -> dict[str, str]:
+    """The body's slots of ``kind``: ``text`` is the conversation text the adapter picks."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     payload, _ = parse_body(path, content_type, raw, response=response)
-    return {s.path: s.text for s in payload.slots}
+    return {s.path: s.text for s in payload.slots if s.kind == kind}
 
 
 def upper(path: str, body: dict, response: bool = False) -> dict:
     payload, _ = parse_body(path, "application/json", json.dumps(body).encode(), response=response)
     for slot in payload.slots:
-        slot.set(slot.text.upper())
+        if slot.kind == "text":
+            slot.set(slot.text.upper())
     return json.loads(payload.render())
 
 
@@ -62,7 +65,9 @@ def test_generic_json_form_and_text() -> None:
         "$.a[0]": "x", "$.a[1].b": "y", '$["weird key"]': "z"}
     assert adapter_for("/openai/deployments/gpt/chat/completions?api-version=1").name == "openai-chat"
     payload, name = parse_body("/f", "application/x-www-form-urlencoded", b"name=Ann+Lee&empty=&x=%3C")
-    assert name == "form" and {s.path: s.text for s in payload.slots} == {"form.name": "Ann Lee", "form.x": "<"}
+    assert name == "form" and {s.path: s.text for s in payload.slots if s.kind == "text"} == {
+        "form.name": "Ann Lee", "form.x": "<"}
+    assert [s.text for s in payload.slots if s.kind == "key"] == ["name", "empty", "x"]  # names are analysed too
     payload.slots[0].set("<PERSON_1>")
     assert payload.render() == b"name=%3CPERSON_1%3E&empty=&x=%3C"
     payload, name = parse_body("/t", "text/plain; charset=latin-1", "café Ann".encode("latin-1"))
@@ -81,7 +86,7 @@ def test_body_kinds(content_type: str, body: bytes, kind: str) -> None:
 
 
 def test_malformed_bodies_are_named() -> None:
-    with pytest.raises(MalformedBody, match="not valid JSON"):
+    with pytest.raises(MalformedBody, match="not valid JSON: Expecting value at line 1, column 7"):
         parse_body("/v1/chat/completions", "application/json", b'{"a": ')
     with pytest.raises(MalformedBody, match="form body does not parse"):
         parse_body("/f", "application/x-www-form-urlencoded", b"no-equals")
