@@ -127,14 +127,15 @@ class PiiMasking:
         if old is not None and old.spec == spec and old.workers == workers:
             old.timeout = self.timeout
             return
+        # Presidio (and spaCy with it) is imported beside start-up, not in its way; first, so that a pool which
+        # cannot start leaves no stream waiting for a scanner that was never built.
+        scanner: Future = Future()
+        threading.Thread(target=_load_presidio, args=(spec, scanner), name="warden-pii-load", daemon=True).start()
+        self._scanner = scanner
         self.pool = AnalysisPool(spec, workers, self.timeout)
         if old is not None:
             old.close()
         self.pool.start()  # configure runs on mitmproxy's event loop: the workers load their model meanwhile
-        # Presidio (and spaCy with it) is imported beside start-up, not in its way.
-        scanner: Future = Future()
-        threading.Thread(target=_load_presidio, args=(spec, scanner), name="warden-pii-load", daemon=True).start()
-        self._scanner = scanner
 
     def _stream_scanner(self):
         """The pattern scanner for streamed answers (waits for Presidio's import the first time).
