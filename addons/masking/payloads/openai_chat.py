@@ -2,8 +2,9 @@
 
 Request: ``messages[].content`` (a string or parts, of which ``text`` parts), tool-call arguments
 (JSON in a string), ``user``. Response: ``choices[].message`` content, refusal, tool-call
-arguments. Stream: ``chat.completion.chunk`` deltas, one running text per choice and field; a
-choice's ``finish_reason`` ends its texts.
+arguments. Stream: ``chat.completion.chunk`` deltas, one running text per choice and field (content,
+refusal, reasoning, the audio transcript, each tool call's arguments); a choice's ``finish_reason``
+ends its texts.
 """
 
 from __future__ import annotations
@@ -63,9 +64,14 @@ class OpenAIChat(Adapter):
             index = choice.get("index", 0)
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                for field in ("content", "refusal"):
+                for field in ("content", "refusal", "reasoning_content", "reasoning"):
                     if slot := stream_slot(delta, field, ("choice", index, field)):
                         out.deltas.append(slot)
+                if slot := stream_slot(delta.get("audio"), "transcript", ("choice", index, "audio")):
+                    out.deltas.append(slot)
+                if slot := stream_slot(delta.get("function_call"), "arguments", ("choice", index, "function_call"),
+                                       json_fragment=True):
+                    out.deltas.append(slot)
                 for k, call in items(delta.get("tool_calls")):
                     function = call.get("function") if isinstance(call, dict) else None
                     position = call.get("index", k) if isinstance(call, dict) else k
