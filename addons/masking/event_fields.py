@@ -22,7 +22,7 @@ from addons.masking.payloads import StreamSlot
 STRUCTURAL_KEYS = frozenset({
     "id", "object", "type", "role", "model", "created", "created_at", "finish_reason", "stop_reason", "status",
     "system_fingerprint", "service_tier", "item_id", "call_id", "tool_call_id", "response_id",
-    "previous_response_id", "signature", "encrypted_content", "event", "retry",
+    "previous_response_id", "tool_choice", "truncation", "signature", "encrypted_content", "event", "retry",
 })
 _TOKEN = re.compile(r"[^\s@]*")  # one word without @: an identifier or an enum, never a sentence or an address
 _KEY_MAY_HOLD = re.compile(r"[\d@.:/<\s]")  # a key without these is a field name (no pattern entity fits in it)
