@@ -139,7 +139,7 @@ class StreamSlot:
 
     channel: tuple
     text: str
-    set: Callable[[str], None]
+    set: Callable[[Any], None]  # the new text (the stream rewriter first puts a marker there)
     json_fragment: bool = False
 
 

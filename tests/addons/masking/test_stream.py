@@ -182,9 +182,11 @@ def anthropic_stream(rng, most: int = 12) -> bytes:
     events = [sse({"type": "message_start", "message": message}, "message_start")]
     for index, (kind, field) in enumerate((("thinking", "thinking"), ("text", "text"))):
         block = {"type": kind, kind: f"{EMAIL} says "}
-        events.append(sse({"type": "content_block_start", "index": index, "content_block": block}, "content_block_start"))
-        events += [sse({"type": "content_block_delta", "index": index, "delta": {"type": f"{kind}_delta", field: piece}},
-                       "content_block_delta") for piece in split(REPLY, rng, most)]
+        start = {"type": "content_block_start", "index": index, "content_block": block}
+        events.append(sse(start, "content_block_start"))
+        events += [sse({"type": "content_block_delta", "index": index,
+                        "delta": {"type": f"{kind}_delta", field: piece}}, "content_block_delta")
+                   for piece in split(REPLY, rng, most)]
         events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
     events.append(sse({"type": "error", "error": {"type": "overloaded_error", "message": f"card {CARD}"}}, "error"))
     events.append(sse({"type": "message_stop"}, "message_stop"))
@@ -258,7 +260,8 @@ def test_every_string_of_every_event_is_masked_and_restored(path: str) -> None:
     assert all(value not in text for value in PLANTED)
     if path == "/v1/chat/completions":
         assert events[0]["provider_trace"] == "billed to <CREDIT_CARD>"
-        [call] = [c for e in events for ch in e.get("choices", []) for c in ch["delta"].get("tool_calls", []) if "id" in c]
+        calls = [c for e in events for ch in e.get("choices", []) for c in ch["delta"].get("tool_calls", [])]
+        [call] = [c for c in calls if "id" in c]
         assert call["function"]["name"] == "<EMAIL_ADDRESS>"  # notify_jane.roe@... is one address
         assert events[-1]["error"]["message"] == "quota of <EMAIL_ADDRESS>"
         assert events[0]["id"] == "chatcmpl-7" and events[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -321,7 +324,8 @@ def test_the_flush_event_carries_only_the_released_text() -> None:
     delta = {"role": "assistant", "content": "Hello wor", "tool_calls": [call]}
     stream = (sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}],
                    "usage": None, "obfuscation": "x1"})
-              + sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}) + "data: [DONE]\n\n")
+              + sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+              + "data: [DONE]\n\n")
     [first, (_, content), (_, arguments), last, done] = rewritten("/v1/chat/completions", stream)
     assert first[1]["choices"][0]["delta"]["content"] == "Hello "  # "wor" may still grow into an entity
     top = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1, "model": "demo"}
@@ -346,4 +350,5 @@ def test_the_flush_event_of_each_api_has_its_own_shape() -> None:
 
 def test_a_flush_event_never_carries_a_raw_locator() -> None:
     stream = sse({"id": f"x {EMAIL}", "model": EMAIL, "choices": [{"index": 0, "delta": {"content": "so wor"}}]})
-    assert rewritten("/v1/chat/completions", stream)[1] == ([], {"choices": [{"index": 0, "delta": {"content": "wor"}}]})
+    flush = ([], {"choices": [{"index": 0, "delta": {"content": "wor"}}]})
+    assert rewritten("/v1/chat/completions", stream)[1] == flush
