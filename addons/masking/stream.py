@@ -10,9 +10,9 @@ it. Every other string of the event (a tool's name, an error's message, a field 
 a comment, a ``data:`` that is not JSON) arrives whole in that event and is scanned as a whole value;
 structural values (ids, enums, model names: ``event_fields``) pass as sent. Events that end a
 channel, ``[DONE]`` and the end of the stream release what was held, in a flush event that carries
-only the released text (``event_fields.alone``). Every event is produced twice: for the client
-(pseudonyms restored) and for the record (masked, pseudonyms left in). An event in which nothing
-changed goes on as the upstream's bytes.
+only the released text (``event_fields.alone``). Every event is produced twice, from what was
+scanned (never the upstream's bytes: they may say more than their parse, with a duplicate key):
+for the client (pseudonyms restored) and for the record (masked, pseudonyms left in).
 """
 
 from __future__ import annotations
@@ -201,8 +201,6 @@ class StreamRewriter:
         fields, data = parse_event(raw)
         if data is not None and data.strip() == "[DONE]":
             self._flush(lambda channel: True, client)
-            self._emit(client, raw, raw)
-            return
         document, is_json, parsed = self._parse(data)
 
         def closing(channel: tuple) -> bool:
@@ -218,16 +216,13 @@ class StreamRewriter:
             leaves.append(leaf)
             return leaf
 
-        kept = rebuild_fields(fields, collect)
+        rebuild_fields(fields, collect)
         rebuild(document, collect)
         if sum(isinstance(leaf, Hole) for leaf in leaves) != len(parsed.deltas):
             raise RuntimeError(f"the {self.adapter.name} adapter read a delta outside its event")
-        sent = [leaf.slot.text if isinstance(leaf, Hole) else leaf for leaf in leaves]
         template_fields = [(name, value) for name, value in fields if name == "event" and structural(name, value)]
         record, shown = self._texts(leaves, closing, (template_fields, document))
-        if record == shown == sent and len(kept) == len(fields):
-            self._emit(client, raw, raw)  # nothing masked, restored or dropped: the upstream's bytes
-            return
+        # Always rendered from what was scanned: raw bytes may say more than their parse (a duplicate key).
         record_event = self._render(fields, document, is_json, record)
         self._emit(client, record_event if shown == record else self._render(fields, document, is_json, shown),
                    record_event)
