@@ -73,8 +73,9 @@ def parse_event(raw: bytes) -> tuple[Fields, str | None]:
     return fields, ("\n".join(data) if data else None)
 
 
-def render_event(fields: Fields, data: str) -> bytes:
-    """One event: ``fields`` as parsed (comments as ``:text``), then ``data`` a line each, then a blank line (LF)."""
+def render_event(fields: Fields, data: str | None) -> bytes:
+    """One event: ``fields`` as parsed (comments as ``:text``), then ``data`` a line each (none for ``None``),
+    then a blank line (LF)."""
     lines = [f"{name}: {value}" if name else f":{value}" for name, value in fields]
-    lines += [f"data: {line}" for line in data.split("\n")]
+    lines += [f"data: {line}" for line in data.split("\n")] if data is not None else []
     return ("\n".join(lines) + "\n\n").encode("utf-8", errors="surrogateescape")

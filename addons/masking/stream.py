@@ -2,13 +2,17 @@
 
 ``StreamRewriter`` is the callable set on ``flow.response.stream``. It cuts the bytes into events
 (chunks arrive cut anywhere, even inside an event), asks the API's adapter which fields of each
-event continue a running text (a *channel*: a choice's content, a block's text, a tool call's
-arguments), and passes each delta through that channel's ``Channel``, which holds back only the
-tail that could still grow into a pseudonym (``<PERSON_`` ...) or a pattern entity (a word in
+event continue a running text (a *channel*: a choice's content or reasoning, a block's text, a tool
+call's arguments), and passes each delta through that channel's ``Channel``, which holds back only
+the tail that could still grow into a pseudonym (``<PERSON_`` ...) or a pattern entity (a word in
 progress, a run of digit groups, a PEM block), masks what it releases and restores pseudonyms in
-it. Events that end a channel, ``[DONE]`` and the end of the stream release what was held, in a
-delta event made from that channel's last one. Every event is produced twice: for the client
-(pseudonyms restored) and for the record (masked, pseudonyms left in).
+it. Every other string of the event (a tool's name, an error's message, a field the provider adds,
+a comment, a ``data:`` that is not JSON) arrives whole in that event and is scanned as a whole value;
+structural values (ids, enums, model names: ``event_fields``) pass as sent. Events that end a
+channel, ``[DONE]`` and the end of the stream release what was held, in a flush event that carries
+only the released text (``event_fields.alone``). Every event is produced twice, from what was
+scanned (never the upstream's bytes: they may say more than their parse, with a duplicate key):
+for the client (pseudonyms restored) and for the record (masked, pseudonyms left in).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from addons.bodies.sse import EventSplitter, parse_event, render_event
+from addons.bodies.sse import EventSplitter, Fields, parse_event, render_event
+from addons.masking.event_fields import Hole, alone, rebuild, rebuild_fields, structural
 from addons.masking.operators import Applied, Masker, Span
 from addons.masking.payloads import Adapter, StreamEvent, StreamSlot
 from addons.masking.pseudonyms import Vault, partial_token_start
@@ -72,7 +78,7 @@ class Channel:
 
     escape: Callable[[str], str] | None = None
     held: str = ""
-    template: tuple[list, str] | None = None  # (fields, data) of the last delta event, for the flush
+    template: tuple[Fields, Any, Hole] | None = None  # the last delta event and its hole, for the flush
 
     def feed(self, text: str, masker: Masker | None, scanner: Scanner | None, vault: Vault,
              final: bool = False) -> tuple[str, str, list[Applied]]:
@@ -123,6 +129,16 @@ def _json_escape(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)[1:-1]
 
 
+def _escape_for(value: str) -> Callable[[str], str] | None:
+    """JSON text held in a string (a tool call's whole arguments): what lands in it is JSON-escaped."""
+    if value.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        return _json_escape if isinstance(json.loads(value), dict | list) else None
+    except ValueError:
+        return None
+
+
 @dataclass
 class StreamRewriter:
     """The ``flow.response.stream`` callable for one SSE response."""
@@ -171,45 +187,77 @@ class StreamRewriter:
         if len(self.record) < self.capture_limit:
             self.record += record_bytes
 
+    def _parse(self, data: str | None) -> tuple[Any, bool, StreamEvent]:
+        """(the event's data, parsed if it is JSON; whether it is; what the adapter reads in it)."""
+        if data is None:
+            return None, False, StreamEvent()
+        try:
+            document = json.loads(data)
+        except ValueError:
+            return data, False, StreamEvent()  # plain text: one whole value
+        return document, True, self.adapter.stream(document)
+
     def _event(self, raw: bytes, client: list[bytes]) -> None:
         fields, data = parse_event(raw)
-        if data is None:
-            self._emit(client, raw, raw)
-            return
-        if data.strip() == "[DONE]":
+        if data is not None and data.strip() == "[DONE]":
             self._flush(lambda channel: True, client)
-            self._emit(client, raw, raw)
-            return
-        try:
-            event = json.loads(data)
-        except ValueError:
-            self._emit(client, raw, raw)  # not JSON: nothing the adapters understand
-            return
-        parsed = self.adapter.stream(event)
+        document, is_json, parsed = self._parse(data)
 
         def closing(channel: tuple) -> bool:
             return any(channel[: len(prefix)] == prefix for prefix in parsed.closes)
 
         in_event = {slot.channel for slot in parsed.deltas}
         self._flush(lambda channel: closing(channel) and channel not in in_event, client)
-        if not parsed.deltas and (parsed.whole is None or not parsed.whole.slots):
-            self._emit(client, raw, raw)
-            return
-        record_texts, client_texts = self._deltas(parsed, fields, data, closing)
-        whole_record, whole_client = self._wholes(parsed)
-        for slot, text in zip(parsed.deltas, record_texts, strict=True):
-            slot.set(text)
-        for slot, text in whole_record:
-            slot.set(text)
-        record_event = render_event(fields, json.dumps(event, ensure_ascii=False))
-        if record_texts == client_texts and [t for _, t in whole_record] == [t for _, t in whole_client]:
-            self._emit(client, record_event, record_event)  # nothing restored: one rendering serves both
-            return
-        for slot, text in zip(parsed.deltas, client_texts, strict=True):
-            slot.set(text)
-        for slot, text in whole_client:
-            slot.set(text)
-        self._emit(client, render_event(fields, json.dumps(event, ensure_ascii=False)), record_event)
+        for slot in parsed.deltas:
+            slot.set(Hole(slot))
+        leaves: list = []
+
+        def collect(leaf: Any) -> Any:
+            leaves.append(leaf)
+            return leaf
+
+        rebuild_fields(fields, collect)
+        rebuild(document, collect)
+        if sum(isinstance(leaf, Hole) for leaf in leaves) != len(parsed.deltas):
+            raise RuntimeError(f"the {self.adapter.name} adapter read a delta outside its event")
+        template_fields = [(name, value) for name, value in fields if name == "event" and structural(name, value)]
+        record, shown = self._texts(leaves, closing, (template_fields, document))
+        # Always rendered from what was scanned: raw bytes may say more than their parse (a duplicate key).
+        record_event = self._render(fields, document, is_json, record)
+        self._emit(client, record_event if shown == record else self._render(fields, document, is_json, shown),
+                   record_event)
+
+    def _texts(self, leaves: list, closing: Callable[[tuple], bool],
+               template: tuple[Fields, Any]) -> tuple[list[str], list[str]]:
+        """(record, client) texts of an event's deltas (through their channels) and whole values."""
+        record, client = [], []
+        for leaf in leaves:
+            if isinstance(leaf, Hole):
+                channel = self._channel(leaf.slot)
+                channel.template = (*template, leaf)
+                masked, restored, applied = channel.feed(leaf.slot.text, self.masker, self.scanner, self.vault,
+                                                         final=closing(leaf.slot.channel))
+            else:
+                masked, restored, applied = Channel(escape=_escape_for(leaf)).feed(
+                    leaf, self.masker, self.scanner, self.vault, final=True)
+            self.applied += applied
+            record.append(masked)
+            client.append(restored)
+        return record, client
+
+    @staticmethod
+    def _render(fields: Fields, document: Any, is_json: bool, texts: list[str]) -> bytes:
+        """The event with ``texts`` in the order ``rebuild`` found its leaves: fields first, then the data."""
+        given = iter(texts)
+
+        def text(_: Any) -> str:
+            return next(given)
+
+        new_fields = rebuild_fields(fields, text)
+        data = rebuild(document, text)
+        if is_json:
+            data = json.dumps(data, ensure_ascii=False)
+        return render_event(new_fields, data)
 
     def _channel(self, slot: StreamSlot) -> Channel:
         channel = self._channels.get(slot.channel)
@@ -218,41 +266,14 @@ class StreamRewriter:
             self._channels[slot.channel] = channel
         return channel
 
-    def _deltas(self, parsed: StreamEvent, fields: list, data: str,
-                closing: Callable[[tuple], bool]) -> tuple[list[str], list[str]]:
-        record, client = [], []
-        for slot in parsed.deltas:
-            channel = self._channel(slot)
-            channel.template = (fields, data)
-            masked, restored, applied = channel.feed(slot.text, self.masker, self.scanner, self.vault,
-                                                     final=closing(slot.channel))
-            self.applied += applied
-            record.append(masked)
-            client.append(restored)
-        return record, client
-
-    def _wholes(self, parsed: StreamEvent) -> tuple[list, list]:
-        record, client = [], []
-        for slot in parsed.whole.slots if parsed.whole is not None else []:
-            masked, restored, applied = Channel().feed(slot.text, self.masker, self.scanner, self.vault, final=True)
-            self.applied += applied
-            record.append((slot, masked))
-            client.append((slot, restored))
-        return record, client
-
     def _flush(self, selected: Callable[[tuple], bool], client: list[bytes]) -> None:
-        """Release what the selected channels hold, each in a delta event made from its last one."""
+        """Release what the selected channels hold, each in an event that carries only the released text."""
         for key, channel in list(self._channels.items()):
             if not selected(key) or not channel.held or channel.template is None:
                 continue
             masked, restored, applied = channel.feed("", self.masker, self.scanner, self.vault, final=True)
             self.applied += applied
-            # The template never ends its channel: an event that does is fed as final and leaves nothing held.
-            fields, data = channel.template
-            versions = []
-            for text in (masked, restored):
-                event = json.loads(data)
-                for slot in self.adapter.stream(event).deltas:
-                    slot.set(text if slot.channel == key else "")
-                versions.append(render_event(fields, json.dumps(event, ensure_ascii=False)))
-            self._emit(client, versions[1], versions[0])
+            fields, document, hole = channel.template
+            record, shown = (render_event(fields, json.dumps(alone(document, hole, text), ensure_ascii=False))
+                             for text in (masked, restored))
+            self._emit(client, shown, record)

@@ -3,9 +3,10 @@
 Request: conversation text is ``system`` (a string or text blocks), ``messages[].content`` (a string or
 blocks: text, tool_use ``input``, tool_result content, documents whose source is text or content blocks);
 base64 sources are decoded where they hold text, else binary; everything else but ``STRUCTURAL`` is analysed
-as a field (``Payload.cover``: ``metadata.user_id``, tool descriptions, document titles, thinking). Response: ``content[]`` text and tool_use input.
-Stream: ``content_block_delta`` with ``text_delta`` (text) or ``input_json_delta`` (pieces of
-JSON) per block index; ``content_block_stop`` ends a block's text.
+as a field (``Payload.cover``: ``metadata.user_id``, tool descriptions, document titles, thinking). Response:
+``content[]`` text and tool_use input. Stream: ``content_block_delta`` with ``text_delta`` (text),
+``thinking_delta`` (thinking) or ``input_json_delta`` (pieces of JSON) per block index;
+``content_block_stop`` ends a block's text.
 """
 
 from __future__ import annotations
@@ -110,27 +111,12 @@ class AnthropicMessages(Adapter):
         if kind == "content_block_delta":
             delta = event.get("delta")
             index = event.get("index", 0)
-            if slot := stream_slot(delta, "text", ("block", index)):
+            if slot := stream_slot(delta, "text", ("block", index)) or stream_slot(delta, "thinking", ("block", index)):
                 out.deltas.append(slot)
             elif slot := stream_slot(delta, "partial_json", ("block", index), json_fragment=True):
                 out.deltas.append(slot)
-            return out
-        if kind == "content_block_stop":
+        elif kind == "content_block_stop":
             out.closes.append(("block", event.get("index", 0)))
-            return out
-        whole = Payload(event)
-        if kind == "content_block_start":
-            block = event.get("content_block")
-            if isinstance(block, dict):
-                whole.add(block, "text", "$.content_block.text")
-                if block.get("type") == "tool_use" and "input" in block:
-                    whole.walk(block["input"], "$.content_block.input")
-        elif kind == "message_start":
-            message = event.get("message")
-            _blocks(whole, message, "content", "$.message.content")
-        elif kind == "error":
-            whole.walk(event, "$")
-        out.whole = whole
         return out
 
 

@@ -297,7 +297,7 @@ class StreamSlot:
 
     channel: tuple
     text: str
-    set: Callable[[str], None]
+    set: Callable[[Any], None]  # the new text (the stream rewriter first puts a marker there)
     json_fragment: bool = False
 
 
@@ -310,11 +310,11 @@ def stream_slot(container: Any, key: str, channel: tuple, json_fragment: bool = 
 
 @dataclass
 class StreamEvent:
-    """What one SSE event carries: deltas of running texts, channels it ends, and whole texts."""
+    """What one SSE event carries: deltas of running texts, and the channels it ends. Every other string
+    of the event is a whole value (it arrives whole in this event): the stream rewriter scans those itself."""
 
     deltas: list[StreamSlot] = field(default_factory=list)
     closes: list[tuple] = field(default_factory=list)  # channel prefixes to flush before this event goes out
-    whole: Payload | None = None  # complete texts (e.g. a final message object), masked and restored at once
 
 
 def structural(paths: str) -> frozenset[str]:
@@ -341,5 +341,5 @@ class Adapter:
         return everything(document)
 
     def stream(self, event: Any) -> StreamEvent:
-        """An event is a whole: every string in it (no delta crosses events)."""
-        return StreamEvent(whole=everything(event))
+        """No running texts: every string of the event is a whole value."""
+        return StreamEvent()

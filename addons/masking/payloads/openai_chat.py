@@ -2,9 +2,10 @@
 
 Request: conversation text is ``messages[].content`` (a string or parts, of which ``text`` and ``refusal``
 parts), tool-call arguments (JSON in a string), ``prediction.content`` and ``user``; audio parts are binary;
-everything else but ``STRUCTURAL`` is analysed as a field (``Payload.cover``). Response: ``choices[].message`` content, refusal, tool-call
-arguments. Stream: ``chat.completion.chunk`` deltas, one running text per choice and field; a
-choice's ``finish_reason`` ends its texts.
+everything else but ``STRUCTURAL`` is analysed as a field (``Payload.cover``). Response: ``choices[].message``
+content, refusal, tool-call arguments. Stream: ``chat.completion.chunk`` deltas, one running text per choice
+and field (content, refusal, reasoning, the audio transcript, each tool call's arguments); a choice's
+``finish_reason`` ends its texts.
 """
 
 from __future__ import annotations
@@ -122,9 +123,14 @@ class OpenAIChat(Adapter):
             index = choice.get("index", 0)
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                for field in ("content", "refusal"):
+                for field in ("content", "refusal", "reasoning_content", "reasoning"):
                     if slot := stream_slot(delta, field, ("choice", index, field)):
                         out.deltas.append(slot)
+                if slot := stream_slot(delta.get("audio"), "transcript", ("choice", index, "audio")):
+                    out.deltas.append(slot)
+                if slot := stream_slot(delta.get("function_call"), "arguments", ("choice", index, "function_call"),
+                                       json_fragment=True):
+                    out.deltas.append(slot)
                 for k, call in items(delta.get("tool_calls")):
                     function = call.get("function") if isinstance(call, dict) else None
                     position = call.get("index", k) if isinstance(call, dict) else k

@@ -2,12 +2,11 @@
 
 Request: conversation text is ``instructions``, ``input`` (a string, or items whose content is a string or
 ``input_text``/``output_text`` parts), function-call arguments and outputs; audio parts are binary; everything
-else but ``STRUCTURAL`` is analysed as a field (``Payload.cover``: ``input_file`` names and data, image data URIs,
-reasoning summaries, ...). Response: every
-``output`` item's text and arguments. Stream: ``response.output_text.delta``,
-``response.refusal.delta`` and ``response.function_call_arguments.delta`` are running texts per
-item and part; ``*.done`` events end them and carry the whole text, as do ``output_item`` and
-``response.*`` events.
+else but ``STRUCTURAL`` is analysed as a field (``Payload.cover``: ``input_file`` names and data, image data
+URIs, reasoning summaries, ...). Response: every ``output`` item's text and arguments. Stream: every
+``response.*.delta`` event's ``delta`` is a running text per item and part (output text, refusal, reasoning
+and its summary, transcripts, tool arguments and inputs; ``response.audio.delta`` is audio, not text);
+``*.done`` events end them.
 """
 
 from __future__ import annotations
@@ -26,11 +25,8 @@ from addons.masking.payloads.base import (
 )
 
 TEXT_PARTS = ("input_text", "output_text", "text", "refusal")
-_DELTAS = {
-    "response.output_text.delta": ("text", False),
-    "response.refusal.delta": ("refusal", False),
-    "response.function_call_arguments.delta": ("arguments", True),
-}
+_JSON_DELTAS = ("response.function_call_arguments.delta", "response.mcp_call_arguments.delta")  # pieces of JSON
+_AUDIO_DELTAS = ("response.audio.delta",)  # base64 audio: a whole value per event, never a running text
 STRUCTURAL = structural("""
     $.model
     $.previous_response_id
@@ -111,30 +107,15 @@ class OpenAIResponses(Adapter):
     def stream(self, event: Any) -> StreamEvent:
         kind = event.get("type") if isinstance(event, dict) else None
         out = StreamEvent()
-        channel = ("item", event.get("item_id") or event.get("output_index"), event.get("content_index")) if kind else ()
-        if kind in _DELTAS:
-            field, fragment = _DELTAS[kind]
-            if slot := stream_slot(event, "delta", (*channel, field), json_fragment=fragment):
-                out.deltas.append(slot)
+        if not isinstance(kind, str):
             return out
-        if kind in _DONE:
+        part = event.get("content_index", event.get("summary_index"))
+        channel = ("item", event.get("item_id") or event.get("output_index"), part)
+        if kind.endswith(".delta") and kind not in _AUDIO_DELTAS:
+            if slot := stream_slot(event, "delta", (*channel, kind), json_fragment=kind in _JSON_DELTAS):
+                out.deltas.append(slot)
+        elif kind.endswith(".done"):
             out.closes.append(channel)
-        whole = Payload(event)
-        for key in ("text", "refusal"):
-            whole.add(event, key, f"$.{key}")
-        whole.add_embedded_json(event, "arguments", "$.arguments")
-        part = event.get("part")
-        if isinstance(part, dict):
-            whole.add(part, "text", "$.part.text")
-            whole.add(part, "refusal", "$.part.refusal")
-        _item(whole, event.get("item"), "$.item")
-        response = event.get("response")
-        if isinstance(response, dict):
-            for i, item in items(response.get("output")):
-                _item(whole, item, f"$.response.output[{i}]")
-        if kind == "error" or (kind is None and isinstance(event, dict)):
-            whole.walk(event, "$")
-        out.whole = whole
         return out
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import random
 
 import pytest
 
+from addons.bodies.sse import events as sse_events
+from addons.bodies.sse import parse_event
 from addons.masking.operators import Masker
 from addons.masking.payloads import adapter_for
 from addons.masking.pseudonyms import Vault
@@ -28,9 +32,9 @@ MASKED = f"Write to {TOKENS['name']} at {TOKENS['mail']} today."
 RESTORED = "Write to Maria Garcia at maria@example.org today."
 
 
-def rewriter(path: str, mask: bool = True) -> StreamRewriter:
+def rewriter(path: str, mask: bool = True, scanner=SCANNER) -> StreamRewriter:
     masker = Masker(MASKING.profile(), VAULT, b"k" * 32, reversible=False) if mask else None
-    return StreamRewriter(adapter_for(path), VAULT, masker, SCANNER if mask else None)
+    return StreamRewriter(adapter_for(path), VAULT, masker, scanner if mask else None)
 
 
 def run(rw: StreamRewriter, stream: bytes, cuts: list[int]) -> bytes:
@@ -133,3 +137,223 @@ def test_a_failing_rewrite_cuts_the_stream_off() -> None:
     stream = b"".join(openai_events({}, "a reply with text", 4))
     assert rw(stream) == [] and rw(b"more") == [] and rw(b"") == []
     assert rw.error == "RuntimeError: scanner broke"
+
+
+# -- every string of every event ---------------------------------------------------------------------
+
+EMAIL, CARD, SSN = "jane.roe@example.net", "4111 1111 1111 1111", "536-22-8726"
+PLANTED = (EMAIL, CARD, SSN)
+REPLY = f"Mail {EMAIL} or pay with {CARD}; ssn {SSN}. Ask {TOKENS['name']} at {TOKENS['mail']}."
+SHOWN = "Mail <EMAIL_ADDRESS> or pay with <CREDIT_CARD>; ssn <US_SSN>. Ask Maria Garcia at maria@example.org."
+RECORDED = f"Mail <EMAIL_ADDRESS> or pay with <CREDIT_CARD>; ssn <US_SSN>. Ask {TOKENS['name']} at {TOKENS['mail']}."
+
+
+def sse(data: object, name: str | None = None) -> str:
+    return (f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n"
+
+
+def split(text: str, rng, most: int = 12) -> list[str]:
+    """``text`` in pieces cut at up to ``most`` random places (a value may be cut anywhere)."""
+    cuts = sorted(rng.sample(range(1, len(text)), k=min(len(text) - 1, rng.randint(1, most))))
+    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+
+
+def openai_stream(rng, most: int = 12) -> bytes:
+    base = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1, "model": "demo"}
+
+    def chunk(delta: dict, finish: str | None = None, **extra: object) -> str:
+        return sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+
+    events = [chunk({"role": "assistant", "content": ""}, provider_trace=f"billed to {CARD}")]
+    events += [chunk({"reasoning_content": piece}) for piece in split(REPLY, rng, most)]
+    events += [chunk({"content": piece}) for piece in split(REPLY, rng, most)]
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": f"notify_{EMAIL}", "arguments": ""}}
+    events += [chunk({"tool_calls": [call]})]
+    events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+               for piece in split(json.dumps({"note": REPLY}), rng, most)]
+    events += [chunk({}, "stop"), sse({"error": {"message": f"quota of {EMAIL}", "type": "server_error"}}),
+               "data: [DONE]\n\n"]
+    return "".join(events).encode()
+
+
+def anthropic_stream(rng, most: int = 12) -> bytes:
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "demo",
+               "note": f"for {TOKENS['name']}, ssn {SSN}"}
+    events = [sse({"type": "message_start", "message": message}, "message_start")]
+    for index, (kind, field) in enumerate((("thinking", "thinking"), ("text", "text"))):
+        block = {"type": kind, kind: f"{EMAIL} says "}
+        start = {"type": "content_block_start", "index": index, "content_block": block}
+        events.append(sse(start, "content_block_start"))
+        events += [sse({"type": "content_block_delta", "index": index,
+                        "delta": {"type": f"{kind}_delta", field: piece}}, "content_block_delta")
+                   for piece in split(REPLY, rng, most)]
+        events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+    events.append(sse({"type": "error", "error": {"type": "overloaded_error", "message": f"card {CARD}"}}, "error"))
+    events.append(sse({"type": "message_stop"}, "message_stop"))
+    return "".join(events).encode()
+
+
+def responses_stream(rng, most: int = 12) -> bytes:
+    at = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    events = [sse({"type": "response.created", "response": {"id": "resp_1", "instructions": f"Help {TOKENS['name']}",
+                                                            "metadata": {EMAIL: SSN}}}, "response.created")]
+    events += [sse({"type": "response.reasoning_summary_text.delta", "item_id": "rs_1", "output_index": 0,
+                    "summary_index": 0, "delta": piece}, "response.reasoning_summary_text.delta")
+               for piece in split(REPLY, rng, most)]
+    events += [sse({"type": "response.output_text.delta", **at, "delta": piece, "logprobs": []},
+                   "response.output_text.delta") for piece in split(REPLY, rng, most)]
+    events.append(sse({"type": "response.output_text.done", **at, "text": REPLY}, "response.output_text.done"))
+    events.append(sse({"type": "response.function_call_arguments.done", "item_id": "fc_1", "output_index": 1,
+                       "arguments": json.dumps({"who": REPLY})}, "response.function_call_arguments.done"))
+    return "".join(events).encode()
+
+
+SAMPLES = {"/v1/chat/completions": openai_stream, "/v1/messages": anthropic_stream, "/v1/responses": responses_stream}
+
+
+def channels(stream: bytes, path: str) -> dict[tuple, str]:
+    """Every event's data parsed (each must be valid JSON), and the running texts joined per channel."""
+    out: dict[tuple, str] = {}
+    for raw in sse_events(stream):
+        _, data = parse_event(raw)
+        if data is None or data == "[DONE]":
+            continue
+        for slot in adapter_for(path).stream(json.loads(data)).deltas:
+            out[slot.channel] = out.get(slot.channel, "") + slot.text
+    return out
+
+
+def assert_clean(client: bytes, record: bytes, path: str) -> None:
+    for value in PLANTED:
+        assert value.encode() not in client and value.encode() not in record, value
+    shown, recorded = channels(client, path), channels(record, path)
+    assert shown and all(SHOWN in text for text in shown.values()), shown
+    assert all(RECORDED in text for text in recorded.values()), recorded
+    assert b"maria@example.org" not in record
+
+
+@pytest.mark.parametrize("path", list(SAMPLES))
+def test_any_chunking_of_a_stream_yields_valid_events_without_the_planted_values(path: str) -> None:
+    rng = random.Random(f"streams-{path}")
+    scanner = functools.cache(SCANNER)  # the same texts are scanned for every cut: the same spans, sooner
+    for round_ in range(4):  # values cut across deltas at random places
+        stream = SAMPLES[path](rng, 3 if round_ == 0 else 12)
+        whole = rewriter(path, scanner=scanner)
+        client = run(whole, stream, [])
+        assert_clean(client, bytes(whole.record), path)
+        byte_cuts = range(1, len(stream)) if round_ == 0 else rng.sample(range(1, len(stream)), k=50)
+        for cut in byte_cuts:  # the bytes cut in two: at every offset, then at random ones
+            rw = rewriter(path, scanner=scanner)
+            assert run(rw, stream, [cut]) == client and rw.record == whole.record, cut
+        for _ in range(20):  # and in many pieces
+            rw = rewriter(path, scanner=scanner)
+            cuts = sorted(rng.sample(range(1, len(stream)), k=rng.randint(2, 60)))
+            assert run(rw, stream, cuts) == client and rw.record == whole.record, cuts
+
+
+@pytest.mark.parametrize("path", list(SAMPLES))
+def test_every_string_of_every_event_is_masked_and_restored(path: str) -> None:
+    rw = rewriter(path)
+    client = run(rw, SAMPLES[path](random.Random(0)), [])
+    events = [json.loads(parse_event(raw)[1]) for raw in sse_events(client) if parse_event(raw)[1] != "[DONE]"]
+    text = json.dumps(events)
+    assert all(value not in text for value in PLANTED)
+    if path == "/v1/chat/completions":
+        assert events[0]["provider_trace"] == "billed to <CREDIT_CARD>"
+        calls = [c for e in events for ch in e.get("choices", []) for c in ch["delta"].get("tool_calls", [])]
+        [call] = [c for c in calls if "id" in c]
+        assert call["function"]["name"] == "<EMAIL_ADDRESS>"  # notify_jane.roe@... is one address
+        assert events[-1]["error"]["message"] == "quota of <EMAIL_ADDRESS>"
+        assert events[0]["id"] == "chatcmpl-7" and events[0]["choices"][0]["delta"]["role"] == "assistant"
+    elif path == "/v1/messages":
+        assert events[0]["message"]["note"] == "for Maria Garcia, ssn <US_SSN>"  # restored, masked
+        assert events[1]["content_block"] == {"type": "thinking", "thinking": "<EMAIL_ADDRESS> says "}
+        assert events[-2]["error"] == {"type": "overloaded_error", "message": "card <CREDIT_CARD>"}
+    else:
+        assert events[0]["response"] == {"id": "resp_1", "instructions": "Help Maria Garcia",
+                                         "metadata": {"<EMAIL_ADDRESS>": "<US_SSN>"}}
+        done = next(e for e in events if e["type"] == "response.output_text.done")
+        assert done["text"] == SHOWN
+        arguments = next(e for e in events if e["type"] == "response.function_call_arguments.done")["arguments"]
+        assert json.loads(arguments) == {"who": SHOWN}  # JSON text in a string stays JSON
+
+
+def test_what_is_not_json_is_scanned_as_text_and_unknown_fields_are_dropped() -> None:
+    rw = rewriter("/v1/anything")
+    stream = (f": keep-alive for {EMAIL}\n\ndata: plain {CARD} text\n\n"
+              f"event: note\nx-trace: {SSN}\ndata: {{\"id\": \"a b {EMAIL}\"}}\n\n").encode()
+    client = run(rw, stream, [])
+    assert client == (b":keep-alive for <EMAIL_ADDRESS>\n\ndata: plain <CREDIT_CARD> text\n\n"
+                      b'event: note\ndata: {"id": "a b <EMAIL_ADDRESS>"}\n\n')
+    assert bytes(rw.record) == client
+
+
+def test_structural_values_pass_as_sent() -> None:
+    rw = rewriter("/v1/chat/completions")
+    event = b'data: {"id":"chatcmpl-4111111111111111","model":"m-4111 1111 1111 1111","choices":[]}\n\n'
+    client = run(rw, event, [])
+    assert b"chatcmpl-4111111111111111" in client  # an id is one word: structure, not text
+    assert b'"model": "m-<CREDIT_CARD>"' in client  # a model "name" with spaces is text
+
+
+def test_events_are_rendered_from_what_was_scanned_never_passed_as_sent() -> None:
+    stream = (f'data: {{"choices": [], "note": "{EMAIL}", "note": "hi"}}\n\n'  # a parser keeps the last
+              f"data: [DONE]\n: {EMAIL}\n\n").encode()
+    client = run(rewriter("/v1/chat/completions"), stream, [])
+    assert client == b'data: {"choices": [], "note": "hi"}\n\n:<EMAIL_ADDRESS>\ndata: [DONE]\n\n'
+
+
+def test_restore_only_restores_pseudonyms_in_every_field() -> None:
+    rw = rewriter("/v1/messages", mask=False)
+    stream = sse({"type": "message_start", "message": {"id": "m", "extra": f"for {TOKENS['name']}"}}, "message_start")
+    client = run(rw, stream.encode(), [])
+    assert json.loads(parse_event(client)[1])["message"]["extra"] == "for Maria Garcia"
+    assert TOKENS["name"].encode() in bytes(rw.record)
+
+
+# -- the flush event ----------------------------------------------------------------------------------
+
+def rewritten(path: str, stream: str) -> list[tuple[list, object]]:
+    """The client's events: (SSE fields, data parsed as JSON)."""
+    out = []
+    for raw in sse_events(run(rewriter(path), stream.encode(), [])):
+        fields, data = parse_event(raw)
+        out.append((fields, data if data in (None, "[DONE]") else json.loads(data)))
+    return out
+
+
+def test_the_flush_event_carries_only_the_released_text() -> None:
+    base = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1, "model": "demo",
+            "system_fingerprint": "fp_1", "service_tier": "default"}
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "Ja'}}
+    delta = {"role": "assistant", "content": "Hello wor", "tool_calls": [call]}
+    stream = (sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}],
+                   "usage": None, "obfuscation": "x1"})
+              + sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+              + "data: [DONE]\n\n")
+    [first, (_, content), (_, arguments), last, done] = rewritten("/v1/chat/completions", stream)
+    assert first[1]["choices"][0]["delta"]["content"] == "Hello "  # "wor" may still grow into an entity
+    top = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1, "model": "demo"}
+    assert content == {**top, "choices": [{"index": 0, "delta": {"content": "wor"}}]}
+    assert arguments == {**top, "choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "type": "function", "function": {"arguments": '"Ja'}}]}}]}  # never the id or the name again
+    assert last[1]["choices"][0]["finish_reason"] == "tool_calls" and done[1] == "[DONE]"
+
+
+def test_the_flush_event_of_each_api_has_its_own_shape() -> None:
+    delta = {"type": "content_block_delta", "index": 1, "delta": {"type": "thinking_delta", "thinking": "so wor"}}
+    stream = sse(delta, "content_block_delta") + sse({"type": "content_block_stop", "index": 1}, "content_block_stop")
+    assert rewritten("/v1/messages", stream)[1] == ([("event", "content_block_delta")], {
+        "type": "content_block_delta", "index": 1, "delta": {"type": "thinking_delta", "thinking": "wor"}})
+    at = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    stream = (sse({"type": "response.output_text.delta", "sequence_number": 4, **at, "delta": "so wor", "logprobs": []},
+                  "response.output_text.delta")
+              + sse({"type": "response.output_text.done", **at, "text": "so wor"}, "response.output_text.done"))
+    assert rewritten("/v1/responses", stream)[1] == ([("event", "response.output_text.delta")], {
+        "type": "response.output_text.delta", **at, "delta": "wor"})
+
+
+def test_a_flush_event_never_carries_a_raw_locator() -> None:
+    stream = sse({"id": f"x {EMAIL}", "model": EMAIL, "choices": [{"index": 0, "delta": {"content": "so wor"}}]})
+    flush = ([], {"choices": [{"index": 0, "delta": {"content": "wor"}}]})
+    assert rewritten("/v1/chat/completions", stream)[1] == flush
