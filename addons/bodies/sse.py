@@ -21,11 +21,17 @@ _LINE_END = re.compile(r"\r\n|\n|\r")
 Fields = list[tuple[str, str]]
 
 
+class EventTooLong(ValueError):
+    """An event grew past the splitter's limit without ending: a stream that is no SSE, or one meant to exhaust."""
+
+
 @dataclass
 class EventSplitter:
-    """Whole events (each with the blank line that ends it) out of chunks; a partial event waits for the next."""
+    """Whole events (each with the blank line that ends it) out of chunks; a partial event waits for the next,
+    up to ``limit`` bytes (``EventTooLong`` past it; None: no limit, for a body already bounded)."""
 
     pending: bytearray = field(default_factory=bytearray)
+    limit: int | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
         # Only the tail of what was pending can end an event with the new bytes: an event that arrives in many
@@ -38,6 +44,8 @@ class EventSplitter:
             events.append(bytes(self.pending[start:match.end()]))
             start = match.end()
         del self.pending[:start]
+        if self.limit is not None and len(self.pending) > self.limit:
+            raise EventTooLong(f"an event grew past {self.limit} bytes without ending")
         return events
 
     def finish(self) -> bytes:

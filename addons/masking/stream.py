@@ -139,6 +139,9 @@ def _escape_for(value: str) -> Callable[[str], str] | None:
         return None
 
 
+MAX_EVENT = 16 * 1024 * 1024  # bytes one unfinished event may hold: past it the stream is cut off
+
+
 @dataclass
 class StreamRewriter:
     """The ``flow.response.stream`` callable for one SSE response."""
@@ -153,7 +156,7 @@ class StreamRewriter:
     capture_limit: int = 16 * 1024 * 1024
     restored: bool = False  # the client's stream differs from the record's (pseudonyms were restored)
     error: str | None = None  # set when rewriting failed: nothing more goes out, the flow is killed
-    _events: EventSplitter = field(default_factory=EventSplitter)
+    _events: EventSplitter = field(default_factory=lambda: EventSplitter(limit=MAX_EVENT))
     _channels: dict[tuple, Channel] = field(default_factory=dict)
 
     def __call__(self, data: bytes) -> list[bytes]:

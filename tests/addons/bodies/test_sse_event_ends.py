@@ -49,3 +49,26 @@ def test_events_framed_with_mixed_line_ends_are_restored_one_by_one() -> None:
     rewriter = StreamRewriter(adapter_for("/v1/chat/completions"), vault, None, None)
     client = b"".join(rewriter(stream) + rewriter(b""))
     assert b"Annabel Leeworth" in client and b"<PERSON_1>" not in client
+
+
+def test_an_event_that_never_ends_is_stopped_at_the_limit() -> None:
+    import pytest
+
+    from addons.bodies.sse import EventSplitter, EventTooLong
+
+    splitter = EventSplitter(limit=1024)
+    assert splitter.feed(b"data: x\n\n" + b"data: " + b"y" * 1000) == [b"data: x\n\n"]
+    with pytest.raises(EventTooLong):
+        splitter.feed(b"y" * 100)
+
+
+def test_a_stream_whose_event_never_ends_is_cut_off() -> None:
+    from addons.masking.payloads import adapter_for
+    from addons.masking.pseudonyms import Vault
+    from addons.masking.stream import MAX_EVENT, StreamRewriter
+
+    rewriter = StreamRewriter(adapter_for("/v1/chat/completions"), Vault([]), None, None)
+    chunk = b"data: " + b"z" * (1024 * 1024)
+    out = [rewriter(chunk) for _ in range(MAX_EVENT // len(chunk) + 2)]
+    assert rewriter.error is not None and "EventTooLong" in rewriter.error
+    assert not any(out) and rewriter(b"data: more\n\n") == []  # nothing went out, nothing more will
