@@ -97,12 +97,13 @@ def responses_input_text(req: dict) -> str:
     content = users[-1].get("content")
     if isinstance(content, str):
         return content
-    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") in ("input_text", "text"))
+    return "".join(p.get("text", "") for p in content or []
+                   if isinstance(p, dict) and p.get("type") in ("input_text", "text"))
 
 
 def responses_object(req: dict, reply: str, status: str = "completed") -> dict:
-    item = {"id": "msg_demo", "type": "message", "role": "assistant", "status": status,
-            "content": [{"type": "output_text", "text": reply, "annotations": []}] if reply or status == "completed" else []}
+    parts = [{"type": "output_text", "text": reply, "annotations": []}] if reply or status == "completed" else []
+    item = {"id": "msg_demo", "type": "message", "role": "assistant", "status": status, "content": parts}
     return {"id": "resp_demo", "object": "response", "created_at": int(time.time()), "status": status,
             "model": req.get("model", "demo"), "output": [item] if status == "completed" else [],
             "usage": {"input_tokens": _words(reply), "output_tokens": _words(reply), "total_tokens": 2 * _words(reply),
@@ -114,13 +115,15 @@ def responses_events(req: dict, reply: str, size: int) -> Iterator[bytes]:
     sequence = iter(range(1_000_000))
 
     def event(name: str, data: dict) -> bytes:
-        return f"event: {name}\ndata: {json.dumps({'type': name, 'sequence_number': next(sequence), **data})}\n\n".encode()
+        payload = json.dumps({"type": name, "sequence_number": next(sequence), **data})
+        return f"event: {name}\ndata: {payload}\n\n".encode()
 
     yield event("response.created", {"response": responses_object(req, "", "in_progress")})
     item = {"id": "msg_demo", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
     yield event("response.output_item.added", {"output_index": 0, "item": item})
     part = {"type": "output_text", "text": "", "annotations": []}
-    yield event("response.content_part.added", {"item_id": "msg_demo", "output_index": 0, "content_index": 0, "part": part})
+    yield event("response.content_part.added",
+                {"item_id": "msg_demo", "output_index": 0, "content_index": 0, "part": part})
     for piece in pieces(reply, size):
         yield event("response.output_text.delta", {"item_id": "msg_demo", "output_index": 0, "content_index": 0,
                                                    "delta": piece, "logprobs": []})
@@ -281,7 +284,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/v1/embeddings":
             if (req := self._chat_request(body, "invalid_request_error")) is None:
                 return
-            inputs = req.get("input") if isinstance(req.get("input"), list) else [req.get("input")]
+            given = req.get("input")
+            inputs: list = given if isinstance(given, list) else [given]
             return self._json(200, {"object": "list", "model": req.get("model", "demo"),
                                     "data": [{"object": "embedding", "index": i, "embedding": [0.0, 0.5, 1.0]}
                                              for i in range(len(inputs))],
@@ -393,7 +397,9 @@ class DemoUpstream:
     @property
     def url(self) -> str:
         scheme = "https" if self._server.ssl_context else "http"
-        return f"{scheme}://{self._server.server_address[0]}:{self.port}"
+        host = self._server.server_address[0]
+        assert isinstance(host, str)  # an AF_INET server's address (socketserver types it str | bytes)
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def received(self) -> list[dict]:

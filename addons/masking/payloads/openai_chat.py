@@ -134,7 +134,8 @@ class OpenAIChat(Adapter):
                 for k, call in items(delta.get("tool_calls")):
                     function = call.get("function") if isinstance(call, dict) else None
                     position = call.get("index", k) if isinstance(call, dict) else k
-                    if slot := stream_slot(function, "arguments", ("choice", index, "tool", position), json_fragment=True):
+                    channel = ("choice", index, "tool", position)
+                    if slot := stream_slot(function, "arguments", channel, json_fragment=True):
                         out.deltas.append(slot)
             if choice.get("finish_reason"):
                 out.closes.append(("choice", index))
