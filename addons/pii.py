@@ -351,7 +351,8 @@ class PiiMasking:
             return  # binary (audio, images): nothing the analyzer reads, nothing to restore
         payload = parsed[0]
         findings, record_texts, client_texts = await self._mask_response(payload, profile, self.vaults[flow])
-        if not findings and all(r == c == s.text for r, c, s in zip(record_texts, client_texts, payload.slots, strict=True)):
+        per_slot = zip(record_texts, client_texts, payload.slots, strict=True)
+        if not findings and all(r == c == s.text for r, c, s in per_slot):
             return
         for slot, text in zip(payload.slots, record_texts, strict=True):
             slot.set(text)

@@ -98,15 +98,18 @@ class Planter:
         if path == "/v1/chat/completions":
             messages = [{"role": self.rng.choice(("user", "system")), "content": self.prose()},
                         {"role": "assistant", "content": None, "tool_calls": [
-                            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": self.arguments()}}]},
+                            {"id": "call_1", "type": "function",
+                             "function": {"name": "f", "arguments": self.arguments()}}]},
                         {"role": "user", "content": [{"type": "text", "text": self.prose()},
                                                      {"type": "image_url", "image_url": {"url": self.string()}}]}]
             return {"model": self.string(), "messages": messages}
         if path == "/v1/messages":
             return {"model": "claude", "system": self.prose(), "messages": [
                 {"role": "user", "content": [{"type": "text", "text": self.prose()}, {"type": "document", "source": {
-                    "type": "base64", "media_type": "text/plain", "data": base64.b64encode(self.prose().encode()).decode()}}]},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": self.value_at(2)}]}]}
+                    "type": "base64", "media_type": "text/plain",
+                    "data": base64.b64encode(self.prose().encode()).decode()}}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "t", "name": "f", "input": self.value_at(2)}]}]}
         if path == "/v1/responses":
             return {"model": "gpt", "instructions": self.prose(), "input": [
                 {"role": "user", "content": [{"type": "input_text", "text": self.prose()}]},

@@ -70,4 +70,5 @@ def parse_json(data: bytes | str) -> Any:
     except json.JSONDecodeError as e:
         raise MalformedBody(f"the body is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     except UnicodeDecodeError as e:
-        raise MalformedBody(f"the body is not valid JSON: it does not decode as UTF-8 ({e.reason} at offset {e.start})") from None
+        raise MalformedBody(f"the body is not valid JSON: it does not decode as UTF-8 "
+                            f"({e.reason} at offset {e.start})") from None

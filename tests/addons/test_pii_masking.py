@@ -36,7 +36,8 @@ def test_vault_gives_one_pseudonym_per_value_and_skips_numbers_the_caller_wrote(
     assert vault.pseudonym("EMAIL_ADDRESS", "a@b.example") == "<EMAIL_ADDRESS_1>"
     assert vault.restore("<PERSON_2> met <PERSON_3>; <PERSON_1> stays; <PERSON_9> unknown") == \
         "Ann Lee met Bo Chen; <PERSON_1> stays; <PERSON_9> unknown"
-    assert vault.restore('{"to": "<PERSON_2>"}', escape=lambda v: v.replace(" ", "\\u0020")) == '{"to": "Ann\\u0020Lee"}'
+    assert vault.restore('{"to": "<PERSON_2>"}', escape=lambda v: v.replace(" ", "\\u0020")) == \
+        '{"to": "Ann\\u0020Lee"}'
     assert "Ann" not in repr(vault)
 
 
@@ -102,7 +103,8 @@ def test_profiles_resolve_by_rule_then_group() -> None:
 @pytest.mark.parametrize(("config", "message"), [
     ({"entities": ["EMAIL"]}, "entities[0]: unknown entity 'EMAIL'"),
     ({"operators": {"PERSON": "scramble"}}, "operators.PERSON.type"),
-    ({"operators": {"PERSON": {"type": "replace", "keep_last": 2}}}, "'char' and 'keep_last' apply to the mask operator"),
+    ({"operators": {"PERSON": {"type": "replace", "keep_last": 2}}},
+     "'char' and 'keep_last' apply to the mask operator"),
     ({"recognizers": [{"entity": "ACME_ID", "patterns": ["ACME-(\\d"]}]}, "patterns[0] 'ACME-(\\\\d' is not a valid"),
     ({"profiles": [{"name": "a", "entities": ["NOPE"]}]}, "profiles[0].entities[0]: unknown entity 'NOPE'"),
     ({"score_threshold": 1.5}, "score_threshold"),

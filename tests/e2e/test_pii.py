@@ -149,7 +149,8 @@ def test_answers_that_are_not_what_they_say_are_read_as_text_or_refused(gateway:
         html = client.get(url, headers={"x-demo-reply": "<html>oops, mail bob.jones@evil.example</html>",
                                         "x-demo-content-type": "application/json"})
         assert html.status_code == 200 and html.text == "<html>oops, mail <EMAIL_ADDRESS></html>"
-        garbage = client.get(url, headers={"x-demo-reply": b"\xff\xfe not utf-8", "x-demo-content-type": "application/json"})
+        garbage = client.get(url, headers={"x-demo-reply": b"\xff\xfe not utf-8",
+                                           "x-demo-content-type": "application/json"})
         assert garbage.status_code == 502 and garbage.json()["error"]["type"] == "response_unreadable"
     assert [f["fate"] for f in reversed(gateway.flows())] == ["completed", "response_unreadable"]
 
@@ -196,7 +197,8 @@ def test_store_holds_masked_bodies_and_encrypted_originals(gateway: Gateway, ups
                         json={"model": "demo", "messages": [{"role": "user", "content": PROMPT}]})
         assert r.json()["choices"][0]["message"]["content"] == PROMPT
         with client.stream("POST", f"https://localhost:{upstream.port}/v1/chat/completions",
-                           json={"model": "demo", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}) as s:
+                           json={"model": "demo", "stream": True,
+                                 "messages": [{"role": "user", "content": PROMPT}]}) as s:
             assert PROMPT in "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
                                      for line in s.read().decode().splitlines()
                                      if line.startswith("data: {") and '"choices": [{' in line)
@@ -267,7 +269,8 @@ rules:""", 1)
     gw = gateway_factory(rules)
     secrets = ["ACME-123456", "sk-proj-abcdefghijklmnopqrstuvwx", "ghp_" + "a1" * 18, "AKIAIOSFODNN7EXAMPLE",
                "Project Falcon"]
-    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----"
+    pem = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n"
+           "-----END PRIVATE KEY-----")
     text = " ".join(secrets) + " mail support@acme.example\n" + pem + "\nend"
     with gw.client() as client:
         assert client.post(f"https://localhost:{upstream.port}/echo/x", json={"t": text}).status_code == 200

@@ -98,7 +98,8 @@ def test_files_and_data_uris_carrying_text_are_masked(proxy_env: Gateway, upstre
     client = openai.OpenAI(base_url=f"https://localhost:{upstream.port}/v1", api_key="unused", max_retries=0)
     client.responses.create(model="demo", input=[{"role": "user", "content": [
         {"type": "input_text", "text": "read this"},
-        {"type": "input_file", "filename": f"notes for {NAME} ({EMAIL}).txt", "file_data": f"data:text/plain;base64,{b64(EMAIL)}"}]}])
+        {"type": "input_file", "filename": f"notes for {NAME} ({EMAIL}).txt",
+         "file_data": f"data:text/plain;base64,{b64(EMAIL)}"}]}])
     sent = sent_last(upstream, "/v1/responses")
     assert_masked(sent, EMAIL, NAME)
     part = json.loads(sent)["input"][0]["content"][1]
@@ -106,7 +107,8 @@ def test_files_and_data_uris_carrying_text_are_masked(proxy_env: Gateway, upstre
     assert base64.b64decode(part["file_data"].split(",", 1)[1]) == b"<EMAIL_ADDRESS_1>"
     client.chat.completions.create(model="demo", messages=[{"role": "user", "content": [
         {"type": "text", "text": "see attached"},
-        {"type": "file", "file": {"filename": f"from {EMAIL} (1).txt", "file_data": f"data:text/plain;base64,{b64('hi')}"}},
+        {"type": "file", "file": {"filename": f"from {EMAIL} (1).txt",
+                                  "file_data": f"data:text/plain;base64,{b64('hi')}"}},
         {"type": "image_url", "image_url": {"url": f"data:text/plain,card%20{CARD.replace(' ', '%20')}"}},
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64('a note: ' + EMAIL)}"}}]}])
     sent = sent_last(upstream, "/v1/chat/completions")
@@ -118,7 +120,8 @@ def test_files_and_data_uris_carrying_text_are_masked(proxy_env: Gateway, upstre
 
 def test_binary_content_inside_a_body_is_refused_or_passed_and_recorded(gateway_factory, upstream) -> None:
     image = {"model": "demo", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": f"who is {NAME}?"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]}]}
+        {"type": "text", "text": f"who is {NAME}?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]}]}
     url = f"https://localhost:{upstream.port}/v1/chat/completions"
     blocking = gateway_factory()
     with blocking.client() as client:
@@ -130,16 +133,18 @@ def test_binary_content_inside_a_body_is_refused_or_passed_and_recorded(gateway_
     assert NAME not in shown  # the refused body is on record masked, as it would have left
     blocking.stop()
 
-    passing = gateway_factory(rules_for(upstream.port).replace("rules:", "masking:\n  unknown_content: pass\nrules:", 1),
-                              name="pass")
+    passing = gateway_factory(
+        rules_for(upstream.port).replace("rules:", "masking:\n  unknown_content: pass\nrules:", 1), name="pass")
     with passing.client() as client:
         assert client.post(url, json=image).status_code == 200
     sent = json.loads(sent_last(upstream, "/v1/chat/completions"))
     assert sent["messages"][0]["content"][0]["text"] == "who is <PERSON_1>?"
     assert sent["messages"][0]["content"][1] == image["messages"][0]["content"][1]  # the image, untouched
-    detail = json.loads(passing.warden("show", passing.flows()[0]["flow_id"], "--json").stdout.splitlines()[0])["detail"]
-    assert detail["pii"]["skipped"] == ("content in the body ($.messages[0].content[1].image_url.url (image/png: binary)): "
-                                        "not inspected, passed (masking.unknown_content: pass)")
+    shown = passing.warden("show", passing.flows()[0]["flow_id"], "--json").stdout
+    detail = json.loads(shown.splitlines()[0])["detail"]
+    assert detail["pii"]["skipped"] == (
+        "content in the body ($.messages[0].content[1].image_url.url (image/png: binary)): "
+        "not inspected, passed (masking.unknown_content: pass)")
 
 
 def test_bodies_are_read_one_way_and_rendered_from_what_was_analysed(gateway: Gateway, upstream) -> None:

@@ -10,7 +10,7 @@ does so for every slot of a payload.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
@@ -64,8 +64,8 @@ def _params(spec: OperatorSpec, entity: str, text: str, vault: Vault, hash_key: 
 class Masker:
     """One profile's masking for one flow (the vault is the flow's)."""
 
-    def __init__(self, profile: Profile, vault: Vault, hash_key: bytes, allow_list: list[str] = (),
-                 allow_regex: list[str] = (), reversible: bool = True) -> None:
+    def __init__(self, profile: Profile, vault: Vault, hash_key: bytes, allow_list: Sequence[str] = (),
+                 allow_regex: Sequence[str] = (), reversible: bool = True) -> None:
         self.profile = profile
         self.vault = vault
         self.hash_key = hash_key
@@ -87,7 +87,9 @@ class Masker:
             if entity not in self.profile.entities or score < self.profile.thresholds[entity]:
                 continue
             value = text[start:end]
-            if not value.strip() or value.casefold() in self._allowed or any(r.fullmatch(value) for r in self._allowed_re):
+            if not value.strip() or value.casefold() in self._allowed:
+                continue
+            if any(r.fullmatch(value) for r in self._allowed_re):
                 continue
             if any(start < p_end and p_start < end for p_start, p_end in protected):
                 continue  # a pseudonym (ours or the caller's text) is not PII
@@ -100,7 +102,8 @@ class Masker:
             chosen.append(span)
         return chosen
 
-    def apply(self, text: str, spans: list[Span], escape: Callable[[str], str] | None = None) -> tuple[str, list[Applied]]:
+    def apply(self, text: str, spans: list[Span],
+              escape: Callable[[str], str] | None = None) -> tuple[str, list[Applied]]:
         """``text`` masked, and what was masked. ``escape`` makes replacements safe where they land (JSON text)."""
         out, applied, last = [], [], 0
         for entity, start, end, score in self.keep(text, spans):

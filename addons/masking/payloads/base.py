@@ -31,6 +31,13 @@ _TOKEN = re.compile(r"[^\s@]+")
 _LETTER = re.compile(r"[^\W\d_]")
 
 
+def _setter(container: Any, key: Any) -> Callable[[str], None]:
+    """A function that puts a new text at ``container[key]``."""
+    def set_text(new: str) -> None:
+        container[key] = new
+    return set_text
+
+
 @dataclass
 class TextSlot:
     """One string of a body: where it is (``path``), what it says, how to change it, and what it is."""
@@ -142,7 +149,7 @@ class Payload:
         if is_data_uri(value):
             self._add_encoded(container, key, path, data_uri(value), kind)
             return
-        self.slots.append(TextSlot(path, value, lambda new, c=container, k=key: c.__setitem__(k, new), kind))
+        self.slots.append(TextSlot(path, value, _setter(container, key), kind))
 
     def add_base64(self, container: Any, key: Any, media_type: Any, path: str) -> None:
         """A slot for the text in ``container[key]``, base64 of a ``media_type`` document; binary is uninspected."""
@@ -305,7 +312,7 @@ def stream_slot(container: Any, key: str, channel: tuple, json_fragment: bool = 
     value = container.get(key) if isinstance(container, dict) else None
     if not isinstance(value, str):
         return None
-    return StreamSlot(channel, value, lambda new, c=container, k=key: c.__setitem__(k, new), json_fragment)
+    return StreamSlot(channel, value, _setter(container, key), json_fragment)
 
 
 @dataclass

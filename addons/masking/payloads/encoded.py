@@ -91,8 +91,8 @@ def data_uri(value: str) -> Encoded:
     if is_base64:
         params.pop()
     media_type = params[0].lower() or "text/plain"
-    charset = next((v.strip('"') for k, _, v in (p.partition("=") for p in params[1:]) if k.strip().lower() == "charset"),
-                   None)
+    pairs = (p.partition("=") for p in params[1:])
+    charset = next((v.strip('"') for k, _, v in pairs if k.strip().lower() == "charset"), None)
     prefix = value[:len(value) - len(data)]
     raw = _b64decode(data) if is_base64 else unquote_to_bytes(data)
     if raw is None:

@@ -1,5 +1,6 @@
 """OpenAI embeddings (``/v1/embeddings``): ``input`` is a string or a list of strings (token arrays are
-numbers and pass as they are); anything else but ``STRUCTURAL`` is analysed as a field. The response holds vectors only: nothing to mask or restore."""
+numbers and pass as they are); anything else but ``STRUCTURAL`` is analysed as a field. The response holds
+vectors only: nothing to mask or restore."""
 
 from __future__ import annotations
 

@@ -97,7 +97,8 @@ def test_anthropic_documents_metadata_tools_and_base64_sources() -> None:
     assert text["$.messages[0].content[2].source.content[0].text"] == EMAIL
     assert {"$.metadata.user_id", "$.tools[0].description", "$.messages[0].content[0].title",
             "$.messages[0].content[5].thinking"} <= by_path(payload, "field").keys()
-    assert [(u.path, u.media_type) for u in payload.uninspected] == [("$.messages[0].content[3].source.data", "image/png")]
+    assert [(u.path, u.media_type) for u in payload.uninspected] == [
+        ("$.messages[0].content[3].source.data", "image/png")]
     assert not {"$.messages[0].content[4].data", "$.messages[0].content[5].signature"} & by_path(payload).keys()
     sent = mask_email(payload)
     assert EMAIL not in json.dumps(sent)
@@ -191,7 +192,8 @@ def test_a_payload_is_freed_without_the_cycle_collector() -> None:
 
     gc.disable()
     try:
-        payload = parse("/v1/chat/completions", {"metadata": {EMAIL: "x"}, "messages": [{"role": "user", "content": "hi"}]})
+        payload = parse("/v1/chat/completions",
+                        {"metadata": {EMAIL: "x"}, "messages": [{"role": "user", "content": "hi"}]})
         payload.add_root()
         mask_email(payload)
         gone = weakref.ref(payload)
@@ -208,6 +210,7 @@ def test_a_payload_is_freed_without_the_cycle_collector() -> None:
 def test_values_and_keys_no_recognizer_can_flag_get_no_slot() -> None:
     body = {"metadata": {"tier": "gold", "owner": EMAIL}, "messages": [{"role": "user", "content": "hi"}]}
     raw = json.dumps(body).encode()
-    payload, _ = parse_body("/v1/chat/completions", "application/json", raw, inert=lambda v: v.islower() and v.isalpha())
+    payload, _ = parse_body("/v1/chat/completions", "application/json", raw,
+                            inert=lambda v: v.islower() and v.isalpha())
     assert by_path(payload) == {"$.messages[0].content": "hi", "$.metadata.owner": EMAIL}
     assert json.loads(payload.render()) == body

@@ -29,7 +29,8 @@ def upper(path: str, body: dict, response: bool = False) -> dict:
 def test_openai_chat_request_and_response() -> None:
     body = {"model": "gpt", "user": "ann@x.example", "messages": [
         {"role": "system", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "hi Ann"}, {"type": "image_url", "image_url": {"url": "data:x"}}]},
+        {"role": "user", "content": [{"type": "text", "text": "hi Ann"},
+                                     {"type": "image_url", "image_url": {"url": "data:x"}}]},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "mail", "arguments": '{"to": "ann", "n": 2}'}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "sent"}]}
@@ -55,7 +56,8 @@ def test_openai_responses_embeddings_and_anthropic() -> None:
     assert slots("/v1/messages", {"system": [{"type": "text", "text": "sys"}], "messages": [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"q": "Ann"}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "r"}]}]}]}) == {
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "r"}]}]}]}) == {
         "$.system[0].text": "sys", "$.messages[0].content": "hi", "$.messages[1].content[0].input.q": "Ann",
         "$.messages[2].content[0].content[0].text": "r"}
 
