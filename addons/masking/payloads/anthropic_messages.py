@@ -84,14 +84,10 @@ def _blocks(payload: Payload, container: Any, key: str, path: str) -> None:
 
 class AnthropicMessages(Adapter):
     name = "anthropic-messages"
+    path_suffix = "/v1/messages"
     structural = STRUCTURAL
 
-    def matches(self, path: str) -> bool:
-        return path.endswith("/v1/messages")
-
-    def request(self, document: Any) -> Payload:
-        if not isinstance(document, dict):
-            return everything(document)
+    def conversation(self, document: dict) -> Payload:
         payload = Payload(document)
         _blocks(payload, document, "system", "$.system")
         for i, message in items(document.get("messages")):

@@ -331,17 +331,23 @@ def structural(paths: str) -> frozenset[str]:
 
 
 class Adapter:
-    """One API's payloads: by default every string value (generic JSON). Provider adapters override
-    ``matches``, pick the conversation text of their requests, responses and stream events, and name
-    their ``structural`` request fields (ids, enums, the model)."""
+    """One API's payloads: by default every string value (generic JSON). A provider adapter names its
+    ``path_suffix`` and its ``structural`` request fields (ids, enums, the model), and picks the conversation
+    text of its requests (``conversation``), responses and stream events."""
 
     name = "json"
+    path_suffix = ""  # the request paths the adapter reads end so ("": every path)
     structural: frozenset[str] = frozenset()
 
     def matches(self, path: str) -> bool:
-        return True
+        return path.endswith(self.path_suffix)
 
     def request(self, document: Any) -> Payload:
+        """The request's text slots: a JSON object's conversation text (``conversation``); anything else whole."""
+        return self.conversation(document) if isinstance(document, dict) else everything(document)
+
+    def conversation(self, document: dict) -> Payload:
+        """The conversation text of a request that is a JSON object (here: every string value)."""
         return everything(document)
 
     def response(self, document: Any) -> Payload:

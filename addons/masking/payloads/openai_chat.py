@@ -82,14 +82,10 @@ def _parts(payload: Payload, message: dict, path: str) -> None:
 
 class OpenAIChat(Adapter):
     name = "openai-chat"
+    path_suffix = "/chat/completions"
     structural = STRUCTURAL
 
-    def matches(self, path: str) -> bool:
-        return path.endswith("/chat/completions")
-
-    def request(self, document: Any) -> Payload:
-        if not isinstance(document, dict):
-            return everything(document)
+    def conversation(self, document: dict) -> Payload:
         payload = Payload(document)
         for i, message in items(document.get("messages")):
             if isinstance(message, dict):

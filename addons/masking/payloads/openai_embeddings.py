@@ -16,14 +16,10 @@ STRUCTURAL = structural("""
 
 class OpenAIEmbeddings(Adapter):
     name = "openai-embeddings"
+    path_suffix = "/embeddings"
     structural = STRUCTURAL
 
-    def matches(self, path: str) -> bool:
-        return path.endswith("/embeddings")
-
-    def request(self, document: Any) -> Payload:
-        if not isinstance(document, dict):
-            return everything(document)
+    def conversation(self, document: dict) -> Payload:
         payload = Payload(document)
         payload.add(document, "input", "$.input")
         for i, value in items(document.get("input")):

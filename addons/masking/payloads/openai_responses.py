@@ -80,14 +80,10 @@ def _item(payload: Payload, item: Any, path: str) -> None:
 
 class OpenAIResponses(Adapter):
     name = "openai-responses"
+    path_suffix = "/responses"
     structural = STRUCTURAL
 
-    def matches(self, path: str) -> bool:
-        return path.endswith("/responses")
-
-    def request(self, document: Any) -> Payload:
-        if not isinstance(document, dict):
-            return everything(document)
+    def conversation(self, document: dict) -> Payload:
         payload = Payload(document)
         payload.add(document, "instructions", "$.instructions")
         if isinstance(document.get("input"), str):
