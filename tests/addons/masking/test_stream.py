@@ -357,3 +357,34 @@ def test_a_flush_event_never_carries_a_raw_locator() -> None:
     stream = sse({"id": f"x {EMAIL}", "model": EMAIL, "choices": [{"index": 0, "delta": {"content": "so wor"}}]})
     flush = ([], {"choices": [{"index": 0, "delta": {"content": "wor"}}]})
     assert rewritten("/v1/chat/completions", stream)[1] == flush
+
+
+# -- a provider's own delta fields ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [SSN, EMAIL, CARD])
+def test_a_value_split_across_a_providers_own_delta_field_is_masked(value: str) -> None:
+    half = len(value) // 2
+    openai = "".join(sse({"choices": [{"index": 0, "delta": {"content": "", "record": piece}}]})
+                     for piece in ("see ", value[:half], value[half:], " ok"))
+    openai += sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "data: [DONE]\n\n"
+    anthropic = "".join(sse({"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "text_delta", "text": "", "record": piece}}, "content_block_delta")
+                        for piece in ("see ", value[:half], value[half:], " ok"))
+    anthropic += sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+    for path, stream in (("/v1/chat/completions", openai), ("/v1/messages", anthropic)):
+        events = [data for _, data in rewritten(path, stream) if isinstance(data, dict)]
+        deltas = [event["delta"] if "delta" in event else event["choices"][0]["delta"] for event in events
+                  if "delta" in event or "choices" in event]
+        joined = "".join(delta.get("record", "") for delta in deltas)
+        assert joined.startswith("see <") and joined.endswith("> ok"), joined  # one running text, masked whole
+        assert value[:half] not in joined and value[half:] not in joined
+
+
+def test_a_deltas_role_and_signature_pass_whole() -> None:
+    stream = sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi "}}]})
+    assert rewritten("/v1/chat/completions", stream)[0][1]["choices"][0]["delta"] == {"role": "assistant",
+                                                                                      "content": "hi "}
+    stream = sse({"type": "content_block_delta", "index": 0,
+                  "delta": {"type": "signature_delta", "signature": "EqQBCgIYAh"}}, "content_block_delta")
+    assert rewritten("/v1/messages", stream)[0][1]["delta"] == {"type": "signature_delta", "signature": "EqQBCgIYAh"}
