@@ -80,6 +80,7 @@ def capture_ports() -> tuple[int, int]:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the captures bind: a closed run's TIME_WAIT is free
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
