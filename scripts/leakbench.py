@@ -57,7 +57,8 @@ report = json.load(open(sys.argv[1]))
 verdict, reason = verdict_for(report)
 boundary = report["checks"]["configured_upstream_boundary"]
 print(json.dumps({"verdict": verdict, "reason": reason,
-                  "leaked": sorted(set(boundary["leaked_entity_types"]) | set(boundary["unattributed_leaked_entity_types"])),
+                  "leaked": sorted(set(boundary["leaked_entity_types"])
+                                   | set(boundary["unattributed_leaked_entity_types"])),
                   "tested": sorted(report.get("fixture", {}).get("formats", {})),
                   "failed": sorted(n for n, c in report["checks"].items() if not c.get("passed", True))}))
 """
@@ -80,7 +81,7 @@ def capture_ports() -> tuple[int, int]:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the captures bind: a closed run's TIME_WAIT is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the captures bind: TIME_WAIT is free
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -83,14 +83,16 @@ def _skeleton(path: str, draw: st.DrawFn) -> Any:
         document: Any = {"model": text(), "messages": [
             {"role": "user", "content": text()},
             {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": json.dumps({"q": text()})}}]},
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "f", "arguments": json.dumps({"q": text()})}}]},
             {"role": "user", "content": [{"type": "text", "text": text()},
                                          {"type": "image_url", "image_url": {"url": text()}}]}]}
     elif path == "/v1/messages":
         document = {"model": "claude", "system": text(), "messages": [
             {"role": "user", "content": [{"type": "text", "text": text()}, {"type": "document", "source": {
                 "type": "base64", "media_type": "text/plain", "data": base64.b64encode(text().encode()).decode()}}]},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": draw(json_values)}]}]}
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "t", "name": "f", "input": draw(json_values)}]}]}
     elif path == "/v1/responses":
         document = {"model": "gpt", "instructions": text(), "input": [
             {"role": "user", "content": [{"type": "input_text", "text": text()}]},
