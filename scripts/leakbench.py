@@ -160,6 +160,12 @@ def v2(venv: Path, gw_port: int, capture_port: int, token: str, seed: str, oracl
               f"cases {row['cases_applicable']}/{row['cases_attempted']}, inconclusive {row['inconclusive']}")
     if row["request_path_leak"]:
         detail += f"; request path leaked {', '.join(row['request_path_leak'])}"
+    report = json.loads((out / "warden.json").read_text())
+    if leaked := report["checks"]["response_injection_containment"]["leaked_entity_types"]:
+        arms = report["metrics"]["by_axis"]
+        detail += f"; injected values leaked: {', '.join(leaked)} (leak rate by " + "; ".join(
+            f"{axis}: " + ", ".join(f"{arm} {arm_row['leak_rate']}" for arm, arm_row in arms[axis].items())
+            for axis in ("encoding", "carrier")) + ")"
     return Run("v2 response path", row["outcome"], detail)
 
 
