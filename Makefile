@@ -18,7 +18,7 @@ GATEWAY = $(BIN)/mitmdump -s addons/gateway.py --listen-host $(LISTEN) --set flo
 	--set warden_db=data/warden.duckdb --set warden_admin=$(ADMIN) \
 	--set ssl_verify_upstream_trusted_ca=certs/upstream-trust.pem
 
-.PHONY: run test check bench demo setup setup-now check-python clean
+.PHONY: run test check bench leakbench demo setup setup-now check-python clean
 
 run: setup  ## start the gateway on 127.0.0.1:8080, admin API on 127.0.0.1:8081
 	$(GATEWAY) --mode regular@$(PORT) --mode reverse:https://localhost:9443@8090
@@ -37,6 +37,19 @@ check: setup  ## lint (ruff) and type check (mypy), configured in pyproject.toml
 bench: setup  ## throughput and added latency: direct vs bare mitmdump vs the Warden chain; then PII masking's cost
 	$(BIN)/python -m scripts.bench
 	$(BIN)/python -m scripts.bench_pii
+
+LEAKBENCH_VENV := .leakbench-venv
+LEAKBENCH_STAMP := $(LEAKBENCH_VENV)/.installed
+
+leakbench: setup $(LEAKBENCH_STAMP)  ## the external pii-leak-benchmark (v1 selfcheck profiles and v2) through Warden
+	$(BIN)/python -m scripts.leakbench --venv $(LEAKBENCH_VENV) $(LEAKBENCH_ARGS)
+
+# The benchmark in a venv of its own, pinned by version and hash: it is not a dependency of Warden.
+$(LEAKBENCH_STAMP): scripts/leakbench-requirements.txt | check-python
+	rm -rf $(LEAKBENCH_VENV)
+	$(PYTHON) -m venv $(LEAKBENCH_VENV)
+	$(LEAKBENCH_VENV)/bin/python -m pip install --quiet --require-hashes -r scripts/leakbench-requirements.txt
+	touch $@
 
 # One set-up at a time: `make run` in one terminal and `make demo` in another must not both build
 # the venv or the CA (the second waits for the first, then finds everything in place).
@@ -68,4 +81,4 @@ certs/upstream-trust.pem: $(STAMP) scripts/setup_certs.py
 	$(BIN)/python -m scripts.setup_certs certs
 
 clean:
-	rm -rf $(VENV) .pytest_cache .setup.lock
+	rm -rf $(VENV) $(LEAKBENCH_VENV) .pytest_cache .setup.lock

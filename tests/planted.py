@@ -4,8 +4,8 @@ with a planted e-mail, card or SSN at any position yields valid JSON without it)
 ``Planter`` builds API-shaped and free-form documents, nested, with tool-call arguments holding JSON and data
 URIs and base64 documents holding text, and plants its value once: as a whole value, inside prose, as a key,
 inside embedded JSON or an encoded document, or as the whole body. ``decoded_strings`` reads a document back
-the way a reader who decodes everything would. Used by the unit test (a pattern analyzer standing in for
-Presidio) and by the end-to-end sample (the real gateway).
+the way a reader who decodes everything would. Used by the end-to-end sample (the real gateway); the unit
+property tests draw their bodies with hypothesis (``tests/strategies.py``) and read them with ``decoded_strings``.
 """
 
 from __future__ import annotations
@@ -13,25 +13,12 @@ from __future__ import annotations
 import base64
 import json
 import random
-import re
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
-PLANTS = {"EMAIL_ADDRESS": ("jane.roe@acme.example", "j.doe+ai@mail.example.org"),
-          "CREDIT_CARD": ("4111 1111 1111 1111", "4111111111111111", "5500-0000-0000-0004"),
-          "US_SSN": ("123-45-6789", "078-05-1120")}
-PATTERNS = {"EMAIL_ADDRESS": re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
-            "CREDIT_CARD": re.compile(r"(?<!\d)(?:\d{4}[ -]?){3}\d{4}(?!\d)"),
-            "US_SSN": re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")}
-PATHS = ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/embeddings", "/any/api")
 WORDS = "the report is ready please send it to our team before noon thanks Paris meeting".split()
 KEYS = ("model", "messages", "role", "content", "type", "text", "name", "metadata", "tools", "function",
         "description", "input", "source", "data", "id", "user", "url", "filename", "system", "notes", "Weird Key")
-
-
-def analyze(text: str) -> list[tuple[str, int, int, float]]:
-    """The deterministic stand-in for the analyzer: the three planted entities by pattern."""
-    return [(entity, m.start(), m.end(), 0.9) for entity, pattern in PATTERNS.items() for m in pattern.finditer(text)]
 
 
 class Planter:

@@ -5,7 +5,8 @@ blocks: text, tool_use ``input``, tool_result content, documents whose source is
 base64 sources are decoded where they hold text, else binary; everything else but ``STRUCTURAL`` is analysed
 as a field (``Payload.cover``: ``metadata.user_id``, tool descriptions, document titles, thinking). Response:
 ``content[]`` text and tool_use input. Stream: ``content_block_delta`` with ``text_delta`` (text),
-``thinking_delta`` (thinking) or ``input_json_delta`` (pieces of JSON) per block index;
+``thinking_delta`` (thinking) or ``input_json_delta`` (pieces of JSON) per block index, and any other text
+of a delta (a field a provider adds) as a running text of its own;
 ``content_block_stop`` ends a block's text.
 """
 
@@ -82,6 +83,9 @@ def _blocks(payload: Payload, container: Any, key: str, path: str) -> None:
             _source(payload, block, f"{path}[{i}]")
 
 
+_DELTA_KNOWN = frozenset({"type", "text", "thinking", "partial_json", "signature"})  # signature: opaque, whole
+
+
 class AnthropicMessages(Adapter):
     name = "anthropic-messages"
     path_suffix = "/v1/messages"
@@ -111,6 +115,10 @@ class AnthropicMessages(Adapter):
                 out.deltas.append(slot)
             elif slot := stream_slot(delta, "partial_json", ("block", index), json_fragment=True):
                 out.deltas.append(slot)
+            # any other text of a delta (a field a provider adds) is a running text of the block too
+            for field in delta if isinstance(delta, dict) else ():
+                if field not in _DELTA_KNOWN and (slot := stream_slot(delta, field, ("block", index, field))):
+                    out.deltas.append(slot)
         elif kind == "content_block_stop":
             out.closes.append(("block", event.get("index", 0)))
         return out

@@ -79,7 +79,8 @@ def _serialise(document: Any) -> bytes:
 
 
 def _token(value: str) -> bool:
-    return bool(_TOKEN.fullmatch(value)) and bool(_LETTER.search(value))
+    """An id, an enum or a model name; never a data URI (one word, but content: it is decoded and analysed)."""
+    return bool(_TOKEN.fullmatch(value)) and bool(_LETTER.search(value)) and not is_data_uri(value)
 
 
 def _child(path: str, key: str) -> str:

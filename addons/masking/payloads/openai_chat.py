@@ -4,8 +4,8 @@ Request: conversation text is ``messages[].content`` (a string or parts, of whic
 parts), tool-call arguments (JSON in a string), ``prediction.content`` and ``user``; audio parts are binary;
 everything else but ``STRUCTURAL`` is analysed as a field (``Payload.cover``). Response: ``choices[].message``
 content, refusal, tool-call arguments. Stream: ``chat.completion.chunk`` deltas, one running text per choice
-and field (content, refusal, reasoning, the audio transcript, each tool call's arguments); a choice's
-``finish_reason`` ends its texts.
+and field (every string of the delta but its role: content, refusal, reasoning, a provider's own field; the
+audio transcript, each tool call's arguments); a choice's ``finish_reason`` ends its texts.
 """
 
 from __future__ import annotations
@@ -119,8 +119,10 @@ class OpenAIChat(Adapter):
             index = choice.get("index", 0)
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                for field in ("content", "refusal", "reasoning_content", "reasoning"):
-                    if slot := stream_slot(delta, field, ("choice", index, field)):
+                # a delta is an increment of the message: each of its texts (content, refusal, reasoning, a
+                # field a provider adds) is a running text, so a value split across events is found whole
+                for field in delta:
+                    if field != "role" and (slot := stream_slot(delta, field, ("choice", index, field))):
                         out.deltas.append(slot)
                 if slot := stream_slot(delta.get("audio"), "transcript", ("choice", index, "audio")):
                     out.deltas.append(slot)

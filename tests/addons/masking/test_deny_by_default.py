@@ -65,6 +65,13 @@ def test_a_structural_field_holding_free_text_or_an_address_is_analysed() -> Non
     assert by_path(payload, "field") == {"$.model": f"mail {EMAIL}", "$.messages[0].role": EMAIL}
 
 
+def test_a_structural_field_holding_a_data_uri_is_decoded_and_analysed() -> None:
+    # found by hypothesis (test_planted_values): one word, so it passed as a model name, a card number inside
+    uri = "data:text/plain;base64," + b64("4000000000000002")
+    payload = parse("/v1/chat/completions", {"model": uri, "messages": [{"role": "user", "content": "x"}]})
+    assert "4000000000000002" in by_path(payload, "field").values()
+
+
 def test_keys_of_every_object_are_analysed_and_a_masked_key_is_renamed() -> None:
     body = {"metadata": {EMAIL: "vip", "other": {EMAIL: {"note": f"for {EMAIL}"}}, "<EMAIL_ADDRESS_1>": "taken"}}
     payload = parse("/any/api", body)

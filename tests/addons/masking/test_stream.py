@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
-import random
+from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from addons.bodies.sse import events as sse_events
 from addons.bodies.sse import parse_event
@@ -17,6 +19,7 @@ from addons.masking.recognizers import engine_spec, pattern_scanner
 from addons.masking.stream import StreamRewriter, hold_from
 from addons.rules.masking import Masking
 from scripts.demo_upstream import anthropic_events, openai_events, responses_events
+from tests.strategies import VALUES, around, splits
 
 MASKING = Masking.model_validate({})
 SCANNER = pattern_scanner(engine_spec(MASKING))
@@ -152,31 +155,32 @@ def sse(data: object, name: str | None = None) -> str:
     return (f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n"
 
 
-def split(text: str, rng, most: int = 12) -> list[str]:
-    """``text`` in pieces cut at up to ``most`` random places (a value may be cut anywhere)."""
-    cuts = sorted(rng.sample(range(1, len(text)), k=min(len(text) - 1, rng.randint(1, most))))
-    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+Pieces = Callable[[str], list[str]]  # a running text cut into deltas
 
 
-def openai_stream(rng, most: int = 12) -> bytes:
+def fives(text: str) -> list[str]:
+    return [text[i:i + 5] for i in range(0, len(text), 5)]
+
+
+def openai_stream(reply: str = REPLY, pieces: Pieces = fives) -> bytes:
     base = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1, "model": "demo"}
 
     def chunk(delta: dict, finish: str | None = None, **extra: object) -> str:
         return sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
 
     events = [chunk({"role": "assistant", "content": ""}, provider_trace=f"billed to {CARD}")]
-    events += [chunk({"reasoning_content": piece}) for piece in split(REPLY, rng, most)]
-    events += [chunk({"content": piece}) for piece in split(REPLY, rng, most)]
+    events += [chunk({"reasoning_content": piece}) for piece in pieces(reply)]
+    events += [chunk({"content": piece}) for piece in pieces(reply)]
     call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": f"notify_{EMAIL}", "arguments": ""}}
     events += [chunk({"tool_calls": [call]})]
     events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-               for piece in split(json.dumps({"note": REPLY}), rng, most)]
+               for piece in pieces(json.dumps({"note": reply}))]
     events += [chunk({}, "stop"), sse({"error": {"message": f"quota of {EMAIL}", "type": "server_error"}}),
                "data: [DONE]\n\n"]
     return "".join(events).encode()
 
 
-def anthropic_stream(rng, most: int = 12) -> bytes:
+def anthropic_stream(reply: str = REPLY, pieces: Pieces = fives) -> bytes:
     message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "demo",
                "note": f"for {TOKENS['name']}, ssn {SSN}"}
     events = [sse({"type": "message_start", "message": message}, "message_start")]
@@ -186,25 +190,25 @@ def anthropic_stream(rng, most: int = 12) -> bytes:
         events.append(sse(start, "content_block_start"))
         events += [sse({"type": "content_block_delta", "index": index,
                         "delta": {"type": f"{kind}_delta", field: piece}}, "content_block_delta")
-                   for piece in split(REPLY, rng, most)]
+                   for piece in pieces(reply)]
         events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
     events.append(sse({"type": "error", "error": {"type": "overloaded_error", "message": f"card {CARD}"}}, "error"))
     events.append(sse({"type": "message_stop"}, "message_stop"))
     return "".join(events).encode()
 
 
-def responses_stream(rng, most: int = 12) -> bytes:
+def responses_stream(reply: str = REPLY, pieces: Pieces = fives) -> bytes:
     at = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
     events = [sse({"type": "response.created", "response": {"id": "resp_1", "instructions": f"Help {TOKENS['name']}",
                                                             "metadata": {EMAIL: SSN}}}, "response.created")]
     events += [sse({"type": "response.reasoning_summary_text.delta", "item_id": "rs_1", "output_index": 0,
                     "summary_index": 0, "delta": piece}, "response.reasoning_summary_text.delta")
-               for piece in split(REPLY, rng, most)]
+               for piece in pieces(reply)]
     events += [sse({"type": "response.output_text.delta", **at, "delta": piece, "logprobs": []},
-                   "response.output_text.delta") for piece in split(REPLY, rng, most)]
-    events.append(sse({"type": "response.output_text.done", **at, "text": REPLY}, "response.output_text.done"))
+                   "response.output_text.delta") for piece in pieces(reply)]
+    events.append(sse({"type": "response.output_text.done", **at, "text": reply}, "response.output_text.done"))
     events.append(sse({"type": "response.function_call_arguments.done", "item_id": "fc_1", "output_index": 1,
-                       "arguments": json.dumps({"who": REPLY})}, "response.function_call_arguments.done"))
+                       "arguments": json.dumps({"who": reply})}, "response.function_call_arguments.done"))
     return "".join(events).encode()
 
 
@@ -223,38 +227,57 @@ def channels(stream: bytes, path: str) -> dict[tuple, str]:
     return out
 
 
-def assert_clean(client: bytes, record: bytes, path: str) -> None:
-    for value in PLANTED:
-        assert value.encode() not in client and value.encode() not in record, value
-    shown, recorded = channels(client, path), channels(record, path)
-    assert shown and all(SHOWN in text for text in shown.values()), shown
-    assert all(RECORDED in text for text in recorded.values()), recorded
-    assert b"maria@example.org" not in record
+def prose(text: str) -> str:
+    """A running text as a reader sees it: tool-call arguments are JSON text holding it."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text
+    return document["note"] if isinstance(document, dict) else text
 
 
-@pytest.mark.parametrize("path", list(SAMPLES))
-def test_any_chunking_of_a_stream_yields_valid_events_without_the_planted_values(path: str) -> None:
-    rng = random.Random(f"streams-{path}")
-    scanner = functools.cache(SCANNER)  # the same texts are scanned for every cut: the same spans, sooner
-    for round_ in range(4):  # values cut across deltas at random places
-        stream = SAMPLES[path](rng, 3 if round_ == 0 else 12)
-        whole = rewriter(path, scanner=scanner)
-        client = run(whole, stream, [])
-        assert_clean(client, bytes(whole.record), path)
-        byte_cuts = range(1, len(stream)) if round_ == 0 else rng.sample(range(1, len(stream)), k=50)
-        for cut in byte_cuts:  # the bytes cut in two: at every offset, then at random ones
-            rw = rewriter(path, scanner=scanner)
-            assert run(rw, stream, [cut]) == client and rw.record == whole.record, cut
-        for _ in range(20):  # and in many pieces
-            rw = rewriter(path, scanner=scanner)
-            cuts = sorted(rng.sample(range(1, len(stream)), k=rng.randint(2, 60)))
-            assert run(rw, stream, cuts) == client and rw.record == whole.record, cuts
+SCANNER_CACHED = functools.lru_cache(maxsize=65536)(SCANNER)  # the same texts come back for every chunking
+
+
+@st.composite
+def planted_streams(draw: st.DrawFn) -> tuple[str, str, str, bytes, list[int]]:
+    """(path, entity, value, the stream, byte offsets to cut it at): a value of each entity at any offset of a
+    unicode reply beside two pseudonyms, every running text cut into deltas anywhere, the bytes cut anywhere
+    (inside a UTF-8 sequence, a pseudonym, an event's framing)."""
+    path = draw(st.sampled_from(sorted(SAMPLES)))
+    entity = draw(st.sampled_from(sorted(VALUES)))
+    value = draw(VALUES[entity])
+    reply = f"{draw(around(value))} — ask {TOKENS['name']} at {TOKENS['mail']}, né à 東京 😀."
+    stream = SAMPLES[path](reply, lambda text: draw(splits(text)))
+    cuts = sorted(draw(st.sets(st.integers(1, len(stream) - 1), max_size=40)))
+    return path, entity, value, stream, cuts
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(case=planted_streams())
+def test_any_chunking_of_a_stream_yields_valid_events_without_the_planted_value(case) -> None:
+    path, entity, value, stream, cuts = case
+    whole = rewriter(path, scanner=SCANNER_CACHED)
+    client = run(whole, stream, [])
+    chunked = rewriter(path, scanner=SCANNER_CACHED)
+    assert run(chunked, stream, cuts) == client and chunked.record == whole.record  # the bytes' cuts change nothing
+    record = bytes(whole.record)
+    for value_ in (value, *PLANTED):
+        assert value_.encode() not in client and value_.encode() not in record, value_
+    shown, recorded = channels(client, path), channels(record, path)  # every event valid JSON
+    assert len(shown) == len(recorded) == (3 if path == "/v1/chat/completions" else 2)
+    for text in map(prose, shown.values()):
+        assert f"<{entity}>" in text and "ask Maria Garcia at maria@example.org, né à 東京 😀." in text, text
+    for text in map(prose, recorded.values()):
+        assert f"ask {TOKENS['name']} at {TOKENS['mail']}" in text and "Maria Garcia" not in text, text
 
 
 @pytest.mark.parametrize("path", list(SAMPLES))
 def test_every_string_of_every_event_is_masked_and_restored(path: str) -> None:
     rw = rewriter(path)
-    client = run(rw, SAMPLES[path](random.Random(0)), [])
+    client = run(rw, SAMPLES[path](), [])
+    assert all(prose(text) == SHOWN for text in channels(client, path).values())
+    assert all(prose(text) == RECORDED for text in channels(bytes(rw.record), path).values())
     events = [json.loads(parse_event(raw)[1]) for raw in sse_events(client) if parse_event(raw)[1] != "[DONE]"]
     text = json.dumps(events)
     assert all(value not in text for value in PLANTED)
@@ -357,3 +380,34 @@ def test_a_flush_event_never_carries_a_raw_locator() -> None:
     stream = sse({"id": f"x {EMAIL}", "model": EMAIL, "choices": [{"index": 0, "delta": {"content": "so wor"}}]})
     flush = ([], {"choices": [{"index": 0, "delta": {"content": "wor"}}]})
     assert rewritten("/v1/chat/completions", stream)[1] == flush
+
+
+# -- a provider's own delta fields ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [SSN, EMAIL, CARD])
+def test_a_value_split_across_a_providers_own_delta_field_is_masked(value: str) -> None:
+    half = len(value) // 2
+    openai = "".join(sse({"choices": [{"index": 0, "delta": {"content": "", "record": piece}}]})
+                     for piece in ("see ", value[:half], value[half:], " ok"))
+    openai += sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "data: [DONE]\n\n"
+    anthropic = "".join(sse({"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "text_delta", "text": "", "record": piece}}, "content_block_delta")
+                        for piece in ("see ", value[:half], value[half:], " ok"))
+    anthropic += sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+    for path, stream in (("/v1/chat/completions", openai), ("/v1/messages", anthropic)):
+        events = [data for _, data in rewritten(path, stream) if isinstance(data, dict)]
+        deltas = [event["delta"] if "delta" in event else event["choices"][0]["delta"] for event in events
+                  if "delta" in event or "choices" in event]
+        joined = "".join(delta.get("record", "") for delta in deltas)
+        assert joined.startswith("see <") and joined.endswith("> ok"), joined  # one running text, masked whole
+        assert value[:half] not in joined and value[half:] not in joined
+
+
+def test_a_deltas_role_and_signature_pass_whole() -> None:
+    stream = sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi "}}]})
+    assert rewritten("/v1/chat/completions", stream)[0][1]["choices"][0]["delta"] == {"role": "assistant",
+                                                                                      "content": "hi "}
+    stream = sse({"type": "content_block_delta", "index": 0,
+                  "delta": {"type": "signature_delta", "signature": "EqQBCgIYAh"}}, "content_block_delta")
+    assert rewritten("/v1/messages", stream)[0][1]["delta"] == {"type": "signature_delta", "signature": "EqQBCgIYAh"}
