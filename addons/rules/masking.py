@@ -105,7 +105,7 @@ class Masking(Model):
     responses: Responses = Field("mask", description="mask: PII the upstream sends is masked and pseudonyms "
                                                      "restored; restore: pseudonyms restored only")
     unknown_content: Literal["block", "pass"] = Field(
-        "block", description="a body that cannot be inspected (binary, multipart): refuse it (415) or pass it")
+        "block", description="a body or a form's part that cannot be inspected (binary): refuse it (415) or pass it")
     originals: Literal["encrypted", "none"] = Field("encrypted", description="bodies masking changed: kept "
                                                                              "AES-GCM-encrypted, or not at all")
     conversation_ttl: str = Field(
