@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from pydantic import ValidationError
 
 from addons.masking.conversations import (
     Conversation,
@@ -16,6 +17,7 @@ from addons.masking.conversations import (
     references,
 )
 from addons.masking.pseudonyms import TOKEN, Vault
+from addons.rules.masking import Masking
 from addons.store.keys import OriginalsKey
 
 ALICE = Conversation("alice", "api.openai.com:443", ("resp_1",))
@@ -165,3 +167,11 @@ def test_id_watcher_passes_bytes_and_finds_the_first_ids_across_chunks() -> None
     out = b"".join(watcher(stream[i:i + 7]) for i in range(0, len(stream), 7)) + watcher(b"")
     assert out == stream
     assert found == [("resp_7",)]  # once: the watcher stops looking
+
+
+def test_the_rules_file_bounds_them_in_time() -> None:
+    assert Masking().conversation_seconds == 24 * 3600 and Masking().conversation_limit == 10000
+    assert Masking(conversation_ttl="15m").conversation_seconds == 900
+    for wrong in ("90", "0s", "forever"):
+        with pytest.raises(ValidationError, match="conversation_ttl"):
+            Masking(conversation_ttl=wrong)
