@@ -12,7 +12,9 @@ never the raw bytes of a body that was parsed. Pseudonyms are restored in the re
 
 What masking did is the flow's ``PII`` fact (findings, never values). What it holds for a flow stays here,
 keyed by the flow, in memory only: the pseudonym vault (``vault_of``, for WebSocket messages), the SSE
-rewriter, and the bodies it changed as they were (``originals_of``, for the recorder).
+rewriter, and the bodies it changed as they were (``originals_of``, for the recorder). Where the provider keeps
+the conversation (Responses, Assistants threads), the vault is kept beyond the flow, sealed and for
+``masking.conversation_ttl``, so a value keeps its pseudonym from turn to turn (``addons/masking/conversations.py``).
 
 Fails closed: a timeout or engine failure answers 503 and nothing leaves; a body that cannot be
 inspected, or binary content inside one (an image's data URI, base64 audio), is refused (415) unless
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import weakref
 from concurrent.futures import Future
@@ -42,6 +45,14 @@ from addons.flow.errors import (
 )
 from addons.flow.meta import DECISION, ERROR, IDENTITY, PII, Finding, Originals, PiiOutcome
 from addons.flow.streams import compose_stream, unframe
+from addons.masking.conversations import (
+    Conversation,
+    Conversations,
+    IdWatcher,
+    answered,
+    keeps_conversations,
+    references,
+)
 from addons.masking.operators import Applied, Masker, operators
 from addons.masking.payloads import Payload, adapter_for, body_kind, described, parse_body
 from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_workers
@@ -52,7 +63,7 @@ from addons.masking.stream import StreamRewriter
 from addons.rules.durations import seconds
 from addons.rules.masking import Profile
 from addons.rules.model import Rules, current_rules
-from addons.store.keys import KeyFileError, load_or_create_hash_key
+from addons.store.keys import KeyFileError, OriginalsKey, load_or_create_hash_key
 
 log = logging.getLogger("warden.pii")
 # Presidio logs every recognizer load and every regex match at INFO/DEBUG; through mitmproxy's log
@@ -89,6 +100,8 @@ class PiiMasking:
         self.vaults: weakref.WeakKeyDictionary[http.HTTPFlow, Vault] = weakref.WeakKeyDictionary()
         self.streams: weakref.WeakKeyDictionary[http.HTTPFlow, StreamRewriter] = weakref.WeakKeyDictionary()
         self.originals: weakref.WeakKeyDictionary[http.HTTPFlow, Originals] = weakref.WeakKeyDictionary()
+        self.conversations: Conversations | None = None
+        self.conversation_of: weakref.WeakKeyDictionary[http.HTTPFlow, Conversation] = weakref.WeakKeyDictionary()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -117,6 +130,7 @@ class PiiMasking:
         if updated & {"warden_rules", "warden_pii_workers", "warden_pii_timeout"}:
             self.rules = current_rules()
             self._configure_pool()
+            self._configure_conversations()
 
     def _configure_pool(self) -> None:
         assert self.rules is not None
@@ -136,6 +150,13 @@ class PiiMasking:
         if old is not None:
             old.close()
         self.pool.start()  # configure runs on mitmproxy's event loop: the workers load their model meanwhile
+
+    def _configure_conversations(self) -> None:
+        assert self.rules is not None
+        ttl, limit = self.rules.masking.conversation_seconds, self.rules.masking.conversation_limit
+        if self.conversations is None or (self.conversations.ttl, self.conversations.limit) != (ttl, limit):
+            # Kept conversations are forgotten: their next turns number in a new series, never reuse a pseudonym.
+            self.conversations = Conversations(OriginalsKey(os.urandom(32)), ttl, limit)
 
     def _stream_scanner(self):
         """The pattern scanner for streamed answers (waits for Presidio's import the first time).
@@ -231,8 +252,9 @@ class PiiMasking:
             metrics.PII_FAILURES.inc()
             refuse(flow, PiiUnavailable(f"{e}; the request was not forwarded"))
             return
-        self.vaults[flow] = vault = Vault(slot.text for slot in payload.slots)
+        self.vaults[flow] = vault = self._open_vault(flow, payload)
         masked = self._masker(profile, vault, reversible=True).mask(payload, spans)
+        self._keep_vault(flow, ())  # before any await: a concurrent turn of the conversation numbers on from here
         outcome.findings = [finding for path, applied in masked for finding in _findings(path, applied)]
         if outcome.findings:
             self._originals(flow).request = flow.request.raw_content
@@ -241,6 +263,26 @@ class PiiMasking:
             flow.request.content = payload.render()
         if payload.uninspected:
             self._not_inspected(flow, outcome, f"content in the body ({described(payload.uninspected)})")
+
+    def _open_vault(self, flow: http.HTTPFlow, payload: Payload) -> Vault:
+        """The request's vault: the conversation's it continues, if the provider keeps one (``conversations.py``)."""
+        assert self.conversations is not None
+        identity = IDENTITY.of(flow)
+        self.conversation_of[flow] = conversation = Conversation(
+            identity.sub if identity is not None else None, f"{flow.request.host}:{flow.request.port}",
+            references(flow.request.path, payload.document))
+        return self.conversations.open(conversation, (slot.text for slot in payload.slots))
+
+    def _keep_vault(self, flow: http.HTTPFlow, ids: tuple[str, ...]) -> None:
+        """Keep the flow's vault under the conversations its request named and ``ids`` (those its answer gave)."""
+        conversation, vault = self.conversation_of.get(flow), self.vaults.get(flow)
+        if conversation is not None and vault is not None and self.conversations is not None and \
+                (conversation.ids or ids) and (flow.response is None or 200 <= flow.response.status_code < 300):
+            self.conversations.save(conversation, vault, ids)
+
+    def _id_watcher(self, flow: http.HTTPFlow) -> IdWatcher:
+        owner = weakref.ref(flow)  # the stream callable does not keep its flow alive (no cycle for the collector)
+        return IdWatcher(lambda ids: self._keep_vault(f, ids) if (f := owner()) is not None else None)
 
     def _not_inspected(self, flow: http.HTTPFlow, outcome: PiiOutcome, what: str) -> None:
         """A body, or content inside one (an image, audio), that no analyzer reads: refused, or passed and said so."""
@@ -302,6 +344,8 @@ class PiiMasking:
         if profile is None or not callable(inner):  # Intake decides what streams (and decodes it)
             return
         self.streams[flow] = rewriter = self._rewriter(flow, profile)
+        if keeps_conversations(flow.request.path):  # the answer may name a response or thread later turns continue
+            inner = compose_stream(inner, self._id_watcher(flow))
         flow.response.stream = compose_stream(inner, rewriter)
         unframe(flow)
 
@@ -333,6 +377,9 @@ class PiiMasking:
                                      "it was not passed on unmasked") from None
         content_type = response.headers.get("content-type", "")
         if body_kind(content_type, body) == "sse":  # an encoded stream, buffered: rewrite it whole
+            watcher = self._id_watcher(flow)
+            watcher(body)
+            watcher(b"")
             rewriter = self._rewriter(flow, profile)
             client = b"".join(rewriter(body) + rewriter(b""))
             self._finish_stream(flow, rewriter)
@@ -350,6 +397,7 @@ class PiiMasking:
         if parsed is None:
             return  # binary (audio, images): nothing the analyzer reads, nothing to restore
         payload = parsed[0]
+        self._keep_vault(flow, answered(payload.document))
         findings, record_texts, client_texts = await self._mask_response(payload, profile, self.vaults[flow])
         per_slot = zip(record_texts, client_texts, payload.slots, strict=True)
         if not findings and all(r == c == s.text for r, c, s in per_slot):

@@ -8,7 +8,10 @@ gateway can be shown and tested without the internet. Run it::
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/responses`` and ``POST /v1/messages``
 (``"stream": true`` too; ``x-demo-reply: TEXT`` answers TEXT instead of the echo, ``x-demo-echo-headers: 1``
-the request's headers as JSON text, the injected key included), ``POST /v1/embeddings``,
+the request's headers as JSON text, the injected key included), ``POST /v1/embeddings``; what a provider keeps
+(``scripts/demo_memory.py``): responses continued by ``previous_response_id`` or ``conversation``,
+``POST /v1/conversations``, Assistants threads (``POST /v1/threads``, ``/v1/threads/{id}/messages`` and ``/runs``),
+``POST /v1/files``;
 ``GET /v1/models``, ``ANY /echo/...`` (what arrived, as JSON), ``GET /status/N``,
 ``GET /slow?ms=N``, ``GET /bytes?n=N``, ``ANY /raw`` (``x-demo-reply`` as the body, typed
 ``x-demo-content-type``), ``GET /bomb?coding=br&mb=N`` (N MiB of JSON, compressed as it is made;
@@ -40,6 +43,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import brotli
 import zstandard
+
+from scripts.demo_memory import Memory, UnknownId, file_object
 
 
 def _words(text: str) -> int:
@@ -101,24 +106,27 @@ def responses_input_text(req: dict) -> str:
                    if isinstance(p, dict) and p.get("type") in ("input_text", "text"))
 
 
-def responses_object(req: dict, reply: str, status: str = "completed") -> dict:
+def responses_object(req: dict, reply: str, status: str = "completed", response_id: str = "resp_demo",
+                     conversation: str | None = None) -> dict:
     parts = [{"type": "output_text", "text": reply, "annotations": []}] if reply or status == "completed" else []
     item = {"id": "msg_demo", "type": "message", "role": "assistant", "status": status, "content": parts}
-    return {"id": "resp_demo", "object": "response", "created_at": int(time.time()), "status": status,
+    return {"id": response_id, "object": "response", "created_at": int(time.time()), "status": status,
+            "previous_response_id": req.get("previous_response_id"),
+            **({"conversation": {"id": conversation}} if conversation else {}),
             "model": req.get("model", "demo"), "output": [item] if status == "completed" else [],
             "usage": {"input_tokens": _words(reply), "output_tokens": _words(reply), "total_tokens": 2 * _words(reply),
                       "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
             "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
 
 
-def responses_events(req: dict, reply: str, size: int) -> Iterator[bytes]:
+def responses_events(req: dict, reply: str, size: int, **ids: Any) -> Iterator[bytes]:
     sequence = iter(range(1_000_000))
 
     def event(name: str, data: dict) -> bytes:
         payload = json.dumps({"type": name, "sequence_number": next(sequence), **data})
         return f"event: {name}\ndata: {payload}\n\n".encode()
 
-    yield event("response.created", {"response": responses_object(req, "", "in_progress")})
+    yield event("response.created", {"response": responses_object(req, "", "in_progress", **ids)})
     item = {"id": "msg_demo", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
     yield event("response.output_item.added", {"output_index": 0, "item": item})
     part = {"type": "output_text", "text": "", "annotations": []}
@@ -134,7 +142,7 @@ def responses_events(req: dict, reply: str, size: int) -> Iterator[bytes]:
                                                "part": done_part})
     yield event("response.output_item.done", {"output_index": 0, "item": {**item, "status": "completed",
                                                                           "content": [done_part]}})
-    yield event("response.completed", {"response": responses_object(req, reply)})
+    yield event("response.completed", {"response": responses_object(req, reply, **ids)})
 
 
 def anthropic_events(req: dict, reply: str, size: int) -> Iterator[bytes]:
@@ -277,10 +285,15 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/v1/responses":
             if (req := self._chat_request(body, "invalid_request_error")) is None:
                 return
-            reply = override if override is not None else responses_input_text(req)
+            try:
+                turn = self.server.memory.respond(req, responses_input_text(req))
+            except UnknownId as e:
+                return self._json(404, {"error": {"message": e.message, "type": "invalid_request_error"}})
+            reply = override if override is not None else turn.reply
             if req.get("stream"):
-                return self._stream(responses_events(req, reply, size))
-            return self._json(200, responses_object(req, reply))
+                return self._stream(responses_events(req, reply, size, response_id=turn.id,
+                                                     conversation=turn.conversation))
+            return self._json(200, responses_object(req, reply, response_id=turn.id, conversation=turn.conversation))
         if path == "/v1/embeddings":
             if (req := self._chat_request(body, "invalid_request_error")) is None:
                 return
@@ -302,7 +315,27 @@ class Handler(BaseHTTPRequestHandler):
                 "stop_reason": "end_turn", "stop_sequence": None,
                 "usage": {"input_tokens": _words(reply), "output_tokens": _words(reply)},
             })
-        self._route_common(path, body)
+        self._route_memory(path, body)
+
+    def _route_memory(self, path: str, body: bytes) -> None:
+        """What a provider keeps: conversations, threads, files (``scripts/demo_memory.py``)."""
+        memory = self.server.memory
+        if path == "/v1/files":
+            return self._json(200, file_object(body))
+        if not path.startswith(("/v1/conversations", "/v1/threads")):
+            return self._route_common(path, body)
+        req: dict | None = {}
+        if self.command == "POST" and (req := self._chat_request(body, "invalid_request_error")) is None:
+            return None
+        assert req is not None
+        try:
+            if path == "/v1/conversations":
+                return self._json(200, memory.new_conversation(req))
+            if path == "/v1/threads":
+                return self._json(200, memory.new_thread(req))
+            return self._json(200, memory.thread_request(self.command, path, req))
+        except UnknownId as e:
+            return self._json(404, {"error": {"message": e.message, "type": "invalid_request_error"}})
 
     def do_GET(self) -> None:
         body = self._receive()
@@ -334,7 +367,7 @@ class Handler(BaseHTTPRequestHandler):
             return None
         if parts.path == "/bytes":
             return self._send(200, b"\x00" * int(query.get("n", ["0"])[0]), "application/octet-stream")
-        self._route_common(parts.path, body)
+        self._route_memory(parts.path, body)
 
     do_PUT = do_DELETE = do_PATCH = do_POST
 
@@ -364,6 +397,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.ssl_context = ssl_context
         self.verbose = verbose
+        self.memory = Memory()
         self.received: list[dict] = []
         self._lock = threading.Lock()
 

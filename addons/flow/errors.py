@@ -199,7 +199,7 @@ class PiiUnavailable(WardenError):
 
 
 class UnsupportedContent(WardenError):
-    """The body cannot be inspected for PII (binary, multipart) and policy refuses what it cannot inspect."""
+    """The body, or a part of it, cannot be inspected for PII (binary) and policy refuses what it cannot inspect."""
 
     status = 415
     type = "unsupported_content"

@@ -5,12 +5,18 @@ value (case and spacing aside) always gets the same pseudonym, numbered per enti
 first appearance; a chat resends the whole conversation every turn, so a value keeps its
 pseudonym across turns without any state outside the flow. Numbers already present literally
 in the request are skipped, so a pseudonym never collides with text the caller wrote.
+
+Where the provider keeps the conversation, the vault outlives the flow (``conversations.py``): ``state``
+and ``from_state`` carry it from one turn to the next. A vault opened for a conversation the gateway no
+longer knows numbers in a ``series`` of its own (``<PERSON_QXJMTB_1>``), so none of its pseudonyms can be
+one the provider already holds for another value.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 TOKEN = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
 # The longest tail that could still grow into a pseudonym: "<", "<EMAIL_AD", "<PERSON_1"...
@@ -22,9 +28,13 @@ def _normal(value: str) -> str:
 
 
 class Vault:
-    """Value <-> pseudonym for one flow."""
+    """Value <-> pseudonym for one flow (or one conversation: ``state``). ``series``: pseudonyms read
+    ``<ENTITY_SERIES_N>`` (upper-case letters), a numbering no vault without that series hands out."""
 
-    def __init__(self, reserved_texts: Iterable[str] = ()) -> None:
+    def __init__(self, reserved_texts: Iterable[str] = (), series: str = "") -> None:
+        if series and not (series.isascii() and series.isalpha() and series.isupper()):
+            raise ValueError(f"a pseudonym series is upper-case letters, not {series!r}")
+        self.series = series
         self._token_of: dict[tuple[str, str], str] = {}
         self._value_of: dict[str, str] = {}
         self._counters: dict[str, int] = {}
@@ -46,7 +56,8 @@ class Vault:
         if token is None:
             while True:
                 self._counters[entity] = self._counters.get(entity, 0) + 1
-                token = f"<{entity}_{self._counters[entity]}>"
+                token = f"<{entity}_{self.series}_{self._counters[entity]}>" if self.series else \
+                    f"<{entity}_{self._counters[entity]}>"
                 if token not in self._reserved:
                     break
             self._token_of[key] = token
@@ -65,6 +76,22 @@ class Vault:
             return escape(value) if escape else value
 
         return TOKEN.sub(back, text)
+
+    def state(self) -> dict[str, Any]:
+        """Everything the vault knows, as JSON-ready values (the caller's values among them: seal it)."""
+        return {"series": self.series, "counters": self._counters, "reserved": sorted(self._reserved),
+                "tokens": [[entity, normal, token] for (entity, normal), token in self._token_of.items()],
+                "values": self._value_of}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Vault:
+        """The vault ``state`` describes: the same pseudonyms, numbering on where it stopped."""
+        vault = cls(series=state["series"])
+        vault._counters = {str(e): int(n) for e, n in state["counters"].items()}
+        vault._reserved = set(state["reserved"])
+        vault._token_of = {(entity, normal): token for entity, normal, token in state["tokens"]}
+        vault._value_of = dict(state["values"])
+        return vault
 
 
 def partial_token_start(text: str) -> int | None:

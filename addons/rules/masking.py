@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from addons.rules.base import Model, UniqueNames
+from addons.rules.durations import DurationError, parse_duration
 from addons.rules.entities import BUILTIN_ENTITIES
 
 DEFAULT_ENTITIES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
@@ -104,10 +105,30 @@ class Masking(Model):
     responses: Responses = Field("mask", description="mask: PII the upstream sends is masked and pseudonyms "
                                                      "restored; restore: pseudonyms restored only")
     unknown_content: Literal["block", "pass"] = Field(
-        "block", description="a body that cannot be inspected (binary, multipart): refuse it (415) or pass it")
+        "block", description="a body or a form's part that cannot be inspected (binary): refuse it (415) or pass it")
     originals: Literal["encrypted", "none"] = Field("encrypted", description="bodies masking changed: kept "
                                                                              "AES-GCM-encrypted, or not at all")
+    conversation_ttl: str = Field(
+        "24h", description="how long the pseudonyms of a conversation the provider keeps (Responses "
+                           "previous_response_id and conversation, Assistants threads) stay known after its last "
+                           "turn, in memory only: 90s, 15m, 24h, 7d")
+    conversation_limit: int = Field(10000, ge=1, description="conversations whose pseudonyms are kept at most "
+                                                             "(the least recently used are forgotten first)")
     profiles: UniqueNames[ProfileSpec] = Field(default_factory=list)
+
+    @field_validator("conversation_ttl")
+    @classmethod
+    def _duration(cls, text: str) -> str:
+        try:
+            parse_duration(text, bare=False)
+        except DurationError as e:
+            raise ValueError(str(e)) from None
+        return text
+
+    @property
+    def conversation_seconds(self) -> float:
+        """``conversation_ttl`` in seconds."""
+        return parse_duration(self.conversation_ttl, bare=False).total_seconds()
 
     @field_validator("allow_regex")
     @classmethod

@@ -2,9 +2,9 @@
 gateway understands.
 
 One file per API (OpenAI chat, responses, embeddings; Anthropic messages), then generic JSON,
-form and plain text. A JSON body goes to the first adapter whose path matches, else to generic
-JSON; a body that is none of these is ``None`` (binary or unknown: passed or refused by policy,
-never half-masked). In a request every other string and every key is analysed too (deny by default,
+JSON Lines, multipart and urlencoded forms and plain text. A JSON body goes to the first adapter whose path
+matches, else to generic JSON; a body that is none of these is ``None`` (binary or unknown: passed or refused
+by policy, never half-masked). In a request every other string and every key is analysed too (deny by default,
 ``Payload.cover``), save the adapter's ``structural`` fields. Add a provider by adding a file and
 listing its ``ADAPTER`` here.
 """
@@ -19,6 +19,8 @@ from addons.masking.payloads import (
     anthropic_messages,
     form,
     generic_json,
+    jsonl,
+    multipart,
     openai_chat,
     openai_embeddings,
     openai_responses,
@@ -53,14 +55,19 @@ def _mime(content_type: str) -> str:
 
 
 def body_kind(content_type: str, body: bytes) -> str:
-    """``empty``, ``json``, ``form``, ``sse``, ``text`` or ``binary``. Undeclared bodies are sniffed."""
+    """``empty``, ``json``, ``jsonl``, ``form``, ``multipart``, ``sse``, ``text`` or ``binary``. Undeclared bodies
+    are sniffed."""
     if not body:
         return "empty"
     mime = _mime(content_type)
     if mime == "application/json" or mime.endswith("+json"):
         return "json"
+    if mime in jsonl.MEDIA_TYPES:
+        return "jsonl"
     if mime == "application/x-www-form-urlencoded":
         return "form"
+    if mime == "multipart/form-data":
+        return "multipart"
     if mime == "text/event-stream":
         return "sse"
     if mime.startswith("text/"):
@@ -103,6 +110,10 @@ def parse_body(path: str, content_type: str, body: bytes, *, response: bool = Fa
         payload = adapter.request(document)
         payload.cover(adapter.structural, inert)
         return payload, adapter.name
+    if kind == "jsonl":
+        return jsonl.parse(body, adapter_for, response=response, inert=inert), "jsonl"
+    if kind == "multipart" and not response:
+        return multipart.parse(body, content_type, adapter_for, inert), "multipart"
     if kind == "form":
         return form.parse(body), "form"
     if kind == "text":

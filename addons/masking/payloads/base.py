@@ -184,6 +184,14 @@ class Payload:
             else:
                 self.walk(node[key], child_path)
 
+    def embed(self, inner: Payload, prefix: str) -> None:
+        """The slots and uninspected values of ``inner``, a document inside this body (a JSONL line, a JSON part of a
+        form), as this payload's, their paths under ``prefix``; this payload's ``serialise`` renders ``inner``."""
+        self.slots += [TextSlot(prefix + slot.path.removeprefix("$"), slot.text, slot.set, slot.kind)
+                       for slot in inner.slots]
+        self.uninspected += [Uninspected(prefix + u.path.removeprefix("$"), u.media_type, u.why)
+                             for u in inner.uninspected]
+
     def add_root(self, kind: SlotKind = "text") -> None:
         """A slot for the document itself when it is a string (a JSON body may be one)."""
         if isinstance(self.document, str) and self.document and not self._root_added:

@@ -80,7 +80,8 @@ def test_generic_json_form_and_text() -> None:
 @pytest.mark.parametrize(("content_type", "body", "kind"), [
     ("application/json", b"{}", "json"), ("application/vnd.api+json", b"[]", "json"), ("", b'{"a": 1}', "json"),
     ("", b"plain words", "text"), ("application/octet-stream", b"\x00\x01", "binary"), ("", b"\xff\xfe", "binary"),
-    ("multipart/form-data; boundary=x", b"--x", "binary"), ("text/event-stream", b"data: x\n\n", "sse"),
+    ("multipart/form-data; boundary=x", b"--x", "multipart"), ("multipart/mixed; boundary=x", b"--x", "binary"),
+    ("application/x-ndjson", b"{}\n", "jsonl"), ("text/event-stream", b"data: x\n\n", "sse"),
     ("application/json", b"", "empty"),
 ])
 def test_body_kinds(content_type: str, body: bytes, kind: str) -> None:
