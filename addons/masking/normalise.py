@@ -160,13 +160,10 @@ def _compatibility_edits(text: str) -> Iterable[Edit]:
 
 def _read(cluster: str) -> str:
     """One character (with its combining marks) as a reader reads it."""
-    if _INVISIBLE.fullmatch(cluster):
-        return ""
-    if _TAG.fullmatch(cluster):
-        return chr(ord(cluster) - 0xE0000)
     read = unicodedata.normalize("NFKC", cluster)
     if any(c.isdecimal() and not c.isascii() for c in read):  # NFKC keeps other scripts' digits
         read = "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in read)
+    read = _TAG.sub(lambda tag: chr(ord(tag.group()) - 0xE0000), read)
     return _INVISIBLE.sub("", read)
 
 
