@@ -2,7 +2,7 @@
 
 A value can be written so that a pattern misses it while a model still reads it. ``normalise`` undoes, in order:
 
-* compatibility forms (Unicode NFKC, per character and its combining marks: full-width ``４１１１`` and
+* compatibility forms (Unicode NFKC, character by character: full-width ``４１１１`` and
   ``ｊａｎｅ＠ａｃｍｅ．ｃｏｍ``, ligatures, non-breaking spaces), digits of other scripts (``٤١١١``) and Unicode tag
   characters (invisible ASCII); invisible characters inside a value are dropped (zero-width space and joiners,
   word joiner, byte-order mark, soft hyphen, bidirectional controls);
@@ -23,6 +23,7 @@ no map. Phone numbers and SSNs need no digit rule: their recognizers read separa
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -37,11 +38,42 @@ Edit = tuple[int, int, str]  # replace text[start:end] with the string (empty: d
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
                         "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0001\U000e007f]")
 _TAG = re.compile("[\U000e0020-\U000e007e]")  # Unicode tag characters: invisible ASCII
-_NON_ASCII = re.compile(r"[\x00-\x7f]?[^\x00-\x7f]+")  # with the character before it: it may carry combining marks
-_ENCODED = re.compile(r"(?:%[0-9A-Fa-f]{2})+|&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+# The blocks that hold every character NFKC changes or that is a digit of another script (Unicode 15).
+_COMPATIBILITY_BLOCKS = ((0x80, 0xD800), (0xF900, 0x10000), (0x10400, 0x12000), (0x16A00, 0x16C00), (0x1D100, 0x1D800),
+                         (0x1E000, 0x1EF00), (0x1F100, 0x1F300), (0x1FB00, 0x1FC00), (0x2F800, 0x2FA20))
+
+
+def _class_of(codes: list[int]) -> str:
+    """A regular-expression character class of ``codes`` (sorted), consecutive ones as ranges."""
+    ranges: list[list[int]] = []
+    for code in codes:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "[" + "".join(re.escape(chr(lo)) + ("-" + re.escape(chr(hi)) if hi > lo else "") for lo, hi in ranges) + "]"
+
+
+def _unread() -> tuple[re.Pattern, re.Pattern]:
+    """The characters a reader reads as others: NFKC changes them, or a digit of another script. Built once."""
+    codes = {code for lo, hi in _COMPATIBILITY_BLOCKS for code in range(lo, hi)
+             if unicodedata.normalize("NFKC", chr(code)) != chr(code) or chr(code).isdecimal() and code > 0x7F}
+    codes |= {code for code in range(0x80, 0x10000) if _INVISIBLE.match(chr(code))}
+    codes |= {*range(0xE0000, 0xE0080)}  # tags, and the invisible ones among them
+    # One class each (far faster than alternatives), the astral one apart: its ranges are tried one by one.
+    return re.compile(_class_of(sorted(c for c in codes if c < 0x10000))), \
+        re.compile(_class_of(sorted(c for c in codes if c >= 0x10000)))
+
+
+_UNREAD, _UNREAD_ASTRAL = _unread()
+# Each opens with its literal, so a text without one is scanned fast.
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2})*")
+_REFERENCE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 
 # The at/dot spellings of an e-mail address.
-_MARKER = re.compile(r"(?i)\sdot\s|[\[({<]\s*(?:at|@|\.)\s*[\])}>]")  # cheap test: nothing to look for without one
+# Where an address may be spelled out (a bare "dot" or a bracketed at/dot): looked for around these only.
+_MARKER = re.compile(r"\s[dD][oO][tT]\s|[\[({<]\s*(?:[aA][tT]|@|\.)\s*[\])}>]")
+ADDRESS_REACH = 320  # characters an address may take either side of a marker (a 64-character local part, labels)
 _BRACKET_AT = r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*"
 _BRACKET_DOT = r"\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*"
 _LABEL = r"[^\W_](?:[\w-]{0,62}[^\W_])?"
@@ -60,6 +92,7 @@ _PROSE_BEFORE_AT = frozenset("""a am an and are arrive arrived arrives at be bee
     very was we were what when where which who why work worked works working yell yes you your""".split())
 
 # A card number's digit groups: one kind of separator (spaces, dashes or dots), three groups or more.
+_DIGITS = re.compile(r"\d[\d .\-]{13,}\d")  # fast: where a run of 13 digits and two separators may be
 _DIGIT_RUN = re.compile(r"(?<![\w.,-])(?:\d+(?: {1,3}\d+){2,}|\d+(?: ?- ?\d+){2,}|\d+(?:\.\d+){2,})(?![\w-]|[.,]\d)")
 CARD_DIGITS = (13, 19)
 
@@ -126,8 +159,7 @@ def normalise(text: str) -> Normalised:
         out._apply(list(_decoding_edits(out.text)))
         if not out.text.isascii():
             out._apply(list(_compatibility_edits(out.text)))
-    if _MARKER.search(out.text):
-        out._apply(list(_address_edits(out.text)))
+    out._apply(list(_address_edits(out.text)))
     out._apply(list(_card_edits(out.text)))
     if out.text == text:
         return Normalised(text, text)
@@ -138,44 +170,37 @@ def plain(text: str) -> bool:
     """Whether ``normalise`` leaves ``text`` as it is (True is certain; False may be wrong), cheaply, for short
     values."""
     return text.isascii() and "%" not in text and "&" not in text and not _MARKER.search(text) \
-        and not _DIGIT_RUN.search(text)
+        and not _DIGITS.search(text)
 
 
-def _compatibility_edits(text: str) -> Iterable[Edit]:
-    for run in _NON_ASCII.finditer(text):
-        chars = run.group()
-        if unicodedata.is_normalized("NFKC", chars) and not _INVISIBLE.search(chars) and not _TAG.search(chars) \
-                and not any(c.isdecimal() and not c.isascii() for c in chars):
-            continue
-        cluster_start = run.start()
-        for i in range(run.start() + 1, run.end() + 1):
-            if i < run.end() and unicodedata.combining(text[i]):
-                continue  # a combining mark stays with its base character
-            cluster = text[cluster_start:i]
-            read = _read(cluster)
-            if read != cluster:
-                yield cluster_start, i, read
-            cluster_start = i
+def _compatibility_edits(text: str) -> list[Edit]:
+    matches = list(_UNREAD.finditer(text))
+    if max(text) > "\uffff":
+        matches = sorted(matches + list(_UNREAD_ASTRAL.finditer(text)), key=lambda m: m.start())
+    return [(m.start(), m.end(), read) for m in matches if (read := _read(m.group())) != m.group()]
 
 
-def _read(cluster: str) -> str:
-    """One character (with its combining marks) as a reader reads it."""
-    read = unicodedata.normalize("NFKC", cluster)
+@functools.lru_cache(maxsize=4096)
+def _read(char: str) -> str:
+    """One character as a reader reads it."""
+    read = unicodedata.normalize("NFKC", char)
     if any(c.isdecimal() and not c.isascii() for c in read):  # NFKC keeps other scripts' digits
         read = "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in read)
     read = _TAG.sub(lambda tag: chr(ord(tag.group()) - 0xE0000), read)
     return _INVISIBLE.sub("", read)
 
 
-def _decoding_edits(text: str) -> Iterable[Edit]:
-    for match in _ENCODED.finditer(text):
-        encoded = match.group()
-        if encoded.startswith("&"):
-            decoded = html.unescape(encoded)
-            if decoded != encoded:
-                yield match.start(), match.end(), decoded
-            continue
-        yield from _percent_edits(match.start(), bytes.fromhex(encoded.replace("%", "")))
+def _decoding_edits(text: str) -> list[Edit]:
+    edits: list[Edit] = []
+    if "%" in text:
+        for match in _PERCENT.finditer(text):
+            edits += _percent_edits(match.start(), bytes.fromhex(match.group().replace("%", "")))
+    if "&" in text:
+        for match in _REFERENCE.finditer(text):
+            decoded = html.unescape(match.group())
+            if decoded != match.group():
+                edits.append((match.start(), match.end(), decoded))
+    return sorted(edits)  # the two kinds never overlap: a reference holds no "%", a percent escape no "&"
 
 
 def _percent_edits(start: int, data: bytes) -> Iterable[Edit]:
@@ -196,7 +221,19 @@ def _percent_edits(start: int, data: bytes) -> Iterable[Edit]:
 
 
 def _address_edits(text: str) -> Iterable[Edit]:
-    for match in _ADDRESS.finditer(text):
+    reaches: list[list[int]] = []
+    for marker in _MARKER.finditer(text):
+        start, end = max(0, marker.start() - ADDRESS_REACH), min(len(text), marker.end() + ADDRESS_REACH)
+        if reaches and start <= reaches[-1][1]:
+            reaches[-1][1] = end
+        else:
+            reaches.append([start, end])
+    for start, end in reaches:
+        yield from _addresses(text, start, end)
+
+
+def _addresses(text: str, start: int, end: int) -> Iterable[Edit]:
+    for match in _ADDRESS.finditer(text, start, end):
         at, domain = match.group("at"), match.group("domain")
         dots = list(_DOMAIN_DOT.finditer(domain))
         bare_at = at.strip().lower() == "at"
@@ -218,10 +255,12 @@ def _address_edits(text: str) -> Iterable[Edit]:
 
 def _card_edits(text: str) -> Iterable[Edit]:
     low, high = CARD_DIGITS
-    for match in _DIGIT_RUN.finditer(text):
-        digits = "".join(c for c in match.group() if c.isdigit())
-        if low <= len(digits) <= high and luhn(digits):
-            yield match.start(), match.end(), digits
+    for candidate in _DIGITS.finditer(text):
+        # two characters past the candidate, so that the run's look-ahead sees what follows it
+        for match in _DIGIT_RUN.finditer(text, candidate.start(), min(len(text), candidate.end() + 2)):
+            digits = "".join(c for c in match.group() if c.isdigit())
+            if low <= len(digits) <= high and luhn(digits):
+                yield match.start(), match.end(), digits
 
 
 def luhn(digits: str) -> bool:
