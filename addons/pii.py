@@ -53,6 +53,7 @@ from addons.masking.conversations import (
     keeps_conversations,
     references,
 )
+from addons.masking.joined import Window, pieces, windows
 from addons.masking.operators import Applied, Masker, operators
 from addons.masking.payloads import Payload, adapter_for, body_kind, described, parse_body
 from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_workers
@@ -205,8 +206,11 @@ class PiiMasking:
         masking = self.rules.masking
         return Masker(profile, vault, self.hash_key, masking.allow_list, masking.allow_regex, reversible)
 
-    async def _analyze(self, payload: Payload) -> list[list]:
-        return await self._analyze_texts([slot.text for slot in payload.slots])
+    async def _analyze(self, payload: Payload) -> tuple[list[list], list[Window], list[list]]:
+        """Spans of each slot, and of each window where two text parts of a message meet (``joined.py``)."""
+        across = windows(payload.slots)
+        found = await self._analyze_texts([slot.text for slot in payload.slots] + [w.text for w in across])
+        return found[:len(payload.slots)], across, found[len(payload.slots):]
 
     async def _analyze_texts(self, texts: list[str]) -> list[list]:
         spans: list[list] = [[] for _ in texts]
@@ -247,13 +251,14 @@ class PiiMasking:
             return
         payload, outcome.adapter = parsed
         try:
-            spans = await self._analyze(payload)
+            spans, across, in_windows = await self._analyze(payload)
         except AnalysisUnavailable as e:
             metrics.PII_FAILURES.inc()
             refuse(flow, PiiUnavailable(f"{e}; the request was not forwarded"))
             return
         self.vaults[flow] = vault = self._open_vault(flow, payload)
-        masked = self._masker(profile, vault, reversible=True).mask(payload, spans)
+        masker = self._masker(profile, vault, reversible=True)
+        masked = masker.mask(payload, spans, pieces(masker, payload.slots, spans, in_windows, across))
         self._keep_vault(flow, ())  # before any await: a concurrent turn of the conversation numbers on from here
         outcome.findings = [finding for path, applied in masked for finding in _findings(path, applied)]
         if outcome.findings:
@@ -415,18 +420,20 @@ class PiiMasking:
 
     async def _mask_response(self, payload: Payload, profile: Profile,
                              vault: Vault) -> tuple[list[Finding], list[str], list[str]]:
+        masker = self._masker(profile, vault, reversible=False)
+        shares: dict = {}
         if profile.responses == "mask":
             try:
-                spans = await self._analyze(payload)
+                spans, across, in_windows = await self._analyze(payload)
             except AnalysisUnavailable as e:
                 metrics.PII_FAILURES.inc()
                 raise PiiUnavailable(f"{e}; the upstream's answer was not passed on unmasked") from None
+            shares = pieces(masker, payload.slots, spans, in_windows, across)
         else:
             spans = [[] for _ in payload.slots]
-        masker = self._masker(profile, vault, reversible=False)
         findings, record, client = [], [], []
-        for slot, found in zip(payload.slots, spans, strict=True):
-            masked, applied = masker.apply(slot.text, found)
+        for i, (slot, found) in enumerate(zip(payload.slots, spans, strict=True)):
+            masked, applied = masker.apply(slot.text, found, pieces=shares.get(i, ()))
             findings += _findings(slot.path, applied)
             record.append(masked)
             client.append(vault.restore(masked))

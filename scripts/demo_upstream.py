@@ -7,7 +7,7 @@ gateway can be shown and tested without the internet. Run it::
         --tls-cert certs/demo-upstream.pem --tls-key certs/demo-upstream.key
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/responses`` and ``POST /v1/messages``
-(``"stream": true`` too; ``x-demo-reply: TEXT`` answers TEXT instead of the echo, ``x-demo-echo-headers: 1``
+(``"stream": true`` too; ``x-demo-reply: TEXT`` (UTF-8) answers TEXT instead of the echo, ``x-demo-echo-headers: 1``
 the request's headers as JSON text, the injected key included), ``POST /v1/embeddings``; what a provider keeps
 (``scripts/demo_memory.py``): responses continued by ``previous_response_id`` or ``conversation``,
 ``POST /v1/conversations``, Assistants threads (``POST /v1/threads``, ``/v1/threads/{id}/messages`` and ``/runs``),
@@ -266,6 +266,8 @@ class Handler(BaseHTTPRequestHandler):
         size = int(self.headers.get("x-demo-chunk-chars") or 4)
         # x-demo-reply: answer this text instead of the echo (an upstream that sends PII of its own)
         override = self.headers.get("x-demo-reply")
+        if override is not None and not override.isascii():  # sent as UTF-8 bytes; http.server reads latin-1
+            override = override.encode("latin-1").decode("utf-8", "replace")
         if self.headers.get("x-demo-echo-headers"):  # an upstream that repeats what it was sent, its key too
             override = json.dumps({k.lower(): v for k, v in self.headers.items()})
         if path == "/v1/chat/completions":

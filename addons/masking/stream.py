@@ -46,8 +46,37 @@ def _numeric_ish(token: str) -> bool:
         token in ("(", "+", "-")
 
 
+_WORD = re.compile(r"\S+")
+_AT_WORD = re.compile(r"(?i)[\[({<]?(?:at|@)[\])}>]?")  # "at", "(at)", "[@]": an address spelled out may follow
+_AT_BEGUN = re.compile(r"(?i)[\[({<]|[\[({<]?at?")  # what may still become one
+SPELLED_WORDS = 8  # words an address spelled with at/dot may take (jane (at) mail (dot) acme (dot) com)
+
+
+def _spelled_address(text: str) -> int | None:
+    """Where an e-mail address spelled with at/dot words (``jane (at) acme (dot) com``) may be starting in the tail
+    of ``text``: the word before the last ``at`` of the last ``SPELLED_WORDS`` words (normalise.py reads it)."""
+    offset = max(0, len(text) - 64 * SPELLED_WORDS)
+    words = list(_WORD.finditer(text, offset))[-SPELLED_WORDS:]
+    if any("@" in word.group()[1:-1] for word in words):
+        return None  # an address written plainly: the word in progress covers it
+    held = None
+    if len(words) > 1 and words[-1].end() == len(text) and _AT_BEGUN.fullmatch(words[-1].group()):
+        held = words[-2].start()  # the last word is still arriving and may become an "at"
+    for k in range(1, len(words)):
+        if _AT_WORD.fullmatch(words[k].group()):
+            return words[k - 1].start()
+    return held
+
+
 def hold_from(text: str) -> int:
     """Where the tail that could still grow into an entity starts (``len(text)``: nothing to hold)."""
+    spelled = _spelled_address(text)
+    if spelled is not None:
+        return min(spelled, _hold_from(text[:spelled]))
+    return _hold_from(text)
+
+
+def _hold_from(text: str) -> int:
     end = len(text)
     start = end
     # the word in progress: any word may turn out to be an e-mail address, a key or a pseudonym

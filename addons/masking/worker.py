@@ -20,6 +20,7 @@ import re
 import sys
 from typing import cast
 
+from addons.masking.normalise import analysed, normalise, spans_back
 from addons.masking.protocol import Answer, ProtocolError, Request, Span, Unit, receive, send
 from addons.masking.recognizers import EngineSpec, entity_names, pattern_recognizers
 
@@ -119,21 +120,30 @@ class Analyzer:
         return self.engine._doc_to_nlp_artifact(doc, "en")
 
     def analyze(self, units: list[Unit]) -> list[list[Span]]:
-        """Spans found in each unit, in order: NER on the sentences that could name someone, patterns on all."""
+        """Spans found in each unit, in order: NER on the sentences that could name someone, patterns on all.
+        Both read the unit's text normalised (``normalise.py``: obfuscations undone), the patterns its text as
+        written too; every span is one of the unit's text."""
         out: list[list[Span]] = [[] for _ in units]
-        windows = [(i, start, unit.text[start:end]) for i, unit in enumerate(units) if unit.ner and self.ner_entities
-                   for start, end in name_windows(unit.text)]
+        readings = [normalise(unit.text) if unit.ner and self.ner_entities else None for unit in units]
+        windows = [(i, start, reading.text[start:end]) for i, reading in enumerate(readings) if reading is not None
+                   for start, end in name_windows(reading.text)]
         docs = self.nlp.pipe((text for _, _, text in windows), batch_size=32)
         for (i, start, text), doc in zip(windows, docs, strict=True):
-            out[i] += self._analyze(text, self.ner_entities, doc, start)
-        lemma = self.nlp.get_pipe("warden_lower_lemma")
+            reading = readings[i]
+            assert reading is not None
+            out[i] += spans_back(reading, self._analyze(text, self.ner_entities, doc, start))
         for i, unit in enumerate(units):
-            # Context words only raise the score of a match, so text no pattern matches needs no tokens,
-            # and only the recognizers that matched run again with them.
-            matched = self._matched_entities(unit.text) if unit.patterns and self.pattern_entities else []
-            if matched:
-                out[i] += self._analyze(unit.text, matched, lemma(self.nlp.make_doc(unit.text)), 0)
+            if unit.patterns and self.pattern_entities:
+                out[i] += analysed(unit.text, self._patterns, readings[i])
         return [sorted(set(spans)) for spans in out]
+
+    def _patterns(self, text: str) -> list[Span]:
+        # Context words only raise the score of a match, so text no pattern matches needs no tokens,
+        # and only the recognizers that matched run again with them.
+        matched = self._matched_entities(text)
+        if not matched:
+            return []
+        return self._analyze(text, matched, self.nlp.get_pipe("warden_lower_lemma")(self.nlp.make_doc(text)), 0)
 
     def _matched_entities(self, text: str) -> list[str]:
         found = {result.entity_type for recognizer in self.patterns

@@ -10,7 +10,7 @@ does so for every slot of a payload.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
@@ -35,6 +35,16 @@ def operators() -> dict[str, Operator]:
 
     return {"replace": Replace(), "mask": Mask(), "redact": Redact(), "hash": KeyedHash(),
             "pseudonymize": Pseudonymize()}
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A replacement decided before a text is masked: ``text`` in place of ``[start, end)``, recorded as ``applied``."""
+
+    start: int
+    end: int
+    text: str
+    applied: Applied
 
 
 @dataclass(frozen=True)
@@ -102,31 +112,48 @@ class Masker:
             chosen.append(span)
         return chosen
 
-    def apply(self, text: str, spans: list[Span],
-              escape: Callable[[str], str] | None = None) -> tuple[str, list[Applied]]:
-        """``text`` masked, and what was masked. ``escape`` makes replacements safe where they land (JSON text)."""
+    def replacement(self, entity: str, value: str) -> tuple[str, str]:
+        """What the profile puts in place of ``value`` found as ``entity``, and the operator's name."""
+        spec = self._operator(entity)
+        params = _params(spec, entity, value, self.vault, self.hash_key)
+        params["entity_type"] = entity
+        operator = operators()[spec.type]
+        operator.validate(params)
+        return operator.operate(value, params), spec.type
+
+    def apply(self, text: str, spans: list[Span], escape: Callable[[str], str] | None = None,
+              pieces: Sequence[Piece] = ()) -> tuple[str, list[Applied]]:
+        """``text`` masked, and what was masked. ``escape`` makes replacements safe where they land (JSON text).
+        ``pieces`` are replacements already decided (a value's share when it spans several texts): they win over
+        the spans they overlap."""
+        chosen: list[tuple[int, int, Piece | Span]] = [
+            (span[1], span[2], span) for span in self.keep(text, spans)
+            if not any(span[1] < p.end and p.start < span[2] for p in pieces)]
+        chosen += [(p.start, p.end, p) for p in pieces]
         out, applied, last = [], [], 0
-        for entity, start, end, score in self.keep(text, spans):
-            spec = self._operator(entity)
-            value = text[start:end]
-            params = _params(spec, entity, value, self.vault, self.hash_key)
-            params["entity_type"] = entity
-            operator = operators()[spec.type]
-            operator.validate(params)
-            replacement = operator.operate(value, params)
-            out += [text[last:start], escape(replacement) if escape else replacement]
-            applied.append(Applied(entity, start, end, score, spec.type))
+        for start, end, what in sorted(chosen, key=lambda c: c[0]):
+            if isinstance(what, Piece):
+                replacement, done = what.text, what.applied
+            else:
+                entity, _, _, score = what
+                replacement, operator = self.replacement(entity, text[start:end])
+                done = Applied(entity, start, end, score, operator)
+            out += [text[last:start], escape(replacement) if escape and replacement else replacement]
+            applied.append(done)
             last = end
         out.append(text[last:])
         return "".join(out), applied
 
-    def mask(self, payload: Payload, spans: list[list[Span]]) -> list[tuple[str, list[Applied]]]:
-        """Mask ``payload``'s slots with the analyzer's ``spans`` (one list per slot). What was masked, by the path
-        it has in the rendered body (a masked key renames the paths beneath it)."""
+    def mask(self, payload: Payload, spans: list[list[Span]],
+             pieces: Mapping[int, Sequence[Piece]] | None = None) -> list[tuple[str, list[Applied]]]:
+        """Mask ``payload``'s slots with the analyzer's ``spans`` (one list per slot) and the ``pieces`` decided for
+        some of them (by slot index). What was masked, by the path it has in the rendered body (a masked key renames
+        the paths beneath it)."""
         masked = []
-        for slot, found in zip(payload.slots, spans, strict=True):
-            if found:
-                text, applied = self.apply(slot.text, found)
+        pieces = pieces or {}
+        for i, (slot, found) in enumerate(zip(payload.slots, spans, strict=True)):
+            if found or pieces.get(i):
+                text, applied = self.apply(slot.text, found, pieces=pieces.get(i, ()))
                 if applied:
                     slot.set(text)
                     masked.append((slot.path, applied))

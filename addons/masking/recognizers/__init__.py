@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from addons.masking.normalise import analysed
 from addons.rules.entities import BUILTIN_ENTITIES, NER_ENTITIES
 from addons.rules.masking import Masking
 
@@ -117,15 +118,19 @@ def pattern_scanner(spec: EngineSpec) -> Callable[[str], list[tuple[str, int, in
     """The spec's pattern recognizers as one function, for streamed text in the gateway process.
 
     Regular expressions on a delta cost microseconds, so streams are scanned in place (NER, which
-    needs a sentence and a worker, is not run on streams).
+    needs a sentence and a worker, is not run on streams). As in the workers, the text is read as written and
+    normalised (``addons/masking/normalise.py``), spans given in the text as written.
     """
     recognizers = pattern_recognizers(spec)
 
-    def scan(text: str) -> list[tuple[str, int, int, float]]:
+    def scan_as_read(text: str) -> list[tuple[str, int, int, float]]:
         found = []
         for recognizer in recognizers:
             for r in recognizer.analyze(text, recognizer.supported_entities, None):
                 found.append((r.entity_type, r.start, r.end, float(r.score)))
         return found
+
+    def scan(text: str) -> list[tuple[str, int, int, float]]:
+        return analysed(text, scan_as_read)
 
     return scan
