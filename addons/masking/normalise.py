@@ -253,6 +253,10 @@ def _addresses(text: str, start: int, end: int) -> Iterable[Edit]:
                 yield offset + dot.start(), offset + dot.end(), "."
 
 
+_GROUP = re.compile(r"\d+")
+_CARD_FIRST = "23456"  # the major industry digits of payment cards
+
+
 def _card_edits(text: str) -> Iterable[Edit]:
     low, high = CARD_DIGITS
     for candidate in _DIGITS.finditer(text):
@@ -261,6 +265,32 @@ def _card_edits(text: str) -> Iterable[Edit]:
             digits = "".join(c for c in match.group() if c.isdigit())
             if low <= len(digits) <= high and luhn(digits):
                 yield match.start(), match.end(), digits
+            else:  # a card among other numbers ("ref 1001 4000 0000 0000 0002"): its groups, a run within the run
+                yield from _card_within(match)
+
+
+def _card_within(run: re.Match) -> Iterable[Edit]:
+    """Runs of whole groups inside ``run`` that read as a card number (13-19 digits in groups of three or more, a
+    card's first digit, Luhn), left to right, none overlapping. Small numbers in a row ("1 2 3 ...") are no card."""
+    low, high = CARD_DIGITS
+    groups = list(_GROUP.finditer(run.group()))
+    i = 0
+    while i < len(groups):
+        found = None
+        if groups[i].group()[0] in _CARD_FIRST:
+            digits = ""
+            for j in range(i, len(groups)):
+                digits += groups[j].group()
+                if len(digits) > high or len(groups[j].group()) < 3:
+                    break
+                if len(digits) >= low and j > i and luhn(digits):
+                    found = j, digits
+        if found is None:
+            i += 1
+            continue
+        j, digits = found
+        yield run.start() + groups[i].start(), run.start() + groups[j].end(), digits
+        i = j + 1
 
 
 def luhn(digits: str) -> bool:

@@ -162,3 +162,10 @@ def test_a_spelled_address_streamed_in_tokens_is_held_and_masked(address: str) -
     split = [piece for token in tokens for piece in (token[:2], token[2:]) if piece]
     for deltas in (tokens, split):
         assert _stream(deltas) == "Write to <EMAIL_ADDRESS> today.", deltas
+
+
+def test_a_card_among_other_numbers_is_read_and_a_row_of_small_numbers_is_not() -> None:
+    from addons.masking.normalise import _card_edits
+
+    assert list(_card_edits("ref 1001 4000 0000 0000 0002 end")) == [(9, 28, "4000000000000002")]  # hypothesis found
+    assert list(_card_edits("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20")) == []
