@@ -7,10 +7,12 @@ Indonesia, ...), read from the installed package when a worker starts: nothing i
 ``NameListRecognizer`` reports runs of capitalised words that read as a name:
 - two or more name words (``name_words``) opening with a listed given name, or with two listed names
   ("Giulia Bianchi", "Kowalski Jan", "Maria van der Berg");
-- a single listed name that is no common English word, where capitals are a signal (not the first word
-  of a sentence) and spaCy does not call it a place, organisation or product ("... to Giulia.").
-Score 0.7 for two listed words, 0.6 otherwise (spaCy's PERSON is 0.85). Names outside the lists
-need person context (``person_context.py``) or spaCy.
+- single listed names that are no common English word, two or more side by side in a list ("Rohit or
+  Santosh", "Chauhan,Vishal"), or one addressed at the start of a sentence ("Rommel, the report ...").
+A pair spaCy labels a place, event or product ("Costa Rica") is left alone. Score 0.7 for two listed
+words, 0.6 otherwise (spaCy's PERSON is 0.85). A lone name outside a list needs person context
+(``person_context.py``) or spaCy; ``PlausibleSpacyRecognizer`` drops spaCy's PERSONs that are tools,
+places and sentence-opening verbs.
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ _VOCATIVE = re.compile(r",[ \t]+[a-z]")
 def _listed_together(text: str, lone: list[re.Match[str]]) -> set[re.Match[str]]:
     """Lone listed names next to another in a list: one listed word could be a place or a thing, two
     side by side are people."""
-    found = set()
+    found: set[re.Match[str]] = set()
     for a, b in zip(lone, lone[1:], strict=False):
         if LIST_JOINT.fullmatch(text, a.end(), b.start()):
             found.update((a, b))

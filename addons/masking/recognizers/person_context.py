@@ -21,7 +21,8 @@ from addons.masking.recognizers.result import finding
 _TITLES = (r"mr|mrs|ms|miss|mx|dr|prof|professor|sir|dame|herr|frau|sr|sra|srta|señor|señora|señorita|don|doña|"
            r"dona|signor|signora|signorina|sig|dott|mme|mlle|monsieur|madame|pan|pani|dhr|mevr|meneer|mevrouw|fru|"
            r"bapak|pak|ibu|shri|smt|sri|alhaji|mallam|sheikh|hon|rev|fr|sen|gen|capt|sgt|lt|col")
-_SALUTATIONS = (r"(?:hi|hello|hey)[ \t]*[,!]?[ \t]+(?:this is|it's|it is|i am|i'm)|dear|hi|hello|hey|hallo|hola|ciao|bonjour|olá|ola|cześć|czesc|hej|merhaba|salut|salve|greetings|"
+_SALUTATIONS = (r"(?:hi|hello|hey)[ \t]*[,!]?[ \t]+(?:this is|it's|it is|i am|i'm)|"
+                r"dear|hi|hello|hey|hallo|hola|ciao|bonjour|olá|ola|cześć|czesc|hej|merhaba|salut|salve|greetings|"
                 r"good morning|good afternoon|good evening|welcome|congratulations|congrats|thanks|thank you")
 _PEOPLE = (r"customer|client|patient|employee|user|colleague|co-?worker|manager|boss|landlord|landlady|tenant|"
            r"neighbou?r|candidate|applicant|contact|student|pupil|teacher|doctor|nurse|friend|wife|husband|son|"
@@ -94,7 +95,7 @@ class PersonContextRecognizer(LocalRecognizer):
         for _ in range(3):
             joint = LIST_JOINT.match(text, end)
             following = _trim(name_words(text, joint.end())) if joint else []
-            if not following or following[0].start() != joint.end():
+            if joint is None or not following or following[0].start() != joint.end():
                 break
             end = following[-1].end()
         return words[0].start(), end
