@@ -24,8 +24,9 @@ from addons.masking.normalise import analysed, normalise, spans_back
 from addons.masking.protocol import Answer, ProtocolError, Request, Span, Unit, receive, send
 from addons.masking.recognizers import EngineSpec, entity_names, pattern_recognizers
 
-_SENTENCE = re.compile(r"[^\n.!?]+[.!?]*")
-_INNER_CAPITAL = re.compile(r"(?<=[\s(\"'\[/-])[A-Z][a-z]")
+# A sentence; the dot of a title ("Dr. Arega") ends none.
+_SENTENCE = re.compile(r"(?:[^\n.!?]|(?<=\bMr)\.|(?<=\bMrs)\.|(?<=\bMs)\.|(?<=\bDr)\.|(?<=\bSt)\.|(?<=\bSr)\.)+[.!?]*")
+_INNER_CAPITAL = re.compile(r"(?<=[\s(\"'\[/=,:-])[^\W\d_a-z]")
 _FIRST_WORD = re.compile(r"\s*([A-Z][a-z]+)")
 
 
@@ -48,23 +49,6 @@ def name_windows(text: str, limit: int = 1200) -> list[tuple[int, int]]:
     return [(start, end) for start, end in spans]
 
 
-_SENTENCE_START = re.compile(r"(?:^|[.!?:]\s+|\n\s*)$")
-
-
-def _lone_capitalised_word(text: str, result) -> bool:
-    """spaCy's small model calls many sentence-opening verbs and nouns a PERSON ("Convert 72 degrees ...").
-    A one-word PERSON that opens a sentence and is no given name is dropped."""
-    recognizer = (result.recognition_metadata or {}).get("recognizer_name")
-    if result.entity_type != "PERSON" or recognizer != "SpacyRecognizer":
-        return False
-    from addons.masking.recognizers.names import given_names
-
-    word = text[result.start:result.end]
-    if not word.isalpha() or not _SENTENCE_START.search(text[:result.start]):
-        return False
-    return word not in given_names()
-
-
 def _offline_tldextract() -> None:
     import tldextract.tldextract as tld
 
@@ -78,10 +62,10 @@ class Analyzer:
         import spacy
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
-        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
         from spacy.language import Language
 
-        from addons.masking.recognizers.names import GivenNameRecognizer
+        from addons.masking.recognizers.names import NameListRecognizer, PlausibleSpacyRecognizer
+        from addons.masking.recognizers.person_context import PersonContextRecognizer
 
         if "warden_lower_lemma" not in Language.factories:
 
@@ -105,9 +89,9 @@ class Analyzer:
         recognizers = pattern_recognizers(spec)
         self.patterns = list(recognizers)
         if spec.ner_entities:
-            recognizers.append(SpacyRecognizer(supported_entities=list(spec.ner_entities)))
+            recognizers.append(PlausibleSpacyRecognizer(supported_entities=list(spec.ner_entities)))
         if "PERSON" in spec.ner_entities:
-            recognizers.append(GivenNameRecognizer())
+            recognizers += [NameListRecognizer(), PersonContextRecognizer()]
         registry = RecognizerRegistry(recognizers=recognizers, supported_languages=["en"])
         self.analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"],
                                        default_score_threshold=spec.min_score)
@@ -154,7 +138,7 @@ class Analyzer:
         found = self.analyzer.analyze(text, language="en", entities=entities, nlp_artifacts=self._artifacts(doc),
                                       score_threshold=self.spec.min_score)
         return [(r.entity_type, r.start + offset, r.end + offset, round(float(r.score), 3))
-                for r in found if not _lone_capitalised_word(text, r)]
+                for r in found]
 
 
 def _no_wakeup_preemption() -> None:

@@ -32,7 +32,8 @@ def test_the_analyzer_finds_nothing_in_inert_values() -> None:
     """If a recognizer ever finds lower-case words, values ``inert`` skips would go unanalysed: this fails first."""
     _offline_tldextract()
     analyzer = Analyzer(EVERYTHING)
-    sample = tokens(2000) + sorted(name.lower() for name in given_names())[:3000:3] + [
+    names = sorted(name.lower() for name in given_names() if name.isascii() and name.isalpha())  # inert: ASCII
+    sample = tokens(2000) + names[:3000:3] + [
         "jane", "maria", "garcia", "paris", "london", "smith", "password", "secret", "iban", "visa", "ssn"]
     inert = inert_values(EVERYTHING)
     assert all(inert(v) for v in sample)

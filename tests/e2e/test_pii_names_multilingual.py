@@ -1,0 +1,69 @@
+"""Person names from many cultures through a real gateway, on held-out data (issue 11, item 6).
+
+Warden's name lists are Faker's; the names here come from mimesis (21 locales) and names-dataset
+(8 countries neither library covers in Latin script), in prompt templates written apart from the
+context recognizers (``tests/names_corpus.py``), beside benign prompts (code, maths, prose, products,
+places). A person counts as leaked when any part of the name (given or family) reaches the upstream.
+The rates are printed; the issue's targets (at most 5% leaked, at least 98% of benign prompts
+unaltered) are not met yet: the assertions hold the ground gained (``SECURITY.md`` known limits).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import rules_for
+from tests.corpus import benign_prompts
+from tests.names_corpus import BENIGN, leaked_people, name_prompts
+
+pytestmark = pytest.mark.e2e
+
+LEAK_CEILING = 0.20  # measured 17.7% at the time of writing; the issue's target is 0.05
+BENIGN_FLOOR = 0.94  # measured 95.0%; the issue's target is 0.98
+
+
+def test_multilingual_names_rates(gateway_factory, upstream, capsys) -> None:
+    gw = gateway_factory(rules_for(upstream.port), extra_args=("--set", "warden_pii_workers=2"))
+    prompts = name_prompts()
+    benign = BENIGN + [p.text for p in benign_prompts()]
+    texts = [p.text for p in prompts] + benign
+    url = f"https://localhost:{upstream.port}/v1/chat/completions"
+
+    with gw.client(timeout=60) as client:
+        def send(index: int) -> int:
+            body = {"model": "demo", "messages": [{"role": "user", "content": texts[index]}]}
+            return client.post(url, json=body, headers={"x-corpus-id": str(index)}).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(send, range(len(texts))))
+    assert statuses == [200] * len(texts)
+
+    sent: dict[int, str] = {}
+    for request in upstream.received:
+        corpus_id = dict((k.lower(), v) for k, v in request["headers"]).get("x-corpus-id")
+        if corpus_id is not None:
+            sent[int(corpus_id)] = json.loads(request["body"])["messages"][0]["content"]
+    assert len(sent) == len(texts)
+
+    per_origin: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for i, prompt in enumerate(prompts):
+        per_origin[prompt.origin][0] += len(leaked_people(prompt, sent[i]))
+        per_origin[prompt.origin][1] += len(prompt.people)
+    leaked = sum(n for n, _ in per_origin.values())
+    people = sum(total for _, total in per_origin.values())
+    altered = [text for i, text in enumerate(benign) if sent[len(prompts) + i] != text]
+
+    with capsys.disabled():
+        print(f"\nHeld-out person names through the gateway: {people} people in {len(prompts)} prompts, "
+              f"{len(benign)} benign prompts")
+        print("  " + "  ".join(f"{origin} {n}/{total}" for origin, (n, total) in per_origin.items()))
+        print(f"  names leaked {leaked}/{people} ({leaked / people:.1%})")
+        print(f"  benign prompts unaltered {len(benign) - len(altered)}/{len(benign)} "
+              f"({1 - len(altered) / len(benign):.1%})")
+
+    assert leaked / people <= LEAK_CEILING
+    assert 1 - len(altered) / len(benign) >= BENIGN_FLOOR
