@@ -68,6 +68,8 @@ class Identity:
     token_id: str | None = None
     expires: int | None = None
     method: str | None = None  # proxy-bearer, proxy-basic, bearer
+    kind: str = "person"  # or "service": by the rules file's identity.service_accounts
+    zoneinfo: str | None = None  # the token's zoneinfo claim (rules may read time in the caller's zone)
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Decision:
     rule: str
     reason: str = ""
     masking: str | None = None  # the rule's masking profile, if it names one
+    status: int = 403  # a block's HTTP status
 
 
 @dataclass(frozen=True)

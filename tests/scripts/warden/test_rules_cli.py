@@ -44,7 +44,7 @@ def test_check_names_file_and_field(tmp_path: Path) -> None:
 
 def test_explain_says_what_would_happen_and_why() -> None:
     blocked = warden("rules", "explain", "rules/default.yaml", "POST", "https://api.openai.com/v1/fine_tuning/jobs")
-    assert "block by rule no-fine-tuning on upstream openai" in blocked.stdout
+    assert "block (403) by rule no-fine-tuning on upstream openai" in blocked.stdout
     allowed = warden("rules", "explain", "rules/default.yaml", "POST", "https://api.anthropic.com/v1/messages")
     assert "allow by rule default on upstream anthropic" in allowed.stdout
     refused = warden("rules", "explain", "rules/default.yaml", "GET", "https://example.com/")
