@@ -32,12 +32,11 @@ from addons.flow.errors import (
     PolicyBlocked,
     PolicyUnevaluable,
 )
-from addons.flow.meta import DECISION, IDENTITY, UPSTREAM, Decision, Identity
+from addons.flow.meta import DECISION, IDENTITY, PENDING, UPSTREAM, Decision, Identity
 from addons.rules.conditions import EvaluationError, Facts
 from addons.rules.model import Rules, Upstream, current_rules, normal_host
 
 NO_MATCH = "(no rule matched)"
-PENDING = "pending"  # a decision that waits for PII analysis
 
 
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")

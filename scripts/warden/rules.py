@@ -166,7 +166,8 @@ def explain(
         if decision.action == PENDING:
             counts = _pii_option(pii or [], rules) if pii or body is None else _analysed(rules, request)
             found = census(rules.masking, [], []).counts | counts
-            out.print(f"PII found: {', '.join(f'{e} {n}' for e, n in counts.items()) or 'none'}", highlight=False)
+            out.print(f"PII found: {', '.join(f'{e} {n}' for e, n in counts.items() if n) or 'none'}",
+                      highlight=False)
             start = next(i for i, r in enumerate(rules.rules) if r.name == decision.rule)
             trace = [step for step in trace if step.rule != decision.rule]
             decision = decide(rules, flow, facts.with_pii(Census(found).facts()), start, trace=trace)
