@@ -162,25 +162,24 @@ def decide(rules: Rules, flow: http.HTTPFlow, facts: Facts, start: int = 0,
     condition reads ``pii`` while ``facts`` has none yet gives a ``pending`` decision naming it: masking's analysis
     comes first, then ``decide`` again from that rule. ``trace`` collects each rule weighed. Raises
     ``ConditionFailed``."""
-    before = None
-    if facts.plain["pii"] is None and rules.together is not None:
+    analysed = facts.plain["pii"] is not None
+    together = None
+    if not analysed and rules.together is not None:
         try:
-            before = dict(zip(rules.before_analysis, facts.evaluate(rules.together), strict=True))
+            together = facts.evaluate(rules.together)
         except EvaluationError:
-            before = None  # one of them fails: evaluate them in order, so only one reached decides the refusal
-    for rule in rules.rules[start:]:
-        matcher = rules.filters[rule.name]
+            together = None  # one of them fails: evaluate them in order, so only one reached decides the refusal
+    for rule, matcher, condition, place in rules.weighed[start:]:
         filtered = None if matcher is None else bool(matcher(flow))
-        condition = rules.conditions.get(rule.name)
         verdict = "none"
         if filtered is not False and condition is not None:
-            if condition.reads_pii and facts.plain["pii"] is None:
+            if condition.reads_pii and not analysed:
                 verdict = "needs pii"
-            elif before is not None and rule.name in before:
-                verdict = str(before[rule.name] is True).lower()
+            elif together is not None and place is not None:
+                verdict = "true" if together[place] is True else "false"
             else:
                 try:
-                    verdict = str(facts.evaluate(condition.program) is True).lower()
+                    verdict = "true" if facts.evaluate(condition.program) is True else "false"
                 except EvaluationError as e:
                     if trace is not None:
                         trace.append(Step(rule.name, filtered, f"error: {e}"))

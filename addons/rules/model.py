@@ -239,9 +239,12 @@ class Rules:
         self._by_endpoint = {(u.host, u.port): u for u in model.upstreams}
         self.filters = {r.name: flowfilter.parse(r.filter) if r.filter else None for r in model.rules}
         self.conditions: dict[str, Condition] = {r.name: compile_condition(r.when) for r in model.rules if r.when}
-        # Every condition that needs no analysis, evaluated in one call (see conditions_together).
-        self.before_analysis = [name for name, c in self.conditions.items() if not c.reads_pii]
-        self.together = conditions_together([self.conditions[name] for name in self.before_analysis])
+        # Every condition that needs no analysis, evaluated in one call (see conditions_together); ``weighed`` lists
+        # each rule with its filter, its condition, and its place in that call's result (or None).
+        before = [r.name for r in model.rules if r.name in self.conditions and not self.conditions[r.name].reads_pii]
+        self.together = conditions_together([self.conditions[name] for name in before])
+        self.weighed = [(r, self.filters[r.name], self.conditions.get(r.name),
+                         before.index(r.name) if r.name in before else None) for r in model.rules]
 
     @property
     def identity(self) -> IdentityConfig:
