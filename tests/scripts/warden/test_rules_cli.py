@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,7 +80,8 @@ def test_explain_weighs_each_condition(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(CONDITIONS)
     body = tmp_path / "body.json"
-    body.write_text('{"model": "gpt-4o", "messages": [{"role": "user", "content": "Write to jan.kowalski@example.pl"}]}')
+    body.write_text(json.dumps({"model": "gpt-4o",
+                                "messages": [{"role": "user", "content": "Write to jan.kowalski@example.pl"}]}))
     monday = "2026-11-30T10:00:00+01:00"
 
     told = warden("rules", "explain", str(rules), "POST", URL, "--group", "contractors", "--pii", "EMAIL_ADDRESS=1",
