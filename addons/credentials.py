@@ -19,7 +19,7 @@ from mitmproxy import http
 
 from addons.flow.answers import fail_closed, refuse
 from addons.flow.errors import CredentialMissing, InternalError
-from addons.flow.meta import UPSTREAM
+from addons.flow.meta import DECISION, UPSTREAM
 from addons.flow.streams import compose_stream, unframe
 from addons.rules.model import Rules, current_rules
 from addons.store.redaction import Secrets, StreamScrubber, credential_values, is_credential_header, path_secret_values
@@ -69,6 +69,11 @@ class Credentials:
         self._keep(flow, credential_values(
             (n, v) for n, v in headers.items(multi=True) if n.lower() in upstream.pass_headers
         ) | path_secret_values(flow.request.path))
+        decision = DECISION.of(flow)
+        if decision is None or decision.action != "allow":  # a decision left pending (no analysis ran) never leaves
+            refuse(flow, InternalError(f"policy did not allow this request (decision: "
+                                       f"{decision.action if decision else 'none'}); it was stopped"))
+            return
         for name in {n.lower() for n, v in headers.items(multi=True)
                      if self._is_credential(n, v) and n.lower() not in upstream.pass_headers}:
             headers.pop(name, None)

@@ -57,11 +57,16 @@ def identity_from_claims(claims: dict, config: IdentityConfig, method: str | Non
     if isinstance(groups, str):
         groups = [groups]
     client_id = claims.get("client_id") or claims.get("azp")
+    client_id = client_id if isinstance(client_id, str) else None
+    groups = [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else []
+    service = config.service_accounts
+    is_service = (client_id is not None and client_id in service.clients) or bool(set(groups) & set(service.groups)) \
+        or (service.claim is not None and bool(claim_at(claims, service.claim)))
+    zone = claims.get("zoneinfo")
     return Identity(
-        sub=claims["sub"], email=claims.get("email") or claims.get("preferred_username"),
-        groups=[g for g in groups if isinstance(g, str)] if isinstance(groups, list) else [],
-        client_id=client_id if isinstance(client_id, str) else None, token_id=claims.get("jti"),
-        expires=claims.get("exp"), method=method,
+        sub=claims["sub"], email=claims.get("email") or claims.get("preferred_username"), groups=groups,
+        client_id=client_id, token_id=claims.get("jti"), expires=claims.get("exp"), method=method,
+        kind="service" if is_service else "person", zoneinfo=zone if isinstance(zone, str) else None,
     )
 
 

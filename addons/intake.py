@@ -55,6 +55,7 @@ from addons.bodies.decoding import (
     decode,
 )
 from addons.bodies.jsonlimits import parse_json
+from addons.bodies.usage import RequestShape, request_shape
 from addons.flow.answers import fail_closed, mark_stopped, refuse
 from addons.flow.errors import (
     BodyTooLarge,
@@ -99,8 +100,8 @@ def _declares_utf8(content_type: str) -> bool:
     return "charset=utf-8" in content_type.lower().replace(" ", "").replace('"', "")
 
 
-def check_body(body: bytes, content_type: str) -> MalformedBody | None:
-    """Why ``body`` does not match what ``content_type`` declares, or None if it does."""
+def check_body(body: bytes, content_type: str) -> MalformedBody | RequestShape | None:
+    """Why ``body`` does not match what ``content_type`` declares, or, if it does, what a JSON body asks for."""
     if not body or not (_declares_json(content_type) or _declares_utf8(content_type)):
         return None
     try:
@@ -112,7 +113,7 @@ def check_body(body: bytes, content_type: str) -> MalformedBody | None:
         )
     if _declares_json(content_type):
         try:
-            parse_json(body)
+            return request_shape(parse_json(body))
         except MalformedBody as e:
             return e
     return None
@@ -162,6 +163,7 @@ class StreamDecoding:
 class Intake:
     def __init__(self) -> None:
         self.streams: WeakKeyDictionary[http.HTTPFlow, StreamDecoding] = WeakKeyDictionary()
+        self.shapes: WeakKeyDictionary[http.HTTPFlow, RequestShape] = WeakKeyDictionary()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -243,11 +245,17 @@ class Intake:
             flow.request.content = body
         content_type = flow.request.headers.get("content-type", "")
         if len(body) > INLINE_LIMIT:  # parsing megabytes of JSON would stall every other client
-            problem = await asyncio.to_thread(check_body, body, content_type)
+            checked = await asyncio.to_thread(check_body, body, content_type)
         else:
-            problem = check_body(body, content_type)
-        if problem:
-            refuse(flow, problem)
+            checked = check_body(body, content_type)
+        if isinstance(checked, MalformedBody):
+            refuse(flow, checked)
+        elif checked is not None:
+            self.shapes[flow] = checked
+
+    def shape_of(self, flow: http.HTTPFlow) -> RequestShape:
+        """What the flow's JSON request asks for (model, messages, tools), read when its body was checked."""
+        return self.shapes.get(flow) or RequestShape()
 
     @staticmethod
     def _too_large(what: str, limit: int) -> BodyTooLarge:

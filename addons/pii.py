@@ -43,8 +43,9 @@ from addons.flow.errors import (
     ResponseUnreadable,
     UnsupportedContent,
 )
-from addons.flow.meta import DECISION, ERROR, IDENTITY, PII, Finding, Originals, PiiOutcome
+from addons.flow.meta import DECISION, ERROR, IDENTITY, PENDING, PII, Finding, Originals, PiiOutcome
 from addons.flow.streams import compose_stream, unframe
+from addons.masking.census import census
 from addons.masking.conversations import (
     Conversation,
     Conversations,
@@ -231,10 +232,12 @@ class PiiMasking:
         if self.rules is None or self.hash_key is None:
             refuse(flow, NotConfigured("the gateway has no valid masking configuration; see the operator log"))
             return
+        decision = DECISION.of(flow)
+        pending = decision is not None and decision.action == PENDING  # a rule reads what analysis finds
         profile = self._profile(flow)
         outcome = PII.set(flow, PiiOutcome(profile=profile.name))
         self.vaults[flow] = Vault()
-        if not profile.active:
+        if not profile.active and not pending:
             outcome.skipped = "the profile masks nothing"
             return
         # Responses are masked and restored as they stream: ask for them unencoded.
@@ -246,6 +249,13 @@ class PiiMasking:
             refuse(flow, e)
             return
         if parsed is None:
+            if pending:
+                decided = self._decided(flow, outcome, [], [])
+                if decided is None:
+                    return
+                if not decided.active:
+                    outcome.skipped = "the profile masks nothing"
+                    return
             content_type = flow.request.headers.get("content-type", "") or "no Content-Type"
             self._not_inspected(flow, outcome, f"the body ({content_type})")
             return
@@ -256,6 +266,14 @@ class PiiMasking:
             metrics.PII_FAILURES.inc()
             refuse(flow, PiiUnavailable(f"{e}; the request was not forwarded"))
             return
+        if pending:
+            decided = self._decided(flow, outcome, [slot.text for slot in payload.slots], spans)
+            if decided is None:  # refused: masked all the same, for the record (the caller's profile)
+                profile = self._profile(flow)
+                if not profile.active:
+                    return
+            else:
+                profile = decided
         self.vaults[flow] = vault = self._open_vault(flow, payload)
         masker = self._masker(profile, vault, reversible=True)
         masked = masker.mask(payload, spans, pieces(masker, payload.slots, spans, in_windows, across))
@@ -264,10 +282,30 @@ class PiiMasking:
         if outcome.findings:
             self._originals(flow).request = flow.request.raw_content
             _count(outcome.findings, "request")
-        if body:  # even unchanged: what leaves is what was analysed, never the bytes as they came
+        if body:  # even unchanged: what leaves (or is recorded) is what was analysed, never the bytes as they came
             flow.request.content = payload.render()
+        if flow.response is not None:
+            return
         if payload.uninspected:
             self._not_inspected(flow, outcome, f"content in the body ({described(payload.uninspected)})")
+
+    def _decided(self, flow: http.HTTPFlow, outcome: PiiOutcome, texts: list[str],
+                 spans: list[list]) -> Profile | None:
+        """Policy's decision, now that analysis counted what some profile would mask; then the deciding rule's
+        profile, or None if the request was refused."""
+        assert self.rules is not None
+        policy = ctx.master.addons.get("policy")
+        if policy is None:
+            refuse(flow, NotConfigured("a rule reads PII findings but the gateway has no policy addon"))
+            return None
+        found = census(self.rules.masking, texts, spans)
+        outcome.census = {e: n for e, n in found.counts.items() if n}
+        decision = policy.decide_after_analysis(flow, found.facts())
+        if decision.action != "allow":
+            return None
+        profile = self._profile(flow)
+        outcome.profile = profile.name
+        return profile
 
     def _open_vault(self, flow: http.HTTPFlow, payload: Payload) -> Vault:
         """The request's vault: the conversation's it continues, if the provider keeps one (``conversations.py``)."""

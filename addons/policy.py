@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import re
 import string
+import weakref
+import zoneinfo
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 from mitmproxy.net.http import url
 
+from addons.bodies.usage import RequestShape
 from addons.flow.answers import fail_closed, refuse
 from addons.flow.errors import (
     AmbiguousPath,
@@ -25,8 +30,10 @@ from addons.flow.errors import (
     MisdirectedRequest,
     NotConfigured,
     PolicyBlocked,
+    PolicyUnevaluable,
 )
-from addons.flow.meta import DECISION, UPSTREAM, Decision
+from addons.flow.meta import DECISION, IDENTITY, PENDING, UPSTREAM, Decision, Identity
+from addons.rules.conditions import EvaluationError, Facts
 from addons.rules.model import Rules, Upstream, current_rules, normal_host
 
 NO_MATCH = "(no rule matched)"
@@ -100,18 +107,98 @@ def lenient_path(path: str) -> str:
     return normal_path(target + sep + query)
 
 
-def decide(rules: Rules, flow: http.HTTPFlow) -> Decision:
-    """The first rule whose filter matches the flow decides; no match blocks."""
-    for rule in rules.rules:
-        matcher = rules.filters[rule.name]
-        if matcher is None or matcher(flow):
-            return Decision(rule.action, rule.name, rule.reason, rule.masking)
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _zone(rules: Rules, identity: Identity | None) -> zoneinfo.ZoneInfo:
+    name = rules.model.time_zone
+    if name == "caller":
+        name = identity.zoneinfo if identity is not None and identity.zoneinfo else "UTC"
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):  # a caller's claim that names no zone
+        return zoneinfo.ZoneInfo("UTC")
+
+
+def facts_for(rules: Rules, flow: http.HTTPFlow, shape: RequestShape, now: datetime | None = None) -> Facts:
+    """The variables rule conditions read for ``flow`` (``pii`` comes later, from masking)."""
+    identity = IDENTITY.of(flow)
+    zone = _zone(rules, identity)
+    local = (now or datetime.now(UTC)).astimezone(zone)
+    request = flow.request
+    return Facts(
+        identity={"sub": identity.sub, "email": identity.email, "groups": identity.groups,
+                  "client_id": identity.client_id, "kind": identity.kind, "method": identity.method}
+        if identity is not None else {},
+        request={"host": request.pretty_host, "method": request.method, "path": request.path.split("?", 1)[0],
+                 "scheme": request.scheme, "upstream": UPSTREAM.of(flow), "model": shape.model,
+                 "body_size": len(request.raw_content or b""), "messages": shape.messages, "tools": list(shape.tools),
+                 "stream": shape.stream, "content_type": request.headers.get("content-type", "")},
+        time={"hour": local.hour, "minute": local.minute, "weekday": _WEEKDAYS[local.weekday()],
+              "date": local.date().isoformat(), "zone": str(zone)},
+    )
+
+
+class ConditionFailed(Exception):
+    """A rule's condition could not be evaluated on this request: the request is refused (fail closed)."""
+
+    def __init__(self, rule: str, why: str) -> None:
+        super().__init__(f"rule {rule!r}: {why}")
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule as ``decide`` weighed it (for ``warden rules explain``): its filter's and condition's verdicts."""
+
+    rule: str
+    filter: bool | None  # None: the rule has no filter
+    condition: str  # "true", "false", "none" (no condition), "needs pii", or the evaluation error
+
+
+def decide(rules: Rules, flow: http.HTTPFlow, facts: Facts, start: int = 0,
+           trace: list[Step] | None = None) -> Decision:
+    """The first rule (from ``start``) whose filter and condition match the flow decides; no match blocks. A rule whose
+    condition reads ``pii`` while ``facts`` has none yet gives a ``pending`` decision naming it: masking's analysis
+    comes first, then ``decide`` again from that rule. ``trace`` collects each rule weighed. Raises
+    ``ConditionFailed``."""
+    analysed = facts.plain["pii"] is not None
+    together = None
+    if not analysed and rules.together is not None:
+        try:
+            together = facts.evaluate(rules.together)
+        except EvaluationError:
+            together = None  # one of them fails: evaluate them in order, so only one reached decides the refusal
+    for rule, matcher, condition, place in rules.weighed[start:]:
+        filtered = None if matcher is None else bool(matcher(flow))
+        verdict = "none"
+        if filtered is not False and condition is not None:
+            if condition.reads_pii and not analysed:
+                verdict = "needs pii"
+            elif together is not None and place is not None:
+                verdict = "true" if together[place] is True else "false"
+            else:
+                try:
+                    verdict = "true" if facts.evaluate(condition.program) is True else "false"
+                except EvaluationError as e:
+                    if trace is not None:
+                        trace.append(Step(rule.name, filtered, f"error: {e}"))
+                    raise ConditionFailed(rule.name, str(e)) from None
+        if trace is not None:
+            trace.append(Step(rule.name, filtered, verdict))
+        if filtered is False or verdict == "false":
+            continue
+        if verdict == "needs pii":
+            return Decision(PENDING, rule.name, "decided after PII analysis")
+        return Decision(rule.action, rule.name, rule.reason, rule.masking, rule.status)
     return Decision("block", NO_MATCH, "no rule allows this request")
 
 
 class Policy:
     def __init__(self) -> None:
         self.rules: Rules | None = None
+        # A decision waiting for PII analysis: the rules it began under and the facts read so far (memory only).
+        self.pending: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[Rules, Facts]] = weakref.WeakKeyDictionary()
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
@@ -130,10 +217,19 @@ class Policy:
         if not self._check_host(flow):
             return
         assert self.rules is not None
+        rules = self.rules
         if flow.request.path != "*":
             flow.request.path = normal_path(flow.request.path)  # rules judge, and the upstream gets, one spelling
-        decision = DECISION.set(flow, decide(self.rules, flow))
-        if (read_otherwise := self._ambiguity(flow, decision)) is not None:
+        intake = ctx.master.addons.get("intake")
+        shape = intake.shape_of(flow) if intake is not None else RequestShape()
+        try:
+            decision = decide(rules, flow, facts_for(rules, flow, shape))
+            read_otherwise = self._ambiguity(flow, decision, shape)
+        except ConditionFailed as e:
+            self._unevaluable(flow, e)
+            return
+        DECISION.set(flow, decision)
+        if read_otherwise is not None:
             DECISION.set(flow, Decision("block", decision.rule, "the path decides otherwise as servers may read it"))
             refuse(flow, AmbiguousPath(
                 f"the path {flow.request.path!r} reads as {read_otherwise!r} to servers that decode %2F, %5C or "
@@ -141,11 +237,39 @@ class Policy:
                 "send the path as the upstream should read it"
             ))
             return
+        if decision.action == PENDING:
+            self.pending[flow] = (rules, facts_for(rules, flow, shape))
+            return
+        self._enforce(flow, decision)
+
+    def decide_after_analysis(self, flow: http.HTTPFlow, pii: dict) -> Decision:
+        """Finish a ``pending`` decision with what masking's analysis found (``pii``: counts, total, entities); a
+        block refuses the flow. Called by masking once it has analysed the request, before it masks."""
+        rules, facts = self.pending.pop(flow)
+        held = DECISION.of(flow)
+        assert held is not None and held.action == PENDING
+        start = next(i for i, rule in enumerate(rules.rules) if rule.name == held.rule)
+        try:
+            decision = decide(rules, flow, facts.with_pii(pii), start)
+        except ConditionFailed as e:
+            return self._unevaluable(flow, e)
+        DECISION.set(flow, decision)
+        self._enforce(flow, decision)
+        return decision
+
+    @staticmethod
+    def _enforce(flow: http.HTTPFlow, decision: Decision) -> None:
         if decision.action == "block":
             reason = decision.reason or f"blocked by rule {decision.rule!r}"
-            refuse(flow, PolicyBlocked(f"{reason} (rule {decision.rule})"))
+            refuse(flow, PolicyBlocked(f"{reason} (rule {decision.rule})", status=decision.status))
 
-    def _ambiguity(self, flow: http.HTTPFlow, decision: Decision) -> str | None:
+    @staticmethod
+    def _unevaluable(flow: http.HTTPFlow, e: ConditionFailed) -> Decision:
+        decision = DECISION.set(flow, Decision("block", e.rule, "its condition could not be evaluated"))
+        refuse(flow, PolicyUnevaluable(f"{e}; the request was not forwarded: ask an operator to fix the condition"))
+        return decision
+
+    def _ambiguity(self, flow: http.HTTPFlow, decision: Decision, shape: RequestShape) -> str | None:
         """The other spelling of the path, if a server could read it so and the rules decide it otherwise."""
         assert self.rules is not None
         path = flow.request.path
@@ -154,7 +278,7 @@ class Policy:
             return None
         flow.request.path = other
         try:
-            elsewise = decide(self.rules, flow)
+            elsewise = decide(self.rules, flow, facts_for(self.rules, flow, shape))
         finally:
             flow.request.path = path
         return other if (elsewise.action, elsewise.rule) != (decision.action, decision.rule) else None

@@ -275,7 +275,8 @@ class Recorder:
         if original is not None and original != req.raw_content:
             detail["original"] = self.keep_original(event, original, flow.id)
         if pii is not None:
-            detail["pii"] = _pii_detail(pii.profile, pii.findings, adapter=pii.adapter, skipped=pii.skipped)
+            detail["pii"] = _pii_detail(pii.profile, pii.findings, adapter=pii.adapter, skipped=pii.skipped,
+                                        census=pii.census)
             event.entities = PiiOutcome.counts(pii.findings) or None
         event.detail = detail or None
         return event

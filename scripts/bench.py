@@ -182,6 +182,39 @@ def validation_cost() -> dict[str, float]:
     return asyncio.run(run())
 
 
+def conditional_rules(n: int) -> str:
+    """``n`` rules with CEL conditions that none of the benchmark's requests matches (every one is weighed), then
+    the default allow."""
+    kinds = ['"team-{i}" in identity.groups && request.model == "model-{i}"',
+             'identity.kind == "service" && request.messages > {i} && time.hour < 25',
+             'request.path.startsWith("/v{i}/") || size(request.tools) > {i} + 100']
+    rules = "".join(f"  - name: rule-{i}\n    when: '{kinds[i % len(kinds)].format(i=i)}'\n    action: block\n"
+                    for i in range(n))
+    return rules + "  - name: default\n    action: allow\n"
+
+
+def policy_cost(rules_path: Path) -> dict[str, float]:
+    """Microseconds to decide one request under ``rules_path`` (its facts built, every condition weighed)."""
+    from mitmproxy.test import tflow
+
+    from addons.bodies.usage import RequestShape
+    from addons.flow.meta import IDENTITY, UPSTREAM, Identity
+    from addons.policy import decide, facts_for
+    from addons.rules.model import load_rules
+
+    rules = load_rules(rules_path)
+    flow = tflow.tflow()
+    IDENTITY.set(flow, Identity(sub="bench", groups=["staff", "eng"]))
+    UPSTREAM.set(flow, "demo")
+    shape = RequestShape(model="demo", messages=1)
+    n = 5000
+    start = time.perf_counter()
+    for _ in range(n):
+        decision = decide(rules, flow, facts_for(rules, flow, shape))
+    assert decision.rule == "default"
+    return {"rules": len(rules.rules), "us": (time.perf_counter() - start) / n * 1e6}
+
+
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
@@ -213,9 +246,11 @@ def main() -> None:
     certs = ROOT / "certs"
     up_port, bare_port, warden_port, admin_port = free_port(), free_port(), free_port(), free_port()
     rules = work / "rules.yaml"
-    rules.write_text(f"upstreams:\n  - name: demo\n    host: localhost\n    port: {up_port}\n"
-                     "    credential: {header: Authorization, value: 'Bearer bench-key'}\n"
-                     "rules:\n  - name: default\n    action: allow\n")
+    upstreams = (f"upstreams:\n  - name: demo\n    host: localhost\n    port: {up_port}\n"
+                 "    credential: {header: Authorization, value: 'Bearer bench-key'}\n")
+    rules.write_text(upstreams + "rules:\n  - name: default\n    action: allow\n")
+    conditional = work / "rules-50-conditions.yaml"
+    conditional.write_text(upstreams + "rules:\n" + conditional_rules(50))
     common = mitmdump_common(certs)
     procs = [
         start_upstream(certs, up_port, work),
@@ -235,6 +270,12 @@ def main() -> None:
         partial_ports[name] = port
         ports += [port, admin]
         waits += [procs[-1], procs[-1]]
+    policy_port, policy_admin = free_port(), free_port()
+    procs.append(start([str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "gateway.py"), "--mode",
+                        f"regular@{policy_port}", *common,
+                        *warden_settings(work, "conditions", conditional, policy_admin)], work / "conditions.log"))
+    ports += [policy_port, policy_admin]
+    waits += [procs[-1], procs[-1]]
     try:
         for port, proc in zip(ports, waits, strict=True):
             wait_port(port, proc)
@@ -244,6 +285,9 @@ def main() -> None:
             "direct": (None, certs / "demo-upstream-ca.pem"),
             "bare mitmdump": (f"http://127.0.0.1:{bare_port}", certs / "mitmproxy-ca-cert.pem"),
             "warden chain": (f"http://bench:{token}@127.0.0.1:{warden_port}", certs / "mitmproxy-ca-cert.pem"),
+            "warden chain, 50 conditional rules": (
+                f"http://bench:{EmbeddedIssuer.load_or_create(work / 'conditions-issuer.key').mint('bench', ttl=3600)}"
+                f"@127.0.0.1:{policy_port}", certs / "mitmproxy-ca-cert.pem"),
         } | {name: (f"http://127.0.0.1:{port}", certs / "mitmproxy-ca-cert.pem")
              for name, port in partial_ports.items()}
         runs: dict[str, list[dict]] = {name: [] for name in setups}
@@ -265,7 +309,7 @@ def main() -> None:
             | {"errors": sum(r["errors"] for r in rs), "rps_runs": [round(r["rps"]) for r in rs]}
             for name, rs in runs.items()
         }
-        report(results, args)
+        report(results, args, policy_cost(conditional))
     finally:
         for proc in procs:
             proc.terminate()
@@ -273,8 +317,9 @@ def main() -> None:
             proc.wait(timeout=30)
 
 
-def report(results: dict[str, dict], args: argparse.Namespace) -> None:
+def report(results: dict[str, dict], args: argparse.Namespace, policy: dict[str, float]) -> None:
     direct, bare, warden = results["direct"], results["bare mitmdump"], results["warden chain"]
+    conditional = results["warden chain, 50 conditional rules"]
     anon, spine = results["warden without identity"], results["spine only (no identity, no PII)"]
     tokens = validation_cost()
     table = Table(title="small JSON chat requests through TLS")
@@ -301,6 +346,9 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
          f"{spine['rps'] / bare['rps']:.0%}; added p50 over bare {spine['p50'] - bare['p50']:.2f} ms"),
         (f"token validation: {tokens['fresh_us']:.0f} us fresh (signature + claims), "
          f"{tokens['cached_us']:.1f} us cached"),
+        (f"policy: {policy['us']:.1f} us per request to weigh {policy['rules']:.0f} rules with CEL conditions "
+         f"(facts built, every condition evaluated; target < 50 us); throughput with them / one rule: "
+         f"{conditional['rps'] / warden['rps']:.0%}, p50 {conditional['p50']:.2f} vs {warden['p50']:.2f} ms"),
     ]
     for line in ratios:
         console.print(line)

@@ -23,6 +23,38 @@ def request_model(body: bytes | None, content_type: str) -> str | None:
     return model if isinstance(model, str) else None
 
 
+@dataclass(frozen=True)
+class RequestShape:
+    """What a JSON request asks for, as rule conditions read it (``request.model``, ``messages``, ``tools``)."""
+
+    model: str | None = None
+    messages: int = 0
+    tools: tuple[str, ...] = ()
+    stream: bool = False
+
+
+def _tool_name(tool: object) -> str | None:
+    if not isinstance(tool, dict):
+        return None
+    function = tool.get("function")
+    name = function.get("name") if isinstance(function, dict) else tool.get("name")  # OpenAI chat; others
+    return name if isinstance(name, str) else None
+
+
+def request_shape(document: object) -> RequestShape:
+    """Model, message count (OpenAI ``messages`` or Responses ``input`` list, Anthropic ``messages``) and tool names
+    of a parsed JSON request body; empty for anything else."""
+    if not isinstance(document, dict):
+        return RequestShape()
+    model = document.get("model")
+    messages = document.get("messages", document.get("input"))
+    tools = document.get("tools")
+    names = tuple(n for n in map(_tool_name, tools) if n) if isinstance(tools, list) else ()
+    return RequestShape(model if isinstance(model, str) else None,
+                        len(messages) if isinstance(messages, list) else (1 if isinstance(messages, str) else 0),
+                        names, document.get("stream") is True)
+
+
 def _merge(usage: Usage, found: dict) -> None:
     """OpenAI chat: prompt/completion_tokens; OpenAI responses and Anthropic: input/output_tokens."""
     for key_in in ("prompt_tokens", "input_tokens"):

@@ -101,10 +101,21 @@ class AmbiguousPath(WardenError):
 
 
 class PolicyBlocked(WardenError):
-    """A rule blocked the request."""
+    """A rule blocked the request: 403, or the status the rule names."""
 
     status = 403
     type = "blocked_by_policy"
+
+    def __init__(self, message: str, *, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PolicyUnevaluable(WardenError):
+    """A rule's condition failed on this request (e.g. it reads a map key the request lacks): fail closed."""
+
+    status = 500
+    type = "policy_error"
 
 
 class WebSocketNotAllowed(WardenError):

@@ -68,16 +68,22 @@ class Identity:
     token_id: str | None = None
     expires: int | None = None
     method: str | None = None  # proxy-bearer, proxy-basic, bearer
+    kind: str = "person"  # or "service": by the rules file's identity.service_accounts
+    zoneinfo: str | None = None  # the token's zoneinfo claim (rules may read time in the caller's zone)
+
+
+PENDING = "pending"  # a Decision's action while its rule waits for PII analysis (never forwarded so)
 
 
 @dataclass
 class Decision:
-    """What policy decided, and which rule said so."""
+    """What policy decided, and which rule said so: allow, block, or ``PENDING``."""
 
     action: str
     rule: str
     reason: str = ""
     masking: str | None = None  # the rule's masking profile, if it names one
+    status: int = 403  # a block's HTTP status
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ class PiiOutcome:
     findings: list[Finding] = field(default_factory=list)
     response_findings: list[Finding] = field(default_factory=list)
     skipped: str | None = None  # why the body was not inspected (binary passed by policy, empty)
+    census: dict[str, int] | None = None  # what a rule's condition read: entities some profile would mask
 
     @staticmethod
     def counts(findings: list[Finding]) -> dict[str, int]:

@@ -11,14 +11,16 @@ import functools
 import ipaddress
 import os
 import re
+import zoneinfo
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from mitmproxy import ctx, exceptions, flowfilter
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from addons.rules.base import Model, UniqueNames
+from addons.rules.conditions import Condition, ConditionError, compile_condition, conditions_together
 from addons.rules.masking import Masking
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -115,14 +117,27 @@ class Upstream(Model):
 
 
 class Rule(Model):
-    """One policy rule; the first whose filter matches decides."""
+    """One policy rule; the first whose filter and condition both match decides."""
 
     name: str = Field(min_length=1)
     filter: str | None = Field(None, description="mitmproxy filter expression, e.g. '~d api.openai.com & ~u /v1/files'")
+    when: str | None = Field(None, description="CEL condition over identity, request, pii and time, e.g. "
+                                               "'\"contractors\" in identity.groups && pii.total > 0'")
     action: Literal["allow", "block"]
-    reason: str = ""
+    reason: str = Field("", description="block: the error message the client (its SDK) shows")
+    status: int = Field(403, ge=400, le=499, description="block: the HTTP status of the refusal (4xx)")
     masking: str | None = Field(None, description="the masking profile for requests this rule allows "
                                                   "(default: by the caller's groups)")
+
+    @field_validator("when")
+    @classmethod
+    def _checks(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                compile_condition(v)
+            except ConditionError as e:
+                raise ValueError(f"invalid CEL condition {v!r}: {e}") from None
+        return v
 
     @field_validator("filter")
     @classmethod
@@ -133,6 +148,18 @@ class Rule(Model):
             except ValueError as e:
                 raise ValueError(f"invalid mitmproxy filter expression {v!r}: {e}") from None
         return v
+
+
+class ServiceAccounts(Model):
+    """Which tokens belong to a job rather than a person: ``azp`` alone does not tell (a person's token names the
+    client they logged in with), so they are named here."""
+
+    clients: list[str] = Field(default_factory=list, description="client ids (client_id or azp) of service accounts")
+    groups: list[str] = Field(default_factory=list, description="groups whose members are service accounts")
+    claim: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$",
+        description="a claim (dotted path) that is true or non-empty only in service-account tokens",
+    )
 
 
 Algorithm = Literal["RS256", "ES256", "EdDSA", "PS256", "ES384", "RS384", "RS512"]
@@ -157,6 +184,10 @@ class IdentityConfig(Model):
         default_factory=lambda: ["warden-admin"], min_length=1,
         description="groups whose tokens may read flows, events and verification through the admin API",
     )
+    service_accounts: ServiceAccounts = Field(
+        default_factory=lambda: ServiceAccounts(),
+        description="which callers are jobs, not people (identity.kind in rule conditions)",
+    )
 
     @field_validator("issuer")
     @classmethod
@@ -166,8 +197,23 @@ class IdentityConfig(Model):
         return v
 
 
+def _zone(name: str) -> str:
+    if name == "caller":
+        return name
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not a time zone (an IANA name such as Europe/Berlin, UTC, "
+                         "or 'caller')") from None
+    return name
+
+
 class RulesFile(Model):
     identity: IdentityConfig = IdentityConfig()
+    time_zone: Annotated[str, AfterValidator(_zone)] = Field(
+        "UTC", description="the zone rule conditions read time in: an IANA name, or 'caller' (the token's "
+                           "zoneinfo claim; UTC where it has none)",
+    )
     upstreams: UniqueNames[Upstream] = Field(min_length=1)
     masking: Masking = Masking()
     rules: UniqueNames[Rule] = Field(default_factory=lambda: [Rule(name="default", action="allow")])
@@ -192,6 +238,13 @@ class Rules:
         self.missing = missing
         self._by_endpoint = {(u.host, u.port): u for u in model.upstreams}
         self.filters = {r.name: flowfilter.parse(r.filter) if r.filter else None for r in model.rules}
+        self.conditions: dict[str, Condition] = {r.name: compile_condition(r.when) for r in model.rules if r.when}
+        # Every condition that needs no analysis, evaluated in one call (see conditions_together); ``weighed`` lists
+        # each rule with its filter, its condition, and its place in that call's result (or None).
+        before = [r.name for r in model.rules if r.name in self.conditions and not self.conditions[r.name].reads_pii]
+        self.together = conditions_together([self.conditions[name] for name in before])
+        self.weighed = [(r, self.filters[r.name], self.conditions.get(r.name),
+                         before.index(r.name) if r.name in before else None) for r in model.rules]
 
     @property
     def identity(self) -> IdentityConfig:
@@ -240,10 +293,15 @@ class Rules:
         return {v for v in found if v.strip()}
 
 
-def _field_path(loc: tuple) -> str:
+def _field_path(loc: tuple, raw: dict) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    if len(loc) > 2 and loc[0] == "rules" and isinstance(loc[1], int):  # name the rule, not only its index
+        rules = raw.get("rules")
+        rule = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
+        if isinstance(rule, dict) and isinstance(rule.get("name"), str):
+            out += f" (rule {rule['name']!r})"
     return out or "(top level)"
 
 
@@ -294,7 +352,7 @@ def load_rules(path: str | Path) -> Rules:
     try:
         model = RulesFile.model_validate(raw)
     except ValidationError as e:
-        lines = [f"{path}: {_field_path(err['loc'])}: {err['msg']}" for err in e.errors()]
+        lines = [f"{path}: {_field_path(err['loc'], raw)}: {err['msg']}" for err in e.errors()]
         raise RulesError("\n".join(lines)) from None
 
     secrets: dict[str, SecretStr | None] = {}

@@ -11,7 +11,7 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from addons.config import Config
 from addons.credentials import Credentials
-from addons.flow.meta import UPSTREAM
+from addons.flow.meta import DECISION, UPSTREAM, Decision
 
 KEY = "sk-upstream-PLANTED-4f1c9e"
 CALLER_KEY = "sk-caller-0123456789abcdef"
@@ -55,7 +55,8 @@ def sent(credentials: Credentials, upstream: str | None, headers: list[tuple[str
     for name, value in headers:
         flow.request.headers.add(name, value)
     if upstream is not None:
-        UPSTREAM.set(flow, upstream)  # what policy resolved
+        UPSTREAM.set(flow, upstream)  # what policy resolved and decided
+        DECISION.set(flow, Decision("allow", "default"))
     credentials.requestheaders(flow)
     credentials.request(flow)
     return flow, list(flow.request.headers.items(multi=True))
@@ -181,3 +182,17 @@ def test_an_echoed_key_is_scrubbed_from_a_body_not_decodable_as_declared(credent
     credentials.response(flow)
     assert flow.response.raw_content == b"not gzip: [redacted-credential]"
     assert flow.response.headers["content-length"] == str(len(flow.response.raw_content))
+
+
+@pytest.mark.parametrize("decision", [None, Decision("pending", "contractors"), Decision("block", "x")])
+def test_a_request_policy_did_not_allow_never_gets_the_credential(credentials: Credentials, decision) -> None:
+    flow = tflow.tflow()
+    flow.request.headers.clear()
+    UPSTREAM.set(flow, "open")
+    if decision is not None:
+        DECISION.set(flow, decision)
+    credentials.requestheaders(flow)
+    credentials.request(flow)
+    assert flow.response is not None and flow.response.status_code == 500
+    assert "policy did not allow this request" in flow.response.text
+    assert KEY not in str(flow.request.headers)

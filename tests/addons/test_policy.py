@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
 
-from addons.policy import lenient_path, normal_path
+import pytest
+from mitmproxy.test import tflow
+
+from addons.bodies.usage import RequestShape
+from addons.flow.meta import IDENTITY, UPSTREAM, Identity
+from addons.identity import identity_from_claims
+from addons.policy import PENDING, ConditionFailed, Step, decide, facts_for, lenient_path, normal_path
+from addons.rules.model import load_rules
 
 
 @pytest.mark.parametrize(("sent", "judged"), [
@@ -30,3 +39,123 @@ def test_normal_path(sent: str, judged: str) -> None:
 ])
 def test_lenient_path(sent: str, lenient: str) -> None:
     assert lenient_path(sent) == lenient
+
+
+RULES = """
+identity:
+  service_accounts: {clients: [nightly-batch], groups: [robots]}
+time_zone: caller
+upstreams:
+  - {name: openai, host: api.openai.com}
+rules:
+  - name: no-files-for-contractors
+    filter: "~u /v1/files"
+    when: '"contractors" in identity.groups'
+    action: block
+    status: 451
+    reason: Contractors may not upload files
+  - name: jobs-only-gpt4o-mini
+    when: 'identity.kind == "service" && request.model != "gpt-4o-mini"'
+    action: block
+    reason: Jobs use gpt-4o-mini
+  - name: contractors-no-emails
+    when: '"contractors" in identity.groups && pii.counts["EMAIL_ADDRESS"] > 0'
+    action: block
+    reason: Contractors may not send e-mail addresses
+  - name: night
+    when: 'time.hour < 6'
+    action: block
+  - name: default
+    action: allow
+"""
+
+
+def _flow(path: str = "/v1/chat/completions", **claims):
+
+
+    flow = tflow.tflow()
+    flow.request.host, flow.request.path = "api.openai.com", path
+    rules = load_rules(_rules_file())
+    IDENTITY.set(flow, identity_from_claims({"sub": "alice", **claims}, rules.identity, "bearer"))
+    UPSTREAM.set(flow, "openai")
+    return rules, flow
+
+
+def _rules_file(cache={}):  # noqa: B006  (one file per test session)
+    if "path" not in cache:
+        path = Path(tempfile.mkdtemp()) / "rules.yaml"
+        path.write_text(RULES)
+        cache["path"] = path
+    return cache["path"]
+
+
+NOON = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+NOTHING_FOUND = {"counts": {"EMAIL_ADDRESS": 0}, "total": 0, "entities": []}
+
+
+def _decide(rules, flow, shape=None, now=NOON):
+    """The decision once analysis found nothing."""
+
+    return decide(rules, flow, facts_for(rules, flow, shape or RequestShape(), now).with_pii(NOTHING_FOUND))
+
+
+def test_filter_and_condition_both_decide() -> None:
+    rules, flow = _flow("/v1/files", groups=["contractors"])
+    decision = _decide(rules, flow)
+    assert (decision.action, decision.rule, decision.status) == ("block", "no-files-for-contractors", 451)
+    rules, flow = _flow("/v1/files", groups=["staff"])  # the filter matches, the condition does not
+    assert _decide(rules, flow).rule == "default"
+
+
+def test_service_accounts_by_client_or_group_and_the_request_model() -> None:
+
+    rules, flow = _flow(client_id="nightly-batch")
+    assert _decide(rules, flow, RequestShape(model="gpt-4o")).rule == "jobs-only-gpt4o-mini"
+    assert _decide(rules, flow, RequestShape(model="gpt-4o-mini")).rule == "default"
+    rules, flow = _flow(groups=["robots"], azp="some-cli")
+    assert _decide(rules, flow, RequestShape(model="o3")).rule == "jobs-only-gpt4o-mini"
+    rules, flow = _flow(azp="nightly-web")  # a person's token names a client too: not a service account
+    assert _decide(rules, flow, RequestShape(model="o3")).rule == "default"
+
+
+def test_a_rule_that_reads_pii_waits_for_the_analysis_then_decides_from_there() -> None:
+
+    rules, flow = _flow(groups=["contractors"])
+    facts = facts_for(rules, flow, RequestShape(), NOON)
+    pending = decide(rules, flow, facts)
+    assert (pending.action, pending.rule) == (PENDING, "contractors-no-emails")
+    found = {"counts": {"EMAIL_ADDRESS": 1, "PERSON": 0}, "total": 1, "entities": ["EMAIL_ADDRESS"]}
+    assert decide(rules, flow, facts.with_pii(found), 2).rule == "contractors-no-emails"
+    none = {"counts": {"EMAIL_ADDRESS": 0, "PERSON": 2}, "total": 2, "entities": ["PERSON"]}
+    trace: list[Step] = []
+    assert decide(rules, flow, facts.with_pii(none), 2, trace=trace).rule == "default"
+    assert [(s.rule, s.condition) for s in trace] == [("contractors-no-emails", "false"), ("night", "false"),
+                                                      ("default", "none")]
+    rules, flow = _flow("/v1/files", groups=["contractors"])  # an earlier rule decides: no wait
+    assert decide(rules, flow, facts_for(rules, flow, RequestShape(), NOON)).rule == "no-files-for-contractors"
+
+
+def test_time_in_the_callers_zone() -> None:
+
+    night_in_tokyo = datetime(2026, 12, 1, 18, 30, tzinfo=UTC)  # 03:30 in Tokyo, 19:30 in Berlin
+    rules, flow = _flow(zoneinfo="Asia/Tokyo")
+    assert _decide(rules, flow, now=night_in_tokyo).rule == "night"
+    rules, flow = _flow(zoneinfo="Europe/Berlin")
+    assert _decide(rules, flow, now=night_in_tokyo).rule == "default"
+    rules, flow = _flow(zoneinfo="Not/AZone")  # a claim that names no zone: UTC
+    assert _decide(rules, flow, now=night_in_tokyo).rule == "default"
+
+
+def test_a_condition_that_fails_at_run_time_names_its_rule(tmp_path) -> None:
+
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES.replace('pii.counts["EMAIL_ADDRESS"] > 0', 'pii.counts["ACME_ID"] > 0'))
+    rules = load_rules(path)
+    flow = tflow.tflow()
+    IDENTITY.set(flow, Identity(sub="bob", groups=["contractors"]))
+    facts = facts_for(rules, flow, RequestShape(), NOON).with_pii({"counts": {"EMAIL_ADDRESS": 1}})
+    with pytest.raises(ConditionFailed, match="rule 'contractors-no-emails': .*Key not found"):
+        decide(rules, flow, facts, 2)

@@ -50,14 +50,16 @@ def test_good_file_resolves_credentials(tmp_path: Path, monkeypatch) -> None:
     ("change", "message"),
     [
         (("port: 8443", "port: 0"), "upstreams[1].port: Input should be greater than or equal to 1"),
-        (("action: allow", "action: maybe"), "rules[1].action: Input should be 'allow' or 'block'"),
+        (("action: allow", "action: maybe"), "rules[1].action (rule 'default'): Input should be 'allow' or 'block'"),
         (("name: default", "name: block-files"), "rules: Value error, names must be unique"),
         (("name: filekey", "name: openai"), "upstreams: Value error, names must be unique; repeated: openai"),
         (("rules:\n", "masking:\n  profiles: [{name: support}, {name: ml}, {name: support}]\nrules:\n"),
          "masking.profiles: Value error, names must be unique; repeated: support"),
         (("file: secret.txt", "file: secret.txt, value: x"), "upstreams[1].credential: Value error, give exactly one"),
-        (("reason: no files", "reason: no files, colour: red"), "rules[0].colour: Extra inputs are not permitted"),
-        (('"~u /v1/files"', '"~q ~~"'), "rules[0].filter: Value error, invalid mitmproxy filter expression"),
+        (("reason: no files", "reason: no files, colour: red"),
+         "rules[0].colour (rule 'block-files'): Extra inputs are not permitted"),
+        (('"~u /v1/files"', '"~q ~~"'),
+         "rules[0].filter (rule 'block-files'): Value error, invalid mitmproxy filter expression"),
     ],
 )
 def test_errors_name_the_file_and_field(tmp_path: Path, monkeypatch, change, message) -> None:
