@@ -54,7 +54,7 @@ from addons.masking.conversations import (
     keeps_conversations,
     references,
 )
-from addons.masking.joined import Window, pieces, windows
+from addons.masking.joined import Window, crossing, pieces, windows
 from addons.masking.operators import Applied, Masker, operators
 from addons.masking.payloads import Payload, adapter_for, body_kind, described, parse_body
 from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_workers
@@ -250,7 +250,7 @@ class PiiMasking:
             return
         if parsed is None:
             if pending:
-                decided = self._decided(flow, outcome, [], [])
+                decided = self._decided(flow, outcome, [], [], inspected=False)
                 if decided is None:
                     return
                 if not decided.active:
@@ -267,7 +267,9 @@ class PiiMasking:
             refuse(flow, PiiUnavailable(f"{e}; the request was not forwarded"))
             return
         if pending:
-            decided = self._decided(flow, outcome, [slot.text for slot in payload.slots], spans)
+            decided = self._decided(flow, outcome, [slot.text for slot in payload.slots] + [w.text for w in across],
+                                    spans + crossing(across, in_windows),  # values split across parts count too
+                                    inspected=not payload.uninspected)
             if decided is None:  # refused: masked all the same, for the record (the caller's profile)
                 profile = self._profile(flow)
                 if not profile.active:
@@ -289,10 +291,10 @@ class PiiMasking:
         if payload.uninspected:
             self._not_inspected(flow, outcome, f"content in the body ({described(payload.uninspected)})")
 
-    def _decided(self, flow: http.HTTPFlow, outcome: PiiOutcome, texts: list[str],
-                 spans: list[list]) -> Profile | None:
-        """Policy's decision, now that analysis counted what some profile would mask; then the deciding rule's
-        profile, or None if the request was refused."""
+    def _decided(self, flow: http.HTTPFlow, outcome: PiiOutcome, texts: list[str], spans: list[list], *,
+                 inspected: bool) -> Profile | None:
+        """Policy's decision, now that analysis counted what some profile would mask (``inspected``: all of the body
+        was read); then the deciding rule's profile, or None if the request was refused."""
         assert self.rules is not None
         policy = ctx.master.addons.get("policy")
         if policy is None:
@@ -300,7 +302,7 @@ class PiiMasking:
             return None
         found = census(self.rules.masking, texts, spans)
         outcome.census = {e: n for e, n in found.counts.items() if n}
-        decision = policy.decide_after_analysis(flow, found.facts())
+        decision = policy.decide_after_analysis(flow, found.facts(inspected=inspected))
         if decision.action != "allow":
             return None
         profile = self._profile(flow)
