@@ -142,8 +142,9 @@ def test_what_a_pii_rule_reads_cannot_be_dodged(gateway_factory, upstream) -> No
         ""))
     base = f"https://localhost:{upstream.port}"
     with gw.client() as client:
-        split = client.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": [
-            {"type": "text", "text": "pay with 4111 1111"}, {"type": "text", "text": " 1111 1111 today"}]}]})
+        parts = [{"type": "text", "text": "pay with 4111 1111"}, {"type": "text", "text": " 1111 1111 today"}]
+        split = client.post(f"{base}/v1/chat/completions",
+                            json={"model": "m", "messages": [{"role": "user", "content": parts}]})
         assert split.status_code == 403 and "No card numbers" in split.json()["error"]["message"]
         for spelled in ("/v1%2Ffiles", "/v1/files;x"):
             r = client.get(f"{base}{spelled}")
