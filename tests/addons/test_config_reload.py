@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from mitmproxy import exceptions
-from mitmproxy.test import taddons
+from mitmproxy.test import taddons, tflow
 
 from addons.config import Config
 from addons.credentials import Credentials
+from addons.flow.meta import DECISION, ERROR, UPSTREAM, Decision
 from addons.policy import Policy
 from addons.recorder import Recorder
 from addons.rules.model import Rules, RulesError, current_rules
@@ -59,16 +60,18 @@ class Probe:
 
 
 class Chain:
-    def __init__(self, path: Path, config: Config, policy: Policy, probe: Probe, recorder: Recorder) -> None:
+    def __init__(self, path: Path, config: Config, policy: Policy, credentials: Credentials, probe: Probe,
+                 recorder: Recorder) -> None:
         self.path, self.config, self.policy, self.probe, self.recorder = path, config, policy, probe, recorder
+        self.credentials = credentials
 
     def edit(self, text: str) -> str:
         self.path.write_text(text)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def reload(self) -> str:
+    def reload(self, trigger: str = "file changed") -> str:
         async def run() -> str:
-            return await self.config.reload("file changed")
+            return await self.config.reload(trigger)
         return asyncio.run(run())
 
     def config_events(self) -> list[Event]:
@@ -83,13 +86,13 @@ def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Chain]:
     monkeypatch.setenv("WARDEN_RELOAD_KEY", "sk-reload-test-0123456789")
     path = tmp_path / "rules.yaml"
     path.write_text(RULES)
-    config, policy, probe, recorder = Config(), Policy(), Probe(), Recorder()
-    with taddons.context(config, policy, Credentials(), probe, recorder) as tctx:
+    config, policy, credentials, probe, recorder = Config(), Policy(), Credentials(), Probe(), Recorder()
+    with taddons.context(config, policy, credentials, probe, recorder) as tctx:
         tctx.configure(config, warden_rules=str(path))
         tctx.configure(recorder, warden_db=str(tmp_path / "w.duckdb"),
                        warden_signing_key=str(tmp_path / "s.key"), warden_originals_key=str(tmp_path / "o.key"))
         recorder.running()
-        yield Chain(path, config, policy, probe, recorder)
+        yield Chain(path, config, policy, credentials, probe, recorder)
         recorder.done()
 
 
@@ -156,9 +159,7 @@ def test_the_same_bytes_written_again_are_no_reload(chain: Chain) -> None:
 
 
 def test_a_sighup_reloads_even_unchanged_bytes(chain: Chain) -> None:
-    async def hup() -> str:
-        return await chain.config.reload("SIGHUP")
-    assert asyncio.run(hup()) == "applied"
+    assert chain.reload("SIGHUP") == "applied"
     assert chain.config.reloads == 1
 
 
@@ -194,3 +195,23 @@ def test_the_watch_reloads_a_changed_file_while_running(chain: Chain) -> None:
             chain.config.done()
     asyncio.run(run())
     assert [r.name for r in chain.policy.rules.rules] == ["no-files", "default"]
+
+
+def test_a_request_whose_upstream_a_reload_removed_is_refused_before_it_leaves(chain: Chain) -> None:
+    flow = tflow.tflow()
+    UPSTREAM.set(flow, "openai")  # decided under the rules in force, then held (PII analysis, review)
+    DECISION.set(flow, Decision("allow", "default"))
+    chain.edit(RULES.replace("name: openai\n    host: api.openai.example", "name: other\n    host: other.example"))
+    assert chain.reload() == "applied"
+    chain.credentials.request(flow)
+    error = ERROR.of(flow)
+    assert error is not None and error.type == "host_not_allowed" and "was removed from the rules" in error.message
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "authorization" not in flow.request.headers
+
+
+def test_a_credential_a_reload_rotated_out_stays_redacted(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARDEN_RELOAD_KEY", "sk-reload-next-9876543210")
+    assert chain.reload("SIGHUP") == "applied"
+    for secrets in (chain.credentials.secrets, chain.recorder.secrets):
+        assert secrets.text("old sk-reload-test-0123456789 new sk-reload-next-9876543210")[1] == 2
