@@ -23,6 +23,7 @@ inspected, or binary content inside one (an image's data URI, base64 audio), is 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -59,15 +60,16 @@ from addons.masking.operators import Applied, Masker, operators
 from addons.masking.payloads import Payload, adapter_for, body_kind, described, parse_body
 from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_workers
 from addons.masking.pseudonyms import Vault
-from addons.masking.recognizers import engine_spec, pattern_scanner
+from addons.masking.recognizers import EngineSpec, engine_spec, pattern_scanner
 from addons.masking.recognizers.inert import inert_values
 from addons.masking.stream import StreamRewriter
 from addons.rules.durations import seconds
 from addons.rules.masking import Profile
-from addons.rules.model import Rules, current_rules
+from addons.rules.model import Rules, RulesError, current_rules
 from addons.store.keys import KeyFileError, OriginalsKey, load_or_create_hash_key
 
 log = logging.getLogger("warden.pii")
+READY_WITHIN = 300.0  # seconds a reload waits for a new analyzer pool before it is refused
 # Presidio logs every recognizer load and every regex match at INFO/DEBUG; through mitmproxy's log
 # handler each record wakes the event loop, and a stream scanned delta by delta floods it.
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
@@ -94,6 +96,7 @@ class PiiMasking:
     def __init__(self) -> None:
         self.rules: Rules | None = None
         self.pool: AnalysisPool | None = None
+        self.prepared: tuple[AnalysisPool, Future] | None = None  # for rules being reloaded: pool, pattern scanner
         self.hash_key: bytes | None = None
         self._scanner: Future = Future()
         self.inert = lambda value: False  # values no recognizer can flag: not sent to the analyzer
@@ -139,19 +142,63 @@ class PiiMasking:
         spec = engine_spec(self.rules.masking)
         self.inert = inert_values(spec)
         workers = ctx.options.warden_pii_workers or default_workers()
-        old = self.pool
+        old, prepared, self.prepared = self.pool, self.prepared, None
         if old is not None and old.spec == spec and old.workers == workers:
             old.timeout = self.timeout
+            if prepared is not None:
+                prepared[0].close()
             return
+        if prepared is not None:
+            if prepared[0].spec == spec and prepared[0].workers == workers:  # a reload made it ready beforehand
+                self.pool, self._scanner = prepared
+                self.pool.timeout = self.timeout
+                if old is not None:
+                    old.retire()  # analyses under way finish on it
+                return
+            prepared[0].close()
+        self.pool, self._scanner = self._engine(spec, workers)
+        if old is not None:
+            old.close()
+        self.pool.start()  # configure runs on mitmproxy's event loop: the workers load their model meanwhile
+
+    def _engine(self, spec: EngineSpec, workers: int) -> tuple[AnalysisPool, Future]:
+        """A pool for ``spec`` (not started yet) and its pattern scanner for streams (being built)."""
         # Presidio (and spaCy with it) is imported beside start-up, not in its way; first, so that a pool which
         # cannot start leaves no stream waiting for a scanner that was never built.
         scanner: Future = Future()
         threading.Thread(target=_load_presidio, args=(spec, scanner), name="warden-pii-load", daemon=True).start()
-        self._scanner = scanner
-        self.pool = AnalysisPool(spec, workers, self.timeout)
-        if old is not None:
-            old.close()
-        self.pool.start()  # configure runs on mitmproxy's event loop: the workers load their model meanwhile
+        return AnalysisPool(spec, workers, self.timeout), scanner
+
+    async def prepare_rules(self, rules: Rules) -> None:
+        """Before a reload puts ``rules`` in force (the Config addon awaits this): if they need another analyzer
+        (entities, recognizers, thresholds), start its pool and wait until it is ready, while the pool in force
+        keeps serving; ``configure`` then takes it over. Raises ``RulesError`` if it cannot start."""
+        spec = engine_spec(rules.masking)
+        workers = ctx.options.warden_pii_workers or default_workers()
+        if self.pool is not None and self.pool.spec == spec and self.pool.workers == workers:
+            return
+        if self.prepared is not None:
+            self.prepared[0].close()
+        self.prepared = pool, scanner = self._engine(spec, workers)
+        pool.start()
+        why = None
+        try:
+            async with asyncio.timeout(READY_WITHIN):
+                while pool.state == "starting":
+                    await asyncio.sleep(0.1)
+                await asyncio.wrap_future(scanner)
+        except TimeoutError:
+            why = f"not ready within {READY_WITHIN:g} s"
+        except Exception as e:  # the pattern scanner could not be built
+            why = f"{type(e).__name__}: {e}"
+        if why is None and pool.state != "ready":
+            why = pool.last_error or f"its workers are {pool.state}"
+        if why is not None:
+            pool.close()
+            if self.prepared is not None and self.prepared[0] is pool:
+                self.prepared = None
+            raise RulesError(f"{rules.path}: masking: the PII analyzer for these rules cannot start ({why}); "
+                             "the analyzer in force keeps serving")
 
     def _configure_conversations(self) -> None:
         assert self.rules is not None
@@ -172,6 +219,8 @@ class PiiMasking:
     def done(self) -> None:
         if self.pool is not None:
             self.pool.close()
+        if self.prepared is not None:
+            self.prepared[0].close()
 
     # -- what masking holds for a flow --------------------------------------------------------------------
 

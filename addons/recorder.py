@@ -166,7 +166,8 @@ class Recorder:
         if "warden_rules" in updated:
             rules = current_rules()
             self.keep_originals = rules.masking.originals
-            self.secrets, self.credential_headers = Secrets(rules.secret_values()), rules.credential_headers()
+            # a value a reload rotated out is still secret
+            self.secrets, self.credential_headers = self.secrets | rules.secret_values(), rules.credential_headers()
         if updated & {"warden_db", "warden_signing_key", "warden_checkpoint_every"}:
             self._open_store()
 
