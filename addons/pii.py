@@ -107,6 +107,8 @@ class PiiMasking:
         self.originals: weakref.WeakKeyDictionary[http.HTTPFlow, Originals] = weakref.WeakKeyDictionary()
         self.conversations: Conversations | None = None
         self.conversation_of: weakref.WeakKeyDictionary[http.HTTPFlow, Conversation] = weakref.WeakKeyDictionary()
+        # The ids a request named that no kept conversation had yet: kept once a 2xx answer confirms them.
+        self.unconfirmed: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -202,10 +204,12 @@ class PiiMasking:
 
     def _configure_conversations(self) -> None:
         assert self.rules is not None
-        ttl, limit = self.rules.masking.conversation_seconds, self.rules.masking.conversation_limit
-        if self.conversations is None or (self.conversations.ttl, self.conversations.limit) != (ttl, limit):
+        masking = self.rules.masking
+        ttl, limit, memory = masking.conversation_seconds, masking.conversation_limit, masking.conversation_bytes
+        kept = self.conversations
+        if kept is None or (kept.ttl, kept.limit, kept.memory) != (ttl, limit, memory):
             # Kept conversations are forgotten: their next turns number in a new series, never reuse a pseudonym.
-            self.conversations = Conversations(OriginalsKey(os.urandom(32)), ttl, limit)
+            self.conversations = Conversations(OriginalsKey(os.urandom(32)), ttl, limit, memory=memory)
 
     def _stream_scanner(self):
         """The pattern scanner for streamed answers (waits for Presidio's import the first time).
@@ -368,11 +372,18 @@ class PiiMasking:
         return self.conversations.open(conversation, (slot.text for slot in payload.slots))
 
     def _keep_vault(self, flow: http.HTTPFlow, ids: tuple[str, ...]) -> None:
-        """Keep the flow's vault under the conversations its request named and ``ids`` (those its answer gave)."""
+        """Keep the flow's vault for the conversations it continues. At its request: merged into those it names
+        that are kept already. At a 2xx answer: under the ids the answer confirms, those its request named that were
+        not kept yet and the new ones it gives (``ids``); never again under the others, which later turns may have
+        numbered on meanwhile."""
         conversation, vault = self.conversation_of.get(flow), self.vaults.get(flow)
-        if conversation is not None and vault is not None and self.conversations is not None and \
-                (conversation.ids or ids) and (flow.response is None or 200 <= flow.response.status_code < 300):
-            self.conversations.save(conversation, vault, ids)
+        if conversation is None or vault is None or self.conversations is None:
+            return
+        if flow.response is None:
+            self.unconfirmed[flow] = self.conversations.update(conversation, vault)
+        elif 200 <= flow.response.status_code < 300:
+            confirmed = dataclasses.replace(conversation, ids=self.unconfirmed.pop(flow, ()))
+            self.conversations.save(confirmed, vault, [i for i in ids if i not in conversation.ids])
 
     def _id_watcher(self, flow: http.HTTPFlow) -> IdWatcher:
         owner = weakref.ref(flow)  # the stream callable does not keep its flow alive (no cycle for the collector)
@@ -457,6 +468,7 @@ class PiiMasking:
         profile = self._active(flow)
         if profile is None:
             return
+        self._keep_vault(flow, ())  # a 2xx answer confirms the ids its request named, whether it names any or not
         streamed = self.streams.get(flow)
         if streamed is not None:
             self._finish_stream(flow, streamed)  # if it raises, originals_of still reads what the stream passed

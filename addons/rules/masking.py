@@ -22,6 +22,17 @@ DEFAULT_ENTITIES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "U
 _ENTITY_NAME = r"^[A-Z][A-Z0-9_]*$"
 
 
+_SIZE = re.compile(r"(\d+)\s*(KiB|MiB|GiB)?")
+_SIZE_UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def _size(text: str) -> int | None:
+    """The bytes ``text`` says (``65536``, ``64MiB``), if at least 1MiB; else None."""
+    match = _SIZE.fullmatch(text.strip())
+    size = int(match[1]) * _SIZE_UNITS[match[2]] if match else 0
+    return size if size >= 1 << 20 else None
+
+
 def _compiled(patterns: list[str], field: str) -> list[str]:
     """``patterns`` unchanged if each compiles; else a ValueError naming the index."""
     for i, regex in enumerate(patterns):
@@ -114,6 +125,9 @@ class Masking(Model):
                            "turn, in memory only: 90s, 15m, 24h, 7d")
     conversation_limit: int = Field(10000, ge=1, description="conversations whose pseudonyms are kept at most "
                                                              "(the least recently used are forgotten first)")
+    conversation_memory: str = Field(
+        "64MiB", description="memory the kept conversations' pseudonyms may take at most, sealed (the least recently "
+                             "used are forgotten first): bytes, or KiB, MiB, GiB; at least 1MiB")
     profiles: UniqueNames[ProfileSpec] = Field(default_factory=list)
 
     @field_validator("conversation_ttl")
@@ -124,6 +138,20 @@ class Masking(Model):
         except DurationError as e:
             raise ValueError(str(e)) from None
         return text
+
+    @field_validator("conversation_memory")
+    @classmethod
+    def _memory(cls, text: str) -> str:
+        if _size(text) is None:
+            raise ValueError(f"{text!r} is not a size of at least 1MiB like 1048576, 2048KiB, 64MiB or 1GiB")
+        return text
+
+    @property
+    def conversation_bytes(self) -> int:
+        """``conversation_memory`` in bytes."""
+        size = _size(self.conversation_memory)
+        assert size is not None
+        return size
 
     @property
     def conversation_seconds(self) -> float:
