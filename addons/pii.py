@@ -48,11 +48,13 @@ from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_worke
 from addons.masking.pseudonyms import Vault
 from addons.masking.recognizers import engine_spec, pattern_scanner
 from addons.masking.recognizers.inert import inert_values
+from addons.masking.request_parts import RequestParts, mask_parts
 from addons.masking.stream import StreamRewriter
 from addons.rules.durations import seconds
 from addons.rules.masking import Profile
 from addons.rules.model import Rules, current_rules
 from addons.store.keys import KeyFileError, load_or_create_hash_key
+from addons.store.redaction import is_credential_header
 
 log = logging.getLogger("warden.pii")
 # Presidio logs every recognizer load and every regex match at INFO/DEBUG; through mitmproxy's log
@@ -70,6 +72,10 @@ def _load_presidio(spec, into: Future) -> None:
 
 def _findings(path: str, applied: list[Applied]) -> list[Finding]:
     return [Finding(a.entity, path, a.start, a.end, a.score, a.operator) for a in applied]
+
+
+def _header_fields(headers: http.Headers) -> list[tuple[str, str]]:
+    return [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in headers.fields]
 
 
 def _count(findings: list[Finding], direction: str) -> None:
@@ -187,14 +193,15 @@ class PiiMasking:
     async def _analyze(self, payload: Payload) -> list[list]:
         return await self._analyze_texts([slot.text for slot in payload.slots])
 
-    async def _analyze_texts(self, texts: list[str]) -> list[list]:
+    async def _analyze_texts(self, texts: list[str], ner: list[bool] | None = None) -> list[list]:
+        """Spans per text; ``ner[i]`` False: the pattern recognizers only, on ``texts[i]``."""
         spans: list[list] = [[] for _ in texts]
         needed = [i for i, text in enumerate(texts) if not self.inert(text)]
         if not needed:
             return spans
         if self.pool is None:
             raise AnalysisUnavailable("the PII analyzer is not configured")
-        found = await self.pool.analyze([texts[i] for i in needed])
+        found = await self.pool.analyze([texts[i] for i in needed], [ner[i] for i in needed] if ner else None)
         for i, spans_of_text in zip(needed, found, strict=True):
             spans[i] = spans_of_text
         return spans
@@ -215,32 +222,70 @@ class PiiMasking:
         # Responses are masked and restored as they stream: ask for them unencoded.
         flow.request.headers["accept-encoding"] = "identity"
         body = flow.request.get_content(strict=True) or b""
+        malformed: MalformedBody | None = None
         try:
             parsed = parse_body(flow.request.path, flow.request.headers.get("content-type", ""), body, inert=self.inert)
-        except MalformedBody as e:
-            refuse(flow, e)
-            return
-        if parsed is None:
-            content_type = flow.request.headers.get("content-type", "") or "no Content-Type"
-            self._not_inspected(flow, outcome, f"the body ({content_type})")
-            return
-        payload, outcome.adapter = parsed
+        except MalformedBody as e:  # refused once the query and headers are masked: the record never holds them
+            parsed, malformed = None, e
+        payload = parsed[0] if parsed is not None else None
+        slots = payload.slots if payload is not None else []
+        parts = self._parts(flow)
         try:
-            spans = await self._analyze(payload)
+            spans = await self._analyze_texts([slot.text for slot in slots] + parts.texts,
+                                              [True] * len(slots) + parts.ner)
         except AnalysisUnavailable as e:
             metrics.PII_FAILURES.inc()
             refuse(flow, PiiUnavailable(f"{e}; the request was not forwarded"))
             return
-        self.vaults[flow] = vault = Vault(slot.text for slot in payload.slots)
-        masked = self._masker(profile, vault, reversible=True).mask(payload, spans)
-        outcome.findings = [finding for path, applied in masked for finding in _findings(path, applied)]
-        if outcome.findings:
-            self._originals(flow).request = flow.request.raw_content
-            _count(outcome.findings, "request")
-        if body:  # even unchanged: what leaves is what was analysed, never the bytes as they came
-            flow.request.content = payload.render()
-        if payload.uninspected:
+        self.vaults[flow] = vault = Vault([*(slot.text for slot in slots), *parts.texts])
+        masker = self._masker(profile, vault, reversible=True)
+        if parsed is not None:
+            payload, outcome.adapter = parsed
+            masked = masker.mask(payload, spans[:len(slots)])
+            outcome.findings = [finding for path, applied in masked for finding in _findings(path, applied)]
+            if outcome.findings:
+                self._originals(flow).request = flow.request.raw_content
+            if body:  # even unchanged: what leaves is what was analysed, never the bytes as they came
+                flow.request.content = payload.render()
+        self._mask_parts(flow, profile, outcome, parts, masker, spans[len(slots):])
+        _count(outcome.findings, "request")
+        if flow.response is not None:
+            return
+        if malformed is not None:
+            refuse(flow, malformed)
+        elif payload is None:
+            content_type = flow.request.headers.get("content-type", "") or "no Content-Type"
+            self._not_inspected(flow, outcome, f"the body ({content_type})")
+        elif payload.uninspected:
             self._not_inspected(flow, outcome, f"content in the body ({described(payload.uninspected)})")
+
+    # -- the query, the path and the headers --------------------------------------------------------------
+
+    def _parts(self, flow: http.HTTPFlow) -> RequestParts:
+        assert self.rules is not None
+        credential_headers = self.rules.credential_headers()
+        return RequestParts.read(
+            flow.request.path, _header_fields(flow.request.headers),
+            lambda name, value: name.lower() in credential_headers or is_credential_header(name, value), self.inert)
+
+    def _mask_parts(self, flow: http.HTTPFlow, profile: Profile, outcome: PiiOutcome, parts: RequestParts,
+                    masker: Masker, spans: list[list]) -> None:
+        """Mask what was found in the query, fragment, path segments and headers, refused or passed as the profile
+        says. The flow, refused or not, holds them masked (so does the record) but for segments passed by policy."""
+        masked = mask_parts(parts, spans, masker, profile, self.pool.spec.ner_entities if self.pool else ())
+        outcome.findings += masked.findings
+        if not any(part.masked is not None for part in parts.parts):
+            return
+        if masked.passed:
+            outcome.passed = "path segments passed unmasked (masking path: pass): " + ", ".join(masked.passed)
+            self._originals(flow).recorded_target = parts.target()
+        flow.request.path = parts.target(keep=("segment",) if masked.passed and masked.refusal is None else ())
+        headers = parts.headers()
+        if headers != _header_fields(flow.request.headers):
+            flow.request.headers.fields = tuple((n.encode("utf-8", "surrogateescape"),
+                                                 v.encode("utf-8", "surrogateescape")) for n, v in headers)
+        if masked.refusal is not None:
+            refuse(flow, masked.refusal)
 
     def _not_inspected(self, flow: http.HTTPFlow, outcome: PiiOutcome, what: str) -> None:
         """A body, or content inside one (an image, audio), that no analyzer reads: refused, or passed and said so."""
