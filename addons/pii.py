@@ -280,8 +280,9 @@ class PiiMasking:
             outcome.passed = "path segments passed unmasked (masking path: pass): " + ", ".join(masked.passed)
             self._originals(flow).recorded_target = parts.target()
         flow.request.path = parts.target(keep=("segment",) if masked.passed and masked.refusal is None else ())
-        headers = parts.headers()
-        if headers != _header_fields(flow.request.headers):
+        if any(part.kind == "header" and part.masked is not None for part in parts.parts):
+            # by position: the body's Content-Length was set since the headers were read
+            headers = parts.headers(_header_fields(flow.request.headers))
             flow.request.headers.fields = tuple((n.encode("utf-8", "surrogateescape"),
                                                  v.encode("utf-8", "surrogateescape")) for n, v in headers)
         if masked.refusal is not None:

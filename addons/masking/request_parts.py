@@ -205,9 +205,10 @@ class RequestParts:
             pieces.append(piece)
         return "&".join(pieces)
 
-    def headers(self) -> list[tuple[str, str]]:
-        """The header fields again, with every masked name and value in place."""
-        fields = list(self._headers)
+    def headers(self, fields: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+        """The header fields as read (or ``fields``, the same ones since changed elsewhere, appended to at most),
+        with every masked name and value in place."""
+        fields = list(self._headers if fields is None else fields)
         for part in self.parts:
             if part.kind == "header" and part.masked is not None:
                 name, value = fields[part.index]
