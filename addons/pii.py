@@ -7,7 +7,10 @@ and key is analysed too (deny by default) but for the adapter's structural field
 worker processes (``addons/masking/pool.py``), save values no recognizer can flag
 (``addons/masking/recognizers/inert.py``); the profile's operators (``addons/masking/operators``) replace what
 was found, and the body is rendered again from what was analysed, shape intact: the bytes that leave are
-never the raw bytes of a body that was parsed. Pseudonyms are restored in the response
+never the raw bytes of a body that was parsed. In the same round trip, the query string (masked, in the body's
+vault), path segments (refused, masked or passed by the profile's ``path``) and header values outside a structural
+set (masked or refused by its ``headers``) are analysed too (``addons/masking/request_parts.py``), and the flow
+holds them masked before any refusal. Pseudonyms are restored in the response
 (JSON, or SSE event by event, ``addons/masking/stream.py``); PII the upstream itself sends is masked.
 
 What masking did is the flow's ``PII`` fact (findings, never values). What it holds for a flow stays here,

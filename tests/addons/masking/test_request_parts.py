@@ -7,7 +7,10 @@ import re
 import pytest
 
 from addons.flow.errors import PiiInHeader, PiiInPath
+from addons.masking.cache import AnalysisCache
+from addons.masking.chunking import plan
 from addons.masking.operators import Masker
+from addons.masking.protocol import Unit
 from addons.masking.pseudonyms import Vault
 from addons.masking.recognizers.inert import _TOKEN
 from addons.masking.request_parts import RequestParts, mask_parts
@@ -138,3 +141,12 @@ def test_header_values_are_masked_or_refused_and_a_name_is_always_refused() -> N
     parts, result = masked("/v1/x", [(f"X-{CARD}", "1")], CREDIT_CARD=CARD)
     assert isinstance(result.refusal, PiiInHeader) and CARD not in result.refusal.message
     assert CARD not in str(parts.headers())
+
+
+def test_ner_is_chosen_per_text_so_segments_and_headers_cost_the_patterns_only() -> None:
+    long = "Jane Doe wrote. " * 200
+    [[query], [header], [chunked, *chunks]] = plan(["jane@acme.com", "from jane@acme.com", long], [True, False, True])
+    assert query == (Unit("jane@acme.com", ner=True, patterns=True), 0)
+    assert header == (Unit("from jane@acme.com", ner=False, patterns=True), 0)
+    assert chunked[0].ner is False and chunks and all(u.ner for u, _ in chunks)
+    assert AnalysisCache.key(query[0]) != AnalysisCache.key(Unit("jane@acme.com", ner=False))
