@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote_plus, unquote, unquote_plus
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from addons.flow.errors import PiiInHeader, PiiInPath
 from addons.masking.cache import AnalysisCache
@@ -150,3 +153,29 @@ def test_ner_is_chosen_per_text_so_segments_and_headers_cost_the_patterns_only()
     assert header == (Unit("from jane@acme.com", ner=False, patterns=True), 0)
     assert chunked[0].ner is False and chunks and all(u.ner for u, _ in chunks)
     assert AnalysisCache.key(query[0]) != AnalysisCache.key(Unit("jane@acme.com", ner=False))
+
+
+_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_SPELLINGS = [lambda v: v, lambda v: v.replace("@", "%40"), lambda v: v.replace("@", "%2540"),
+              lambda v: v.upper().replace("@", "%40"), lambda v: "".join(f"%{ord(c):02x}" for c in v)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text("abcxyz019_-.~ ", max_size=8), st.text("abcxyz019_-.~ ,;", max_size=8)),
+                min_size=1, max_size=5),
+       st.integers(0, 4), st.integers(0, 4), st.booleans(), st.sampled_from(_SPELLINGS))
+def test_an_address_planted_anywhere_in_a_query_never_leaves(pairs, at, where, in_name, spell) -> None:
+    planted = spell("jane.doe@acme.example")
+    params = [[quote_plus(n), quote_plus(v)] for n, v in pairs]
+    at %= len(params)
+    text = params[at][0 if in_name else 1]
+    params[at][0 if in_name else 1] = text[:where] + planted + text[where:]
+    target = "/v1/x?" + "&".join(f"{n}={v}" for n, v in params)
+    parts = read(target)
+    spans = [[("EMAIL_ADDRESS", m.start(), m.end(), 1.0) for m in _ADDRESS.finditer(t)] for t in parts.texts]
+    masking = Masking.model_validate({})
+    mask_parts(parts, spans, Masker(masking.profile(), Vault(), KEY), masking.profile())
+    left = parts.target()
+    for reading in (left, unquote(left), unquote_plus(left), unquote(unquote(left))):
+        assert "jane.doe@acme.example" not in reading.lower(), (target, left)
+    assert left.count("&") == target.count("&")  # one parameter each, in order
