@@ -259,10 +259,12 @@ class Recorder:
         else:
             fate = "forwarded"
         detail: dict[str, object] = {}
+        originals = self._originals(flow)
         event = Event(
             kind="request", flow_id=flow.id, ts=_ts(req.timestamp_start), user=_user(flow),
             client=_peer(flow), mode=_mode(flow), method=req.method, scheme=req.scheme, host=req.host,
-            port=req.port, path=redact_path(req.path), http_version=req.http_version, fate=fate,
+            port=req.port, path=redact_path(originals.recorded_target or req.path), http_version=req.http_version,
+            fate=fate,
             decision=decision.action if decision else None, rule=decision.rule if decision else None,
             reason=(stopped.message if stopped else (decision.reason if decision else None)) or None,
             upstream=UPSTREAM.of(flow), model=request_model(req.raw_content, req.headers.get("content-type", "")),
@@ -272,12 +274,12 @@ class Recorder:
             detail["identity"] = dataclasses.asdict(identity)
         elif (claimed_sub := CLAIMED_SUB.of(flow)) is not None:
             detail["claimed_sub"] = claimed_sub  # unverified: the token was refused
-        original = self._originals(flow).request
+        original = originals.request
         if original is not None and original != req.raw_content:
             detail["original"] = self.keep_original(event, original, flow.id)
         if pii is not None:
             detail["pii"] = _pii_detail(pii.profile, pii.findings, adapter=pii.adapter, skipped=pii.skipped,
-                                        census=pii.census)
+                                        census=pii.census, passed=pii.passed)
             event.entities = PiiOutcome.counts(pii.findings) or None
         event.detail = detail or None
         return event

@@ -284,11 +284,13 @@ class AnalysisPool:
 
     # -- analysis -------------------------------------------------------------------------------------
 
-    async def analyze(self, texts: list[str]) -> list[list[Span]]:
-        """Spans per text; raises ``AnalysisUnavailable`` on timeout or engine failure."""
+    async def analyze(self, texts: list[str], ner: list[bool] | None = None) -> list[list[Span]]:
+        """Spans per text; ``ner[i]`` False runs only the pattern recognizers on ``texts[i]`` (default: all
+        recognizers on every text). Raises ``AnalysisUnavailable`` on timeout or engine failure."""
         started = time.perf_counter()
-        plans = [[(unit, offset, AnalysisCache.key(unit)) for unit, offset in units]
-                 for units in plan(texts, bool(self.spec.ner_entities))]
+        has_ner = bool(self.spec.ner_entities)
+        flags = [has_ner and wanted for wanted in ner] if ner is not None else has_ner
+        plans = [[(unit, offset, AnalysisCache.key(unit)) for unit, offset in units] for units in plan(texts, flags)]
         known: dict[bytes, list[Span]] = {}
         needed: dict[bytes, Unit] = {}
         for units in plans:

@@ -83,6 +83,8 @@ class PatternSpec(Model):
 
 
 Responses = Literal["mask", "restore"]
+PathAction = Literal["refuse", "pass", "mask"]
+HeaderAction = Literal["mask", "refuse"]
 
 
 class ProfileSpec(Model):
@@ -96,6 +98,8 @@ class ProfileSpec(Model):
     operators: dict[str, OperatorSpec] = Field(default_factory=dict)
     score_threshold: float | None = Field(None, ge=0, le=1)
     responses: Responses | None = None
+    path: PathAction | None = None
+    headers: HeaderAction | None = None
 
 
 class Masking(Model):
@@ -115,6 +119,12 @@ class Masking(Model):
     recognizers: list[PatternSpec] = Field(default_factory=list, description="pattern recognizers of your own")
     responses: Responses = Field("mask", description="mask: PII the upstream sends is masked and pseudonyms "
                                                      "restored; restore: pseudonyms restored only")
+    path: PathAction = Field(
+        "refuse", description="a path segment carrying a pattern entity or a secret: refuse the request (400), "
+                              "pass it unmasked (the record says so), or mask it")
+    headers: HeaderAction = Field(
+        "mask", description="a pattern entity or a secret in a header value outside the structural set: mask it, "
+                            "or refuse the request (400) where a changed header would be wrong (signed values)")
     unknown_content: Literal["block", "pass"] = Field(
         "block", description="a body or a form's part that cannot be inspected (binary): refuse it (415) or pass it")
     originals: Literal["encrypted", "none"] = Field("encrypted", description="bodies masking changed: kept "
@@ -217,9 +227,11 @@ class Masking(Model):
         threshold = (spec.score_threshold if spec is not None and spec.score_threshold is not None
                      else self.score_threshold)
         responses = spec.responses if spec is not None and spec.responses is not None else self.responses
+        path = spec.path if spec is not None and spec.path is not None else self.path
+        headers = spec.headers if spec is not None and spec.headers is not None else self.headers
         return Profile(spec.name if spec is not None else "default", frozenset(entities),
                        {e: operators.get(e, operator) for e in entities},
-                       {e: self.thresholds.get(e, threshold) for e in entities}, responses)
+                       {e: self.thresholds.get(e, threshold) for e in entities}, responses, path, headers)
 
     def profile_for(self, rule_profile: str | None, groups: list[str]) -> Profile:
         """The deciding rule's profile, else the first profile one of ``groups`` belongs to, else the default."""
@@ -237,13 +249,16 @@ class Masking(Model):
 
 @dataclass(frozen=True)
 class Profile:
-    """A resolved masking profile: what to mask, how, above which score, and what to do with responses."""
+    """A resolved masking profile: what to mask, how, above which score, what to do with responses, and with
+    PII in a path segment or a header."""
 
     name: str
     entities: frozenset[str]
     operators: dict[str, OperatorSpec]
     thresholds: dict[str, float]
     responses: Responses
+    path: PathAction = "refuse"
+    headers: HeaderAction = "mask"
 
     @property
     def active(self) -> bool:
