@@ -139,6 +139,8 @@ class NameListRecognizer(LocalRecognizer):
             if match.start() < pos or not match.group()[0].isupper():
                 continue
             run = [w for w in name_words(text, match.start()) if w.group()[0].isupper()]
+            while len(run) > 1 and _unlisted_word(run[0].group(), given, family, common):
+                run = run[1:]  # a sentence's first word before a name ("And Maria Garcia") is not part of it
             if not run:
                 continue
             first, listed = run[0].group(), sum(w.group() in given or w.group() in family for w in run)
@@ -153,6 +155,10 @@ class NameListRecognizer(LocalRecognizer):
         for match in _listed_together(text, lone) | _addressed(text, lone, given):
             results.append(finding(self, "PERSON", match.start(), match.end(), self.SCORE, "listed name"))
         return results
+
+
+def _unlisted_word(word: str, given: frozenset[str], family: frozenset[str], common: frozenset[str]) -> bool:
+    return word.lower() in common and word not in given and word not in family
 
 
 # spaCy labels that make a capitalised pair a place, an event or a thing ("Costa Rica", "French Revolution").
