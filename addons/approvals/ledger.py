@@ -167,7 +167,7 @@ class Ledger:
         found = [g for g in self.grants.values() if g.requester == sub and g.rule == rule and g.active(now)]
         return max(found, key=lambda g: g.until, default=None)
 
-    def revoked(self, sub: str, issued_at: int | None) -> bool:
+    def revoked(self, sub: str, issued_at: float | None) -> bool:
         """Whether a token of ``sub`` issued at ``issued_at`` (its iat; None: unknown) is refused: issued no later
         than the second their access was revoked."""
         at = self.revocations.get(sub)
