@@ -108,3 +108,15 @@ def approval_events(gw: Gateway) -> list[dict[str, Any]]:
             if not page["more"]:
                 return events
             after = page["events"][-1]["seq"]
+
+
+def post(gw: Gateway, upstream_port: int, body: dict, user: str = "alice", groups: list[str] | None = None,
+         token: str | None = None) -> httpx.Response:
+    """POST ``body`` to the chat endpoint as ``user`` and wait for the answer (retry mode answers at once)."""
+    with gw.client(token=token or gw.token(user, groups=groups or ["staff"]), user=user, timeout=60) as client:
+        return client.post(f"https://localhost:{upstream_port}/v1/chat/completions", json=body)
+
+
+def cli(gw: Gateway, user: str, groups: str, *args: str, check: bool = True):
+    """``warden`` as ``user`` with their own token (what an approver does with WARDEN_TOKEN)."""
+    return gw.warden("--token", gw.token(user, groups=groups.split(",")), *args, check=check)
