@@ -86,10 +86,11 @@ def show(approval_id: str, as_json: JsonOption = False) -> None:
     if _print(a, as_json):
         return
     out.print(_line(a), highlight=False, soft_wrap=True)
-    out.print(f"approvers: {', '.join(a['terms']['approvers'])}" + (f"; still needs {a['needs']}" if a["needs"] else ""),
-              highlight=False)
+    needs = f"; still needs {a['needs']}" if a["needs"] else ""
+    out.print(f"approvers: {', '.join(a['terms']['approvers'])}{needs}", highlight=False)
     for vote in a["votes"]:
-        out.print(f"  {vote['verdict']} by {vote['approver']} at {vote['at']}: {vote['reason'] or '-'}", highlight=False)
+        out.print(f"  {vote['verdict']} by {vote['approver']} at {vote['at']}: {vote['reason'] or '-'}",
+                  highlight=False)
     out.print("masked request:", highlight=False)
     out.print(a["request"]["preview"], highlight=False, markup=False, soft_wrap=True)
 

@@ -69,7 +69,8 @@ def _steps(gw: Gateway) -> list[str]:
 
 
 def _refusals(gw: Gateway) -> list[tuple[str, str | None]]:
-    return [(json.loads(e["record"])["detail"]["type"], e["user"]) for e in approval_events(gw) if e["fate"] == "refused"]
+    return [(json.loads(e["record"])["detail"]["type"], e["user"])
+            for e in approval_events(gw) if e["fate"] == "refused"]
 
 
 def test_a_hold_times_out_then_the_approval_expires_and_a_late_decision_is_refused(gw: Gateway, upstream) -> None:
@@ -295,7 +296,8 @@ def test_service_accounts_pass_under_their_own_rules_and_go_to_review_outside_th
 
 @pytest.mark.parametrize(("review", "message"), [
     ("", "rules[1].review (rule 'needs-people'): Value error, a review rule needs a 'review' block"),
-    ("\n    review: {approvers: []}", "rules[1].review.approvers (rule 'needs-people'): List should have at least 1 item"),
+    ("\n    review: {approvers: []}",
+     "rules[1].review.approvers (rule 'needs-people'): List should have at least 1 item"),
     ("\n    review: {timeout: 2m}", "rules[1].review.approvers (rule 'needs-people'): Field required"),
 ])
 def test_a_review_rule_without_approvers_stops_start_up_naming_file_rule_and_field(
