@@ -33,7 +33,7 @@ from addons.flow.errors import (
     PolicyBlocked,
     PolicyUnevaluable,
 )
-from addons.flow.meta import DECISION, IDENTITY, PENDING, UPSTREAM, Decision, Identity
+from addons.flow.meta import DECISION, IDENTITY, PENDING, UPSTREAM, Decision, Identity, ReviewTerms
 from addons.rules.conditions import EvaluationError, Facts
 from addons.rules.model import Rule, Rules, Upstream, current_rules, normal_host
 
@@ -202,7 +202,9 @@ def _decision(rules: Rules, rule: Rule, facts: Facts) -> Decision:
             (facts.plain["identity"] or {}).get("kind") == "service":
         return Decision("block", rule.name, "service accounts pass only under their own rules (services: true), and "
                                             f"rule {rule.name!r} is not one; ask an operator to add a rule for the job")
-    review = rule.review.model_dump(mode="json") if rule.review is not None else None
+    review = None if rule.review is None else ReviewTerms(
+        **{**rule.review.model_dump(), "approvers": tuple(rule.review.approvers),
+           "skip_groups": tuple(rule.review.skip_groups)})
     reason = rule.reason or (f"waits for approval by {', '.join(rule.review.approvers)}" if rule.review else "")
     return Decision(rule.action, rule.name, reason, rule.masking, rule.status, review)
 

@@ -7,36 +7,30 @@ may be reloaded meanwhile, and the request is decided under the rule it was held
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from addons.flow.meta import ReviewTerms
 
 
 @dataclass(frozen=True)
-class Terms:
-    """The deciding rule's name and its ``review`` block (durations in seconds)."""
+class Terms(ReviewTerms):
+    """The deciding rule's name and its review terms (durations in seconds)."""
 
-    rule: str
-    approvers: tuple[str, ...]
-    min_approvals: int = 1
-    one_from_each_group: bool = False
-    skip_groups: tuple[str, ...] = ()
-    timeout: float = 120.0
-    mode: str = "hold"
-    ttl: float = 3600.0
-    window: float | None = None
+    rule: str = ""
 
     @classmethod
-    def of(cls, rule: str, review: Mapping[str, Any]) -> Terms:
-        """The terms of ``rule`` from its review block as policy snapshot it (``Decision.review``)."""
-        return cls(rule=rule, approvers=tuple(review["approvers"]), min_approvals=int(review["min_approvals"]),
-                   one_from_each_group=bool(review["one_from_each_group"]),
-                   skip_groups=tuple(review.get("skip_groups") or ()), timeout=float(review["timeout"]),
-                   mode=str(review["mode"]), ttl=float(review["ttl"]),
-                   window=None if review.get("window") is None else float(review["window"]))
+    def of(cls, rule: str, review: ReviewTerms) -> Terms:
+        """The terms of ``rule`` as policy snapshot them (``Decision.review``)."""
+        return cls(rule=rule, **{f.name: getattr(review, f.name) for f in fields(ReviewTerms)})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Terms:
-        return cls.of(str(data["rule"]), data)
+        return cls(rule=str(data["rule"]), approvers=tuple(data["approvers"]), min_approvals=int(data["min_approvals"]),
+                   one_from_each_group=bool(data["one_from_each_group"]),
+                   skip_groups=tuple(data.get("skip_groups") or ()), timeout=float(data["timeout"]),
+                   mode=str(data["mode"]), ttl=float(data["ttl"]),
+                   window=None if data.get("window") is None else float(data["window"]))
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -81,6 +81,20 @@ PENDING = "pending"  # a Decision's action while its rule waits for PII analysis
 REVIEW = "review"  # a Decision's action while its rule waits for approvers (approval decides; never forwarded so)
 
 
+@dataclass(frozen=True)
+class ReviewTerms:
+    """A review rule's terms as policy took them when it decided (the rules may be reloaded while it waits)."""
+
+    approvers: tuple[str, ...]
+    min_approvals: int = 1
+    one_from_each_group: bool = False
+    skip_groups: tuple[str, ...] = ()
+    timeout: float = 120.0  # seconds a held request waits
+    mode: str = "hold"  # or "retry"
+    ttl: float = 3600.0  # seconds an approval stays pending
+    window: float | None = None  # seconds of the default grant window
+
+
 @dataclass
 class Decision:
     """What policy decided, and which rule said so: allow, block, ``REVIEW`` or ``PENDING``. The approval addon
@@ -91,7 +105,7 @@ class Decision:
     reason: str = ""
     masking: str | None = None  # the rule's masking profile, if it names one
     status: int = 403  # a block's HTTP status
-    review: dict | None = None  # review: the rule's review terms as they were when it decided (a snapshot)
+    review: ReviewTerms | None = None  # review: the rule's terms as they were when it decided (a snapshot)
 
 
 @dataclass
