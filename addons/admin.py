@@ -97,19 +97,23 @@ class _Handler(tornado.web.RequestHandler):
 
 
 class Health(_Handler):
-    """200 when the gateway can serve; 503 while the PII analyzer starts, or when the store or analyzer is down."""
+    """200 when the gateway can serve; 503 while the PII analyzer starts, or when the store or analyzer is down.
+    A refused edit of the rules file leaves it serving the rules in force: 200, status ``degraded``."""
 
     async def get(self) -> None:
         store = self.admin.store()
         pii = self.admin.pii_health()
+        rules = self.admin.rules_health()
         if store is None:
-            self.send_json({"status": "unavailable", "store": None, "pii": pii}, 503)
+            self.send_json({"status": "unavailable", "store": None, "pii": pii, "rules": rules}, 503)
             return
+        degraded = store.last_error is not None or (rules is not None and rules["refused"] is not None)
         body = {
-            "status": "ok" if store.last_error is None else "degraded",
+            "status": "degraded" if degraded else "ok",
             "store": {"path": str(store.path), "head_seq": store.head.seq, "queue_depth": store.queue_depth,
                       "commits": store.commits, "failures": store.failures, "last_error": store.last_error},
             "pii": pii,
+            "rules": rules,
         }
         if any(p["state"] != "ready" for p in pii):
             body["status"] = "starting" if all(p["state"] in ("starting", "ready") for p in pii) else "unavailable"
@@ -383,8 +387,9 @@ class Admin:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if updated & {"warden_rules", "warden_issuer_key"}:
-            self.identity = current_rules().identity
+        identity = current_rules().identity if updated & {"warden_rules", "warden_issuer_key"} else None
+        if identity is not None and (identity != self.identity or "warden_issuer_key" in updated):
+            self.identity = identity
             try:
                 self.validator = validator_for(self.identity, ctx.options.warden_issuer_key)
             except KeyFileError as e:
@@ -406,6 +411,11 @@ class Admin:
         """The PII addon's analyzer pool, as health reports it (the PII addon owns it)."""
         pool = getattr(ctx.master.addons.get("piimasking"), "pool", None)
         return [] if pool is None else [pool.health()]
+
+    def rules_health(self) -> dict | None:
+        """The rules in force and the last refused edit, as health reports them (the Config addon owns them)."""
+        config = ctx.master.addons.get("config")
+        return None if config is None else config.health()
 
     def embedded_issuer(self) -> EmbeddedIssuer | None:
         if self.identity is None or self.identity.issuer != "embedded":

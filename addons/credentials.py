@@ -18,7 +18,7 @@ import weakref
 from mitmproxy import http
 
 from addons.flow.answers import fail_closed, refuse
-from addons.flow.errors import CredentialMissing, InternalError
+from addons.flow.errors import CredentialMissing, HostNotAllowed, InternalError
 from addons.flow.meta import DECISION, UPSTREAM
 from addons.flow.streams import compose_stream, unframe
 from addons.rules.model import Rules, current_rules
@@ -35,7 +35,7 @@ class Credentials:
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
             self.rules = current_rules()
-            self.secrets = Secrets(self.rules.secret_values())
+            self.secrets = self.secrets | self.rules.secret_values()  # a value a reload rotated out is still secret
             self.credential_headers = self.rules.credential_headers()
 
     def _is_credential(self, name: str, value: str) -> bool:
@@ -62,7 +62,11 @@ class Credentials:
         if self.rules is None or upstream_name is None:
             refuse(flow, InternalError("no upstream was resolved for this request; it was stopped"))
             return
-        upstream = next(u for u in self.rules.upstreams if u.name == upstream_name)
+        upstream = next((u for u in self.rules.upstreams if u.name == upstream_name), None)
+        if upstream is None:
+            refuse(flow, HostNotAllowed(f"upstream {upstream_name!r} was removed from the rules while this request "
+                                        "was on its way; it was not forwarded"))
+            return
         headers = flow.request.headers
         # The credential headers' values are known since requestheaders; add what this upstream passes on, and
         # the path as policy normalised it (escapes decoded).

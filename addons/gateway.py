@@ -3,7 +3,7 @@
     mitmdump -s addons/gateway.py --set confdir=certs --set warden_rules=rules/default.yaml \\
         --set warden_db=data/warden.duckdb --set warden_admin=127.0.0.1:8081
 
-The chain: config (the rules file, loaded once; unsafe mitmproxy options refused) -> identity (OIDC
+The chain: config (the rules file, reloaded on change; unsafe mitmproxy options refused) -> identity (OIDC
 token) -> layers (the protocol of every connection chosen here: TLS intercepted, HTTP to the chain,
 anything else refused and recorded) -> intake (size, encoding) -> policy (upstream allow-list, rules)
 -> pii (Presidio masking; pseudonyms restored in the answer) -> approval (review rules: the request waits

@@ -115,6 +115,8 @@ class IdentityGate:
         if not updated & {"warden_rules", "warden_issuer_key"}:
             return
         config = current_rules().identity
+        if config == self.config and "warden_issuer_key" not in updated:
+            return  # a reload that left identity as it was keeps the validator (and the issuer's keys it fetched)
         try:
             self.validator = validator_for(config, ctx.options.warden_issuer_key)
         except KeyFileError as e:

@@ -96,12 +96,22 @@ def _declares_json(content_type: str) -> bool:
     return mime == "application/json" or mime.endswith("+json")
 
 
+def _undeclared(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() in ("", "application/octet-stream")
+
+
 def _declares_utf8(content_type: str) -> bool:
     return "charset=utf-8" in content_type.lower().replace(" ", "").replace('"', "")
 
 
 def check_body(body: bytes, content_type: str) -> MalformedBody | RequestShape | None:
-    """Why ``body`` does not match what ``content_type`` declares, or, if it does, what a JSON body asks for."""
+    """Why ``body`` does not match what ``content_type`` declares, or, if it does, what a JSON body asks for (also
+    an undeclared one: servers read JSON without a Content-Type, so rules must see what it asks)."""
+    if body and _undeclared(content_type) and body.lstrip()[:1] in (b"{", b"["):
+        try:
+            return request_shape(parse_json(body))
+        except MalformedBody:
+            return None  # not JSON after all (or not one way: masking refuses that)
     if not body or not (_declares_json(content_type) or _declares_utf8(content_type)):
         return None
     try:

@@ -7,7 +7,10 @@ and key is analysed too (deny by default) but for the adapter's structural field
 worker processes (``addons/masking/pool.py``), save values no recognizer can flag
 (``addons/masking/recognizers/inert.py``); the profile's operators (``addons/masking/operators``) replace what
 was found, and the body is rendered again from what was analysed, shape intact: the bytes that leave are
-never the raw bytes of a body that was parsed. Pseudonyms are restored in the response
+never the raw bytes of a body that was parsed. In the same round trip, the query string (masked, in the body's
+vault), path segments (refused, masked or passed by the profile's ``path``) and header values outside a structural
+set (masked or refused by its ``headers``) are analysed too (``addons/masking/request_parts.py``), and the flow
+holds them masked before any refusal. Pseudonyms are restored in the response
 (JSON, or SSE event by event, ``addons/masking/stream.py``); PII the upstream itself sends is masked.
 
 What masking did is the flow's ``PII`` fact (findings, never values). What it holds for a flow stays here,
@@ -23,6 +26,7 @@ inspected, or binary content inside one (an image's data URI, base64 audio), is 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -54,20 +58,23 @@ from addons.masking.conversations import (
     keeps_conversations,
     references,
 )
-from addons.masking.joined import Window, pieces, windows
+from addons.masking.joined import Window, crossing, pieces, windows
 from addons.masking.operators import Applied, Masker, operators
 from addons.masking.payloads import Payload, adapter_for, body_kind, described, parse_body
 from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_workers
 from addons.masking.pseudonyms import Vault
-from addons.masking.recognizers import engine_spec, pattern_scanner
+from addons.masking.recognizers import EngineSpec, engine_spec, pattern_scanner
 from addons.masking.recognizers.inert import inert_values
+from addons.masking.request_parts import RequestParts, mask_parts
 from addons.masking.stream import StreamRewriter
 from addons.rules.durations import seconds
 from addons.rules.masking import Profile
-from addons.rules.model import Rules, current_rules
+from addons.rules.model import Rules, RulesError, current_rules
 from addons.store.keys import KeyFileError, OriginalsKey, load_or_create_hash_key
+from addons.store.redaction import is_credential_header
 
 log = logging.getLogger("warden.pii")
+READY_WITHIN = 300.0  # seconds a reload waits for a new analyzer pool before it is refused
 # Presidio logs every recognizer load and every regex match at INFO/DEBUG; through mitmproxy's log
 # handler each record wakes the event loop, and a stream scanned delta by delta floods it.
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
@@ -85,6 +92,10 @@ def _findings(path: str, applied: list[Applied]) -> list[Finding]:
     return [Finding(a.entity, path, a.start, a.end, a.score, a.operator) for a in applied]
 
 
+def _header_fields(headers: http.Headers) -> list[tuple[str, str]]:
+    return [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in headers.fields]
+
+
 def _count(findings: list[Finding], direction: str) -> None:
     for finding in findings:
         metrics.PII_FINDINGS.labels(entity=finding.entity, direction=direction).inc()
@@ -94,6 +105,7 @@ class PiiMasking:
     def __init__(self) -> None:
         self.rules: Rules | None = None
         self.pool: AnalysisPool | None = None
+        self.prepared: tuple[AnalysisPool, Future] | None = None  # for rules being reloaded: pool, pattern scanner
         self.hash_key: bytes | None = None
         self._scanner: Future = Future()
         self.inert = lambda value: False  # values no recognizer can flag: not sent to the analyzer
@@ -104,6 +116,8 @@ class PiiMasking:
         self.originals: weakref.WeakKeyDictionary[http.HTTPFlow, Originals] = weakref.WeakKeyDictionary()
         self.conversations: Conversations | None = None
         self.conversation_of: weakref.WeakKeyDictionary[http.HTTPFlow, Conversation] = weakref.WeakKeyDictionary()
+        # The ids a request named that no kept conversation had yet: kept once a 2xx answer confirms them.
+        self.unconfirmed: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -139,26 +153,72 @@ class PiiMasking:
         spec = engine_spec(self.rules.masking)
         self.inert = inert_values(spec)
         workers = ctx.options.warden_pii_workers or default_workers()
-        old = self.pool
+        old, prepared, self.prepared = self.pool, self.prepared, None
         if old is not None and old.spec == spec and old.workers == workers:
             old.timeout = self.timeout
+            if prepared is not None:
+                prepared[0].close()
             return
-        # Presidio (and spaCy with it) is imported beside start-up, not in its way; first, so that a pool which
-        # cannot start leaves no stream waiting for a scanner that was never built.
-        scanner: Future = Future()
-        threading.Thread(target=_load_presidio, args=(spec, scanner), name="warden-pii-load", daemon=True).start()
-        self._scanner = scanner
-        self.pool = AnalysisPool(spec, workers, self.timeout)
+        if prepared is not None:
+            if prepared[0].spec == spec and prepared[0].workers == workers:  # a reload made it ready beforehand
+                self.pool, self._scanner = prepared
+                self.pool.timeout = self.timeout
+                if old is not None:
+                    old.retire()  # analyses under way finish on it
+                return
+            prepared[0].close()
+        self.pool, self._scanner = self._engine(spec, workers)
         if old is not None:
             old.close()
         self.pool.start()  # configure runs on mitmproxy's event loop: the workers load their model meanwhile
 
+    def _engine(self, spec: EngineSpec, workers: int) -> tuple[AnalysisPool, Future]:
+        """A pool for ``spec`` (not started yet) and its pattern scanner for streams (being built)."""
+        # Presidio (and spaCy with it) is imported beside start-up, not in its way; first, so that a pool which
+        # cannot start leaves no stream waiting for a scanner that was never built.
+        scanner: Future = Future()
+        threading.Thread(target=_load_presidio, args=(spec, scanner), name="warden-pii-load", daemon=True).start()
+        return AnalysisPool(spec, workers, self.timeout), scanner
+
+    async def prepare_rules(self, rules: Rules) -> None:
+        """Before a reload puts ``rules`` in force (the Config addon awaits this): if they need another analyzer
+        (entities, recognizers, thresholds), start its pool and wait until it is ready, while the pool in force
+        keeps serving; ``configure`` then takes it over. Raises ``RulesError`` if it cannot start."""
+        spec = engine_spec(rules.masking)
+        workers = ctx.options.warden_pii_workers or default_workers()
+        if self.pool is not None and self.pool.spec == spec and self.pool.workers == workers:
+            return
+        if self.prepared is not None:
+            self.prepared[0].close()
+        self.prepared = pool, scanner = self._engine(spec, workers)
+        pool.start()
+        why = None
+        try:
+            async with asyncio.timeout(READY_WITHIN):
+                while pool.state == "starting":
+                    await asyncio.sleep(0.1)
+                await asyncio.wrap_future(scanner)
+        except TimeoutError:
+            why = f"not ready within {READY_WITHIN:g} s"
+        except Exception as e:  # the pattern scanner could not be built
+            why = f"{type(e).__name__}: {e}"
+        if why is None and pool.state != "ready":
+            why = pool.last_error or f"its workers are {pool.state}"
+        if why is not None:
+            pool.close()
+            if self.prepared is not None and self.prepared[0] is pool:
+                self.prepared = None
+            raise RulesError(f"{rules.path}: masking: the PII analyzer for these rules cannot start ({why}); "
+                             "the analyzer in force keeps serving")
+
     def _configure_conversations(self) -> None:
         assert self.rules is not None
-        ttl, limit = self.rules.masking.conversation_seconds, self.rules.masking.conversation_limit
-        if self.conversations is None or (self.conversations.ttl, self.conversations.limit) != (ttl, limit):
+        masking = self.rules.masking
+        ttl, limit, memory = masking.conversation_seconds, masking.conversation_limit, masking.conversation_bytes
+        kept = self.conversations
+        if kept is None or (kept.ttl, kept.limit, kept.memory) != (ttl, limit, memory):
             # Kept conversations are forgotten: their next turns number in a new series, never reuse a pseudonym.
-            self.conversations = Conversations(OriginalsKey(os.urandom(32)), ttl, limit)
+            self.conversations = Conversations(OriginalsKey(os.urandom(32)), ttl, limit, memory=memory)
 
     def _stream_scanner(self):
         """The pattern scanner for streamed answers (waits for Presidio's import the first time).
@@ -172,6 +232,8 @@ class PiiMasking:
     def done(self) -> None:
         if self.pool is not None:
             self.pool.close()
+        if self.prepared is not None:
+            self.prepared[0].close()
 
     # -- what masking holds for a flow --------------------------------------------------------------------
 
@@ -207,20 +269,29 @@ class PiiMasking:
         masking = self.rules.masking
         return Masker(profile, vault, self.hash_key, masking.allow_list, masking.allow_regex, reversible)
 
-    async def _analyze(self, payload: Payload) -> tuple[list[list], list[Window], list[list]]:
-        """Spans of each slot, and of each window where two text parts of a message meet (``joined.py``)."""
-        across = windows(payload.slots)
-        found = await self._analyze_texts([slot.text for slot in payload.slots] + [w.text for w in across])
-        return found[:len(payload.slots)], across, found[len(payload.slots):]
+    async def _analyze(self, slots: list, parts: RequestParts | None = None
+                       ) -> tuple[list[list], list[Window], list[list], list[list]]:
+        """Spans of each slot, of each window where two text parts of a message meet (``joined.py``), and of each
+        of the request's query, path and header texts (``parts``; pattern recognizers only where it says)."""
+        across = windows(slots)
+        texts = [slot.text for slot in slots] + [w.text for w in across]
+        ner = [True] * len(texts)
+        if parts is not None:
+            texts += parts.texts
+            ner += parts.ner
+        found = await self._analyze_texts(texts, ner)
+        n, m = len(slots), len(slots) + len(across)
+        return found[:n], across, found[n:m], found[m:]
 
-    async def _analyze_texts(self, texts: list[str]) -> list[list]:
+    async def _analyze_texts(self, texts: list[str], ner: list[bool] | None = None) -> list[list]:
+        """Spans per text; ``ner[i]`` False: the pattern recognizers only, on ``texts[i]``."""
         spans: list[list] = [[] for _ in texts]
         needed = [i for i, text in enumerate(texts) if not self.inert(text)]
         if not needed:
             return spans
         if self.pool is None:
             raise AnalysisUnavailable("the PII analyzer is not configured")
-        found = await self.pool.analyze([texts[i] for i in needed])
+        found = await self.pool.analyze([texts[i] for i in needed], [ner[i] for i in needed] if ner else None)
         for i, spans_of_text in zip(needed, found, strict=True):
             spans[i] = spans_of_text
         return spans
@@ -243,56 +314,57 @@ class PiiMasking:
         # Responses are masked and restored as they stream: ask for them unencoded.
         flow.request.headers["accept-encoding"] = "identity"
         body = flow.request.get_content(strict=True) or b""
+        malformed: MalformedBody | None = None
         try:
             parsed = parse_body(flow.request.path, flow.request.headers.get("content-type", ""), body, inert=self.inert)
-        except MalformedBody as e:
-            refuse(flow, e)
-            return
-        if parsed is None:
-            if pending:
-                decided = self._decided(flow, outcome, [], [])
-                if decided is None:
-                    return
-                if not decided.active:
-                    outcome.skipped = "the profile masks nothing"
-                    return
-            content_type = flow.request.headers.get("content-type", "") or "no Content-Type"
-            self._not_inspected(flow, outcome, f"the body ({content_type})")
-            return
-        payload, outcome.adapter = parsed
+        except MalformedBody as e:  # refused once the query and headers are masked: the record never holds them
+            parsed, malformed = None, e
+        payload = parsed[0] if parsed is not None else None
+        slots = payload.slots if payload is not None else []
+        parts = self._parts(flow)
         try:
-            spans, across, in_windows = await self._analyze(payload)
+            spans, across, in_windows, in_parts = await self._analyze(slots, parts)
         except AnalysisUnavailable as e:
             metrics.PII_FAILURES.inc()
             refuse(flow, PiiUnavailable(f"{e}; the request was not forwarded"))
             return
-        if pending:
-            decided = self._decided(flow, outcome, [slot.text for slot in payload.slots], spans)
-            if decided is None:  # refused: masked all the same, for the record (the caller's profile)
-                profile = self._profile(flow)
-                if not profile.active:
-                    return
-            else:
-                profile = decided
-        self.vaults[flow] = vault = self._open_vault(flow, payload)
+        if pending and malformed is None:
+            texts = [slot.text for slot in slots] + [w.text for w in across] + parts.texts
+            decided = self._decided(flow, outcome, texts,
+                                    spans + crossing(across, in_windows) + in_parts,  # split values count too
+                                    inspected=payload is not None and not payload.uninspected)
+            profile = decided or self._profile(flow)  # refused: masked all the same, for the record
+            if not profile.active:
+                if decided is not None:
+                    outcome.skipped = "the profile masks nothing"
+                return
+        self.vaults[flow] = vault = self._open_vault(flow, payload, parts.texts)
         masker = self._masker(profile, vault, reversible=True)
-        masked = masker.mask(payload, spans, pieces(masker, payload.slots, spans, in_windows, across))
+        if parsed is not None and payload is not None:
+            outcome.adapter = parsed[1]
+            masked = masker.mask(payload, spans, pieces(masker, slots, spans, in_windows, across))
+            outcome.findings = [finding for path, applied in masked for finding in _findings(path, applied)]
+            if outcome.findings:
+                self._originals(flow).request = flow.request.raw_content
+            if body:  # even unchanged: what leaves (or is recorded) is what was analysed, never the bytes as they came
+                flow.request.content = payload.render()
+        self._mask_parts(flow, profile, outcome, parts, masker, in_parts)
         self._keep_vault(flow, ())  # before any await: a concurrent turn of the conversation numbers on from here
-        outcome.findings = [finding for path, applied in masked for finding in _findings(path, applied)]
-        if outcome.findings:
-            self._originals(flow).request = flow.request.raw_content
-            _count(outcome.findings, "request")
-        if body:  # even unchanged: what leaves (or is recorded) is what was analysed, never the bytes as they came
-            flow.request.content = payload.render()
+        _count(outcome.findings, "request")
         if flow.response is not None:
             return
-        if payload.uninspected:
+        if malformed is not None:
+            refuse(flow, malformed)
+        elif payload is None:
+            content_type = flow.request.headers.get("content-type", "") or "no Content-Type"
+            self._not_inspected(flow, outcome, f"the body ({content_type})")
+        elif payload.uninspected:
             self._not_inspected(flow, outcome, f"content in the body ({described(payload.uninspected)})")
 
-    def _decided(self, flow: http.HTTPFlow, outcome: PiiOutcome, texts: list[str],
-                 spans: list[list]) -> Profile | None:
-        """Policy's decision, now that analysis counted what some profile would mask; then the deciding rule's
-        profile, or None if the request was refused."""
+    def _decided(self, flow: http.HTTPFlow, outcome: PiiOutcome, texts: list[str], spans: list[list], *,
+                 inspected: bool) -> Profile | None:
+        """Policy's decision, now that analysis counted what some profile would mask (``inspected``: all of the body
+        was read); then the deciding rule's profile, or None if the request was refused."""
         assert self.rules is not None
         policy = ctx.master.addons.get("policy")
         if policy is None:
@@ -300,32 +372,69 @@ class PiiMasking:
             return None
         found = census(self.rules.masking, texts, spans)
         outcome.census = {e: n for e, n in found.counts.items() if n}
-        decision = policy.decide_after_analysis(flow, found.facts())
+        decision = policy.decide_after_analysis(flow, found.facts(inspected=inspected))
         if decision.action not in ("allow", REVIEW):  # a review is masked as its rule says, then held
             return None
         profile = self._profile(flow)
         outcome.profile = profile.name
         return profile
 
-    def _open_vault(self, flow: http.HTTPFlow, payload: Payload) -> Vault:
+    def _open_vault(self, flow: http.HTTPFlow, payload: Payload | None, beside: list[str]) -> Vault:
         """The request's vault: the conversation's it continues, if the provider keeps one (``conversations.py``)."""
         assert self.conversations is not None
         identity = IDENTITY.of(flow)
         self.conversation_of[flow] = conversation = Conversation(
             identity.sub if identity is not None else None, f"{flow.request.host}:{flow.request.port}",
-            references(flow.request.path, payload.document))
-        return self.conversations.open(conversation, (slot.text for slot in payload.slots))
+            references(flow.request.path, payload.document if payload is not None else None))
+        texts = [slot.text for slot in payload.slots] if payload is not None else []
+        return self.conversations.open(conversation, texts + beside)
 
     def _keep_vault(self, flow: http.HTTPFlow, ids: tuple[str, ...]) -> None:
-        """Keep the flow's vault under the conversations its request named and ``ids`` (those its answer gave)."""
+        """Keep the flow's vault for the conversations it continues. At its request: merged into those it names
+        that are kept already. At a 2xx answer: under the ids the answer confirms, those its request named that were
+        not kept yet and the new ones it gives (``ids``); never again under the others, which later turns may have
+        numbered on meanwhile."""
         conversation, vault = self.conversation_of.get(flow), self.vaults.get(flow)
-        if conversation is not None and vault is not None and self.conversations is not None and \
-                (conversation.ids or ids) and (flow.response is None or 200 <= flow.response.status_code < 300):
-            self.conversations.save(conversation, vault, ids)
+        if conversation is None or vault is None or self.conversations is None:
+            return
+        if flow.response is None:
+            self.unconfirmed[flow] = self.conversations.update(conversation, vault)
+        elif 200 <= flow.response.status_code < 300:
+            confirmed = dataclasses.replace(conversation, ids=self.unconfirmed.pop(flow, ()))
+            self.conversations.save(confirmed, vault, [i for i in ids if i not in conversation.ids])
 
     def _id_watcher(self, flow: http.HTTPFlow) -> IdWatcher:
         owner = weakref.ref(flow)  # the stream callable does not keep its flow alive (no cycle for the collector)
         return IdWatcher(lambda ids: self._keep_vault(f, ids) if (f := owner()) is not None else None)
+
+    # -- the query, the path and the headers --------------------------------------------------------------
+
+    def _parts(self, flow: http.HTTPFlow) -> RequestParts:
+        assert self.rules is not None
+        credential_headers = self.rules.credential_headers()
+        return RequestParts.read(
+            flow.request.path, _header_fields(flow.request.headers),
+            lambda name, value: name.lower() in credential_headers or is_credential_header(name, value), self.inert)
+
+    def _mask_parts(self, flow: http.HTTPFlow, profile: Profile, outcome: PiiOutcome, parts: RequestParts,
+                    masker: Masker, spans: list[list]) -> None:
+        """Mask what was found in the query, fragment, path segments and headers, refused or passed as the profile
+        says. The flow, refused or not, holds them masked (so does the record) but for segments passed by policy."""
+        masked = mask_parts(parts, spans, masker, profile, self.pool.spec.ner_entities if self.pool else ())
+        outcome.findings += masked.findings
+        if not any(part.masked is not None for part in parts.parts):
+            return
+        if masked.passed:
+            outcome.passed = "path segments passed unmasked (masking path: pass): " + ", ".join(masked.passed)
+            self._originals(flow).recorded_target = parts.target()
+        flow.request.path = parts.target(keep=("segment",) if masked.passed and masked.refusal is None else ())
+        if any(part.kind == "header" and part.masked is not None for part in parts.parts):
+            # by position: the body's Content-Length was set since the headers were read
+            headers = parts.headers(_header_fields(flow.request.headers))
+            flow.request.headers.fields = tuple((n.encode("utf-8", "surrogateescape"),
+                                                 v.encode("utf-8", "surrogateescape")) for n, v in headers)
+        if masked.refusal is not None:
+            refuse(flow, masked.refusal)
 
     def _not_inspected(self, flow: http.HTTPFlow, outcome: PiiOutcome, what: str) -> None:
         """A body, or content inside one (an image, audio), that no analyzer reads: refused, or passed and said so."""
@@ -406,6 +515,7 @@ class PiiMasking:
         profile = self._active(flow)
         if profile is None:
             return
+        self._keep_vault(flow, ())  # a 2xx answer confirms the ids its request named, whether it names any or not
         streamed = self.streams.get(flow)
         if streamed is not None:
             self._finish_stream(flow, streamed)  # if it raises, originals_of still reads what the stream passed
@@ -462,7 +572,7 @@ class PiiMasking:
         shares: dict = {}
         if profile.responses == "mask":
             try:
-                spans, across, in_windows = await self._analyze(payload)
+                spans, across, in_windows, _ = await self._analyze(payload.slots)
             except AnalysisUnavailable as e:
                 metrics.PII_FAILURES.inc()
                 raise PiiUnavailable(f"{e}; the upstream's answer was not passed on unmasked") from None

@@ -212,8 +212,9 @@ def _decision(rules: Rules, rule: Rule, facts: Facts) -> Decision:
 class Policy:
     def __init__(self) -> None:
         self.rules: Rules | None = None
-        # A decision waiting for PII analysis: the rules it began under and the facts read so far (memory only).
-        self.pending: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[Rules, Facts]] = weakref.WeakKeyDictionary()
+        # A decision waiting for PII analysis: the rules it began under and what the request asks (memory only).
+        self.pending: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[Rules, RequestShape]] = \
+            weakref.WeakKeyDictionary()
 
     def configure(self, updated: set[str]) -> None:
         if "warden_rules" in updated:
@@ -237,40 +238,46 @@ class Policy:
             flow.request.path = normal_path(flow.request.path)  # rules judge, and the upstream gets, one spelling
         intake = ctx.master.addons.get("intake")
         shape = intake.shape_of(flow) if intake is not None else RequestShape()
+        self._decide(flow, rules, shape)
+
+    def decide_after_analysis(self, flow: http.HTTPFlow, pii: dict) -> Decision:
+        """Finish a ``pending`` decision with what masking's analysis found (``pii``: counts, total, entities); a
+        block refuses the flow. Called by masking once it has analysed the request, before it masks."""
+        rules, shape = self.pending.pop(flow)
+        held = DECISION.of(flow)
+        assert held is not None and held.action == PENDING
+        start = next(i for i, rule in enumerate(rules.rules) if rule.name == held.rule)
+        return self._decide(flow, rules, shape, pii, start)
+
+    def _decide(self, flow: http.HTTPFlow, rules: Rules, shape: RequestShape, pii: dict | None = None,
+                start: int = 0) -> Decision:
+        """Decide (from rule ``start``, with ``pii`` once analysed), refuse what is blocked or ambiguous, and keep
+        what a pending decision needs for later."""
         try:
-            decision = decide(rules, flow, facts_for(rules, flow, shape))
-            read_otherwise = self._ambiguity(flow, decision, shape)
+            decision = decide(rules, flow, self._facts(rules, flow, shape, pii), start)
+            read_otherwise = self._ambiguity(flow, rules, decision, shape, pii, start)
         except ConditionFailed as e:
-            self._unevaluable(flow, e)
-            return
+            return self._unevaluable(flow, e)
         DECISION.set(flow, decision)
         if read_otherwise is not None:
-            DECISION.set(flow, Decision("block", decision.rule, "the path decides otherwise as servers may read it"))
+            decision = DECISION.set(flow, Decision("block", decision.rule,
+                                                   "the path decides otherwise as servers may read it"))
             refuse(flow, AmbiguousPath(
                 f"the path {flow.request.path!r} reads as {read_otherwise!r} to servers that decode %2F, %5C or "
                 "'\\' as '/' or drop ';' parameters, and the rules decide that spelling otherwise; "
                 "send the path as the upstream should read it"
             ))
-            return
+            return decision
         if decision.action == PENDING:
-            self.pending[flow] = (rules, facts_for(rules, flow, shape))
-            return
-        self._enforce(flow, decision)
-
-    def decide_after_analysis(self, flow: http.HTTPFlow, pii: dict) -> Decision:
-        """Finish a ``pending`` decision with what masking's analysis found (``pii``: counts, total, entities); a
-        block refuses the flow. Called by masking once it has analysed the request, before it masks."""
-        rules, facts = self.pending.pop(flow)
-        held = DECISION.of(flow)
-        assert held is not None and held.action == PENDING
-        start = next(i for i, rule in enumerate(rules.rules) if rule.name == held.rule)
-        try:
-            decision = decide(rules, flow, facts.with_pii(pii), start)
-        except ConditionFailed as e:
-            return self._unevaluable(flow, e)
-        DECISION.set(flow, decision)
+            self.pending[flow] = (rules, shape)
+            return decision
         self._enforce(flow, decision)
         return decision
+
+    @staticmethod
+    def _facts(rules: Rules, flow: http.HTTPFlow, shape: RequestShape, pii: dict | None) -> Facts:
+        facts = facts_for(rules, flow, shape)
+        return facts if pii is None else facts.with_pii(pii)
 
     @staticmethod
     def _enforce(flow: http.HTTPFlow, decision: Decision) -> None:
@@ -284,16 +291,17 @@ class Policy:
         refuse(flow, PolicyUnevaluable(f"{e}; the request was not forwarded: ask an operator to fix the condition"))
         return decision
 
-    def _ambiguity(self, flow: http.HTTPFlow, decision: Decision, shape: RequestShape) -> str | None:
-        """The other spelling of the path, if a server could read it so and the rules decide it otherwise."""
-        assert self.rules is not None
+    def _ambiguity(self, flow: http.HTTPFlow, rules: Rules, decision: Decision, shape: RequestShape,
+                   pii: dict | None, start: int) -> str | None:
+        """The other spelling of the path, if a server could read it so and the rules decide it otherwise (with the
+        same findings: a decision that waited for analysis is checked again once it is made)."""
         path = flow.request.path
         other = lenient_path(path)
         if other == path:
             return None
         flow.request.path = other
         try:
-            elsewise = decide(self.rules, flow, facts_for(self.rules, flow, shape))
+            elsewise = decide(rules, flow, self._facts(rules, flow, shape, pii), start)
         finally:
             flow.request.path = path
         return other if (elsewise.action, elsewise.rule) != (decision.action, decision.rule) else None

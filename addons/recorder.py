@@ -167,7 +167,8 @@ class Recorder:
         if "warden_rules" in updated:
             rules = current_rules()
             self.keep_originals = rules.masking.originals
-            self.secrets, self.credential_headers = Secrets(rules.secret_values()), rules.credential_headers()
+            # a value a reload rotated out is still secret
+            self.secrets, self.credential_headers = self.secrets | rules.secret_values(), rules.credential_headers()
         if updated & {"warden_db", "warden_signing_key", "warden_checkpoint_every"}:
             self._open_store()
 
@@ -259,10 +260,12 @@ class Recorder:
         else:
             fate = "forwarded"
         detail: dict[str, object] = {}
+        originals = self._originals(flow)
         event = Event(
             kind="request", flow_id=flow.id, ts=_ts(req.timestamp_start), user=_user(flow),
             client=_peer(flow), mode=_mode(flow), method=req.method, scheme=req.scheme, host=req.host,
-            port=req.port, path=redact_path(req.path), http_version=req.http_version, fate=fate,
+            port=req.port, path=redact_path(originals.recorded_target or req.path), http_version=req.http_version,
+            fate=fate,
             decision=decision.action if decision else None, rule=decision.rule if decision else None,
             reason=(stopped.message if stopped else (decision.reason if decision else None)) or None,
             upstream=UPSTREAM.of(flow), model=request_model(req.raw_content, req.headers.get("content-type", "")),
@@ -274,12 +277,12 @@ class Recorder:
             detail["claimed_sub"] = claimed_sub  # unverified: the token was refused
         if (approval := APPROVAL.of(flow)) is not None:  # the approval or grant it waited on or passed under
             detail["approval"] = dataclasses.asdict(approval)
-        original = self._originals(flow).request
+        original = originals.request
         if original is not None and original != req.raw_content:
             detail["original"] = self.keep_original(event, original, flow.id)
         if pii is not None:
             detail["pii"] = _pii_detail(pii.profile, pii.findings, adapter=pii.adapter, skipped=pii.skipped,
-                                        census=pii.census)
+                                        census=pii.census, passed=pii.passed)
             event.entities = PiiOutcome.counts(pii.findings) or None
         event.detail = detail or None
         return event

@@ -44,6 +44,7 @@ from scripts.bench import (
     warden_settings,
     write_markdown,
 )
+from scripts.demo_upstream import reply_header
 
 console = Console()
 WORDS = ("the quarterly report shows that revenue grew while costs stayed flat and the team plans to migrate "
@@ -105,7 +106,7 @@ class NaivePresidio:
 
 def chat(client: httpx.Client, url: str, messages: list[dict], reply: str) -> float:
     start = time.perf_counter()
-    r = client.post(url, json={"model": "bench", "messages": messages}, headers={"x-demo-reply": reply})
+    r = client.post(url, json={"model": "bench", "messages": messages}, headers=reply_header(reply))
     r.raise_for_status()
     return time.perf_counter() - start
 

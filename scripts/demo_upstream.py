@@ -7,7 +7,8 @@ gateway can be shown and tested without the internet. Run it::
         --tls-cert certs/demo-upstream.pem --tls-key certs/demo-upstream.key
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/responses`` and ``POST /v1/messages``
-(``"stream": true`` too; ``x-demo-reply: TEXT`` (UTF-8) answers TEXT instead of the echo, ``x-demo-echo-headers: 1``
+(``"stream": true`` too; ``x-demo-reply: TEXT`` answers TEXT instead of the echo (``x-demo-reply-b64``: TEXT
+in base64, so that PII in it passes the gateway's header masking: ``reply_header``), ``x-demo-echo-headers: 1``
 the request's headers as JSON text, the injected key included), ``POST /v1/embeddings``; what a provider keeps
 (``scripts/demo_memory.py``): responses continued by ``previous_response_id`` or ``conversation``,
 ``POST /v1/conversations``, Assistants threads (``POST /v1/threads``, ``/v1/threads/{id}/messages`` and ``/runs``),
@@ -25,6 +26,7 @@ In tests, ``DemoUpstream`` runs it in a thread and keeps every request it receiv
 from __future__ import annotations
 
 import argparse
+import base64
 import bz2
 import functools
 import itertools
@@ -190,6 +192,13 @@ def bomb(coding: str, mib: int) -> bytes:
     return b"".join(parts)
 
 
+def reply_header(text: str | bytes) -> dict[str, str]:
+    """The request header that has the demo upstream answer ``text`` (as PII of its own: the gateway masks PII in
+    a request header's value, not in its base64)."""
+    data = text.encode() if isinstance(text, str) else text
+    return {"x-demo-reply-b64": base64.b64encode(data).decode()}
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -201,6 +210,14 @@ class Handler(BaseHTTPRequestHandler):
         self.server.record({"method": self.command, "path": self.path,
                             "headers": [[k, v] for k, v in self.headers.items()], "body": body})
         return body
+
+    def _override(self) -> bytes | None:
+        """The reply a test asked for (``x-demo-reply``, or ``x-demo-reply-b64`` decoded), or None."""
+        encoded = self.headers.get("x-demo-reply-b64")
+        if encoded is not None:
+            return base64.b64decode(encoded)
+        text = self.headers.get("x-demo-reply")
+        return text.encode("latin-1") if text is not None else None
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
@@ -265,9 +282,8 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         size = int(self.headers.get("x-demo-chunk-chars") or 4)
         # x-demo-reply: answer this text instead of the echo (an upstream that sends PII of its own)
-        override = self.headers.get("x-demo-reply")
-        if override is not None and not override.isascii():  # sent as UTF-8 bytes; http.server reads latin-1
-            override = override.encode("latin-1").decode("utf-8", "replace")
+        asked = self._override()
+        override = asked.decode("utf-8", "replace") if asked is not None else None
         if self.headers.get("x-demo-echo-headers"):  # an upstream that repeats what it was sent, its key too
             override = json.dumps({k.lower(): v for k, v in self.headers.items()})
         if path == "/v1/chat/completions":
@@ -375,7 +391,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route_common(self, path: str, body: bytes) -> None:
         if path == "/raw":  # x-demo-reply as the body, labelled x-demo-content-type, whatever it is
-            reply = (self.headers.get("x-demo-reply") or "").encode("latin-1")
+            reply = self._override() or b""
             return self._send(200, reply, self.headers.get("x-demo-content-type") or "application/octet-stream")
         if path == "/echo" or path.startswith("/echo/"):
             return self._json(200, {"method": self.command, "path": self.path,

@@ -216,6 +216,22 @@ class UnsupportedContent(WardenError):
     type = "unsupported_content"
 
 
+class PiiInPath(WardenError):
+    """A path segment carries PII (a pattern entity or a secret) and the masking profile refuses such paths
+    (``path: refuse``). The message names the segment's index and the entity, never the value."""
+
+    status = 400
+    type = "pii_in_path"
+
+
+class PiiInHeader(WardenError):
+    """A header carries PII where it cannot be masked: in its name, or in a value when the masking profile refuses
+    such headers (``headers: refuse``). The message names the header (as masked) and the entity, never the value."""
+
+    status = 400
+    type = "pii_in_header"
+
+
 class ResponseUnreadable(WardenError):
     """The upstream's response could not be read for masking, so it was not passed on."""
 

@@ -123,7 +123,7 @@ class Finding:
     """One masked value: what it was, where, how sure, how masked. Never the value."""
 
     entity: str
-    path: str  # JSON path of the text value (form.NAME for forms, $ for plain text)
+    path: str  # JSON path of the text value (form.NAME for forms, $ for plain text; query.NAME, path[I], header.NAME)
     start: int
     end: int
     score: float
@@ -140,6 +140,7 @@ class PiiOutcome:
     response_findings: list[Finding] = field(default_factory=list)
     skipped: str | None = None  # why the body was not inspected (binary passed by policy, empty)
     census: dict[str, int] | None = None  # what a rule's condition read: entities some profile would mask
+    passed: str | None = None  # what carried PII and left unmasked by policy (path segments), never the value
 
     @staticmethod
     def counts(findings: list[Finding]) -> dict[str, int]:
@@ -180,6 +181,8 @@ class Originals:
     # The response as the record keeps it when masking made it differ from what the client got (pseudonyms
     # not restored: restored values are the caller's PII).
     recorded_response: bytes | None = None
+    # The request target as the record keeps it when what left holds PII by policy (a path segment passed).
+    recorded_target: str | None = None
 
 
 IDENTITY = Fact("warden.identity", Identity)

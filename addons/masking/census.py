@@ -28,9 +28,10 @@ class Census:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def facts(self) -> dict:
+    def facts(self, *, inspected: bool = True) -> dict:
+        """The ``pii`` variable of rule conditions; ``inspected``: all of the body was read."""
         return {"counts": self.counts, "total": self.total,
-                "entities": sorted(e for e, n in self.counts.items() if n)}
+                "entities": sorted(e for e, n in self.counts.items() if n), "inspected": inspected}
 
 
 def widest(masking: Masking) -> Profile:

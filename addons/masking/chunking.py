@@ -39,12 +39,14 @@ def split_text(text: str, limit: int = CHUNK) -> list[tuple[int, str]]:
     return pieces
 
 
-def plan(texts: list[str], has_ner: bool) -> list[list[tuple[Unit, int]]]:
-    """For each text, the units to analyse and the offset of each unit in the text."""
+def plan(texts: list[str], has_ner: bool | list[bool]) -> list[list[tuple[Unit, int]]]:
+    """For each text, the units to analyse and the offset of each unit in the text. ``has_ner``: whether NER runs,
+    on every text or per text."""
     out = []
-    for text in texts:
-        if not has_ner or len(text) <= SPLIT_AT:
-            out.append([(Unit(text, ner=has_ner, patterns=True), 0)])
+    flags = has_ner if isinstance(has_ner, list) else [has_ner] * len(texts)
+    for text, ner in zip(texts, flags, strict=True):
+        if not ner or len(text) <= SPLIT_AT:
+            out.append([(Unit(text, ner=ner, patterns=True), 0)])
         else:
             units = [(Unit(text, ner=False, patterns=True), 0)]
             units += [(Unit(chunk, ner=True, patterns=False), offset) for offset, chunk in split_text(text)]

@@ -5,21 +5,23 @@ provider keeps the conversation instead (OpenAI Responses ``previous_response_id
 Conversations API, Assistants threads), a turn carries only what is new: numbered afresh, ``<PERSON_1>`` would name
 someone else than in the turns the provider holds, and the answer would be restored to the wrong value.
 
-So a request that names a conversation (``references``) opens the vault saved under that name and numbers on, and
-the vault is saved again under it and under every id the answer gives (``answered``: a response's id and
-conversation, a thread's or a conversation's id; ``IdWatcher`` finds them in a stream). An entry's key is the caller
-(the identity's ``sub``), the upstream host and the id: another caller naming the same id opens nothing of the
-first one's.
+So a request that names a conversation (``references``) opens the vault saved under that name and numbers on. Its
+vault is merged into each conversation it names that the gateway keeps already, at once (``update``), so that a
+turn sent meanwhile numbers on from it; an id the gateway does not keep yet is kept only once a 2xx answer confirms
+it, with the ids the answer gives (``save``; ``answered``: a response's id and conversation, a thread's or a
+conversation's id; ``IdWatcher`` finds them in a stream). Saving merges with what is kept (``merged_state``): a
+mapping is never lost and a counter never goes back, so a late answer cannot hand a later turn a pseudonym already
+given; two states that disagree (a pseudonym given two meanings) are never merged: the conversation is forgotten,
+and its next turn numbers in a new series. An entry's key is the caller (the identity's ``sub``), the upstream host
+and the id: another caller naming the same id opens nothing of the first one's.
 
 Memory only, sealed, bounded: an entry is the vault's state (the caller's values), AES-GCM-encrypted by the
 ``Sealer`` the pii addon gives (the originals' primitive, under a key made at start and written nowhere) and bound
 to its key, an HMAC of (sub, host, id) under a second such key, so neither values nor ids are kept in the clear.
-An entry expires ``ttl`` seconds after the turn that saved it last; past ``limit`` entries the least recently used
-go first.
-
-A conversation the gateway does not know (never seen, expired, forgotten, from before a restart, another
-caller's) opens a vault in a new random series (``<PERSON_QXJMTB_1>``): its pseudonyms are new to the provider,
-and one of an earlier numbering in an answer is left as it is, never restored to another value.
+An entry expires ``ttl`` seconds after the turn that saved it last; past ``limit`` entries or ``memory`` bytes (the
+sealed states, and a little for each entry's keeping) the least recently used go first. One entry holds at most
+``ENTRY_BYTES`` sealed: a conversation that outgrows it (thousands of values, or a flood of pseudonym-shaped text,
+which is reserved) is forgotten, logged, and its next turn numbers in a new series.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from cachetools import TTLCache
 from addons.bodies.jsonlimits import parse_json
 from addons.bodies.sse import EventSplitter, EventTooLong, parse_event
 from addons.flow.errors import MalformedBody
-from addons.masking.pseudonyms import Vault
+from addons.masking.pseudonyms import Vault, merged_state
 
 log = logging.getLogger("warden.pii")
 
@@ -54,6 +56,11 @@ _NOT_IDS = {"runs"}
 _ANSWER_OBJECTS = {"response", "conversation", "thread"}  # an answer of these kinds names a conversation by its id
 WATCHED_EVENTS = 16  # a stream names its response or thread in its first events
 WATCHED_BYTES = 1 << 20
+MEMORY = 64 << 20  # masking.conversation_memory's default
+# About 2,500 values of a typical length: more than a conversation names, little enough that the default memory
+# holds hundreds even of entries that large.
+ENTRY_BYTES = 256 << 10
+ENTRY_OVERHEAD = 256  # what the cache spends to keep one entry besides its sealed state: its name, links, timer
 
 
 class Sealer(Protocol):
@@ -147,19 +154,22 @@ def new_series() -> str:
 
 
 class Conversations:
-    """The sealed vaults of the conversations providers keep, for ``ttl`` seconds after their last turn."""
+    """The sealed vaults of the conversations providers keep, for ``ttl`` seconds after their last turn, at most
+    ``limit`` of them and ``memory`` bytes."""
 
-    def __init__(self, sealer: Sealer, ttl: float, limit: int, timer: Callable[[], float] = time.monotonic) -> None:
-        self.ttl, self.limit = ttl, limit
+    def __init__(self, sealer: Sealer, ttl: float, limit: int, timer: Callable[[], float] = time.monotonic, *,
+                 memory: int = MEMORY) -> None:
+        self.ttl, self.limit, self.memory = ttl, limit, memory
+        self.entry_bytes = min(ENTRY_BYTES, memory)
         self._sealer = sealer
         self._names = os.urandom(32)  # the HMAC key of entry names: made here, kept nowhere else
-        self._sealed: TTLCache[bytes, bytes] = TTLCache(limit, ttl, timer)
+        self._sealed: TTLCache[bytes, bytes] = TTLCache(memory, ttl, timer, getsizeof=_size)
 
     def __len__(self) -> int:
         return len(self._sealed)
 
     def __repr__(self) -> str:  # never show names or values
-        return f"Conversations({len(self)} kept, ttl {self.ttl:g}s)"
+        return f"Conversations({len(self)} kept, {self._sealed.currsize} bytes, ttl {self.ttl:g}s)"
 
     def _name(self, conversation: Conversation, conversation_id: str) -> bytes:
         parts = json.dumps([conversation.sub, conversation.host, conversation_id]).encode()
@@ -173,28 +183,67 @@ class Conversations:
         if not conversation.ids:
             return Vault(texts)
         for conversation_id in conversation.ids if conversation.sub is not None else ():
-            vault = self._load(self._name(conversation, conversation_id))
-            if vault is not None:
+            state = self._state(self._name(conversation, conversation_id))
+            if state is not None:
+                vault = Vault.from_state(state)
                 vault.reserve(texts)
                 return vault
         return Vault(texts, series=new_series())
 
-    def _load(self, name: bytes) -> Vault | None:
+    def _state(self, name: bytes) -> dict[str, Any] | None:
         sealed = self._sealed.get(name)
         if sealed is None:
             return None
         try:
-            return Vault.from_state(json.loads(self._sealer.decrypt(sealed, name.hex())))
+            return json.loads(self._sealer.decrypt(sealed, name.hex()))
         except ValueError:  # cannot happen but for a bug; a new series is safe, a wrong vault would not be
             log.warning("a conversation's pseudonyms did not unseal; it numbers in a new series")
             return None
 
+    def update(self, conversation: Conversation, vault: Vault) -> tuple[str, ...]:
+        """At a request: ``vault`` merged into each conversation the request names that is kept already, so that a
+        turn sent meanwhile numbers on from it. The ids it names that are not kept: ``save`` them once the upstream
+        confirms them."""
+        if conversation.sub is None:
+            return ()
+        state, unknown = vault.state(), []
+        for conversation_id in conversation.ids:
+            name = self._name(conversation, conversation_id)
+            if name in self._sealed:
+                self._merge(name, state)
+            else:
+                unknown.append(conversation_id)
+        return tuple(unknown)
+
     def save(self, conversation: Conversation, vault: Vault, ids: Iterable[str] = ()) -> None:
-        """Keep ``vault`` under the conversations the request named and ``ids`` (those its answer gave), for ``ttl``
-        seconds from now. Nothing is kept for a caller without an identity."""
+        """Keep ``vault`` under the conversations the request named and ``ids`` (those its answer gave), merged with
+        what each holds already, for ``ttl`` seconds from now. Nothing is kept for a caller without an identity."""
         if conversation.sub is None:
             return
-        state = json.dumps(vault.state()).encode()
+        state = vault.state()
         for conversation_id in dict.fromkeys((*conversation.ids, *ids)):
-            name = self._name(conversation, conversation_id)
-            self._sealed[name] = self._sealer.encrypt(state, name.hex())
+            self._merge(self._name(conversation, conversation_id), state)
+
+    def _merge(self, name: bytes, state: dict[str, Any]) -> None:
+        if name in self._sealed:
+            kept = self._state(name)
+            merged = merged_state(kept, state) if kept is not None else None
+            if merged is None:
+                self._forget(name, "two turns gave its pseudonyms different meanings")
+                return
+            state = merged
+        sealed = self._sealer.encrypt(json.dumps(state).encode(), name.hex())
+        if _size(sealed) > self.entry_bytes:
+            self._forget(name, f"its pseudonyms outgrew {self.entry_bytes} bytes")
+            return
+        self._sealed[name] = sealed
+        while len(self._sealed) > self.limit:
+            self._sealed.popitem()
+
+    def _forget(self, name: bytes, why: str) -> None:
+        self._sealed.pop(name, None)
+        log.warning("a conversation is no longer kept (%s): its next turn numbers its pseudonyms in a new series", why)
+
+
+def _size(sealed: bytes) -> int:
+    return len(sealed) + ENTRY_OVERHEAD

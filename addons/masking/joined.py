@@ -75,13 +75,19 @@ def _crosses(window: Window, start: int, end: int) -> bool:
     return any(start < meeting < end for meeting in window.starts[1:-1])
 
 
+def crossing(windows_: Sequence[Window], found: Sequence[Sequence[Span]]) -> list[list[Span]]:
+    """Of what was found in each window, the spans across a meeting point (values no part shows alone), in the
+    window's offsets: what a count of findings must add to the parts' own."""
+    return [[s for s in in_window if _crosses(window, s[1] + window.offset, s[2] + window.offset)]
+            for window, in_window in zip(windows_, found, strict=True)]
+
+
 def pieces(masker: Masker, slots: Sequence[TextSlot], spans: Sequence[Sequence[Span]], found: Sequence[Sequence[Span]],
            windows_: Sequence[Window]) -> dict[int, list[Piece]]:
     """Each slot's share of the values found across parts (``found``: the spans of each window of ``windows_``),
     by slot index; ``spans`` are what was found in each slot alone."""
     out: dict[int, list[Piece]] = {}
-    for window, in_window in zip(windows_, found, strict=True):
-        across = [s for s in in_window if _crosses(window, s[1] + window.offset, s[2] + window.offset)]
+    for window, across in zip(windows_, crossing(windows_, found), strict=True):
         if not across:
             continue
         joined = "".join(slots[i].text for i in window.slots)

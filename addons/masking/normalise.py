@@ -54,11 +54,21 @@ def _class_of(codes: list[int]) -> str:
     return "[" + "".join(re.escape(chr(lo)) + ("-" + re.escape(chr(hi)) if hi > lo else "") for lo, hi in ranges) + "]"
 
 
+# Read as "-" and ".": the hyphens and dashes (NFKC keeps them, or makes U+2011 a U+2010) and the minus sign; the
+# ideographic full stop.
+_AS = str.maketrans({**{c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"},
+                     "\u3002": ".", "\uff61": "."})
+# Combining marks after an ASCII letter or digit (``4̲1̲1̲1̲``): composed by NFKC where a character exists, else dropped.
+_AS_CHARS = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\u3002\uff61"
+_MARKS = "".join(chr(c) for c in range(0x300, 0x10000) if unicodedata.category(chr(c)) == "Mn")
+
+
 def _unread() -> tuple[re.Pattern, re.Pattern]:
     """The characters a reader reads as others: NFKC changes them, or a digit of another script. Built once."""
     codes = {code for lo, hi in _COMPATIBILITY_BLOCKS for code in range(lo, hi)
              if unicodedata.normalize("NFKC", chr(code)) != chr(code) or chr(code).isdecimal() and code > 0x7F}
     codes |= {code for code in range(0x80, 0x10000) if _INVISIBLE.match(chr(code))}
+    codes |= {ord(c) for c in _AS_CHARS}
     codes |= {*range(0xE0000, 0xE0080)}  # tags, and the invisible ones among them
     # One class each (far faster than alternatives), the astral one apart: its ranges are tried one by one.
     return re.compile(_class_of(sorted(c for c in codes if c < 0x10000))), \
@@ -66,19 +76,20 @@ def _unread() -> tuple[re.Pattern, re.Pattern]:
 
 
 _UNREAD, _UNREAD_ASTRAL = _unread()
+_MARK_AFTER_ASCII = re.compile(f"(?<=[0-9A-Za-z])[{re.escape(_MARKS)}]+")
 # Each opens with its literal, so a text without one is scanned fast.
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2})*")
-_REFERENCE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_REFERENCE = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9A-Fa-f]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};)")
 
 # The at/dot spellings of an e-mail address.
 # Where an address may be spelled out (a bare "dot" or a bracketed at/dot): looked for around these only.
-_MARKER = re.compile(r"\s[dD][oO][tT]\s|[\[({<]\s*(?:[aA][tT]|@|\.)\s*[\])}>]")
+_MARKER = re.compile(r"\s[dD][oO][tT]\s|[\[({<]\s*(?:[aA][tT]|[dD][oO][tT]|@|\.)\s*[\])}>]|\s@|@\s")
 ADDRESS_REACH = 320  # characters an address may take either side of a marker (a 64-character local part, labels)
 _BRACKET_AT = r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*"
 _BRACKET_DOT = r"\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*"
 _LABEL = r"[^\W_](?:[\w-]{0,62}[^\W_])?"
 _ADDRESS = re.compile(
-    rf"(?i)(?<![\w.%+-])(?P<local>[^\W_][\w.+-]{{0,63}})(?P<at>{_BRACKET_AT}|\s+at\s+|@)"
+    rf"(?i)(?<![\w.%+-])(?P<local>[^\W_][\w.+-]{{0,63}})(?P<at>{_BRACKET_AT}|\s+at\s+|[ \t]*@[ \t]*)"
     rf"(?P<domain>{_LABEL}(?:(?:{_BRACKET_DOT}|\s+dot\s+|\.){_LABEL}){{1,8}})(?![\w-])")
 _DOMAIN_DOT = re.compile(rf"(?i){_BRACKET_DOT}|\s+dot\s+|\.")
 # Top-level domains a bare "dot" may end with: the common generic ones, and any two letters (a country's).
@@ -92,8 +103,9 @@ _PROSE_BEFORE_AT = frozenset("""a am an and are arrive arrived arrives at be bee
     very was we were what when where which who why work worked works working yell yes you your""".split())
 
 # A card number's digit groups: one kind of separator (spaces, dashes or dots), three groups or more.
-_DIGITS = re.compile(r"\d[\d .\-]{13,}\d")  # fast: where a run of 13 digits and two separators may be
-_DIGIT_RUN = re.compile(r"(?<![\w.,-])(?:\d+(?: {1,3}\d+){2,}|\d+(?: ?- ?\d+){2,}|\d+(?:\.\d+){2,})(?![\w-]|[.,]\d)")
+_DIGITS = re.compile(r"\d[\d \t./_\-]{13,}\d")  # fast: where a run of 13 digits and two separators may be
+_DIGIT_RUN = re.compile(r"(?<![\w.,/-])(?:\d+(?:[ \t]{1,3}\d+){2,}|\d+(?: ?- ?\d+){2,}|\d+(?:\.\d+){2,}|"
+                        r"\d+(?:/\d+){2,}|\d+(?:_\d+){2,})(?![\w/-]|[.,]\d)")
 CARD_DIGITS = (13, 19)
 
 
@@ -155,10 +167,16 @@ def normalise(text: str) -> Normalised:
     out = Normalised(text, text)
     if not text.isascii():
         out._apply(list(_compatibility_edits(out.text)))
-    if "%" in out.text or "&" in out.text:
+        out._apply([(m.start(), m.end(), "") for m in _MARK_AFTER_ASCII.finditer(out.text)])
+    for _ in range(3):  # encoded twice (%2540) is still read: up to three layers
+        if "%" not in out.text and "&" not in out.text:
+            break
+        before = out.text
         out._apply(list(_decoding_edits(out.text)))
         if not out.text.isascii():
             out._apply(list(_compatibility_edits(out.text)))
+        if out.text == before:
+            break
     out._apply(list(_address_edits(out.text)))
     out._apply(list(_card_edits(out.text)))
     if out.text == text:
@@ -187,7 +205,7 @@ def _read(char: str) -> str:
     if any(c.isdecimal() and not c.isascii() for c in read):  # NFKC keeps other scripts' digits
         read = "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in read)
     read = _TAG.sub(lambda tag: chr(ord(tag.group()) - 0xE0000), read)
-    return _INVISIBLE.sub("", read)
+    return _INVISIBLE.sub("", read).translate(_AS)
 
 
 def _decoding_edits(text: str) -> list[Edit]:
@@ -236,7 +254,7 @@ def _addresses(text: str, start: int, end: int) -> Iterable[Edit]:
     for match in _ADDRESS.finditer(text, start, end):
         at, domain = match.group("at"), match.group("domain")
         dots = list(_DOMAIN_DOT.finditer(domain))
-        bare_at = at.strip().lower() == "at"
+        bare_at = at.strip().lower() == "at" or (at.strip() == "@" and at != "@")  # "jane @ acme.com": as bare
         bare_dots = [d for d in dots if d.group().strip().lower() == "dot"]
         if at == "@" and all(d.group() == "." for d in dots):
             continue  # a plain address
@@ -244,7 +262,7 @@ def _addresses(text: str, start: int, end: int) -> Iterable[Edit]:
             top = domain[dots[-1].end():].lower()
             if not (top in TOP_LEVEL or (len(top) == 2 and top.isascii() and top.isalpha())):
                 continue
-            if bare_at and (not bare_dots or match.group("local").lower() in _PROSE_BEFORE_AT):
+            if at.strip().lower() == "at" and (not bare_dots or match.group("local").lower() in _PROSE_BEFORE_AT):
                 continue
         yield match.start("at"), match.end("at"), "@"
         offset = match.start("domain")

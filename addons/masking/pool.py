@@ -123,6 +123,7 @@ class AnalysisPool:
         self._started_at = 0.0
         self._started = False
         self._closed = False
+        self._retiring = False
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -153,6 +154,17 @@ class AnalysisPool:
         for worker in list(self._workers):
             self._drop(worker, "the gateway is shutting down")
         self._fail_queued("the PII analyzer is shutting down")
+
+    def retire(self) -> None:
+        """Close once the batches it holds are answered (at the latest after the timeout, when they have failed):
+        for a pool another has replaced, so that analyses already on it finish. Takes no new work after."""
+        self._retiring = True
+        asyncio.get_running_loop().call_later(self.timeout, self.close)
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        if self._retiring and not self._closed and not self._queue and all(w.task is None for w in self._workers):
+            self.close()
 
     def _fail_queued(self, why: str) -> None:
         while self._queue:
@@ -234,6 +246,7 @@ class AnalysisPool:
                 else:
                     future.set_exception(AnalysisUnavailable(f"PII analysis failed in the worker: {payload}"))
         self._dispatch()
+        self._close_if_idle()
 
     def _dispatch(self) -> None:
         """Hand queued batches to idle ready workers, one each."""
@@ -271,11 +284,13 @@ class AnalysisPool:
 
     # -- analysis -------------------------------------------------------------------------------------
 
-    async def analyze(self, texts: list[str]) -> list[list[Span]]:
-        """Spans per text; raises ``AnalysisUnavailable`` on timeout or engine failure."""
+    async def analyze(self, texts: list[str], ner: list[bool] | None = None) -> list[list[Span]]:
+        """Spans per text; ``ner[i]`` False runs only the pattern recognizers on ``texts[i]`` (default: all
+        recognizers on every text). Raises ``AnalysisUnavailable`` on timeout or engine failure."""
         started = time.perf_counter()
-        plans = [[(unit, offset, AnalysisCache.key(unit)) for unit, offset in units]
-                 for units in plan(texts, bool(self.spec.ner_entities))]
+        has_ner = bool(self.spec.ner_entities)
+        flags = [has_ner and wanted for wanted in ner] if ner is not None else has_ner
+        plans = [[(unit, offset, AnalysisCache.key(unit)) for unit, offset in units] for units in plan(texts, flags)]
         known: dict[bytes, list[Span]] = {}
         needed: dict[bytes, Unit] = {}
         for units in plans:
@@ -303,7 +318,7 @@ class AnalysisPool:
         return out
 
     async def _run(self, units: list[Unit]) -> list[list[Span]]:
-        if not self._started or self._closed:
+        if not self._started or self._closed or self._retiring:
             raise AnalysisUnavailable("the PII analyzer is not running")
         if not self._workers:
             raise AnalysisUnavailable(self.last_error or "the PII analyzer has no workers")

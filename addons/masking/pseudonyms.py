@@ -94,6 +94,29 @@ class Vault:
         return vault
 
 
+def merged_state(kept: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
+    """One vault's ``state`` that holds both (every pseudonym of either, each entity numbering on past both), or
+    None where they disagree: another series, a pseudonym standing for two values or a value given two, or one's
+    pseudonym the other's reserved text. Merging never hands a pseudonym a second meaning."""
+    if kept["series"] != new["series"]:
+        return None
+    key_of: dict[str, tuple[str, str]] = {}
+    token_of: dict[tuple[str, str], str] = {}
+    for entity, normal, token in (*kept["tokens"], *new["tokens"]):
+        if key_of.setdefault(token, (entity, normal)) != (entity, normal) or \
+                token_of.setdefault((entity, normal), token) != token:
+            return None
+    reserved = set(kept["reserved"]) | set(new["reserved"])
+    if reserved & key_of.keys():
+        return None
+    counters = dict(kept["counters"])
+    for entity, n in new["counters"].items():
+        counters[entity] = max(counters.get(entity, 0), n)
+    return {"series": kept["series"], "counters": counters, "reserved": sorted(reserved),
+            "tokens": [[entity, normal, token] for (entity, normal), token in token_of.items()],
+            "values": {**new["values"], **kept["values"]}}
+
+
 def partial_token_start(text: str) -> int | None:
     """Where a trailing, possibly unfinished pseudonym starts in ``text`` (None if it cannot end in one)."""
     match = _PARTIAL.search(text)

@@ -7,7 +7,8 @@ number with a string, is a start-up error naming file, rule and field, never a s
 
 ``identity``: sub, email, groups, client_id, kind ("person" or "service"), method (how the token came).
 ``request``: host, method, path, scheme, upstream, model, body_size, messages, tools, stream, content_type.
-``pii``: counts (entity -> number found; every entity the rules mask is present, 0 if none), total, entities.
+``pii``: counts (entity -> number found; every entity the rules mask is present, 0 if none), total, entities,
+inspected (false when the body, or content in it, could not be read: binary passed by ``unknown_content``).
 ``time``: hour, minute, weekday ("Mon" ... "Sun"), date ("2026-12-01"), zone (the zone they are read in).
 
 A condition that reads ``pii`` is decided after analysis (``reads_pii``); the others before it.
@@ -33,7 +34,7 @@ VARIABLES: dict[str, list[tuple[str, str]]] = {
     "request": [("host", "string"), ("method", "string"), ("path", "string"), ("scheme", "string"),
                 ("upstream", "string"), ("model", "string"), ("body_size", "int"), ("messages", "int"),
                 ("tools", "string[]"), ("stream", "bool"), ("content_type", "string")],
-    "pii": [("counts", "map"), ("total", "int"), ("entities", "string[]")],
+    "pii": [("counts", "map"), ("total", "int"), ("entities", "string[]"), ("inspected", "bool")],
     "time": [("hour", "int"), ("minute", "int"), ("weekday", "string"), ("date", "string"), ("zone", "string")],
 }
 _SCALARS = {"string": _F.TYPE_STRING, "int": _F.TYPE_INT64, "bool": _F.TYPE_BOOL}

@@ -22,6 +22,17 @@ DEFAULT_ENTITIES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "U
 _ENTITY_NAME = r"^[A-Z][A-Z0-9_]*$"
 
 
+_SIZE = re.compile(r"(\d+)\s*(KiB|MiB|GiB)?")
+_SIZE_UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def _size(text: str) -> int | None:
+    """The bytes ``text`` says (``65536``, ``64MiB``), if at least 1MiB; else None."""
+    match = _SIZE.fullmatch(text.strip())
+    size = int(match[1]) * _SIZE_UNITS[match[2]] if match else 0
+    return size if size >= 1 << 20 else None
+
+
 def _compiled(patterns: list[str], field: str) -> list[str]:
     """``patterns`` unchanged if each compiles; else a ValueError naming the index."""
     for i, regex in enumerate(patterns):
@@ -72,6 +83,8 @@ class PatternSpec(Model):
 
 
 Responses = Literal["mask", "restore"]
+PathAction = Literal["refuse", "pass", "mask"]
+HeaderAction = Literal["mask", "refuse"]
 
 
 class ProfileSpec(Model):
@@ -85,6 +98,8 @@ class ProfileSpec(Model):
     operators: dict[str, OperatorSpec] = Field(default_factory=dict)
     score_threshold: float | None = Field(None, ge=0, le=1)
     responses: Responses | None = None
+    path: PathAction | None = None
+    headers: HeaderAction | None = None
 
 
 class Masking(Model):
@@ -104,6 +119,12 @@ class Masking(Model):
     recognizers: list[PatternSpec] = Field(default_factory=list, description="pattern recognizers of your own")
     responses: Responses = Field("mask", description="mask: PII the upstream sends is masked and pseudonyms "
                                                      "restored; restore: pseudonyms restored only")
+    path: PathAction = Field(
+        "refuse", description="a path segment carrying a pattern entity or a secret: refuse the request (400), "
+                              "pass it unmasked (the record says so), or mask it")
+    headers: HeaderAction = Field(
+        "mask", description="a pattern entity or a secret in a header value outside the structural set: mask it, "
+                            "or refuse the request (400) where a changed header would be wrong (signed values)")
     unknown_content: Literal["block", "pass"] = Field(
         "block", description="a body or a form's part that cannot be inspected (binary): refuse it (415) or pass it")
     originals: Literal["encrypted", "none"] = Field("encrypted", description="bodies masking changed: kept "
@@ -114,6 +135,9 @@ class Masking(Model):
                            "turn, in memory only: 90s, 15m, 24h, 7d")
     conversation_limit: int = Field(10000, ge=1, description="conversations whose pseudonyms are kept at most "
                                                              "(the least recently used are forgotten first)")
+    conversation_memory: str = Field(
+        "64MiB", description="memory the kept conversations' pseudonyms may take at most, sealed (the least recently "
+                             "used are forgotten first): bytes, or KiB, MiB, GiB; at least 1MiB")
     profiles: UniqueNames[ProfileSpec] = Field(default_factory=list)
 
     @field_validator("conversation_ttl")
@@ -124,6 +148,20 @@ class Masking(Model):
         except DurationError as e:
             raise ValueError(str(e)) from None
         return text
+
+    @field_validator("conversation_memory")
+    @classmethod
+    def _memory(cls, text: str) -> str:
+        if _size(text) is None:
+            raise ValueError(f"{text!r} is not a size of at least 1MiB like 1048576, 2048KiB, 64MiB or 1GiB")
+        return text
+
+    @property
+    def conversation_bytes(self) -> int:
+        """``conversation_memory`` in bytes."""
+        size = _size(self.conversation_memory)
+        assert size is not None
+        return size
 
     @property
     def conversation_seconds(self) -> float:
@@ -189,9 +227,11 @@ class Masking(Model):
         threshold = (spec.score_threshold if spec is not None and spec.score_threshold is not None
                      else self.score_threshold)
         responses = spec.responses if spec is not None and spec.responses is not None else self.responses
+        path = spec.path if spec is not None and spec.path is not None else self.path
+        headers = spec.headers if spec is not None and spec.headers is not None else self.headers
         return Profile(spec.name if spec is not None else "default", frozenset(entities),
                        {e: operators.get(e, operator) for e in entities},
-                       {e: self.thresholds.get(e, threshold) for e in entities}, responses)
+                       {e: self.thresholds.get(e, threshold) for e in entities}, responses, path, headers)
 
     def profile_for(self, rule_profile: str | None, groups: list[str]) -> Profile:
         """The deciding rule's profile, else the first profile one of ``groups`` belongs to, else the default."""
@@ -209,13 +249,16 @@ class Masking(Model):
 
 @dataclass(frozen=True)
 class Profile:
-    """A resolved masking profile: what to mask, how, above which score, and what to do with responses."""
+    """A resolved masking profile: what to mask, how, above which score, what to do with responses, and with
+    PII in a path segment or a header."""
 
     name: str
     entities: frozenset[str]
     operators: dict[str, OperatorSpec]
     thresholds: dict[str, float]
     responses: Responses
+    path: PathAction = "refuse"
+    headers: HeaderAction = "mask"
 
     @property
     def active(self) -> bool:

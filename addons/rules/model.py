@@ -8,6 +8,7 @@ variable ANTHROPIC_API_KEY is not set``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import os
 import re
@@ -294,9 +295,11 @@ class RulesFile(Model):
 class Rules:
     """A loaded rules file, with credentials resolved from the environment or secret files."""
 
-    def __init__(self, path: Path, model: RulesFile, secrets: dict[str, SecretStr | None], missing: dict[str, str]):
+    def __init__(self, path: Path, model: RulesFile, secrets: dict[str, SecretStr | None], missing: dict[str, str],
+                 sha256: str = ""):
         self.path = path
         self.model = model
+        self.sha256 = sha256  # of the file's bytes as loaded: names this version of the rules on the record
         self._secrets = secrets
         self.missing = missing
         self._by_endpoint = {(u.host, u.port): u for u in model.upstreams}
@@ -400,13 +403,24 @@ def rules_from_option(path: str | Path) -> Rules:
         raise exceptions.OptionsError(f"warden_rules: {e}") from None
 
 
-def load_rules(path: str | Path) -> Rules:
-    """Read, validate and resolve a rules file. Raises ``RulesError`` naming file and field."""
+def credential_files(rules: Rules) -> list[Path]:
+    """The secret files the rules read their upstreams' credentials from (a change to one is a change of the rules)."""
+    return [c.file if c.file.is_absolute() else rules.path.parent / c.file
+            for u in rules.model.upstreams if (c := u.credential) is not None and c.file is not None]
+
+
+def load_rules(path: str | Path, content: bytes | None = None) -> Rules:
+    """Read, validate and resolve a rules file. Raises ``RulesError`` naming file and field.
+
+    ``content``: the file's bytes, when the caller has read them already (a reload hashes what it loads)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes() if content is None else content
+        raw = yaml.safe_load(data.decode("utf-8"))
     except OSError as e:
         raise RulesError(f"{path}: cannot read rules file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise RulesError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -435,4 +449,4 @@ def load_rules(path: str | Path) -> Rules:
             problems.append(f"{path}: upstreams[{i}].credential.{src}: {why}")
     if problems:
         raise RulesError("\n".join(problems))
-    return Rules(path, model, secrets, missing)
+    return Rules(path, model, secrets, missing, hashlib.sha256(data).hexdigest())

@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from scripts.demo_upstream import reply_header
 from tests.conftest import Gateway
 
 pytestmark = pytest.mark.e2e
@@ -126,13 +127,13 @@ def test_pii_the_upstream_sends_is_masked_streaming_or_not(gateway: Gateway, ups
     body = {"model": "demo", "messages": [{"role": "user", "content": "who can help?"}]}
     with gateway.client() as client:
         plain = client.post(f"https://localhost:{upstream.port}/v1/chat/completions", json=body,
-                            headers={"x-demo-reply": leak})
+                            headers=reply_header(leak))
         text = plain.json()["choices"][0]["message"]["content"]
         assert text == "Sure, write to <EMAIL_ADDRESS> or call <PHONE_NUMBER> today."
         for chunk in (1, 3, 6):
             with client.stream("POST", f"https://localhost:{upstream.port}/v1/chat/completions",
                                json={**body, "stream": True},
-                               headers={"x-demo-reply": leak, "x-demo-chunk-chars": str(chunk)}) as r:
+                               headers={**reply_header(leak), "x-demo-chunk-chars": str(chunk)}) as r:
                 raw = r.read().decode()
             events = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
             streamed = "".join(c["choices"][0]["delta"].get("content") or "" for e in [events] for c in e
@@ -146,7 +147,7 @@ def test_pii_the_upstream_sends_is_masked_streaming_or_not(gateway: Gateway, ups
 def test_answers_that_are_not_what_they_say_are_read_as_text_or_refused(gateway: Gateway, upstream) -> None:
     url = f"https://localhost:{upstream.port}/raw"
     with gateway.client() as client:
-        html = client.get(url, headers={"x-demo-reply": "<html>oops, mail bob.jones@evil.example</html>",
+        html = client.get(url, headers={**reply_header("<html>oops, mail bob.jones@evil.example</html>"),
                                         "x-demo-content-type": "application/json"})
         assert html.status_code == 200 and html.text == "<html>oops, mail <EMAIL_ADDRESS></html>"
         garbage = client.get(url, headers={"x-demo-reply": b"\xff\xfe not utf-8",

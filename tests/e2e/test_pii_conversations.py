@@ -113,3 +113,14 @@ def test_after_a_restart_earlier_pseudonyms_are_never_restored_to_new_values(gat
     nxt = sdk(after, upstream).responses.create(model="demo", input=f"And {JANE}.", previous_response_id=reply.id)
     assert sent(upstream, "/v1/responses")[-1]["input"] == f"And <PERSON_{series.group(1)}_2>."
     assert nxt.output_text.endswith(f"Now ask {BOB}.\nAnd {JANE}.")
+
+
+def test_an_id_the_upstream_rejects_is_not_kept(gateway: Gateway, upstream) -> None:
+    """Review finding 7: a turn naming an id the provider does not know (404) keeps nothing under it."""
+    client = sdk(gateway, upstream)
+    for _ in range(2):
+        with pytest.raises(openai.NotFoundError):
+            client.responses.create(model="demo", input=f"Now ask {BOB}.", previous_response_id="resp_forged")
+    first, second = [body["input"] for body in sent(upstream, "/v1/responses")]
+    series = [re.fullmatch(r"Now ask <PERSON_([A-Z]{6})_1>\.", text) for text in (first, second)]
+    assert all(series) and series[0].group(1) != series[1].group(1)  # each a new series: the first was not kept

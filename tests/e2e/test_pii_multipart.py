@@ -5,7 +5,9 @@ JSON Lines body sent directly is masked line by line."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 
 import openai
@@ -118,3 +120,45 @@ def test_malformed_lines_are_refused_and_jsonl_bodies_masked(gateway_factory, up
     assert sent_to(upstream, "/echo/records").decode().splitlines() == [
         json.dumps({"note": "call <PERSON_1>"}), json.dumps({"note": "mail <EMAIL_ADDRESS_1>"})]
     assert_store_clean(gateway, NAME, EMAIL)
+
+
+def test_part_headers_leave_only_as_read_and_a_part_read_two_ways_is_refused(gateway_factory, upstream) -> None:
+    """Review finding 5: a form written by hand, PII wherever a part's headers can carry it."""
+    mail = EMAIL.encode()
+    parts = [
+        b'Content-Disposition: form-data; name="purpose"; note="' + mail + b'"\r\nX-Note: ' + mail +
+        b'\r\nX-Folded: first line\r\n  ' + mail + b'\r\n\r\nassistants',
+        b'Content-Disposition: form-data; name="file";\r\n filename="' + mail + b'.txt"\r\n'
+        b'Content-Type: text/plain; charset=utf-8; note="' + mail + b'"\r\n\r\nhello ' + mail,
+    ]
+
+    def post(gateway: Gateway, *form: bytes):
+        body = b"".join(b"--b\r\n" + part + b"\r\n" for part in form) + b"--b--\r\n"
+        with gateway.client() as client:
+            return client.post(f"https://localhost:{upstream.port}/v1/files", content=body,
+                               headers={"content-type": "multipart/form-data; boundary=b"})
+
+    gateway = gateway_factory(uploads_allowed(upstream.port), name="read")
+    assert post(gateway, *parts).status_code == 200
+    body = sent_to(upstream, "/v1/files")
+    assert mail not in body and b"X-Note" not in body and b"X-Folded" not in body
+    assert re.fullmatch(rb'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+                        rb'--b\r\nContent-Disposition: form-data; name="file"; filename="<EMAIL_ADDRESS_\d>"\r\n'
+                        rb'Content-Type: text/plain; charset=utf-8\r\n\r\nhello <EMAIL_ADDRESS_\d>\r\n--b--\r\n', body)
+
+    assert_store_clean(gateway, EMAIL)
+
+    refusing = gateway_factory(uploads_allowed(upstream.port), name="refuse")
+    sent = len(upstream.received)
+    for part, problem in [
+        (b'Content-Disposition: form-data; name="file"; filename="' + mail + b'.txt"; '
+         b"filename*=UTF-8''notes.txt\r\n\r\nhello", "two different filenames"),
+        (b'Content-Disposition: form-data; name="' + mail + b'"; name="purpose"\r\n\r\nbatch', "name twice"),
+        (b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\nContent-Transfer-Encoding: base64'
+         b'\r\n\r\n' + base64.b64encode(b"hello " + mail), "Content-Transfer-Encoding"),
+    ]:
+        refused = post(refusing, parts[0], part)
+        assert refused.status_code == 400, problem
+        message = refused.json()["error"]["message"]
+        assert "multipart[1]" in message and problem in message and EMAIL not in message
+    assert len(upstream.received) == sent  # nothing refused was forwarded

@@ -3,6 +3,7 @@ official openai SDK; block reasons reach the SDK's error, and a request blocked 
 
 from __future__ import annotations
 
+import json
 import ssl
 from pathlib import Path
 
@@ -115,3 +116,43 @@ def test_a_condition_that_does_not_check_stops_start_up_naming_file_rule_and_fie
     assert f"rules.yaml: {message}" in log
 
 
+
+
+FOUND_BY_REVIEW = """
+  - name: no-cards
+    when: 'pii.counts["CREDIT_CARD"] > 0 || !pii.inspected'
+    action: block
+    reason: No card numbers, and nothing unread
+  - name: no-large-model
+    when: 'request.model == "gpt-4o"'
+    action: block
+    reason: Not that model
+  - name: no-file-list
+    filter: "~u /v1/files$"
+    action: block
+    reason: No file listing
+"""
+
+
+def test_what_a_pii_rule_reads_cannot_be_dodged(gateway_factory, upstream) -> None:
+    """A card split across two text parts counts; a path spelled for lenient servers is still checked once the
+    decision waited for analysis; an undeclared JSON body's model is read; a body nobody read is not 'no PII'."""
+    gw = gateway_factory(rules_for(upstream.port, rules=FOUND_BY_REVIEW).replace(
+        '  - name: no-files\n    filter: "~u /v1/files"\n    action: block\n    reason: File uploads are not allowed\n',
+        ""))
+    base = f"https://localhost:{upstream.port}"
+    with gw.client() as client:
+        parts = [{"type": "text", "text": "pay with 4111 1111"}, {"type": "text", "text": " 1111 1111 today"}]
+        split = client.post(f"{base}/v1/chat/completions",
+                            json={"model": "m", "messages": [{"role": "user", "content": parts}]})
+        assert split.status_code == 403 and "No card numbers" in split.json()["error"]["message"]
+        for spelled in ("/v1%2Ffiles", "/v1/files;x"):
+            r = client.get(f"{base}{spelled}")
+            assert r.status_code == 400 and r.json()["error"]["type"] == "ambiguous_path", (spelled, r.text)
+        assert client.get(f"{base}/v1/files").status_code == 403
+        undeclared = client.post(f"{base}/v1/chat/completions", content=json.dumps(
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+            headers={"content-type": ""})
+        assert undeclared.status_code == 403 and "Not that model" in undeclared.text
+        assert client.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": [
+            {"role": "user", "content": "hi"}]}).status_code == 200

@@ -1,17 +1,23 @@
 """``multipart/form-data`` (OpenAI Files and Batch uploads, audio transcription, any form with files).
 
 Parsed with werkzeug's multipart decoder (mitmproxy's own drops the parts' headers and line ends). Every part's
-name and file name are analysed (a masked name or file name is written back in its Content-Disposition), and its
-content by what it declares or, undeclared, what it is: JSON Lines (``application/jsonl``, ``.jsonl``) line by line
-(``jsonl.py``: Batch lines by the adapter of their ``url``), JSON walked as a JSON body, text (``text/*``, a field
-without a type, undeclared content that reads as UTF-8) whole; anything else is binary and listed in
-``uninspected`` (``masking.unknown_content`` decides). The body is rendered again with the same boundary, the
-parts in order with the headers they came with, CRLF line ends; a preamble and an epilogue (which servers ignore)
-are dropped.
+name and file name are analysed, and its content by what it declares or, undeclared, what it is: JSON Lines
+(``application/jsonl``, ``.jsonl``) line by line (``jsonl.py``: Batch lines by the adapter of their ``url``), JSON
+walked as a JSON body, text (``text/*``, a field without a type, undeclared content that reads as UTF-8) whole;
+anything else is binary and listed in ``uninspected`` (``masking.unknown_content`` decides).
+
+A part's headers leave only as what was read from them: its Content-Disposition is written again from its name
+and file name (every other parameter dropped), its Content-Type keeps the media type and a known charset, and every
+other header is dropped (folded or not). What cannot be read one way is refused (``MalformedBody``, naming the
+part, never its values): a parameter named twice, a plain and an extended (``filename*``) form that disagree, a
+header that is there twice, a ``Content-Transfer-Encoding`` other than the identity (RFC 7578 deprecates it; the
+encoded text is never analysed as if it were plain). The body is rendered again with the same boundary, the parts
+in order, CRLF line ends; a preamble and an epilogue (which servers ignore) are dropped.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,18 +38,23 @@ MAX_PARTS = 1000
 TEXT_EXTENSIONS = (".txt", ".md", ".csv", ".tsv", ".html", ".htm", ".xml", ".yaml", ".yml", ".log", ".srt", ".vtt")
 _PLAIN_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_TOKEN = r"[\w!#$%&'*+\-.^`|~]+"  # RFC 9110's token, as werkzeug reads parameter keys and bare values
+_PARAMETER = re.compile(rf'[ \t]*({_TOKEN})=({_TOKEN}|"(?:\\.|[^"\\])*")[ \t]*(?:;|$)', re.ASCII)
+_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}", re.ASCII)
+_READ_PARAMETERS = ("name", "filename")  # the Content-Disposition parameters a part is read by
+_IDENTITY_ENCODINGS = ("", "7bit", "8bit", "binary")
 
 
 @dataclass
 class Part:
-    """One part of the form: its name, file name (None for a plain field), headers as received, and content."""
+    """One part of the form: its name, file name (None for a plain field), the Content-Type it leaves with (media
+    type and charset; "" if it declared none), and content."""
 
     name: str
     filename: str | None
-    headers: list[tuple[str, str]]
+    content_type: str
     data: bytes = b""
     render: Callable[[], bytes] | None = None  # the content again, from what was analysed (None: as received)
-    renamed: bool = False  # its name or file name was masked: its Content-Disposition is written again
 
 
 def boundary(content_type: str) -> str:
@@ -63,7 +74,7 @@ def _parts(body: bytes, separator: str) -> list[Part]:
         while not isinstance(event := decoder.next_event(), Epilogue):
             if isinstance(event, (Field, File)):
                 parts.append(Part(event.name or "", event.filename if isinstance(event, File) else None,
-                                  list(event.headers.items())))
+                                  _read_headers(event.headers, f"multipart[{len(parts)}]")))
             elif isinstance(event, Data) and parts:
                 parts[-1].data += event.data
     except RequestEntityTooLarge:
@@ -72,6 +83,71 @@ def _parts(body: bytes, separator: str) -> list[Part]:
     except (ValueError, UnicodeDecodeError) as e:  # a part without Content-Disposition, no closing boundary, ...
         raise MalformedBody(f"the multipart body does not parse ({e}); it cannot be inspected for PII") from None
     return parts
+
+
+def _refused(path: str, problem: str) -> MalformedBody:
+    return MalformedBody(f"the multipart part {path} {problem}; it cannot be read one way only, so it is not "
+                         "forwarded")
+
+
+def _parameters(value: str, path: str) -> list[tuple[str, str]]:
+    """The parameters of a header value as written (keys lower-cased, values raw), in order."""
+    rest, found, at = value.partition(";")[2], [], 0
+    while rest[at:].strip(" \t"):
+        match = _PARAMETER.match(rest, at)
+        if match is None:
+            raise _refused(path, "has a Content-Disposition whose parameters do not parse")
+        found.append((match[1].lower(), match[2]))
+        at = match.end()
+    return found
+
+
+def _check_disposition(value: str, path: str) -> None:
+    """Refuses a disposition whose name or file name reads two ways: a parameter twice, or a plain and an extended
+    (RFC 2231 ``filename*``) form that disagree. The rest of its parameters are dropped when it is written again."""
+    parameters = _parameters(value, path)
+    for key in _READ_PARAMETERS:
+        plain = [(k, v) for k, v in parameters if k == key]
+        extended = [(k, v) for k, v in parameters if k.startswith(key + "*")]
+        keys = [k for k, _ in plain + extended]
+        if len(keys) != len(set(keys)):
+            raise _refused(path, f"names its {key} twice in its Content-Disposition")
+        if plain and extended and _decoded(plain, key) != _decoded(extended, key):
+            raise _refused(path, f"gives two different {key}s ({key} and {key}*) in its Content-Disposition")
+
+
+def _decoded(parameters: list[tuple[str, str]], key: str) -> str | None:
+    written = "; ".join(f"{k}={v}" for k, v in parameters)
+    return parse_options_header(f"form-data; {written}")[1].get(key)
+
+
+def _read_headers(headers: Headers, path: str) -> str:
+    """The Content-Type the part leaves with (its media type and a known charset, or "" if it declares none), once
+    its headers are found to read one way. Every other header is dropped when the part is written again."""
+    for name in ("Content-Disposition", "Content-Type", "Content-Transfer-Encoding"):
+        if len(headers.getlist(name)) > 1:
+            raise _refused(path, f"has {name} twice")
+    encoding = headers.get("content-transfer-encoding", "").strip().lower()
+    if encoding not in _IDENTITY_ENCODINGS:
+        raise _refused(path, "declares a Content-Transfer-Encoding (RFC 7578 deprecates it); send its bytes as "
+                             "they are, without one")
+    _check_disposition(headers.get("content-disposition", ""), path)
+    declared = headers.get("content-type")
+    if declared is None:
+        return ""
+    media_type, options = parse_options_header(declared)
+    if not _MEDIA_TYPE.fullmatch(media_type):
+        raise _refused(path, "has a Content-Type that is not a media type")
+    charset = options.get("charset")
+    if charset is None:
+        return media_type
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise _refused(path, "declares a charset this gateway does not know") from None
+    if not re.fullmatch(_TOKEN, charset, re.ASCII):
+        raise _refused(path, "declares a charset this gateway does not know")
+    return f"{media_type}; charset={charset}"
 
 
 def _quoted(value: str) -> str:
@@ -90,18 +166,16 @@ def _disposition(part: Part) -> str:
 def render(separator: str, parts: list[Part]) -> bytes:
     out = bytearray()
     for part in parts:
-        out += f"--{separator}\r\n".encode("latin-1")
-        for name, value in part.headers:
-            if part.renamed and name.lower() == "content-disposition":
-                value = _disposition(part)
-            out += f"{name}: {value}\r\n".encode()
+        out += f"--{separator}\r\nContent-Disposition: {_disposition(part)}\r\n".encode()
+        if part.content_type:
+            out += f"Content-Type: {part.content_type}\r\n".encode()
         out += b"\r\n" + (part.render() if part.render is not None else part.data) + b"\r\n"
     out += f"--{separator}--\r\n".encode("latin-1")
     return bytes(out)
 
 
 def _media_type(part: Part) -> str:
-    return Headers(part.headers).get("content-type", "").split(";", 1)[0].strip().lower()
+    return part.content_type.split(";", 1)[0].lower()
 
 
 def _reads_as_text(data: bytes) -> bool:
@@ -129,13 +203,13 @@ def _kind(part: Part) -> str:
 def _add_name(payload: Payload, part: Part, path: str) -> None:
     if part.name:
         def rename(new: str) -> str:
-            part.name, part.renamed = new, True
+            part.name = new
             return path
 
         payload.add_key(part.name, path, rename)
     if part.filename:
         def write(new: str) -> None:
-            part.filename, part.renamed = new, True
+            part.filename = new
 
         payload.slots.append(TextSlot(f"{path}<filename>", part.filename, write, "field"))
 
@@ -159,9 +233,8 @@ def _add_content(payload: Payload, part: Part, path: str, adapter_for: Callable[
         payload.embed(inner, f"{path}<json>$")
         part.render = inner.render
     elif part.data:
-        content_type = Headers(part.headers).get("content-type", "")
         try:
-            inner = text.parse(part.data, content_type if content_type.lower().startswith("text/") else "")
+            inner = text.parse(part.data, part.content_type if _media_type(part).startswith("text/") else "")
         except MalformedBody as e:
             raise type(e)(f"the text part {path}: {e.message}") from None
         payload.embed(inner, path)

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from addons.masking.conversations import (
+    ENTRY_BYTES,
     Conversation,
     Conversations,
     IdWatcher,
@@ -16,7 +17,7 @@ from addons.masking.conversations import (
     keeps_conversations,
     references,
 )
-from addons.masking.pseudonyms import TOKEN, Vault
+from addons.masking.pseudonyms import TOKEN, Vault, merged_state
 from addons.rules.masking import Masking
 from addons.store.keys import OriginalsKey
 
@@ -175,3 +176,97 @@ def test_the_rules_file_bounds_them_in_time() -> None:
     for wrong in ("90", "0s", "forever"):
         with pytest.raises(ValidationError, match="conversation_ttl"):
             Masking(conversation_ttl=wrong)
+
+
+def test_a_late_answer_never_sets_a_conversation_back() -> None:
+    """Review finding 6: turn A's answer arrives after turn B's request; C must not reuse B's pseudonym."""
+    conversations = kept()
+    turn0 = conversations.open(Conversation("alice", ALICE.host), ["Ann"])
+    assert turn0.pseudonym("PERSON", "Ann") == "<PERSON_1>"
+    conversations.save(Conversation("alice", ALICE.host), turn0, ("resp_0",))
+    on = Conversation("alice", ALICE.host, ("resp_0",))
+    a = conversations.open(on, ["Bob"])
+    assert a.pseudonym("PERSON", "Bob") == "<PERSON_2>"
+    assert conversations.update(on, a) == ()  # kept already: merged at once
+    b = conversations.open(on, ["Carol"])
+    assert b.pseudonym("PERSON", "Carol") == "<PERSON_3>"
+    conversations.update(on, b)
+    conversations.save(Conversation("alice", ALICE.host), a, ("resp_a",))  # A's answer: under its new id only
+    conversations.save(on, a)  # even A's older vault saved again under the id B numbered on from sets nothing back
+    c = conversations.open(on, ["Dave"])
+    assert c.pseudonym("PERSON", "Dave") == "<PERSON_4>"
+    assert c.restore("<PERSON_1> <PERSON_2> <PERSON_3>") == "Ann Bob Carol"
+    assert conversations.open(Conversation("alice", ALICE.host, ("resp_a",)), []).restore("<PERSON_2>") == "Bob"
+
+
+def test_pseudonyms_that_disagree_are_never_merged_the_conversation_is_forgotten() -> None:
+    conversations = kept()
+    first_turn(conversations)  # resp_1: Jane Doe = <PERSON_1>
+    other = Vault()
+    assert other.pseudonym("PERSON", "Bob Smith") == "<PERSON_1>"
+    conversations.save(ALICE, other)
+    vault = conversations.open(ALICE, [])
+    assert vault.series  # forgotten: a new series, neither value restored for <PERSON_1>
+    assert vault.restore("<PERSON_1>") == "<PERSON_1>"
+
+
+def test_merged_state() -> None:
+    one, two = Vault(), Vault()
+    one.pseudonym("PERSON", "Ann")
+    two.pseudonym("PERSON", "ann")
+    two.pseudonym("PERSON", "Bob")
+    two.pseudonym("EMAIL_ADDRESS", "b@x.org")
+    merged = merged_state(one.state(), two.state())
+    assert merged is not None
+    vault = Vault.from_state(merged)
+    assert vault.restore("<PERSON_1> <PERSON_2> <EMAIL_ADDRESS_1>") == "Ann Bob b@x.org"
+    assert vault.pseudonym("PERSON", "Carol") == "<PERSON_3>"
+    assert merged_state(two.state(), one.state()) is not None  # a prefix of the other, either way round
+    for state in (Vault(series="ABCDEF").state(),  # another series
+                  Vault(["text with <PERSON_1>"]).state()):  # one's pseudonym, the other's reserved text
+        assert merged_state(one.state(), state) is None
+    swapped = Vault()
+    swapped.pseudonym("PERSON", "Bob")
+    assert merged_state(one.state(), swapped.state()) is None  # <PERSON_1>: Ann or Bob
+    twice = Vault()
+    twice.pseudonym("EMAIL_ADDRESS", "x")
+    twice.pseudonym("PERSON", "Ann")
+    twice._token_of[("PERSON", "ann")] = "<PERSON_7>"
+    assert merged_state(one.state(), twice.state()) is None  # Ann: <PERSON_1> or <PERSON_7>
+
+
+def test_an_id_the_upstream_has_not_confirmed_is_not_kept() -> None:
+    conversations = kept()
+    named = Conversation("alice", ALICE.host, ("resp_unknown",))
+    vault = conversations.open(named, ["Ann"])
+    vault.pseudonym("PERSON", "Ann")
+    assert conversations.update(named, vault) == ("resp_unknown",) and len(conversations) == 0
+    conversations.save(named, vault)  # what the pii addon does once a 2xx answer confirms it
+    assert conversations.open(named, []).series == vault.series
+
+
+def test_memory_is_bounded_in_bytes_and_an_entry_in_size() -> None:
+    conversations = Conversations(OriginalsKey(os.urandom(32)), 60, 1000, Clock(), memory=1 << 20)
+    vault = Vault()
+    for i in range(200):
+        vault.pseudonym("PERSON", f"Person Number {i}")
+    for i in range(100):
+        conversations.save(Conversation("alice", ALICE.host, (f"resp_{i}",)), vault)
+    assert conversations._sealed.currsize <= 1 << 20 and 0 < len(conversations) < 100
+    assert conversations.open(Conversation("alice", ALICE.host, ("resp_99",)), []).restore("<PERSON_1>") == \
+        "Person Number 0"  # the most recent stay
+    assert conversations.open(Conversation("alice", ALICE.host, ("resp_0",)), []).series  # the oldest went first
+
+    first_turn(conversations)
+    flood = conversations.open(ALICE, [f"<PERSON_{i}>" for i in range(ENTRY_BYTES // 8)])  # reserved: cheap to send
+    conversations.update(ALICE, flood)
+    assert conversations.open(ALICE, []).series  # not kept (and the older entry not left behind): a new series
+
+
+def test_the_rules_file_bounds_them_in_bytes() -> None:
+    assert Masking().conversation_bytes == 64 << 20
+    assert Masking(conversation_memory="2048KiB").conversation_bytes == 2 << 20
+    assert Masking(conversation_memory="1GiB").conversation_bytes == 1 << 30
+    for wrong in ("64MB", "512KiB", "lots", "-1"):
+        with pytest.raises(ValidationError, match="conversation_memory"):
+            Masking(conversation_memory=wrong)

@@ -3,7 +3,9 @@ rendered again part for part, line for line (issue 11, item 9)."""
 
 from __future__ import annotations
 
+import base64
 import json
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -129,3 +131,63 @@ def test_a_jsonl_body_is_read_line_by_line_with_its_line_ends() -> None:
     assert out == b'{"text": "mail <V_1>"}\r\n\n{"text": "a\xe2\x80\xa8b <V_2>"}'
     response, _ = parse_body("/v1/anything", "application/x-ndjson", out, response=True)
     assert [slot.text for slot in response.slots] == ["mail <V_1>", "a\u2028b <V_2>"]
+
+
+def raw_form(*parts: bytes) -> tuple[str, bytes]:
+    """A form written by hand, each part its header lines, a blank line and its content."""
+    return "multipart/form-data; boundary=b", b"".join(b"--b\r\n" + part + b"\r\n" for part in parts) + b"--b--\r\n"
+
+
+MAIL = EMAIL.encode()
+
+
+@pytest.mark.parametrize("part", [
+    b'Content-Disposition: form-data; name="purpose"; note="' + MAIL + b'"\r\n\r\nbatch',
+    b'Content-Disposition: form-data; name="purpose"\r\nX-Note: ' + MAIL + b'\r\n\r\nbatch',
+    b'Content-Disposition: form-data; name="purpose"\r\nX-Note: first line\r\n  ' + MAIL + b'\r\n\r\nbatch',
+    b'Content-Disposition: form-data; name="file";\r\n filename="' + MAIL + b'.txt"\r\n\r\nhello',
+    b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+    b'Content-Type: text/plain; charset=utf-8; note="' + MAIL + b'"\r\n\r\nhello',
+    b'Content-Disposition: form-data; name="file"; filename="' + MAIL + b'.txt"; filename*=UTF-8\'\'' +
+    quote(EMAIL).encode() + b'.txt\r\n\r\nhello',
+    b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\n' + MAIL + b': x\r\n\r\nhello',
+], ids=["disposition parameter", "part header", "folded header", "folded disposition", "content-type parameter",
+        "filename and filename* that agree", "header name"])
+def test_part_headers_leave_only_as_read(part: bytes) -> None:
+    content_type, body = raw_form(part)
+    payload, _ = parse_body("/v1/files", content_type, body)
+    out = masked(payload, EMAIL)
+    assert MAIL not in out
+    [again] = parse_body("/v1/files", content_type, out)[0].document
+    assert again.name in ("purpose", "file")
+    headers = out.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+    assert [line.split(b":")[0] for line in headers] in ([b"Content-Disposition"],
+                                                         [b"Content-Disposition", b"Content-Type"])
+    if again.content_type:
+        assert again.content_type == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize(("part", "problem"), [
+    (b'Content-Disposition: form-data; name="file"; filename="' + MAIL + b'.txt"; filename*=UTF-8\'\'notes.txt'
+     b'\r\n\r\nhello', "two different filenames"),
+    (b'Content-Disposition: form-data; name="' + MAIL + b'"; name="purpose"\r\n\r\nbatch', "names its name twice"),
+    (b'Content-Disposition: form-data; name="file"; filename="a.txt"; filename="' + MAIL + b'"\r\n\r\nhello',
+     "names its filename twice"),
+    (b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+     + base64.b64encode(b"mail " + MAIL), "Content-Transfer-Encoding"),
+    (b'Content-Disposition: form-data; name="file"\r\nContent-Type: text/plain\r\nContent-Type: image/png\r\n\r\nx',
+     "has Content-Type twice"),
+    (b'Content-Disposition: form-data; name="a"\r\nContent-Disposition: form-data; name="' + MAIL + b'"\r\n\r\nx',
+     "has Content-Disposition twice"),
+    (b'Content-Disposition: form-data; name="file"; filename="' + MAIL + b'\r\n\r\nx', "do not parse"),
+    (b'Content-Disposition: form-data; name="file"\r\nContent-Type: text/' + MAIL + b' x\r\n\r\nx',
+     "not a media type"),
+    (b'Content-Disposition: form-data; name="file"\r\nContent-Type: text/plain; charset=' + MAIL + b'\r\n\r\nx',
+     "charset"),
+], ids=["filename and filename* disagree", "name twice", "filename twice", "base64 transfer encoding",
+        "content-type twice", "disposition twice", "unclosed quote", "bad media type", "unknown charset"])
+def test_a_part_that_reads_two_ways_is_refused_naming_it(part: bytes, problem: str) -> None:
+    content_type, body = raw_form(b'Content-Disposition: form-data; name="purpose"\r\n\r\nbatch', part)
+    with pytest.raises(MalformedBody, match=r"multipart\[1\]") as refused:
+        parse_body("/v1/files", content_type, body)
+    assert problem in refused.value.message and EMAIL not in refused.value.message

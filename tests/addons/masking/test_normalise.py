@@ -44,6 +44,20 @@ OBFUSCATED = [
     ("4111-1111-1111-1111", "4111111111111111"),
     ("4111.1111.1111.1111", "4111111111111111"),
     ("٤١١١١١١١١١١١١١١١", "4111111111111111"),
+    # found by an outside review
+    ("jane@acme[dot]com", "jane@acme.com"),
+    ("jane@acme (dot) co (dot) uk", "jane@acme.co.uk"),
+    ("123\u201345\u20136789", "123-45-6789"),  # en dashes
+    ("123\u221245\u22126789", "123-45-6789"),  # minus signs
+    ("+1 (212) 555\u20110123", "+1 (212) 555-0123"),  # a non-breaking hyphen
+    ("4\u03321\u03321\u03321\u0332 1111 1111 1111", "4111111111111111"),  # combining marks
+    ("jane @ acme.com", "jane@acme.com"),
+    ("jane%2540acme.com", "jane@acme.com"),  # encoded twice
+    ("jane&#64acme.com", "jane@acme.com"),  # a numeric reference without its ";"
+    ("jane@acme\u3002com", "jane@acme.com"),  # an ideographic full stop
+    ("4111/1111/1111/1111", "4111111111111111"),
+    ("4111_1111_1111_1111", "4111111111111111"),
+    ("4111\t1111\t1111\t1111", "4111111111111111"),
 ]
 BENIGN = [
     "Meet me at the office at noon; look at google dot com later.",
@@ -54,6 +68,8 @@ BENIGN = [
     "Order 12 345 678 and ids 123-456-789, 1 000 000 people, 2023 2024 2025 2026",
     "Use a[i] (at most) and x [dot] notation; the polka dot (at) the party.",
     "def f(x): return x @ y  # matrix product",
+    "y = a @ b.shape and w = x @ v.T",
+    "Dates 2026/12/01 and 01/12/2026; paths a/b/c and snake_case_name_1_2_3 — an em dash, 9–5 hours, −3 °C.",
 ]
 
 

@@ -152,3 +152,28 @@ def test_a_worker_that_cannot_start_fails_closed_and_is_not_respawned() -> None:
             pool.close()
 
     asyncio.run(scenario())
+
+
+def test_a_retired_pool_finishes_what_it_holds_then_closes() -> None:
+    """A reload replaces the pool: an analysis already on the old one is answered, then its workers stop."""
+    async def scenario() -> None:
+        pool = AnalysisPool(SPEC, workers=1, timeout=60)
+        pool.start()
+        try:
+            await pool.analyze(["Warm: Jane Doe"])
+            [pid] = pool.worker_pids()
+            os.kill(pid, signal.SIGSTOP)  # hold the next batch in the worker while the pool is retired
+            analysis = asyncio.ensure_future(pool.analyze([TEXT]))
+            await asyncio.sleep(0.2)  # the batch is handed to the (stopped) worker
+            pool.retire()
+            assert pool.state == "ready"  # busy: not closed under the analysis
+            with pytest.raises(AnalysisUnavailable, match="not running"):
+                await pool.analyze(["new work goes to the pool that replaced it"])
+            os.kill(pid, signal.SIGCONT)
+            [spans] = await analysis
+            assert ("PERSON", "Maria Garcia") in found(spans, TEXT)
+            assert pool.state == "stopped" and pool.worker_pids() == []
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
