@@ -2,7 +2,9 @@
 
 ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /api/flows`` (search), ``GET /api/flows/ID``
 (a flow's events), ``GET /api/events?after_seq=N`` (the chain, paged, for export) and
-``GET /api/verify`` (``POST``: sign a checkpoint first, so the whole chain is covered); with the
+``GET /api/verify`` (``POST``: sign a checkpoint first, so the whole chain is covered); the approver's
+side (``/api/approvals[/ID[/approve|/deny]]``, ``/api/grants[/ID/revoke]``, ``POST /api/revoke``), where the
+caller's own token decides what they see and may decide (approver groups, not the admin group); with the
 embedded issuer also ``/.well-known/openid-configuration`` and ``/jwks``. The CLI uses it while the
 gateway holds the DuckDB file; queries are the same functions the CLI runs on the file when the
 gateway is stopped. Bodies travel as stored (masked; originals only encrypted), so the API never
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,11 @@ import tornado.web
 from mitmproxy import ctx, exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from addons.approvals.ledger import Approval, Refused
 from addons.auth.issuer import EmbeddedIssuer, discovery, validator_for
 from addons.auth.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
 from addons.flow import metrics
+from addons.rules.durations import DurationError, parse_duration
 from addons.rules.model import IdentityConfig, current_rules
 from addons.store.database import Store, StoreError
 from addons.store.events import event_to_json
@@ -213,14 +218,133 @@ class Jwks(_Handler):
         self.send_json(issuer.jwks())
 
 
+class _ApprovalHandler(_Handler):
+    """The approver's side: the caller's own token; what they may see or decide is checked per approval."""
+
+    async def prepare(self) -> None:
+        gate = self.admin.gate()
+        if gate is None:
+            raise tornado.web.HTTPError(503, "this gateway runs no approval addon")
+        self.gate = gate
+        try:
+            self.sub, self.groups = await self.admin.identify(self)
+        except tornado.web.HTTPError as e:
+            if self.request.method == "POST":  # a refused decision is on the record, forged tokens too
+                await gate.refused(Refused(e.status_code, "unauthenticated", e.log_message or ""), None,
+                                   path=self.request.path)
+            raise
+        self.admin_caller = self.admin.is_admin(self.groups)
+
+    def sees(self, approval: Approval) -> bool:
+        return self.admin_caller or approval.sub == self.sub or approval.terms.may_approve(self.groups)
+
+    def body_json(self) -> dict:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise tornado.web.HTTPError(400, "the body must be JSON, e.g. {\"reason\": \"...\"}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("reason", ""), str):
+            raise tornado.web.HTTPError(400, "the body must be a JSON object; 'reason' a string")
+        return body
+
+    def refuse(self, e: Refused) -> None:
+        self.send_json({"error": {"status": e.status, "type": e.type, "message": e.message}}, e.status)
+
+
+class Approvals(_ApprovalHandler):
+    async def get(self) -> None:
+        state = self.get_query_argument("state", None)
+        found = [a.as_json() for a in reversed(self.gate.ledger.approvals.values())
+                 if self.sees(a) and (state is None or a.state == state)]
+        self.send_json({"approvals": found})
+
+
+class ApprovalOne(_ApprovalHandler):
+    async def get(self, approval_id: str) -> None:
+        try:
+            approval = self.gate.ledger.get(approval_id)
+        except Refused as e:
+            self.refuse(e)
+            return
+        if not self.sees(approval):
+            raise tornado.web.HTTPError(403, f"{self.sub} is neither the requester of {approval_id} nor in its "
+                                             f"approver groups ({', '.join(approval.terms.approvers)})")
+        self.send_json(approval.as_json())
+
+
+class ApprovalDecision(_ApprovalHandler):
+    async def post(self, approval_id: str, verdict: str) -> None:
+        body = self.body_json()
+        window = None
+        if body.get("for") is not None:
+            try:
+                window = parse_duration(str(body["for"])).total_seconds()
+            except DurationError as e:
+                raise tornado.web.HTTPError(400, f"for: {e}") from None
+        try:
+            approval = await self.gate.decide(approval_id, self.sub, self.groups,
+                                              "approved" if verdict == "approve" else "denied",
+                                              body.get("reason", ""), window)
+        except Refused as e:
+            self.refuse(e)
+            return
+        self.send_json(approval.as_json())
+
+
+class Grants(_ApprovalHandler):
+    async def get(self) -> None:
+        now = time.time()
+        found = [g.as_json(now) for g in self.gate.ledger.grants.values()
+                 if self.admin_caller or g.requester == self.sub or set(g.approvers) & set(self.groups)]
+        if self.get_query_argument("active", None) in ("1", "true"):
+            found = [g for g in found if g["active"]]
+        self.send_json({"grants": found})
+
+
+class GrantRevoke(_ApprovalHandler):
+    async def post(self, grant_id: str) -> None:
+        body = self.body_json()
+        grant = self.gate.ledger.grants.get(grant_id)
+        if grant is not None and not (self.admin_caller or set(grant.approvers) & set(self.groups)):
+            e = Refused(403, "not_an_approver", f"{self.sub} may not revoke {grant_id}: an administrator or a member "
+                                                f"of {', '.join(grant.approvers)} may")
+            await self.gate.refused(e, self.sub, grant=grant_id, asked="revoke")
+            self.refuse(e)
+            return
+        try:
+            revoked = await self.gate.revoke_grant(grant_id, self.sub, body.get("reason", ""))
+        except Refused as e:
+            self.refuse(e)
+            return
+        self.send_json(revoked.as_json(time.time()))
+
+
+class AccessRevoke(_ApprovalHandler):
+    async def post(self) -> None:
+        body = self.body_json()
+        user = body.get("user")
+        if not isinstance(user, str) or not user:
+            raise tornado.web.HTTPError(400, "name the user whose access to revoke: {\"user\": \"SUB\"}")
+        if not self.admin_caller:
+            assert self.admin.identity is not None
+            groups = ", ".join(self.admin.identity.admin_groups)
+            e = Refused(403, "not_an_admin", f"{self.sub} is in none of the admin groups ({groups}) and may not "
+                                             "revoke access")
+            await self.gate.refused(e, self.sub, subject=user, asked="revoke_access")
+            self.refuse(e)
+            return
+        self.send_json(await self.gate.revoke_access(user, self.sub, body.get("reason", "")))
+
+
 class Admin:
     def __init__(self) -> None:
         self.server: tornado.httpserver.HTTPServer | None = None
         self.identity: IdentityConfig | None = None
         self.validator: TokenValidator | None = None
 
-    async def authorize(self, handler: _Handler) -> None:
-        """401 without a valid token, 403 without one of ``identity.admin_groups``: the admin API serves flows."""
+    async def identify(self, handler: _Handler) -> tuple[str, list[str]]:
+        """The caller's subject and groups from their own token: 401 without a valid one (or one issued before
+        their access was revoked)."""
         if self.validator is None or self.identity is None:
             raise tornado.web.HTTPError(503, "identity is not configured; see the operator log")
         token = token_from_authorization(handler.request.headers.get("Authorization"))
@@ -232,12 +356,29 @@ class Admin:
             raise tornado.web.HTTPError(401, f"{e.reason}: {e.message}") from None
         except IssuerUnavailable as e:
             raise tornado.web.HTTPError(503, str(e)) from None
+        gate = self.gate()
+        iat = claims.get("iat")
+        if gate is not None and gate.ledger.revoked(claims["sub"], iat if isinstance(iat, int | float) else None):
+            raise tornado.web.HTTPError(401, f"revoked: access of {claims['sub']!r} was revoked")
         groups = claim_at(claims, self.identity.groups_claim)
         groups = [groups] if isinstance(groups, str) else groups if isinstance(groups, list) else []
-        if not set(groups) & set(self.identity.admin_groups):
+        return claims["sub"], [g for g in groups if isinstance(g, str)]
+
+    def is_admin(self, groups: list[str]) -> bool:
+        return self.identity is not None and bool(set(groups) & set(self.identity.admin_groups))
+
+    async def authorize(self, handler: _Handler) -> None:
+        """401 without a valid token, 403 without one of ``identity.admin_groups``: the admin API serves flows."""
+        sub, groups = await self.identify(handler)
+        if not self.is_admin(groups):
+            assert self.identity is not None
             raise tornado.web.HTTPError(
-                403, f"{claims['sub']} is in none of the admin groups ({', '.join(self.identity.admin_groups)})"
+                403, f"{sub} is in none of the admin groups ({', '.join(self.identity.admin_groups)})"
             )
+
+    def gate(self) -> Any:
+        """The approval addon (it owns approvals, grants and revocations), or None; an addon, so not imported."""
+        return ctx.master.addons.get("approvalgate")
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -310,6 +451,12 @@ class Admin:
             (r"/api/flows/([A-Za-z0-9-]+)", FlowEvents, {"admin": self}),
             (r"/api/events", Events, {"admin": self}),
             (r"/api/verify", Verify, {"admin": self}),
+            (r"/api/approvals", Approvals, {"admin": self}),
+            (r"/api/approvals/([a-z0-9-]+)", ApprovalOne, {"admin": self}),
+            (r"/api/approvals/([a-z0-9-]+)/(approve|deny)", ApprovalDecision, {"admin": self}),
+            (r"/api/grants", Grants, {"admin": self}),
+            (r"/api/grants/([a-z0-9-]+)/revoke", GrantRevoke, {"admin": self}),
+            (r"/api/revoke", AccessRevoke, {"admin": self}),
             (r"/\.well-known/openid-configuration", Discovery, {"admin": self}),
             (r"/jwks", Jwks, {"admin": self}),
         ])

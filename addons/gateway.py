@@ -6,7 +6,8 @@
 The chain: config (the rules file, reloaded on change; unsafe mitmproxy options refused) -> identity (OIDC
 token) -> layers (the protocol of every connection chosen here: TLS intercepted, HTTP to the chain,
 anything else refused and recorded) -> intake (size, encoding) -> policy (upstream allow-list, rules)
--> pii (Presidio masking; pseudonyms restored in the answer) -> credentials (strip the caller's,
+-> pii (Presidio masking; pseudonyms restored in the answer) -> approval (review rules: the request waits
+for approvers, or is answered with an approval id to retry) -> credentials (strip the caller's,
 inject the upstream's) -> websocket (upgrades refused unless the upstream opts in; then every message
 masked and recorded) -> recorder (DuckDB, before the request leaves). The admin API runs beside them.
 Addons meet in the flow's facts (``addons/flow/meta.py``: one key in ``flow.metadata`` per fact, one owner
@@ -14,6 +15,7 @@ per key) and ask an owner for what it holds through ``ctx.master.addons.get``.
 """
 
 from addons.admin import Admin
+from addons.approval import ApprovalGate
 from addons.config import Config
 from addons.credentials import Credentials
 from addons.identity import IdentityGate
@@ -25,6 +27,6 @@ from addons.recorder import Recorder
 from addons.websocket import WebSocket
 
 addons = [
-    Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), Credentials(), WebSocket(), Recorder(),
-    Admin(),
+    Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), ApprovalGate(), Credentials(), WebSocket(),
+    Recorder(), Admin(),
 ]

@@ -62,11 +62,12 @@ def identity_from_claims(claims: dict, config: IdentityConfig, method: str | Non
     service = config.service_accounts
     is_service = (client_id is not None and client_id in service.clients) or bool(set(groups) & set(service.groups)) \
         or (service.claim is not None and bool(claim_at(claims, service.claim)))
-    zone = claims.get("zoneinfo")
+    zone, iat = claims.get("zoneinfo"), claims.get("iat")
     return Identity(
         sub=claims["sub"], email=claims.get("email") or claims.get("preferred_username"), groups=groups,
         client_id=client_id, token_id=claims.get("jti"), expires=claims.get("exp"), method=method,
         kind="service" if is_service else "person", zoneinfo=zone if isinstance(zone, str) else None,
+        issued_at=int(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None,
     )
 
 
@@ -98,6 +99,10 @@ class Tunnels:
     def forget(self, client: connection.Client) -> None:
         """Unbind whatever identity ``client``'s tunnel held."""
         self._bound.pop(client, None)
+
+    def open_for(self, sub: str) -> int:
+        """How many open tunnels ``sub``'s identity holds."""
+        return sum(1 for identity, _ in list(self._bound.values()) if identity.sub == sub)
 
 
 class IdentityGate:
@@ -148,6 +153,9 @@ class IdentityGate:
         bound = self.tunnels.lookup(flow.client_conn)
         if bound is not None:
             IDENTITY.set(flow, bound)
+            if self._refuse_revoked(flow, bound, proxy=True):
+                self.tunnels.forget(flow.client_conn)  # closed for good: a new CONNECT needs a newer token
+                return
             if bound.expires is not None and bound.expires + (self.config.leeway if self.config else 0) < time.time():
                 refuse(flow, Unauthenticated("expired", "the tunnel's token has expired; reconnect with a new one",
                                              proxy=True))
@@ -184,4 +192,16 @@ class IdentityGate:
             return None
         identity = identity_from_claims(claims, self.config, method)
         IDENTITY.set(flow, identity)
+        if self._refuse_revoked(flow, identity, proxy=proxy):
+            return None
         return identity
+
+    @staticmethod
+    def _refuse_revoked(flow: http.HTTPFlow, identity: Identity, *, proxy: bool) -> bool:
+        """Refuse a token issued before its subject's access was revoked (``warden revoke``): cached ones too."""
+        approval = ctx.master.addons.get("approvalgate")
+        if approval is None or not approval.ledger.revoked(identity.sub, identity.issued_at):
+            return False
+        refuse(flow, Unauthenticated("revoked", f"access of {identity.sub!r} was revoked; tokens issued before the "
+                                     "revocation are refused; ask an administrator", proxy=proxy))
+        return True

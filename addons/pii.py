@@ -47,7 +47,7 @@ from addons.flow.errors import (
     ResponseUnreadable,
     UnsupportedContent,
 )
-from addons.flow.meta import DECISION, ERROR, IDENTITY, PENDING, PII, Finding, Originals, PiiOutcome
+from addons.flow.meta import DECISION, ERROR, IDENTITY, PENDING, PII, REVIEW, Finding, Originals, PiiOutcome
 from addons.flow.streams import compose_stream, unframe
 from addons.masking.census import census
 from addons.masking.conversations import (
@@ -373,7 +373,7 @@ class PiiMasking:
         found = census(self.rules.masking, texts, spans)
         outcome.census = {e: n for e, n in found.counts.items() if n}
         decision = policy.decide_after_analysis(flow, found.facts(inspected=inspected))
-        if decision.action != "allow":
+        if decision.action not in ("allow", REVIEW):  # a review is masked as its rule says, then held
             return None
         profile = self._profile(flow)
         outcome.profile = profile.name

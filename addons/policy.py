@@ -5,8 +5,9 @@ forward mode. A request reaches its upstream only as that upstream: over the sch
 (a cleartext request to an https upstream is refused, 403), with the upstream's name as the TLS
 server name the gateway sends, and, in forward mode, with no other name in the client's SNI or in
 Host/:authority (421: a CONNECT to an allowed name must not carry requests to another site on the
-same front). Inside an allowed upstream, the first rule whose filter matches decides: ``allow``
-or ``block``. No matching rule means block: nothing passes by accident.
+same front). Inside an allowed upstream, the first rule whose filter and condition match decides:
+``allow``, ``block``, or ``review`` (the approval addon holds the request for approvers). No matching
+rule means block: nothing passes by accident.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from addons.flow.errors import (
     PolicyBlocked,
     PolicyUnevaluable,
 )
-from addons.flow.meta import DECISION, IDENTITY, PENDING, UPSTREAM, Decision, Identity
+from addons.flow.meta import DECISION, IDENTITY, PENDING, UPSTREAM, Decision, Identity, ReviewTerms
 from addons.rules.conditions import EvaluationError, Facts
-from addons.rules.model import Rules, Upstream, current_rules, normal_host
+from addons.rules.model import Rule, Rules, Upstream, current_rules, normal_host
 
 NO_MATCH = "(no rule matched)"
 
@@ -190,8 +191,22 @@ def decide(rules: Rules, flow: http.HTTPFlow, facts: Facts, start: int = 0,
             continue
         if verdict == "needs pii":
             return Decision(PENDING, rule.name, "decided after PII analysis")
-        return Decision(rule.action, rule.name, rule.reason, rule.masking, rule.status)
+        return _decision(rules, rule, facts)
     return Decision("block", NO_MATCH, "no rule allows this request")
+
+
+def _decision(rules: Rules, rule: Rule, facts: Facts) -> Decision:
+    """What ``rule`` decides for the caller: a review carries a snapshot of its terms (the rules may be reloaded
+    while it waits); a service account passes only under the service accounts' own rules, once there are any."""
+    if rule.action == "allow" and rules.services_declared and not rule.services and \
+            (facts.plain["identity"] or {}).get("kind") == "service":
+        return Decision("block", rule.name, "service accounts pass only under their own rules (services: true), and "
+                                            f"rule {rule.name!r} is not one; ask an operator to add a rule for the job")
+    review = None if rule.review is None else ReviewTerms(
+        **{**rule.review.model_dump(), "approvers": tuple(rule.review.approvers),
+           "skip_groups": tuple(rule.review.skip_groups)})
+    reason = rule.reason or (f"waits for approval by {', '.join(rule.review.approvers)}" if rule.review else "")
+    return Decision(rule.action, rule.name, reason, rule.masking, rule.status, review)
 
 
 class Policy:

@@ -30,6 +30,7 @@ from addons.flow import metrics
 from addons.flow.answers import fail_closed
 from addons.flow.errors import RecordingUnavailable
 from addons.flow.meta import (
+    APPROVAL,
     CLAIMED_SUB,
     DECISION,
     ERROR,
@@ -274,6 +275,8 @@ class Recorder:
             detail["identity"] = dataclasses.asdict(identity)
         elif (claimed_sub := CLAIMED_SUB.of(flow)) is not None:
             detail["claimed_sub"] = claimed_sub  # unverified: the token was refused
+        if (approval := APPROVAL.of(flow)) is not None:  # the approval or grant it waited on or passed under
+            detail["approval"] = dataclasses.asdict(approval)
         original = originals.request
         if original is not None and original != req.raw_content:
             detail["original"] = self.keep_original(event, original, flow.id)

@@ -243,3 +243,48 @@ class ResponseTooLarge(ResponseUnreadable):
     """The upstream's answer is, or decodes to, more than ``warden_max_response`` bytes: it was not passed on."""
 
     type = "response_too_large"
+
+
+class ApprovalNeeded(WardenError):
+    """The request waits for approvers (retry mode: send it again once approved), or its review ended without
+    approval (denied, expired, timed out, abandoned). The body names the approval, so the caller can ask for it."""
+
+    status = 403
+    type = "approval_required"
+
+    def __init__(self, message: str, *, approval: str, state: str, status: int | None = None) -> None:
+        super().__init__(message, headers={"x-warden-approval": approval})
+        self.approval = approval
+        self.state = state
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict:
+        body = super().body()
+        body["error"]["approval"] = {"id": self.approval, "state": self.state}
+        return body
+
+
+class ApprovalDenied(ApprovalNeeded):
+    """An approver denied the request (or the requester's access was revoked)."""
+
+    type = "approval_denied"
+
+
+class ApprovalExpired(ApprovalNeeded):
+    """No approver decided before the approval's TTL ended."""
+
+    type = "approval_expired"
+
+
+class ApprovalTimeout(ApprovalNeeded):
+    """The request was held for its rule's timeout without a decision; the approval may still be decided."""
+
+    type = "approval_timeout"
+
+
+class ApprovalAbandoned(ApprovalNeeded):
+    """The gateway stopped while the request was held: it was not forwarded."""
+
+    status = 503
+    type = "approval_abandoned"

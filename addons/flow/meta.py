@@ -12,6 +12,10 @@ fact (key)                              type         what                       
 ``UPSTREAM`` (warden.upstream)          str          the upstream the request goes to        policy
 ``DECISION`` (warden.decision)          Decision     what the rules decided, and which rule  policy
 ``PII`` (warden.pii)                    PiiOutcome   profile, adapter, findings (no value)   pii
+``APPROVAL`` (warden.approval)          ApprovalNote the approval or grant a reviewed flow      approval (which also
+                                                     waited on or passed under                turns a review
+                                                                                             DECISION into allow
+                                                                                             or block)
 ``TRAILERS_DROPPED`` (warden.trailers)  list[str]    names of the answer trailers dropped    intake
 ``RECORDED`` (warden.recorded)          Recorded     the committed events; when the request  recorder
                                                      left for the upstream
@@ -69,21 +73,49 @@ class Identity:
     expires: int | None = None
     method: str | None = None  # proxy-bearer, proxy-basic, bearer
     kind: str = "person"  # or "service": by the rules file's identity.service_accounts
+    issued_at: int | None = None  # the token's iat: access revoked after it refuses the token
     zoneinfo: str | None = None  # the token's zoneinfo claim (rules may read time in the caller's zone)
 
 
 PENDING = "pending"  # a Decision's action while its rule waits for PII analysis (never forwarded so)
+REVIEW = "review"  # a Decision's action while its rule waits for approvers (approval decides; never forwarded so)
+
+
+@dataclass(frozen=True)
+class ReviewTerms:
+    """A review rule's terms as policy took them when it decided (the rules may be reloaded while it waits)."""
+
+    approvers: tuple[str, ...]
+    min_approvals: int = 1
+    one_from_each_group: bool = False
+    skip_groups: tuple[str, ...] = ()
+    timeout: float = 120.0  # seconds a held request waits
+    mode: str = "hold"  # or "retry"
+    ttl: float = 3600.0  # seconds an approval stays pending
+    window: float | None = None  # seconds of the default grant window
 
 
 @dataclass
 class Decision:
-    """What policy decided, and which rule said so: allow, block, or ``PENDING``."""
+    """What policy decided, and which rule said so: allow, block, ``REVIEW`` or ``PENDING``. The approval addon
+    turns a review into allow (naming the approval or grant) or block."""
 
     action: str
     rule: str
     reason: str = ""
     masking: str | None = None  # the rule's masking profile, if it names one
     status: int = 403  # a block's HTTP status
+    review: ReviewTerms | None = None  # review: the rule's terms as they were when it decided (a snapshot)
+
+
+@dataclass
+class ApprovalNote:
+    """What the approval addon did with a flow under review: the approval it waited on or passed under, or the
+    grant that let it pass."""
+
+    approval: str | None = None
+    grant: str | None = None
+    outcome: str = ""  # passed, held, denied, timed_out, abandoned, pending (retry mode), skipped
 
 
 @dataclass(frozen=True)
@@ -158,6 +190,7 @@ CLAIMED_SUB = Fact("warden.claimed_sub", str)
 UPSTREAM = Fact("warden.upstream", str)
 DECISION = Fact("warden.decision", Decision)
 PII = Fact("warden.pii", PiiOutcome)
+APPROVAL = Fact("warden.approval", ApprovalNote)
 TRAILERS_DROPPED: Fact[list] = Fact("warden.trailers", list)
 RECORDED = Fact("warden.recorded", Recorded)
 ERROR = Fact("warden.error", Refusal)

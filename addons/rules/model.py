@@ -18,10 +18,20 @@ from typing import Annotated, Literal
 
 import yaml
 from mitmproxy import ctx, exceptions, flowfilter
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from addons.rules.base import Model, UniqueNames
 from addons.rules.conditions import Condition, ConditionError, compile_condition, conditions_together
+from addons.rules.durations import DurationError, parse_duration
 from addons.rules.masking import Masking
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -117,6 +127,44 @@ class Upstream(Model):
         return self
 
 
+def _duration(value: object) -> float:
+    """A length of time in the rules file (``90``, ``2m``, ``1h``) as seconds."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a duration like 90, 2m or 1h, got {value!r}")
+    try:
+        return parse_duration(str(value)).total_seconds()
+    except DurationError as e:
+        raise ValueError(str(e)) from None
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+class Review(Model):
+    """How a request under an ``action: review`` rule waits for people: who approves, how many, how long."""
+
+    approvers: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, description="groups whose members may approve or deny (never their own request)")
+    min_approvals: int = Field(1, ge=1, le=20, description="approvals needed from distinct approvers")
+    one_from_each_group: bool = Field(False, description="each approver group must approve at least once")
+    skip_groups: list[str] = Field(default_factory=list, description="callers in these groups pass without review")
+    timeout: Duration = Field(120.0, description="hold: how long the request waits for a decision (e.g. 2m)")
+    mode: Literal["hold", "retry"] = Field(
+        "hold", description="hold: the request waits up to 'timeout'; retry: answered 403 at once with an approval "
+                            "id, and the same request sent again passes once approved")
+    ttl: Duration = Field(3600.0, description="how long an approval stays pending before it expires (e.g. 1h)")
+    window: Duration | None = Field(
+        None, description="default grant window: after approval, the requester's requests under this rule pass "
+                          "without review for this long (an approver may give another with --for)")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Review:
+        if self.mode == "hold" and self.timeout > self.ttl:
+            raise ValueError(f"timeout ({self.timeout:g} s) is longer than ttl ({self.ttl:g} s): the approval "
+                             "would expire while its request is still held")
+        return self
+
+
 class Rule(Model):
     """One policy rule; the first whose filter and condition both match decides."""
 
@@ -124,11 +172,26 @@ class Rule(Model):
     filter: str | None = Field(None, description="mitmproxy filter expression, e.g. '~d api.openai.com & ~u /v1/files'")
     when: str | None = Field(None, description="CEL condition over identity, request, pii and time, e.g. "
                                                "'\"contractors\" in identity.groups && pii.total > 0'")
-    action: Literal["allow", "block"]
+    action: Literal["allow", "block", "review"]
+    review: Review | None = Field(None, validate_default=True,
+                                  description="review: who approves and how the request waits (required)")
+    services: bool = Field(False, description="allow: one of the service accounts' own rules; once any rule says "
+                                              "so, a service account's request allowed by another rule is blocked")
     reason: str = Field("", description="block: the error message the client (its SDK) shows")
     status: int = Field(403, ge=400, le=499, description="block: the HTTP status of the refusal (4xx)")
     masking: str | None = Field(None, description="the masking profile for requests this rule allows "
                                                   "(default: by the caller's groups)")
+
+    @field_validator("review")
+    @classmethod
+    def _review_with_review(cls, v: Review | None, info: ValidationInfo) -> Review | None:
+        action = info.data.get("action")
+        if action == "review" and v is None:
+            raise ValueError("a review rule needs a 'review' block naming its approvers, e.g. "
+                             "review: {approvers: [security]}")
+        if action != "review" and v is not None and action is not None:
+            raise ValueError(f"only a rule with action 'review' has a review block (this one is {action!r})")
+        return v
 
     @field_validator("when")
     @classmethod
@@ -248,6 +311,7 @@ class Rules:
         self.together = conditions_together([self.conditions[name] for name in before])
         self.weighed = [(r, self.filters[r.name], self.conditions.get(r.name),
                          before.index(r.name) if r.name in before else None) for r in model.rules]
+        self.services_declared = any(r.services for r in model.rules)  # service accounts pass only under theirs
 
     @property
     def identity(self) -> IdentityConfig:

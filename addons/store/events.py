@@ -29,7 +29,7 @@ GENESIS = "0" * 64
 CHAIN_FORMAT = 2  # the form new events are sealed in (see the module docstring)
 CHAIN_FORMATS = (1, 2)
 KINDS = ("request", "response", "error", "checkpoint", "journal_repair", "connection", "websocket", "startup",
-         "config")
+         "approval", "config")  # approval: a step of an approval, grant or access revocation (``fate`` names it)
 
 # (column, DuckDB type). The order is part of the chain format: append only, never reorder.
 # Few columns on purpose: DuckDB's commit cost grows with the column count. What is searched

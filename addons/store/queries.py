@@ -105,6 +105,13 @@ def flow_events(con: duckdb.DuckDBPyConnection, flow_id: str) -> list[Event]:
     return [Event.from_row(r) for r in rows]
 
 
+def events_of_kind(con: duckdb.DuckDBPyConnection, kind: str) -> list[Event]:
+    """Every event of ``kind``, in chain order (e.g. ``approval``, to rebuild the approvals from the record)."""
+    cols = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
+    rows = con.execute(f"SELECT {cols} FROM events WHERE kind = ? ORDER BY seq", [kind]).fetchall()
+    return [Event.from_row(r) for r in rows]
+
+
 def iter_events(con: duckdb.DuckDBPyConnection, after_seq: int = -1, batch: int = 500) -> Iterator[Event]:
     """Every event with ``seq > after_seq`` in chain order, fetched in batches."""
     cols = ", ".join(f'"{c}"' for c in COLUMN_NAMES)

@@ -9,6 +9,7 @@ API (``--admin``) while it runs. Examples::
     warden export-flows -o flows.mitm               # then: mitmweb --rfile flows.mitm
     warden verify --heads gateway.log               # exit 0 intact and signed, 1 tampered, 3 unsigned
     warden repair-journal                           # after start-up refused a damaged journal
+    warden approvals approve ap-3f9c... --for 30m   # as an approver (WARDEN_TOKEN): see warden approvals --help
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from scripts.warden.approvals import approvals_app, grants_app, revoke_app
 from scripts.warden.flows import flows_app
 from scripts.warden.options import State
 from scripts.warden.rules import rules_app
@@ -30,6 +32,9 @@ app.add_typer(flows_app)
 app.add_typer(verify_app)
 app.add_typer(token_app)
 app.add_typer(rules_app, name="rules")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(grants_app, name="grants")
+app.add_typer(revoke_app)
 
 
 @app.callback()

@@ -17,6 +17,7 @@ MAY_IMPORT = {
     "store": {"flow", "bodies", "rules"},
     "masking": {"flow", "bodies", "rules"},
     "auth": {"flow", "bodies", "rules", "store"},
+    "approvals": {"flow", "bodies", "rules", "store"},
 }
 
 

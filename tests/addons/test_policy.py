@@ -10,7 +10,7 @@ import pytest
 from mitmproxy.test import tflow
 
 from addons.bodies.usage import RequestShape
-from addons.flow.meta import IDENTITY, UPSTREAM, Identity
+from addons.flow.meta import IDENTITY, UPSTREAM, Identity, ReviewTerms
 from addons.identity import identity_from_claims
 from addons.policy import PENDING, ConditionFailed, Step, decide, facts_for, lenient_path, normal_path
 from addons.rules.model import load_rules
@@ -159,3 +159,65 @@ def test_a_condition_that_fails_at_run_time_names_its_rule(tmp_path) -> None:
     facts = facts_for(rules, flow, RequestShape(), NOON).with_pii({"counts": {"EMAIL_ADDRESS": 1}})
     with pytest.raises(ConditionFailed, match="rule 'contractors-no-emails': .*Key not found"):
         decide(rules, flow, facts, 2)
+
+
+REVIEWED = """
+identity:
+  service_accounts: {clients: [nightly]}
+upstreams:
+  - name: openai
+    host: api.openai.com
+rules:
+  - name: jobs
+    when: 'identity.kind == "service" && request.model == "gpt-4o-mini"'
+    action: allow
+    services: true
+  - name: fine-tuning
+    filter: "~u /v1/fine_tuning"
+    action: review
+    review: {approvers: [security, legal], min_approvals: 2, timeout: 2m, ttl: 1h, window: 30m, mode: retry}
+  - name: default
+    action: allow
+"""
+
+
+def test_a_review_decision_carries_a_snapshot_of_its_terms_and_services_pass_only_under_their_own_rules(
+        tmp_path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(REVIEWED)
+    rules = load_rules(path)
+    flow = tflow.tflow()
+    flow.request.host, flow.request.path = "api.openai.com", "/v1/fine_tuning/jobs"
+    IDENTITY.set(flow, Identity(sub="alice"))
+    decision = decide(rules, flow, facts_for(rules, flow, RequestShape(), NOON))
+    assert (decision.action, decision.rule) == ("review", "fine-tuning")
+    assert "waits for approval by security, legal" in decision.reason
+    assert decision.review == ReviewTerms(approvers=("security", "legal"), min_approvals=2, timeout=120.0,
+                                          mode="retry", ttl=3600.0, window=1800.0)
+
+    flow.request.path = "/v1/chat/completions"
+    IDENTITY.set(flow, Identity(sub="svc", client_id="nightly", kind="service"))
+    passed = decide(rules, flow, facts_for(rules, flow, RequestShape(model="gpt-4o-mini"), NOON))
+    assert (passed.action, passed.rule) == ("allow", "jobs")
+    outside = decide(rules, flow, facts_for(rules, flow, RequestShape(model="gpt-4o"), NOON))
+    assert (outside.action, outside.rule) == ("block", "default")  # never silently through the people's rule
+    assert "service accounts pass only under their own rules" in outside.reason
+
+
+@pytest.mark.parametrize(("review", "message"), [
+    ("    action: allow\n    review: {approvers: [x]}",
+     "rules[1].review (rule 'fine-tuning'): Value error, only a rule with action 'review' has a review block"),
+    ("    action: review\n    review: {approvers: [x], timeout: 2h, ttl: 1h}",
+     "rules[1].review (rule 'fine-tuning'): Value error, timeout (7200 s) is longer"),
+    ("    action: review\n    review: {approvers: [x], timeout: soon}",
+     "rules[1].review.timeout (rule 'fine-tuning'): Value error, 'soon' is not a duration"),
+])
+def test_review_blocks_are_checked(tmp_path, review: str, message: str) -> None:
+    from addons.rules.model import RulesError
+
+    path = tmp_path / "rules.yaml"
+    start = REVIEWED.index("    action: review")
+    path.write_text(REVIEWED[:start] + review + REVIEWED[REVIEWED.index("\n", REVIEWED.index("review: {")):])
+    with pytest.raises(RulesError) as bad:
+        load_rules(path)
+    assert message in str(bad.value)

@@ -35,7 +35,7 @@ def test_malformed_rules_name_file_and_field(tmp_path: Path, confdir: Path, upst
 
     bad_action = rules_for(upstream.port).replace("action: block", "action: obliterate", 1)
     log = startup_failure(tmp_path / "c", confdir, upstream, bad_action)
-    assert "rules.yaml: rules[0].action (rule 'no-files'): Input should be 'allow' or 'block'" in log
+    assert "rules.yaml: rules[0].action (rule 'no-files'): Input should be 'allow', 'block' or 'review'" in log
 
     bad_filter = rules_for(upstream.port).replace('"~u /v1/files"', '"~u /v1/files & ("', 1)
     log = startup_failure(tmp_path / "d", confdir, upstream, bad_filter)

@@ -11,7 +11,17 @@ from mitmproxy.test import tflow
 from addons.flow import meta
 from addons.flow.answers import cut, mark_stopped, refuse
 from addons.flow.errors import PolicyBlocked, ResponseTooLarge, UpgradeRefused
-from addons.flow.meta import Decision, Fact, Finding, Identity, PiiOutcome, Recorded, Refusal
+from addons.flow.meta import (
+    ApprovalNote,
+    Decision,
+    Fact,
+    Finding,
+    Identity,
+    PiiOutcome,
+    Recorded,
+    Refusal,
+    ReviewTerms,
+)
 
 FACTS = [value for value in vars(meta).values() if isinstance(value, Fact)]
 PLAIN = (str, int, float, bool, type(None))
@@ -38,18 +48,19 @@ def test_every_fact_has_a_key_of_its_own() -> None:
     assert all(isinstance(fact, Fact) and fact.key.startswith("warden.") for fact in FACTS)
     assert len({fact.key for fact in FACTS}) == len(FACTS)
     assert {name for name, value in vars(meta).items() if isinstance(value, Fact)} == {
-        "IDENTITY", "CLAIMED_SUB", "UPSTREAM", "DECISION", "PII", "TRAILERS_DROPPED", "RECORDED", "ERROR"}
+        "IDENTITY", "CLAIMED_SUB", "UPSTREAM", "DECISION", "PII", "APPROVAL", "TRAILERS_DROPPED", "RECORDED", "ERROR"}
 
 
 def test_the_facts_are_plain_values_never_bodies_secrets_or_runtime_objects() -> None:
-    for record in (Identity, Decision, Finding, PiiOutcome, Refusal, Recorded):
+    for record in (Identity, Decision, ReviewTerms, ApprovalNote, Finding, PiiOutcome, Refusal, Recorded):
         for name, hint in typing.get_type_hints(record).items():
             assert not any(kind in str(hint) for kind in ("bytes", "bytearray", "Any", "object", "set")), (record, name)
     flow = tflow.tflow()
     meta.IDENTITY.set(flow, Identity("alice", email="a@example.org", groups=["eng"], expires=5))
     meta.CLAIMED_SUB.set(flow, "mallory")
     meta.UPSTREAM.set(flow, "openai")
-    meta.DECISION.set(flow, Decision("allow", "chat", masking="strict"))
+    meta.DECISION.set(flow, Decision("allow", "chat", masking="strict", review=ReviewTerms(("security",))))
+    meta.APPROVAL.set(flow, ApprovalNote("ap-1", "gr-1", "passed"))
     found = Finding("EMAIL_ADDRESS", "$.messages[0].content", 0, 5, 1.0, "replace")
     meta.PII.set(flow, PiiOutcome("strict", "openai", [found], [found], skipped=None))
     meta.TRAILERS_DROPPED.set(flow, ["x-checksum"])

@@ -50,7 +50,8 @@ def test_good_file_resolves_credentials(tmp_path: Path, monkeypatch) -> None:
     ("change", "message"),
     [
         (("port: 8443", "port: 0"), "upstreams[1].port: Input should be greater than or equal to 1"),
-        (("action: allow", "action: maybe"), "rules[1].action (rule 'default'): Input should be 'allow' or 'block'"),
+        (("action: allow", "action: maybe"),
+         "rules[1].action (rule 'default'): Input should be 'allow', 'block' or 'review'"),
         (("name: default", "name: block-files"), "rules: Value error, names must be unique"),
         (("name: filekey", "name: openai"), "upstreams: Value error, names must be unique; repeated: openai"),
         (("rules:\n", "masking:\n  profiles: [{name: support}, {name: ml}, {name: support}]\nrules:\n"),
