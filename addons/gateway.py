@@ -9,12 +9,14 @@ anything else refused and recorded) -> intake (size, encoding) -> policy (upstre
 -> pii (Presidio masking; pseudonyms restored in the answer) -> approval (review rules: the request waits
 for approvers, or is answered with an approval id to retry) -> credentials (strip the caller's,
 inject the upstream's) -> websocket (upgrades refused unless the upstream opts in; then every message
-masked and recorded) -> recorder (DuckDB, before the request leaves). The admin API runs beside them.
+masked and recorded) -> answers (answer rules on what comes back: block or mask, streams as they pass) ->
+recorder (DuckDB, before the request leaves). The admin API runs beside them.
 Addons meet in the flow's facts (``addons/flow/meta.py``: one key in ``flow.metadata`` per fact, one owner
 per key) and ask an owner for what it holds through ``ctx.master.addons.get``.
 """
 
 from addons.admin import Admin
+from addons.answers import Answers
 from addons.approval import ApprovalGate
 from addons.config import Config
 from addons.credentials import Credentials
@@ -28,5 +30,5 @@ from addons.websocket import WebSocket
 
 addons = [
     Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), ApprovalGate(), Credentials(), WebSocket(),
-    Recorder(), Admin(),
+    Answers(), Recorder(), Admin(),
 ]

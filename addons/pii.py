@@ -27,6 +27,7 @@ inspected, or binary content inside one (an image's data URI, base64 audio), is 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import os
@@ -254,6 +255,14 @@ class PiiMasking:
 
     def _originals(self, flow: http.HTTPFlow) -> Originals:
         return self.originals.setdefault(flow, Originals())
+
+    def answer_findings(self, flow: http.HTTPFlow) -> dict[str, int]:
+        """What masking found in the flow's answer so far, by entity (a stream: in what its rewriter released)."""
+        streaming = self.streams.get(flow)
+        if streaming is not None:
+            return dict(collections.Counter(applied.entity for applied in streaming.applied))
+        outcome = PII.of(flow)
+        return PiiOutcome.counts(outcome.response_findings) if outcome is not None else {}
 
     # -- requests -------------------------------------------------------------------------------------
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 import re
 import string
 import weakref
-import zoneinfo
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from mitmproxy import ctx, http
 from mitmproxy.net.http import url
@@ -33,8 +31,9 @@ from addons.flow.errors import (
     PolicyBlocked,
     PolicyUnevaluable,
 )
-from addons.flow.meta import DECISION, IDENTITY, PENDING, UPSTREAM, Decision, Identity, ReviewTerms
+from addons.flow.meta import DECISION, PENDING, UPSTREAM, Decision, ReviewTerms
 from addons.rules.conditions import EvaluationError, Facts
+from addons.rules.facts import facts_for
 from addons.rules.model import Rule, Rules, Upstream, current_rules, normal_host
 
 NO_MATCH = "(no rule matched)"
@@ -106,38 +105,6 @@ def lenient_path(path: str) -> str:
     target = _SEPARATOR_ESCAPES.sub("/", target).replace("\\", "/")
     target = "/".join(segment.split(";", 1)[0] for segment in target.split("/"))
     return normal_path(target + sep + query)
-
-
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
-def _zone(rules: Rules, identity: Identity | None) -> zoneinfo.ZoneInfo:
-    name = rules.model.time_zone
-    if name == "caller":
-        name = identity.zoneinfo if identity is not None and identity.zoneinfo else "UTC"
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):  # a caller's claim that names no zone
-        return zoneinfo.ZoneInfo("UTC")
-
-
-def facts_for(rules: Rules, flow: http.HTTPFlow, shape: RequestShape, now: datetime | None = None) -> Facts:
-    """The variables rule conditions read for ``flow`` (``pii`` comes later, from masking)."""
-    identity = IDENTITY.of(flow)
-    zone = _zone(rules, identity)
-    local = (now or datetime.now(UTC)).astimezone(zone)
-    request = flow.request
-    return Facts(
-        identity={"sub": identity.sub, "email": identity.email, "groups": identity.groups,
-                  "client_id": identity.client_id, "kind": identity.kind, "method": identity.method}
-        if identity is not None else {},
-        request={"host": request.pretty_host, "method": request.method, "path": request.path.split("?", 1)[0],
-                 "scheme": request.scheme, "upstream": UPSTREAM.of(flow), "model": shape.model,
-                 "body_size": len(request.raw_content or b""), "messages": shape.messages, "tools": list(shape.tools),
-                 "stream": shape.stream, "content_type": request.headers.get("content-type", "")},
-        time={"hour": local.hour, "minute": local.minute, "weekday": _WEEKDAYS[local.weekday()],
-              "date": local.date().isoformat(), "zone": str(zone)},
-    )
 
 
 class ConditionFailed(Exception):

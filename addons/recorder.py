@@ -30,6 +30,7 @@ from addons.flow import metrics
 from addons.flow.answers import fail_closed
 from addons.flow.errors import RecordingUnavailable
 from addons.flow.meta import (
+    ANSWER,
     APPROVAL,
     CLAIMED_SUB,
     DECISION,
@@ -96,6 +97,14 @@ def _clip(body: bytes | None, limit: int) -> tuple[bytes | None, int, bool]:
     if body is None:
         return None, 0, False
     return body[:limit], len(body), len(body) > limit
+
+
+def _answer_decision(flow: http.HTTPFlow, event: Event, detail: dict[str, object]) -> None:
+    """What answer rules did to the answer, on its response (or error) event: never the text they matched."""
+    note = ANSWER.of(flow)
+    if note is not None:
+        event.decision, event.rule, event.reason = note.decision, note.rule, event.reason or note.reason
+        detail["answer"] = dataclasses.asdict(note)
 
 
 def _user(flow: http.HTTPFlow) -> str | None:
@@ -244,6 +253,9 @@ class Recorder:
             event.body, event.body_size, event.body_truncated = _clip(
                 masked if masked is not None else bytes(capture.body), ctx.options.warden_record_max_body
             )
+        detail: dict[str, object] = {}
+        _answer_decision(flow, event, detail)
+        event.detail = detail or None
         await self._commit(flow, event)
         self._count(flow, event)
 
@@ -304,7 +316,7 @@ class Recorder:
         decoded = raw if streamed or originals.recorded_response is not None else resp.get_content(strict=False)
         usage = response_usage(decoded, content_type)
         stopped, recorded, pii = ERROR.of(flow), RECORDED.of(flow), PII.of(flow)
-        local = stopped is not None or flow.server_conn.timestamp_start is None
+        local = (stopped is not None and ANSWER.of(flow) is None) or flow.server_conn.timestamp_start is None
         event = Event(
             kind="response", flow_id=flow.id, user=_user(flow), status=resp.status_code,
             fate=stopped.type if stopped else ("answered_locally" if local else "completed"),
@@ -324,14 +336,16 @@ class Recorder:
         if pii is not None and pii.response_findings:
             detail["pii"] = _pii_detail(pii.profile, pii.response_findings)
             event.entities = PiiOutcome.counts(pii.response_findings)
+        _answer_decision(flow, event, detail)
         event.detail = detail or None
         return event
 
     @staticmethod
     def _originals(flow: http.HTTPFlow) -> Originals:
-        """The bodies masking changed, as they were, from their owner (none without the masking addon)."""
-        masking = ctx.master.addons.get("piimasking")
-        return masking.originals_of(flow) if masking is not None else Originals()
+        """The bodies masking and answer rules changed, as they were, from their owners (none without them)."""
+        masking, answers = ctx.master.addons.get("piimasking"), ctx.master.addons.get("answers")
+        originals = masking.originals_of(flow) if masking is not None else Originals()
+        return answers.originals_of(flow, originals) if answers is not None else originals
 
     @staticmethod
     def _caller_secrets(flow: http.HTTPFlow) -> frozenset[str]:

@@ -245,6 +245,25 @@ class ResponseTooLarge(ResponseUnreadable):
     type = "response_too_large"
 
 
+class AnswerBlocked(WardenError):
+    """An answer rule matched the upstream's answer, which was not passed on (502, or the rule's status; a stream
+    ends with an error event instead). The message names the rule and its reason, never the matched text; SDKs
+    are told not to retry (``x-should-retry: false``): the same question would fetch a blocked answer again."""
+
+    status = 502
+    type = "answer_blocked"
+
+    def __init__(self, message: str, *, rule: str, status: int = 502) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+        self.rule = rule
+        self.status = status
+
+    def body(self) -> dict:
+        body = super().body()
+        body["error"]["rule"] = self.rule
+        return body
+
+
 class ApprovalNeeded(WardenError):
     """The request waits for approvers (retry mode: send it again once approved), or its review ended without
     approval (denied, expired, timed out, abandoned). The body names the approval, so the caller can ask for it."""

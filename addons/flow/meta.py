@@ -17,6 +17,8 @@ fact (key)                              type         what                       
                                                                                              DECISION into allow
                                                                                              or block)
 ``TRAILERS_DROPPED`` (warden.trailers)  list[str]    names of the answer trailers dropped    intake
+``ANSWER`` (warden.answer)              AnswerNote   what answer rules did to the answer      answers
+                                                     (block or mask, which rule, why)
 ``RECORDED`` (warden.recorded)          Recorded     the committed events; when the request  recorder
                                                      left for the upstream
 ``ERROR`` (warden.error)                Refusal      why the gateway answered or cut the     whoever stops the flow,
@@ -150,6 +152,17 @@ class PiiOutcome:
         return dict(sorted(out.items()))
 
 
+@dataclass
+class AnswerNote:
+    """What answer rules did to the flow's answer (filled by the answers addon): never the text they matched."""
+
+    decision: str  # "block" or "mask"
+    rule: str  # the rule that blocked it, or the first that masked
+    reason: str = ""
+    masked: dict[str, int] = field(default_factory=dict)  # mask rule -> matches replaced
+    streamed: bool = False  # a stream ended with an error event (block), or masked as it passed
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why the gateway answered the flow itself or cut it: its error's type, status and message."""
@@ -192,5 +205,6 @@ DECISION = Fact("warden.decision", Decision)
 PII = Fact("warden.pii", PiiOutcome)
 APPROVAL = Fact("warden.approval", ApprovalNote)
 TRAILERS_DROPPED: Fact[list] = Fact("warden.trailers", list)
+ANSWER = Fact("warden.answer", AnswerNote)
 RECORDED = Fact("warden.recorded", Recorded)
 ERROR = Fact("warden.error", Refusal)

@@ -14,6 +14,7 @@ one the provider already holds for another value.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -21,6 +22,14 @@ from typing import Any
 TOKEN = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
 # The longest tail that could still grow into a pseudonym: "<", "<EMAIL_AD", "<PERSON_1"...
 _PARTIAL = re.compile(r"<[A-Z0-9_]{0,40}$")
+
+
+def _written(value: str) -> set[str]:
+    """The ways ``value`` stands in a text a client reads: plain, JSON-escaped once and twice, either ASCII-only or
+    not (the forms shorter than 2 characters are left out: concealing them would rewrite ordinary text)."""
+    once = {json.dumps(value, ensure_ascii=ascii)[1:-1] for ascii in (False, True)}
+    twice = {json.dumps(form, ensure_ascii=ascii)[1:-1] for form in once for ascii in (False, True)}
+    return {form for form in {value} | once | twice if len(form) > 1}
 
 
 def _normal(value: str) -> str:
@@ -76,6 +85,19 @@ class Vault:
             return escape(value) if escape else value
 
         return TOKEN.sub(back, text)
+
+    def conceal(self, text: str) -> str:
+        """``text`` with each value this vault restores replaced by its pseudonym again, where it stands as written,
+        or JSON-escaped once or twice (in a JSON string; in JSON held in one): the record's form of what a client
+        read after ``restore``."""
+        forms: dict[str, str] = {}
+        for token, value in self._value_of.items():
+            for form in _written(value):
+                forms.setdefault(form, token)
+        if not forms or not any(form in text for form in forms):
+            return text
+        pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
+        return pattern.sub(lambda match: forms[match.group(0)], text)
 
     def state(self) -> dict[str, Any]:
         """Everything the vault knows, as JSON-ready values (the caller's values among them: seal it)."""

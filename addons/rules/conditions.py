@@ -10,8 +10,12 @@ number with a string, is a start-up error naming file, rule and field, never a s
 ``pii``: counts (entity -> number found; every entity the rules mask is present, 0 if none), total, entities,
 inspected (false when the body, or content in it, could not be read: binary passed by ``unknown_content``).
 ``time``: hour, minute, weekday ("Mon" ... "Sun"), date ("2026-12-01"), zone (the zone they are read in).
+``answer`` (answer rules only, ``addons/rules/answers.py``): status, content_type, streamed, counts (entity ->
+number masking found in the answer so far; every entity the rules mask is present), total, entities.
 
-A condition that reads ``pii`` is decided after analysis (``reads_pii``); the others before it.
+A request rule's condition reads identity, request, pii and time (``REQUEST``); one that reads ``pii`` is
+decided after analysis (``reads_pii``), the others before it. An answer rule's reads identity, request, time and
+answer (``ANSWER``); one that reads ``answer`` is evaluated on the answer as it passes (``reads_answer``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ VARIABLES: dict[str, list[tuple[str, str]]] = {
                 ("tools", "string[]"), ("stream", "bool"), ("content_type", "string")],
     "pii": [("counts", "map"), ("total", "int"), ("entities", "string[]"), ("inspected", "bool")],
     "time": [("hour", "int"), ("minute", "int"), ("weekday", "string"), ("date", "string"), ("zone", "string")],
+    "answer": [("status", "int"), ("content_type", "string"), ("streamed", "bool"), ("counts", "map"),
+               ("total", "int"), ("entities", "string[]")],
 }
+REQUEST = ("identity", "request", "pii", "time")  # what a request rule's condition may read
+ANSWER = ("identity", "request", "time", "answer")  # what an answer rule's condition may read
 _SCALARS = {"string": _F.TYPE_STRING, "int": _F.TYPE_INT64, "bool": _F.TYPE_BOOL}
 
 
@@ -77,9 +85,9 @@ def _types() -> tuple[descriptor_pool.DescriptorPool, dict[str, Any]]:
 
 
 @cache
-def _env(without: str | None = None) -> Any:
+def _env(scope: tuple[str, ...] = REQUEST, without: str | None = None) -> Any:
     pool, _ = _types()
-    variables = {v: cel.Type(f"{_PACKAGE}.{_message_name(v)}") for v in VARIABLES if v != without}
+    variables = {v: cel.Type(f"{_PACKAGE}.{_message_name(v)}") for v in scope if v != without}
     return cel.NewEnv(pool, variables=variables)
 
 
@@ -99,25 +107,32 @@ class Condition:
     source: str
     program: Any
     reads_pii: bool
+    reads_answer: bool = False
 
 
-def compile_condition(source: str) -> Condition:
-    """``source`` parsed and type-checked; it must give a bool. Raises ``ConditionError``."""
+def _reads(source: str, scope: tuple[str, ...], variable: str) -> bool:
+    if variable not in scope:
+        return False
+    try:
+        _env(scope, without=variable).compile(source)
+        return False
+    except RuntimeError:  # it compiles with the variable and not without: it reads it
+        return True
+
+
+def compile_condition(source: str, scope: tuple[str, ...] = REQUEST) -> Condition:
+    """``source`` parsed and type-checked against the variables of ``scope`` (``REQUEST`` or ``ANSWER``); it must
+    give a bool. Raises ``ConditionError``."""
     if not source.strip():
         raise ConditionError("the condition is empty")
     try:
-        program = _env().compile(source)
+        program = _env(scope).compile(source)
     except RuntimeError as e:
         raise ConditionError(_first_line(e)) from None
     returns = program.return_type()
     if returns != cel.Type.BOOL and returns != cel.Type.DYN:
         raise ConditionError(f"the condition gives {returns.name().lower()}, not a bool (true or false)")
-    try:
-        _env(without="pii").compile(source)
-        reads_pii = False
-    except RuntimeError:  # it compiles with pii and not without: it reads pii
-        reads_pii = True
-    return Condition(source, program, reads_pii)
+    return Condition(source, program, _reads(source, scope, "pii"), _reads(source, scope, "answer"))
 
 
 def conditions_together(conditions: Sequence[Condition]) -> Any:
@@ -133,23 +148,31 @@ class EvaluationError(Exception):
 
 
 class Facts:
-    """The variables for one request, built once and read by every rule."""
+    """The variables for one request (or its answer: ``scope``), built once and read by every rule."""
 
     def __init__(self, identity: Mapping[str, Any], request: Mapping[str, Any], time: Mapping[str, Any],
-                 pii: Mapping[str, Any] | None = None) -> None:
+                 pii: Mapping[str, Any] | None = None, *, answer: Mapping[str, Any] | None = None,
+                 scope: tuple[str, ...] = REQUEST) -> None:
         _, classes = _types()
+        self.scope = scope
         self.values = {"identity": classes["identity"](**_present(identity)),
                        "request": classes["request"](**_present(request)),
                        "time": classes["time"](**_present(time))}
-        if pii is not None:
-            self.values["pii"] = classes["pii"](**_present(pii))
+        for name, given in (("pii", pii), ("answer", answer)):
+            if given is not None and name in scope:
+                self.values[name] = classes[name](**_present(given))
         self.plain: dict[str, dict[str, Any] | None] = {
             "identity": dict(identity), "request": dict(request), "time": dict(time),
-            "pii": dict(pii) if pii is not None else None}
-        self._activation = _env().Activation(self.values)
+            "pii": dict(pii) if pii is not None else None, "answer": dict(answer) if answer is not None else None}
+        self._activation = _env(scope).Activation(self.values)
 
     def with_pii(self, pii: Mapping[str, Any]) -> Facts:
         return Facts(self.plain["identity"] or {}, self.plain["request"] or {}, self.plain["time"] or {}, pii)
+
+    def for_answers(self, answer: Mapping[str, Any] | None = None) -> Facts:
+        """The same caller, request and time for answer rules' conditions, with ``answer`` (once it is known)."""
+        return Facts(self.plain["identity"] or {}, self.plain["request"] or {}, self.plain["time"] or {},
+                     answer=answer, scope=ANSWER)
 
     def evaluate(self, program: Any) -> Any:
         """``program``'s result as a Python value. Raises ``EvaluationError``."""

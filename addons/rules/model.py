@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from addons.rules.answers import AnswerCheck, AnswerRule
 from addons.rules.base import Model, UniqueNames
 from addons.rules.conditions import Condition, ConditionError, compile_condition, conditions_together
 from addons.rules.durations import DurationError, parse_duration
@@ -281,6 +282,8 @@ class RulesFile(Model):
     upstreams: UniqueNames[Upstream] = Field(min_length=1)
     masking: Masking = Masking()
     rules: UniqueNames[Rule] = Field(default_factory=lambda: [Rule(name="default", action="allow")])
+    answers: UniqueNames[AnswerRule] = Field(
+        default_factory=list, description="answer rules: what an upstream's answer may not carry (all apply)")
 
     @model_validator(mode="after")
     def _profiles_exist(self) -> RulesFile:
@@ -312,6 +315,7 @@ class Rules:
         self.weighed = [(r, self.filters[r.name], self.conditions.get(r.name),
                          before.index(r.name) if r.name in before else None) for r in model.rules]
         self.services_declared = any(r.services for r in model.rules)  # service accounts pass only under theirs
+        self.answer_checks = [AnswerCheck.of(r) for r in model.answers]  # patterns and conditions compiled once
 
     @property
     def identity(self) -> IdentityConfig:
@@ -364,8 +368,8 @@ def _field_path(loc: tuple, raw: dict) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    if len(loc) > 2 and loc[0] == "rules" and isinstance(loc[1], int):  # name the rule, not only its index
-        rules = raw.get("rules")
+    if len(loc) >= 2 and loc[0] in ("rules", "answers") and isinstance(loc[1], int):  # name the rule too
+        rules = raw.get(loc[0])
         rule = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
         if isinstance(rule, dict) and isinstance(rule.get("name"), str):
             out += f" (rule {rule['name']!r})"

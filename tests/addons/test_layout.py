@@ -18,6 +18,7 @@ MAY_IMPORT = {
     "masking": {"flow", "bodies", "rules"},
     "auth": {"flow", "bodies", "rules", "store"},
     "approvals": {"flow", "bodies", "rules", "store"},
+    "screening": {"flow", "bodies", "rules", "masking"},
 }
 
 
