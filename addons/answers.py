@@ -35,7 +35,7 @@ from addons.masking.payloads import adapter_for
 from addons.rules.conditions import EvaluationError
 from addons.rules.facts import facts_for
 from addons.rules.model import Rules, current_rules
-from addons.screening.documents import screen_text
+from addons.screening.documents import MAX_NESTING, screen_text, screen_value
 from addons.screening.screen import Blocked, Screen
 from addons.screening.stream import StreamScreen
 
@@ -44,6 +44,28 @@ CAPTURE_LIMIT = 16 * 1024 * 1024  # bytes of an answer kept for the record witho
 
 def _is_sse(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+
+
+def _screen_head(response: http.Response, screen: Screen) -> None:
+    """The answer's reason phrase and headers as the client gets them: a value masked in place; a header whose
+    value a block rule matched is dropped (the body is then refused or its stream ends at once), and so is one
+    whose name a rule matched (a name has no room for a placeholder)."""
+    screen.refresh()
+    if not screen.patterns:
+        return
+    reason = screen_value(response.reason, screen)
+    response.reason = reason if screen.blocked is None else ""
+    fields = []
+    for raw_name, raw_value in response.headers.fields:
+        name, value = (raw.decode("utf-8", "surrogateescape") for raw in (raw_name, raw_value))
+        blocked = screen.blocked is not None
+        if screen_value(name, screen, MAX_NESTING) != name:
+            continue
+        value = screen_value(value, screen)
+        if screen.blocked is not None and not blocked:
+            continue
+        fields.append((raw_name, value.encode("utf-8", "surrogateescape")))
+    response.headers.fields = tuple(fields)
 
 
 class Answers:
@@ -118,6 +140,7 @@ class Answers:
         if screen is None:
             return
         self.screens[flow] = screen
+        _screen_head(flow.response, screen)
         inner = flow.response.stream
         if not callable(inner):  # not streamed (Intake decides): the response hook screens it whole
             return

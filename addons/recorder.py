@@ -102,9 +102,12 @@ def _clip(body: bytes | None, limit: int) -> tuple[bytes | None, int, bool]:
 def _answer_decision(flow: http.HTTPFlow, event: Event, detail: dict[str, object]) -> None:
     """What answer rules did to the answer, on its response (or error) event: never the text they matched."""
     note = ANSWER.of(flow)
-    if note is not None:
-        event.decision, event.rule, event.reason = note.decision, note.rule, event.reason or note.reason
-        detail["answer"] = dataclasses.asdict(note)
+    if note is None:
+        return
+    event.decision, event.rule, event.reason = note.decision, note.rule, event.reason or note.reason
+    detail["answer"] = dataclasses.asdict(note)
+    if note.decision == "block" and event.fate != "answer_blocked":  # its stream ended, then the client left
+        detail["ended"], event.fate, event.reason = event.fate, "answer_blocked", note.reason
 
 
 def _user(flow: http.HTTPFlow) -> str | None:

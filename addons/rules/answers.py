@@ -30,9 +30,9 @@ def compile_pattern(source: str) -> regex.Pattern:
     try:
         pattern = regex.compile(source, FLAGS)
     except regex.error as e:
-        raise ValueError(f"invalid pattern {source!r}: {e}") from None
+        raise ValueError(f"invalid pattern '{source}': {e}") from None  # as written: backslashes not doubled
     if pattern.fullmatch("") is not None:
-        raise ValueError(f"pattern {source!r} matches the empty string, so it would match everywhere")
+        raise ValueError(f"pattern '{source}' matches the empty string, so it would match everywhere")
     return pattern
 
 
