@@ -9,6 +9,7 @@ condition that cannot be evaluated blocks the answer (fail closed). ``note`` is 
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from addons.screening.patterns import Hit, Patterns
 
 @dataclass(frozen=True)
 class Blocked:
-    """Why the answer was blocked: the rule, and the reason the client reads (never the matched text)."""
+    """Why the answer was blocked: the rule, and the message the client reads, naming it (never the matched text)."""
 
     rule: str
     reason: str
@@ -42,7 +43,6 @@ class Screen:
         self.late = [check for check in checks if check.late]
         self.blocked = blocked
         self.masked: Counter[str] = Counter()
-        self.streamed = False
         self._weighed: Mapping[str, Any] | None = None
         self.patterns = Patterns(self.early)
         if not self.late:
@@ -55,7 +55,7 @@ class Screen:
         answer = self.answer()
         if answer == self._weighed:
             return
-        self._weighed = answer
+        self._weighed = copy.deepcopy(answer)
         facts = self.facts.for_answers(answer)
         live = list(self.early)
         for check in self.late:
@@ -82,28 +82,27 @@ class Screen:
 
     def _block(self, check: AnswerCheck | None, why: str | None = None) -> None:
         if check is None:
-            self.blocked = Blocked("?", why or "an answer rule blocked the answer")
+            self.blocked = Blocked("?", f"an answer rule blocked the answer ({why})")
             return
         rule = check.rule
-        reason = rule.reason or f"the answer was blocked by answer rule {rule.name!r}"
         if why:
             reason = f"answer rule {rule.name!r}: {why}; the answer was blocked"
+        elif rule.reason:
+            reason = f"{rule.reason} (answer rule {rule.name})"
+        else:
+            reason = f"the answer was blocked by answer rule {rule.name!r}"
         self.blocked = Blocked(rule.name, reason, rule.status)
 
     def error(self) -> AnswerBlocked:
-        """The client's error for a blocked answer."""
+        """The client's error for a blocked answer: the rule's reason and name, never the matched text."""
         assert self.blocked is not None
-        message = self.blocked.reason
-        if self.blocked.rule not in message:
-            message = f"{message} (answer rule {self.blocked.rule})"
-        return AnswerBlocked(message, rule=self.blocked.rule, status=self.blocked.status)
+        return AnswerBlocked(self.blocked.reason, rule=self.blocked.rule, status=self.blocked.status)
 
     def note(self) -> AnswerNote | None:
         """What the record keeps of it (None: the rules did nothing to the answer)."""
         if self.blocked is not None:
-            return AnswerNote("block", self.blocked.rule, self.error().message, dict(self.masked), self.streamed)
+            return AnswerNote("block", self.blocked.rule, self.blocked.reason, dict(self.masked))
         if self.masked:
             rules = ", ".join(f"{rule} ({n})" for rule, n in sorted(self.masked.items()))
-            return AnswerNote("mask", next(iter(self.masked)), f"masked by answer rules: {rules}", dict(self.masked),
-                              self.streamed)
+            return AnswerNote("mask", next(iter(self.masked)), f"masked by answer rules: {rules}", dict(self.masked))
         return None

@@ -126,7 +126,6 @@ class StreamScreen:
             self._flush(lambda channel: True, out)
         if self.blocked:
             self.ended = True
-            self.screen.streamed = True
             out.append(error_event(self.adapter.name, self.screen.error()))
         return b"".join(out)
 
