@@ -27,9 +27,10 @@ from mitmproxy import ctx, http
 
 from addons.bodies.decoding import INLINE_LIMIT
 from addons.bodies.usage import RequestShape
+from addons.flow import metrics
 from addons.flow.answers import fail_closed, mark_stopped
 from addons.flow.errors import InternalError
-from addons.flow.meta import ANSWER, ERROR, PII, Originals, PiiOutcome
+from addons.flow.meta import ANSWER, ERROR, PII, AnswerNote, Originals, PiiOutcome
 from addons.flow.streams import compose_stream, unframe
 from addons.masking.payloads import adapter_for
 from addons.rules.conditions import EvaluationError
@@ -66,6 +67,11 @@ def _screen_head(response: http.Response, screen: Screen) -> None:
             continue
         fields.append((raw_name, value.encode("utf-8", "surrogateescape")))
     response.headers.fields = tuple(fields)
+
+
+def _noted(flow: http.HTTPFlow, note: AnswerNote) -> None:
+    ANSWER.set(flow, note)
+    metrics.ANSWER_DECISIONS.labels(decision=note.decision, rule=note.rule).inc()
 
 
 class Answers:
@@ -169,7 +175,7 @@ class Answers:
         note = screen.note()
         if note is None:
             return
-        ANSWER.set(flow, note)
+        _noted(flow, note)
         if screen.blocked is not None:
             error = screen.error()
             mark_stopped(flow, error)
@@ -209,7 +215,7 @@ class Answers:
         note = stream.screen.note()
         if note is not None:
             note.streamed = True
-            ANSWER.set(flow, note)
+            _noted(flow, note)
             self.changed[flow] = (bytes(stream.before), bytes(stream.after))
 
     # -- for the record -----------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ PII_FINDINGS = Counter("warden_pii_findings", "Entities masked, by entity and di
                        registry=REGISTRY)
 PII_RESTARTS = Counter("warden_pii_restarts", "Times the PII analyzer pool was replaced", registry=REGISTRY)
 PII_FAILURES = Counter("warden_pii_failures", "Requests refused because PII analysis failed", registry=REGISTRY)
+ANSWER_DECISIONS = Counter("warden_answer_decisions", "Answers blocked or masked by answer rules, by decision and rule",
+                           ["decision", "rule"], registry=REGISTRY)
 
 
 def record_commit(batch: int, seconds: float) -> None:

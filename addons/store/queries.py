@@ -24,7 +24,7 @@ FLOW_COLUMNS = (
     "flow_id", "started", "user", "client", "mode", "method", "scheme", "host", "port", "path",
     "upstream", "decision", "rule", "model", "status", "fate", "reason", "latency_upstream_ms",
     "latency_total_ms", "tokens_in", "tokens_out", "request_bytes", "response_bytes", "entities",
-    "response_entities",
+    "response_entities", "answer_decision", "answer_rule",
 )
 
 
@@ -53,7 +53,9 @@ WITH last AS (
          arg_max(CAST(record->>'tokens_in' AS BIGINT), seq) AS tokens_in,
          arg_max(CAST(record->>'tokens_out' AS BIGINT), seq) AS tokens_out,
          arg_max(CAST(record->>'body_size' AS BIGINT), seq) AS response_bytes,
-         arg_max(record->'entities', seq) AS response_entities
+         arg_max(record->'entities', seq) AS response_entities,
+         arg_max(decision, seq) AS answer_decision,  -- what answer rules did to it (block, mask)
+         arg_max(record->>'rule', seq) AS answer_rule
   FROM events WHERE kind IN ('response', 'error') GROUP BY flow_id
 )
 SELECT r.flow_id, r.ts, r.user, r.record->>'client', r.record->>'mode', r.record->>'method',
@@ -62,7 +64,7 @@ SELECT r.flow_id, r.ts, r.user, r.record->>'client', r.record->>'mode', r.record
        coalesce(last.fate, CASE WHEN r.fate IS NOT NULL AND r.fate <> 'forwarded' THEN r.fate ELSE 'incomplete' END),
        coalesce(last.reason, r.record->>'reason'), last.latency_upstream_ms, last.latency_total_ms,
        last.tokens_in, last.tokens_out, CAST(r.record->>'body_size' AS BIGINT), last.response_bytes,
-       r.record->'entities', last.response_entities
+       r.record->'entities', last.response_entities, last.answer_decision, last.answer_rule
 FROM events r LEFT JOIN last USING (flow_id)
 WHERE r.kind = 'request' {where}
 ORDER BY r.seq DESC

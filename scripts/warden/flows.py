@@ -141,6 +141,8 @@ def show(
                       highlight=False)
         else:
             out.print(f"{event.reason}", highlight=False)
+        if event.kind != "request" and event.decision:  # what answer rules did to the answer
+            out.print(f"answer: {event.decision} ({event.rule or '-'}): {event.reason or ''}", highlight=False)
         for name, value in headers_of(event):
             out.print(f"  [dim]{name}:[/] {value}", highlight=False)
         body = _text(body_of(event, orig_key))

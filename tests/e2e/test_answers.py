@@ -156,6 +156,10 @@ def test_a_blocked_answer_reaches_the_sdk_as_an_error_naming_the_rule_and_is_not
     assert passed_event["fate"] == "completed" and passed_event["decision"] is None
     [flow] = [f for f in gw.flows() if f["fate"] == "answer_blocked"]
     assert flow["decision"] == "allow"  # the request's decision; the answer's is on its response event
+    assert (flow["answer_decision"], flow["answer_rule"]) == ("block", "no-disk-wipes")
+    assert "answer: block (no-disk-wipes): Generated commands" in gw.warden("show", flow["flow_id"]).stdout
+    metrics = httpx.get(f"{gw.admin_url}/metrics", trust_env=False).text
+    assert 'warden_answer_decisions_total{decision="block",rule="no-disk-wipes"} 1.0' in metrics
     gw.stop()
     assert WIPE not in all_cells(gw.db)
 
