@@ -29,8 +29,9 @@ fact (key)                              type         what                       
 What cannot be a plain value stays in the addon that owns it, keyed by flow in a ``WeakKeyDictionary`` (gone
 with the flow), and another addon asks the owner for it through ``ctx.master.addons.get``: the pseudonym vault
 and the SSE rewriter (``piimasking``: ``vault_of``), the bodies masking changed, as they were (``piimasking``:
-``originals_of``, an ``Originals``), the caller's credential values (``credentials``: ``secrets_of``), the
-streamed answer's capture (``recorder``), the tunnel's identity (``identitygate``: ``tunnels``).
+``originals_of``, an ``Originals``; ``answers`` amends it with the answers its rules changed), the caller's
+credential values (``credentials``: ``secrets_of``), the streamed answer's capture (``recorder``), the tunnel's
+identity (``identitygate``: ``tunnels``).
 """
 
 from __future__ import annotations
