@@ -12,6 +12,7 @@ from addons.flow import meta
 from addons.flow.answers import cut, mark_stopped, refuse
 from addons.flow.errors import PolicyBlocked, ResponseTooLarge, UpgradeRefused
 from addons.flow.meta import (
+    AnswerNote,
     ApprovalNote,
     Decision,
     Fact,
@@ -32,6 +33,8 @@ def _plain(value: object) -> bool:
         return all(_plain(getattr(value, f.name)) for f in dataclasses.fields(value))
     if isinstance(value, (list, tuple)):
         return all(_plain(v) for v in value)
+    if isinstance(value, dict):  # counts by name (entities, rules)
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
     return isinstance(value, PLAIN)
 
 
@@ -48,11 +51,12 @@ def test_every_fact_has_a_key_of_its_own() -> None:
     assert all(isinstance(fact, Fact) and fact.key.startswith("warden.") for fact in FACTS)
     assert len({fact.key for fact in FACTS}) == len(FACTS)
     assert {name for name, value in vars(meta).items() if isinstance(value, Fact)} == {
-        "IDENTITY", "CLAIMED_SUB", "UPSTREAM", "DECISION", "PII", "APPROVAL", "TRAILERS_DROPPED", "RECORDED", "ERROR"}
+        "IDENTITY", "CLAIMED_SUB", "UPSTREAM", "DECISION", "PII", "APPROVAL", "TRAILERS_DROPPED", "RECORDED", "ERROR",
+        "ANSWER"}
 
 
 def test_the_facts_are_plain_values_never_bodies_secrets_or_runtime_objects() -> None:
-    for record in (Identity, Decision, ReviewTerms, ApprovalNote, Finding, PiiOutcome, Refusal, Recorded):
+    for record in (Identity, Decision, ReviewTerms, ApprovalNote, Finding, PiiOutcome, Refusal, Recorded, AnswerNote):
         for name, hint in typing.get_type_hints(record).items():
             assert not any(kind in str(hint) for kind in ("bytes", "bytearray", "Any", "object", "set")), (record, name)
     flow = tflow.tflow()
@@ -65,6 +69,7 @@ def test_the_facts_are_plain_values_never_bodies_secrets_or_runtime_objects() ->
     meta.PII.set(flow, PiiOutcome("strict", "openai", [found], [found], skipped=None))
     meta.TRAILERS_DROPPED.set(flow, ["x-checksum"])
     meta.RECORDED.set(flow, Recorded([(1, "ab")], 2.5))
+    meta.ANSWER.set(flow, AnswerNote("mask", "keys", "masked by answer rules: keys (2)", {"keys": 2}, streamed=True))
     refuse(flow, PolicyBlocked("blocked by rule 'x'"))
     assert {key for key in flow.metadata if key.startswith("warden.")} == {fact.key for fact in FACTS}
     assert all(_plain(value) for value in flow.metadata.values())
