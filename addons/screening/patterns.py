@@ -187,10 +187,11 @@ class RunningText:
     def feed(self, text: str, patterns: Patterns, final: bool) -> tuple[str, Scan, Counter[str]]:
         """(what can be released now, masked; the scan, whose block hit means: release nothing; masks applied)."""
         raw = self.held + text
+        starts: Sequence[int]
         if self.json_fragment:
             view, starts, states = json_view(raw, self.in_string, final)
         else:
-            view, starts, states = raw, list(range(len(raw) + 1)), []
+            view, starts, states = raw, range(len(raw) + 1), []  # read as it stands: one place per character
         context = len(self.before)
         found = patterns.scan(self.before + view, final=final, pos=context)
         hits = [Hit(h.rule, h.block, h.start - context, h.end - context, h.why) for h in found.hits]
