@@ -44,10 +44,11 @@ answers:
 
 
 class Scripted(BaseHTTPRequestHandler):
-    """An upstream that answers every POST with ``answer``: (content type, chunks sent one by one, headers)."""
+    """An upstream that answers every POST with ``answer``: (content type, chunks sent one by one, headers); a
+    ``threading.Event`` among the chunks is waited for before the next is sent."""
 
     protocol_version = "HTTP/1.1"
-    answer: tuple[str, list[bytes], dict[str, str]] = ("text/event-stream", [], {})
+    answer: tuple[str, list, dict[str, str]] = ("text/event-stream", [], {})
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -59,6 +60,9 @@ class Scripted(BaseHTTPRequestHandler):
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
         for chunk in [*chunks, b""]:
+            if isinstance(chunk, threading.Event):
+                chunk.wait(60)
+                continue
             self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             self.wfile.flush()
 
@@ -89,7 +93,7 @@ def gw(gateway_factory, upstream, scripted) -> Gateway:
     return gateway_factory(rules(upstream.port, scripted.server_address[1]))
 
 
-def script(content_type: str, chunks: list[bytes], **headers: str) -> None:
+def script(content_type: str, chunks: list, **headers: str) -> None:
     Scripted.answer = (content_type, chunks, headers)
 
 
@@ -332,3 +336,27 @@ def test_answer_rules_reload_and_a_bad_edit_is_refused(gateway_factory, upstream
     with pytest.raises(openai.InternalServerError, match="answer rule no-disk-wipes"):  # the rules in force stay
         ask(client, f"Try {WIPE}")
     assert ask(client, KEY).choices[0].message.content == "<BLOCKED:aws-keys>"
+
+
+def test_an_answer_streaming_through_a_reload_keeps_the_rules_it_began_under(gateway_factory, upstream,
+                                                                           scripted) -> None:
+    gw = gateway_factory(rules(upstream.port, scripted.server_address[1]), extra_args=WATCH)
+    reloaded = threading.Event()
+    script("text/event-stream", [sse(chunk({"content": "Start. "}), done=False), reloaded,
+                                 sse(chunk({"content": WIPE}))])
+    port = scripted.server_address[1]
+    client = openai.OpenAI(base_url=f"http://localhost:{port}/v1", api_key="unused", max_retries=0,
+                           http_client=httpx.Client(proxy=gw.proxy_url_for(), trust_env=False, timeout=30))
+    stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "go"}], stream=True)
+    parts = iter(stream)
+    assert next(parts).choices[0].delta.content == "Start. "
+    applied(gw, edit(gw, rules(upstream.port, scripted.server_address[1], answers="")))  # no answer rules now
+    reloaded.set()
+    rest = ""
+    with pytest.raises(openai.APIError, match="answer rule no-disk-wipes"):
+        for part in parts:
+            rest += part.choices[0].delta.content or ""
+    assert rest == ""
+    script("text/event-stream", [sse(chunk({"content": WIPE}))])
+    after = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "go"}], stream=True)
+    assert "".join(p.choices[0].delta.content or "" for p in after if p.choices) == WIPE
