@@ -215,6 +215,42 @@ def policy_cost(rules_path: Path) -> dict[str, float]:
     return {"rules": len(rules.rules), "us": (time.perf_counter() - start) / n * 1e6}
 
 
+def answers_cost() -> dict[str, float]:
+    """Answer rules (three patterns, block and mask): microseconds per SSE event of a chat stream screened as it
+    passes (four characters a delta, nothing matching), and milliseconds for a 45 KB JSON answer screened whole."""
+    from addons.masking.payloads import adapter_for
+    from addons.rules.answers import AnswerCheck, AnswerRule
+    from addons.rules.conditions import Facts
+    from addons.screening.documents import screen_text
+    from addons.screening.screen import Screen
+    from addons.screening.stream import StreamScreen
+
+    checks = [AnswerCheck.of(AnswerRule(name="wipe", match=[r"rm\s+-rf\s+/", r"mkfs\.\w+"], action="block")),
+              AnswerCheck.of(AnswerRule(name="keys", match=["AKIA[0-9A-Z]{16}"], action="mask"))]
+
+    def screen() -> Screen:
+        return Screen(checks, Facts({}, {}, {}).for_answers(), dict)
+
+    text = "The quick brown fox jumps over the lazy dog; run the tests and then deploy. " * 60
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "demo"}
+    events = [f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {'content': text[i:i + 4]}}]})}\n\n"
+              .encode() for i in range(0, len(text), 4)]
+    stream_s = body_s = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        screened = StreamScreen(adapter_for("/v1/chat/completions"), screen())
+        for event in events:
+            screened(event)
+        screened(b"")
+        stream_s = min(stream_s, time.perf_counter() - start)
+    body = json.dumps({"choices": [{"message": {"content": text * 10}}]})
+    for _ in range(20):
+        start = time.perf_counter()
+        screen_text(body, "application/json", screen())
+        body_s = min(body_s, time.perf_counter() - start)
+    return {"event_us": stream_s / len(events) * 1e6, "body_ms": body_s * 1e3, "body_kb": len(body) / 1000}
+
+
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
@@ -322,6 +358,7 @@ def report(results: dict[str, dict], args: argparse.Namespace, policy: dict[str,
     conditional = results["warden chain, 50 conditional rules"]
     anon, spine = results["warden without identity"], results["spine only (no identity, no PII)"]
     tokens = validation_cost()
+    answers = answers_cost()
     table = Table(title="small JSON chat requests through TLS")
     for col in ("setup", "req/s (median)", "per round", "p50 ms", "p99 ms", "added p50 ms", "errors"):
         table.add_column(col, justify="right")
@@ -349,6 +386,8 @@ def report(results: dict[str, dict], args: argparse.Namespace, policy: dict[str,
         (f"policy: {policy['us']:.1f} us per request to weigh {policy['rules']:.0f} rules with CEL conditions "
          f"(facts built, every condition evaluated; target < 50 us); throughput with them / one rule: "
          f"{conditional['rps'] / warden['rps']:.0%}, p50 {conditional['p50']:.2f} vs {warden['p50']:.2f} ms"),
+        (f"answer rules (3 patterns): {answers['event_us']:.0f} us per SSE event screened as it passes, "
+         f"{answers['body_ms']:.2f} ms for a {answers['body_kb']:.0f} KB JSON answer"),
     ]
     for line in ratios:
         console.print(line)

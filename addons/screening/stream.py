@@ -32,6 +32,8 @@ from addons.screening.screen import Screen
 
 log = logging.getLogger("warden.answers")
 MAX_EVENT = 16 * 1024 * 1024  # bytes one unfinished event may hold: past it the stream is cut off
+CLEAN_KEPT = 512  # short values found clean that a stream remembers (keys, ids, the model: in every event)
+CLEAN_LENGTH = 256
 
 
 def error_event(adapter: str, error: AnswerBlocked) -> bytes:
@@ -89,6 +91,8 @@ class StreamScreen:
     ended: bool = False
     _events: EventSplitter = field(default_factory=lambda: EventSplitter(limit=MAX_EVENT))
     _channels: dict[tuple, RunningText] = field(default_factory=dict)
+    _clean: set[str] = field(default_factory=set)  # short whole values the patterns in force found nothing in
+    _clean_for: object = None  # the patterns they were searched with
 
     def __call__(self, data: bytes) -> list[bytes]:
         if self.ended:
@@ -165,7 +169,7 @@ class StreamScreen:
                 holes.append(leaf)
                 released[id(leaf)] = self._delta(leaf.slot, closing(leaf.slot.channel))
                 return leaf
-            return screen_value(leaf, self.screen)
+            return self._whole(leaf)
 
         new_fields = [(name, text(value) if value else value) for name, value in fields if name in SSE_FIELDS]
         screened = _rebuild(document, text)
@@ -176,6 +180,20 @@ class StreamScreen:
             self._channel(hole.slot).template = (*template, hole)
         body = _fill(screened, released)
         out.append(render_event(new_fields, json.dumps(body, ensure_ascii=False) if is_json else body))
+
+    def _whole(self, value: str) -> str:
+        """A whole value screened; the short ones found clean are remembered (the same keys and ids come in every
+        event) while the same patterns are in force."""
+        if self._clean_for is not self.screen.patterns:
+            self._clean, self._clean_for = set(), self.screen.patterns
+        if value in self._clean:
+            return value
+        masked_before = sum(self.screen.masked.values())
+        screened = screen_value(value, self.screen)
+        if screened == value and len(value) <= CLEAN_LENGTH and len(self._clean) < CLEAN_KEPT and \
+                not self.blocked and sum(self.screen.masked.values()) == masked_before:
+            self._clean.add(value)
+        return screened
 
     def _delta(self, slot: StreamSlot, final: bool) -> str:
         released, found, count = self._channel(slot).feed(slot.text, self.screen.patterns, final)
