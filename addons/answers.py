@@ -36,7 +36,7 @@ from addons.masking.payloads import adapter_for
 from addons.rules.conditions import EvaluationError
 from addons.rules.facts import facts_for
 from addons.rules.model import Rules, current_rules
-from addons.screening.documents import MAX_NESTING, screen_text, screen_value
+from addons.screening.documents import MAX_NESTING, screen_body, screen_value
 from addons.screening.screen import Blocked, Screen
 from addons.screening.stream import StreamScreen
 
@@ -197,12 +197,9 @@ class Answers:
             if stream.failure is not None:
                 raise InternalError(f"screening the answer failed ({stream.failure}); it was not passed on")
             return None if screen.blocked is not None or out == body else out
-        text = body.decode("utf-8", "surrogateescape")
         if len(body) > INLINE_LIMIT:  # searching megabytes would stall every other flow
-            screened = await asyncio.to_thread(screen_text, text, content_type, screen)
-        else:
-            screened = screen_text(text, content_type, screen)
-        return screened.encode("utf-8", "surrogateescape") if screened != text else None
+            return await asyncio.to_thread(screen_body, body, content_type, screen)
+        return screen_body(body, content_type, screen)
 
     @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:

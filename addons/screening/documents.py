@@ -10,12 +10,13 @@ line; any other body as text (bytes that are not UTF-8 survive untouched).
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Any
 
 from addons.bodies.jsonlimits import MAX_JSON_DEPTH, json_depth
 from addons.screening.patterns import masked
-from addons.screening.screen import Screen
+from addons.screening.screen import Blocked, Screen
 
 MAX_NESTING = 4  # levels of JSON held in strings that are read as JSON (deeper: searched as text)
 JSON_LINES = ("application/jsonl", "application/x-ndjson", "application/ndjson", "application/x-jsonlines",
@@ -98,3 +99,75 @@ def screen_text(body: str, content_type: str, screen: Screen) -> str:
         if screen.blocked is not None:
             return body
     return "".join(out)
+
+
+def _declared(content_type: str) -> str | None:
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip('"')
+    return None
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return codecs.lookup(a).name == codecs.lookup(b).name
+    except LookupError:
+        return False
+
+
+def _json_media(content_type: str) -> bool:
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime in ("", "application/json", *JSON_LINES) or mime.endswith("+json")
+
+
+def readings(body: bytes, content_type: str) -> list[str]:
+    """The encodings a client may read ``body`` in, the one it is masked in first: for JSON, as JSON parsers detect
+    it, else as declared (as detected if not); then the others of these and UTF-8 (bytes read as they stand)."""
+    detected, declared = json.detect_encoding(body), _declared(content_type)
+    order = [detected, declared or detected] if _json_media(content_type) else [declared or detected, detected]
+    found: list[str] = []
+    for encoding in [*order, "utf-8"]:
+        if not any(_same(encoding, known) for known in found):
+            found.append(encoding)
+    return found
+
+
+def decoded(body: bytes, encoding: str) -> str | None:
+    """``body`` as text in ``encoding`` (in UTF-8, bytes that are not are kept as they are), None if it is not."""
+    try:
+        if _same(encoding, "utf-8"):
+            return body.decode("utf-8", "surrogateescape")
+        return body.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def _encoded(text: str, encoding: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape") if _same(encoding, "utf-8") else text.encode(encoding)
+
+
+def screen_body(body: bytes, content_type: str, screen: Screen) -> bytes | None:
+    """A whole body that is not an event stream as the client gets it (None: unchanged), in each of its
+    ``readings``; ``screen.blocked`` says whether it was blocked."""
+    encodings = readings(body, content_type)
+    primary = encodings[0]
+    text = decoded(body, primary)
+    if text is None:
+        primary, text = "utf-8", body.decode("utf-8", "surrogateescape")
+    screened = screen_text(text, content_type, screen)
+    for other in encodings[1:]:
+        if screen.blocked is not None:
+            return None
+        reading = decoded(body, other)
+        if reading is None or reading == text:
+            continue
+        probe = screen.probe()
+        screen_text(reading, content_type, probe)
+        if probe.blocked is not None or probe.masked:
+            rule = probe.blocked.rule if probe.blocked is not None else next(iter(probe.masked))
+            why = f"answer rule {rule!r} matched the answer read as {other} (as a client may); the answer was blocked"
+            screen.blocked = Blocked(rule, why, screen.checks[rule].rule.status)
+    if screen.blocked is not None or screened == text:
+        return None
+    return _encoded(screened, primary)

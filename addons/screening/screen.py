@@ -72,6 +72,12 @@ class Screen:
                 live.append(check)
         self.patterns = Patterns(live)
 
+    def probe(self) -> Screen:
+        """A screen with the same rules and the patterns in force now, to search another reading of the answer."""
+        probe = Screen(list(self.checks.values()), self.facts, self.answer)
+        probe.patterns, probe._weighed = self.patterns, self._weighed
+        return probe
+
     def hit(self, hits: list[Hit], count: Counter[str]) -> bool:
         """Take a scan's hits (and the mask hits applied): True if one blocks the answer."""
         self.masked.update(count)

@@ -241,6 +241,7 @@ def test_a_pattern_in_any_string_of_an_event_or_a_header_is_found(gw: Gateway, u
     ("application/json", b'{"result": {"script": "sudo rm -rf \\u002f"}}'),
     ("application/x-ndjson", b'{"n": 1, "line": "echo ok"}\n{"n": 2, "line": "mkfs.ext4 /dev/sda"}\n'),
     ("application/octet-stream", b"\x00\x01" + WIPE.encode() + b"\xff\xfe"),
+    ("application/json", json.dumps({"script": f"sudo {WIPE}"}).encode("utf-16")),  # the SDKs' json.loads reads it
 ])
 def test_an_answer_not_streamed_but_chunked_is_screened_whole(gw: Gateway, upstream, scripted,
                                                               content_type: str, body: bytes) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from addons.rules.answers import AnswerCheck, AnswerRule
 from addons.rules.conditions import Facts
-from addons.screening.documents import parse, render, screen_text
+from addons.screening.documents import parse, render, screen_body, screen_text
 from addons.screening.screen import Screen
 
 RULES = [AnswerRule(name="wipe", match=[r"rm\s+-rf\s+/"], action="block"),
@@ -57,3 +57,32 @@ def test_parse_and_render_round_trip() -> None:
     for text in ('{"a":[1,2.0,-3e5,true,false,null],"b":{"c":"\\u00e9"}}', "[]", '"x"', "12"):
         assert json.loads(render(parse(text))) == json.loads(text)
     assert parse("{not json") is None and parse("[" * 200 + "]" * 200) is None
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    ('{"content": "sudo rm -rf /"}'.encode("utf-16-le"), "application/json"),  # json.loads(bytes) reads UTF-16
+    ('{"content": "sudo rm -rf /"}'.encode("utf-32"), "application/json"),
+    ('{"content": "sudo rm -rf /"}'.encode("utf-16-be"), "application/json; charset=utf-8"),  # declared otherwise
+    ("rm -rf /".encode("utf-16"), "text/plain; charset=utf-16"),
+    (b'{"content": "ok"}', "application/json; charset=utf-16"),  # nonsense in UTF-16: read as JSON parsers do
+])
+def test_a_body_is_read_as_json_parsers_detect_it_and_as_declared(body: bytes, content_type: str) -> None:
+    screen = Screen([AnswerCheck.of(r) for r in RULES], Facts({}, {}, {}).for_answers(), lambda: {})
+    out = screen_body(body, content_type, screen)
+    assert (screen.blocked is not None) == (b"o\x00k" not in body and b"ok" not in body) and out is None
+
+
+def test_a_body_is_masked_in_its_first_reading_and_blocked_for_a_match_in_another() -> None:
+    def screen() -> Screen:
+        return Screen([AnswerCheck.of(r) for r in RULES], Facts({}, {}, {}).for_answers(), lambda: {})
+
+    first = screen()
+    masked = screen_body(f"k={KEY}".encode("utf-16"), "text/plain", first)  # a byte order mark says UTF-16
+    assert masked is not None and masked.decode("utf-16") == "k=[key]" and first.blocked is None
+    body = f"中k={KEY}".encode("utf-16-le")  # no zero byte up front: JSON parsers read it as UTF-8
+    declared = screen()
+    out = screen_body(body, "text/plain; charset=utf-16-le", declared)
+    assert out is not None and out.decode("utf-16-le") == "中k=[key]"
+    other = screen()
+    assert screen_body(body, "application/json; charset=utf-16-le", other) is None
+    assert other.blocked is not None and "read as utf-16-le" in other.blocked.reason
