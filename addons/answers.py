@@ -49,25 +49,34 @@ def _is_sse(content_type: str) -> bool:
 
 def _screen_head(response: http.Response, screen: Screen) -> None:
     """The answer's reason phrase and headers as the client gets them: a value masked in place; a header whose
-    value a block rule matched is dropped (the body is then refused or its stream ends at once), and so is one
-    whose name a rule matched (a name has no room for a placeholder)."""
+    name or value a block rule matched is dropped (the body is then refused or its stream ends at once), and so is
+    one whose name a mask rule matched (a name has no room for a placeholder)."""
     screen.refresh()
     if not screen.patterns:
         return
-    reason = screen_value(response.reason, screen)
-    response.reason = reason if screen.blocked is None else ""
+    each = screen.probe()  # one header at a time, so a block on one leaves the others masked, not as they came
+
+    def screened(text: str, nesting: int = 0) -> str | None:
+        each.blocked = None
+        out = screen_value(text, each, nesting)
+        if each.blocked is not None and screen.blocked is None:
+            screen.blocked = each.blocked
+        return None if each.blocked is not None else out
+
+    reason = screened(response.reason)
+    if reason != response.reason:
+        response.reason = reason if reason is not None and reason.isascii() else ""
     fields = []
     for raw_name, raw_value in response.headers.fields:
         name, value = (raw.decode("utf-8", "surrogateescape") for raw in (raw_name, raw_value))
-        blocked = screen.blocked is not None
-        if screen_value(name, screen, MAX_NESTING) != name:
+        if screened(name, MAX_NESTING) != name:
             continue
-        value = screen_value(value, screen)
-        if screen.blocked is not None and not blocked:
-            continue
-        fields.append((raw_name, value.encode("utf-8", "surrogateescape")))
-    response.headers.fields = tuple(fields)
-
+        new = screened(value)
+        if new is not None:
+            fields.append((raw_name, raw_value if new == value else new.encode("utf-8", "surrogateescape")))
+    if tuple(fields) != tuple(response.headers.fields):
+        response.headers.fields = tuple(fields)
+    screen.masked.update(each.masked)
 
 def _noted(flow: http.HTTPFlow, note: AnswerNote) -> None:
     ANSWER.set(flow, note)
