@@ -45,8 +45,7 @@ class Screen:
         self.masked: Counter[str] = Counter()
         self._weighed: Mapping[str, Any] | None = None
         self.patterns = Patterns(self.early)
-        if not self.late:
-            self._weighed = {}
+        self._live = [check.name for check in self.early]
 
     def refresh(self) -> None:
         """Weigh the rules that read ``answer`` again if its facts changed."""
@@ -70,12 +69,13 @@ class Screen:
                 return
             if holds:
                 live.append(check)
-        self.patterns = Patterns(live)
+        if [check.name for check in live] != self._live:  # the same rules keep the same patterns (and what they knew)
+            self.patterns, self._live = Patterns(live), [check.name for check in live]
 
     def probe(self) -> Screen:
         """A screen with the same rules and the patterns in force now, to search another reading of the answer."""
         probe = Screen(list(self.checks.values()), self.facts, self.answer)
-        probe.patterns, probe._weighed = self.patterns, self._weighed
+        probe.patterns, probe._weighed, probe._live = self.patterns, self._weighed, self._live
         return probe
 
     def hit(self, hits: list[Hit], count: Counter[str]) -> bool:
