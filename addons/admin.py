@@ -409,7 +409,8 @@ class Admin:
 
     def pii_health(self) -> list[dict]:
         """The PII addon's analyzer pool, as health reports it (the PII addon owns it)."""
-        pool = getattr(ctx.master.addons.get("piimasking"), "pool", None)
+        masking = ctx.master.addons.get("piimasking")
+        pool = masking.engine.pool if masking is not None else None
         return [] if pool is None else [pool.health()]
 
     def rules_health(self) -> dict | None:
