@@ -36,6 +36,10 @@ OBFUSCATED = [
     ("jane at acme dot com", "jane@acme.com"),
     ("JANE AT ACME DOT COM", "JANE@ACME.COM"),
     ("jane@acme dot com", "jane@acme.com"),
+    ("jane.doe at acme.com", "jane.doe@acme.com"),
+    ("jane_doe at acme.co.uk", "jane_doe@acme.co.uk"),
+    ("jane+news at acme.io", "jane+news@acme.io"),
+    ("jane dot doe at gmail dot com", "jane.doe@gmail.com"),
     ("jane%40acme.com", "jane@acme.com"),
     ("jane&#64;acme&#x2e;com", "jane@acme.com"),
     ("jane&commat;acme.com", "jane@acme.com"),
@@ -61,6 +65,7 @@ OBFUSCATED = [
 ]
 BENIGN = [
     "Meet me at the office at noon; look at google dot com later.",
+    "See README.md at github.com/acme/app and config.yaml at gitlab.com, or look at acme.com; meet at example.com.",
     "I am good at maths dot by dot.",
     "Sales rose 5% (from 3%) to 100%, R&D spent 50 % more; a&b; &amp is not closed",
     "Version 1.2.3.4 shipped on 2024-01-05, 05.01.2024 and 1/5/2024; build 10.4.22.",
