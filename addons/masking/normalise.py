@@ -92,7 +92,8 @@ _BRACKET_AT = r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*"
 _BRACKET_DOT = r"\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*"
 _LABEL = r"[^\W_](?:[\w-]{0,62}[^\W_])?"
 _ADDRESS = re.compile(
-    rf"(?i)(?<![\w.%+-])(?P<local>[^\W_][\w.+-]{{0,63}}(?:\s+dot\s+[\w+-]{{1,63}}){{0,3}})(?P<at>{_BRACKET_AT}|\s+at\s+|[ \t]*@[ \t]*)"
+    rf"(?i)(?<![\w.%+-])(?P<local>[^\W_][\w.+-]{{0,63}}(?:\s+dot\s+[\w+-]{{1,63}}){{0,3}})"
+    rf"(?P<at>{_BRACKET_AT}|\s+at\s+|[ \t]*@[ \t]*)"
     rf"(?P<domain>{_LABEL}(?:(?:{_BRACKET_DOT}|\s+dot\s+|\.){_LABEL}){{1,8}})(?![\w-])")
 _DOMAIN_DOT = re.compile(rf"(?i){_BRACKET_DOT}|\s+dot\s+|\.")
 # Top-level domains a bare "dot" may end with: the common generic ones, and any two letters (a country's).
