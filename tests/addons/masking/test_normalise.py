@@ -190,3 +190,11 @@ def test_a_card_among_other_numbers_is_read_and_a_row_of_small_numbers_is_not() 
 
     assert list(_card_edits("ref 1001 4000 0000 0000 0002 end")) == [(9, 28, "4000000000000002")]  # hypothesis found
     assert list(_card_edits("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20")) == []
+
+
+@pytest.mark.parametrize("address", ["jane (at) acme (dot) com", "jane [at] acme [dot] com", "jane.doe at acme.com"])
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_a_spelled_address_cut_anywhere_is_held_and_masked(address: str, size: int) -> None:
+    """A delta may end right after the mailbox ("jane "): the word is held until what follows shows no "at"."""
+    text = f"Write to {address} today."
+    assert _stream([text[i:i + size] for i in range(0, len(text), size)]) == "Write to <EMAIL_ADDRESS> today."
