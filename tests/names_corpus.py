@@ -1,11 +1,11 @@
-"""A held-out corpus for person-name masking: names the shipped lists were not made from, in prompts the
-recognizers were not written for, and benign prompts beside them.
+"""A corpus for person-name masking: names the shipped lists were not made from, in prompts the
+recognizers were not written for, and benign prompts beside them; a DEV split to look at and tune on, and a
+TEST split (``tests/names_heldout.py``) only run to report.
 
-Names come from two sources independent of Warden's lists (Faker's): mimesis (its own per-locale data, in
-locales from Europe and Turkey) and, for cultures neither library covers in Latin script, the most frequent
-given and family names per country in names-dataset 3.3.1 (Philippines, Malaysia, Egypt, Morocco, Ethiopia,
-Bangladesh, Cameroon, India), copied here (abbreviations such as "Md" left out) so the tests need only mimesis.
-Seeded: the same corpus every run.
+Names come from sources independent of Warden's lists (Faker's): mimesis (its own per-locale data; DEV and TEST
+take different locales and seeds) and, for cultures no mimesis locale covers, the most frequent given and family
+names per country in names-dataset 3.3.1, copied here (abbreviations such as "Md" left out) so the tests need only
+mimesis; DEV and TEST take different countries. Seeded: the same corpus every run.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from mimesis import Person
 from mimesis.locales import Locale
 
-MIMESIS_LOCALES = ["it", "nl", "es", "es-mx", "pt", "pt-br", "pl", "de", "fr", "sv", "tr", "cs", "hu", "fi", "da",
-                   "no", "hr", "sk", "et", "is", "en"]
+from tests import names_heldout as heldout
+from tests.corpus import benign_prompts
+
+MIMESIS_LOCALES = ["it", "es", "pt-br", "pl", "de", "sv", "tr", "hu", "da", "et", "en"]
 
 # names-dataset 3.3.1: top-ranked Latin-script given and family names per country.
 COUNTRY_NAMES: dict[str, tuple[list[str], list[str]]] = {
@@ -184,25 +186,46 @@ class NamePrompt:
     people: list[tuple[str, str]] = field(default_factory=list)  # (given, family) as planted; "" where not
 
 
-def _person(origin: str, rng: random.Random) -> tuple[str, str]:
-    if origin in COUNTRY_NAMES:
-        firsts, lasts = COUNTRY_NAMES[origin]
+@dataclass(frozen=True)
+class Split:
+    """One part of the corpus: where its names come from, the templates they are planted in, benign prompts."""
+
+    locales: list[str]
+    countries: dict[str, tuple[list[str], list[str]]]
+    templates: list[str]
+    benign: list[str]
+    seed: int
+
+
+def split(name: str) -> Split:
+    """``"dev"`` (tune on it) or ``"test"`` (held out: report only)."""
+    if name == "dev":
+        return Split(MIMESIS_LOCALES, COUNTRY_NAMES, TEMPLATES, BENIGN + [p.text for p in benign_prompts()], 11)
+    if name == "test":
+        return Split(heldout.MIMESIS_LOCALES, heldout.COUNTRY_NAMES, heldout.TEMPLATES, heldout.BENIGN, 2024)
+    raise ValueError(name)
+
+
+def _person(origin: str, countries: dict[str, tuple[list[str], list[str]]], rng: random.Random) -> tuple[str, str]:
+    if origin in countries:
+        firsts, lasts = countries[origin]
         return rng.choice(firsts), rng.choice(lasts)
     person = Person(Locale(origin), seed=rng.randrange(2**32))
     return person.first_name(), person.last_name()
 
 
-def name_prompts(per_origin: int = 16, seed: int = 11) -> list[NamePrompt]:
-    """``per_origin`` prompts for each mimesis locale and names-dataset country, cycling through the templates."""
-    rng = random.Random(seed)
+def name_prompts(part: Split, per_origin: int = 16) -> list[NamePrompt]:
+    """``per_origin`` prompts for each mimesis locale and names-dataset country of ``part``, cycling through its
+    templates."""
+    rng = random.Random(part.seed)
     out = []
-    for n, origin in enumerate(MIMESIS_LOCALES + list(COUNTRY_NAMES)):
+    for n, origin in enumerate(part.locales + list(part.countries)):
         for i in range(per_origin):
-            template = TEMPLATES[(n * 7 + i) % len(TEMPLATES)]
+            template = part.templates[(n * 7 + i) % len(part.templates)]
             values: dict[str, str] = {}
             people = []
             for suffix in ("", "2", "3"):
-                given, family = _person(origin, rng)
+                given, family = _person(origin, part.countries, rng)
                 values["first" + suffix], values["last" + suffix] = given, family
                 planted = (given if f"{{first{suffix}}}" in template else "",
                            family if f"{{last{suffix}}}" in template else "")
