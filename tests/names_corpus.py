@@ -177,6 +177,70 @@ BENIGN = [
     "Explain the difference between Addis Ababa's and Nairobi's climates.",
 ]
 
+# More benign prompts, written while the name-shape rules were tuned (DEV): products, tools, places, dishes and
+# festivals whose names are no English word, things compared, eponyms.
+MORE_BENIGN = [
+    "Set up Grafana and Loki to collect logs from a Kubernetes cluster.",
+    "Write a Terraform module that creates an S3 bucket with versioning.",
+    "Compare Ansible, Puppet and Chef for configuration management.",
+    "How do I tune Nginx worker processes for a 4-core machine?",
+    "Explain Kafka consumer groups and partition rebalancing.",
+    "Use Pandas to pivot a table of sales by region and quarter.",
+    "Why does NumPy broadcasting fail for shapes (3, 4) and (3,)?",
+    "Build a Django view that paginates a queryset of articles.",
+    "Should I learn Vue or Svelte for a small dashboard?",
+    "Plan three days in Reykjavik with a trip to the Golden Circle.",
+    "What is there to do in Ljubljana and Lake Bled in autumn?",
+    "Is Tbilisi or Yerevan a better base for a week of hiking?",
+    "Suggest an itinerary for Chiang Mai and Chiang Rai.",
+    "How do I get from Hanoi to Hoi An by train?",
+    "What are the best beaches in Zanzibar in July?",
+    "Give me a recipe for tiramisu without raw eggs.",
+    "How is Pad Thai different from Pad See Ew?",
+    "Explain how to make Shakshuka for four people.",
+    "Which ingredients go into Bibimbap and Kimchi Jjigae?",
+    "Summarise the history of Real Madrid and Bayern Munich in the Champions League.",
+    "Why is Galatasaray's stadium called Hell?",
+    "Explain Dijkstra's algorithm with a small graph.",
+    "What is a Fourier transform used for in audio processing?",
+    "Derive the Schrödinger equation for a particle in a box.",
+    "How does the Kalman filter estimate position from noisy GPS data?",
+    "Explain the Pythagorean theorem to a ten-year-old.",
+    "What happens during Diwali and how long does it last?",
+    "When does Ramadan start this year and how is Eid celebrated?",
+    "Plan a visit to Oktoberfest in Munich on a budget.",
+    "Compare Xiaomi and Huawei phones for battery life.",
+    "Is Lidl or Aldi cheaper for weekly groceries in Germany?",
+    "How do I assemble an Ikea Malm dresser safely?",
+    "Set up a Shopify store that ships to Canada and Mexico.",
+    "What are Airbnb's rules for hosts in Barcelona?",
+    "Translate 'good morning' into Swahili, Tagalog and Amharic.",
+    "What is the difference between Hinduism and Buddhism on rebirth?",
+    "Describe the Hagia Sophia's history under the Ottomans.",
+    "Why is Machu Picchu at risk from tourism?",
+    "What is the best time to see the Northern Lights in Tromsø?",
+    "Explain how Bitcoin mining difficulty adjusts.",
+    "Write a Kotlin data class for a user profile with Moshi annotations.",
+    "Configure Keycloak as an OIDC provider for a Spring Boot app.",
+    "What is the difference between Redis Streams and RabbitMQ?",
+    "How do Zigbee and Z-Wave compare for smart home sensors?",
+    "Explain Lamport clocks and vector clocks.",
+    "Summarise the plot of Don Quixote in five sentences.",
+    "Why is the Mona Lisa so famous?",
+    "What are the main islands of the Galápagos?",
+    "Recommend a route along the Amalfi Coast by bus.",
+    "Explain the Haber process and why it matters for fertiliser.",
+    "How does Tailwind CSS differ from Bootstrap?",
+    "What does Kubernetes' kubelet do on each node?",
+    "Write a Jenkinsfile that builds a Maven project and runs tests.",
+    "How do I convert a Word document to Markdown with Pandoc?",
+    "What is the Mandelbrot set and how do I plot it?",
+    "Explain Gödel's incompleteness theorems simply.",
+    "What is the difference between Tokyo's Shinkansen lines?",
+    "Compare Duolingo and Babbel for learning Portuguese.",
+    "How do I migrate from Heroku to Fly.io?",
+    "Make a packing list for a trek to Everest Base Camp via Namche Bazaar.",
+]
 
 @dataclass
 class NamePrompt:
@@ -200,7 +264,8 @@ class Split:
 def split(name: str) -> Split:
     """``"dev"`` (tune on it) or ``"test"`` (held out: report only)."""
     if name == "dev":
-        return Split(MIMESIS_LOCALES, COUNTRY_NAMES, TEMPLATES, BENIGN + [p.text for p in benign_prompts()], 11)
+        return Split(MIMESIS_LOCALES, COUNTRY_NAMES, TEMPLATES,
+                     BENIGN + MORE_BENIGN + [p.text for p in benign_prompts()], 11)
     if name == "test":
         return Split(heldout.MIMESIS_LOCALES, heldout.COUNTRY_NAMES, heldout.TEMPLATES, heldout.BENIGN, 2024)
     raise ValueError(name)
