@@ -22,10 +22,11 @@ from tests.names_corpus import leaked_people, name_prompts, split
 
 pytestmark = pytest.mark.e2e
 
-# TEST split, measured through the gateway when written: 29.0% leaked, 88.8% unaltered (DEV: 18.2%, 95.0%);
-# the targets: 0.05, 0.98.
-LEAK_CEILING = 0.30
-BENIGN_FLOOR = 0.88
+# TEST split, measured through the gateway: 29.0% leaked, 88.8% unaltered with name lists and context alone
+# (DEV: 18.2%, 95.0%); 19.1% and 91.8% with the name-shape rules (DEV, 60 benign prompts added: 4.2%, 96.3%).
+# The targets: 0.05, 0.98.
+LEAK_CEILING = 0.20
+BENIGN_FLOOR = 0.91
 
 
 @pytest.mark.parametrize("part", ["test", "dev"])
