@@ -233,7 +233,8 @@ class Ledger:
     def notice(self, approval_id: str, fate: str, reason: str, now: float, **detail: Any) -> Event:
         """A notification's final outcome (``notified`` or ``notify_failed``): where to (never a secret), attempts,
         the last status; the approval goes on either way."""
-        assert fate in NOTICES
+        if fate not in NOTICES:
+            raise ValueError(f"a notification ends {' or '.join(NOTICES)}, not {fate!r}")
         approval = self.get(approval_id)
         return _event(fate, now, user=approval.sub, rule=approval.terms.rule, flow_id=approval.flow_id, reason=reason,
                       approval=approval_id, **detail)
