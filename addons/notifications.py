@@ -25,7 +25,7 @@ import tornado.httpserver
 from mitmproxy import ctx, exceptions
 
 from addons.approvals.ledger import Approval, Refused
-from addons.approvals.notify import Delivery, deliver, slack_message
+from addons.approvals.notify import Delivery, UnnamedUrls, deliver, slack_message
 from addons.approvals.slack import MAX_BODY, Click, ReplayGuard, callback_app
 from addons.flow.listeners import parse_listen, serve
 from addons.rules.model import Rules, current_rules
@@ -40,6 +40,8 @@ class Notifications:
         self.sending: set[asyncio.Task] = set()  # notifications under way (kept: a task nobody holds may vanish)
         self.listener: tornado.httpserver.HTTPServer | None = None
         self.replays = ReplayGuard()
+        self.unnamed = UnnamedUrls()  # httpx logs each request's URL: a webhook's path is a secret
+        logging.getLogger("httpx").addFilter(self.unnamed)
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -49,6 +51,8 @@ class Notifications:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "warden_rules" in updated:
+            self.unnamed.urls |= {u.get_secret_value() for u in current_rules().reachable.webhooks.values()}
         spec = ctx.options.warden_slack_listen
         if updated & {"warden_slack_listen", "warden_rules"} and spec:
             try:
@@ -80,6 +84,7 @@ class Notifications:
         if self.client is not None:
             await self.client.aclose()
             self.client = None
+        logging.getLogger("httpx").removeFilter(self.unnamed)
 
     def _listen(self) -> None:
         if self.listener is not None:

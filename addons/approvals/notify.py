@@ -11,6 +11,7 @@ something else. Approve and Deny buttons carry the approval's id for Slack's int
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 
 from addons.approvals.ledger import Approval
-from addons.rules.notifications import Webhook
+from addons.rules.notifications import Webhook, redacted
 
 APPROVE, DENY = "warden_approve", "warden_deny"  # the buttons' action ids; their value is the approval's id
 PREVIEW_CHARS = 600  # of the masked request, in the message
@@ -98,6 +99,24 @@ def slack_message(approval: Approval, admin_url: str, *, buttons: bool, preview:
     text = _clip(f"Approval {approval.id} needed under rule {escape(terms.rule)}: {requester} sends "
                  f"{escape(target)} (findings: {findings_line(req.get('findings') or {})})", _TEXT)
     return {"text": text, "blocks": blocks}
+
+
+class UnnamedUrls(logging.Filter):
+    """Put on the ``httpx`` logger: each request it logs (``HTTP Request: POST URL``) names a webhook by its host
+    only. A URL once known stays in ``urls``: a reload may rotate it while a notification is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.urls:
+            text = record.getMessage()
+            if any(url in text for url in self.urls):
+                for url in sorted(self.urls, key=len, reverse=True):
+                    text = text.replace(url, redacted(url))
+                record.msg, record.args = text, None
+        return True
 
 
 @dataclass(frozen=True)

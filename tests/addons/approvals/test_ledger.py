@@ -147,7 +147,8 @@ def test_a_notification_is_recorded_without_changing_the_approval() -> None:
     [failed] = applied(ledger, ledger.notice(approval_id, "notify_failed", "gave up after 3 attempt(s)", T0 + 1,
                                              channel="webhook", target="https://hooks.slack.com/…", attempts=3,
                                              status=500))
-    assert (failed.kind, failed.fate, failed.user, failed.rule) == ("approval", "notify_failed", "alice", "needs-review")
+    assert (failed.kind, failed.fate, failed.user, failed.rule) == \
+        ("approval", "notify_failed", "alice", "needs-review")
     approval = ledger.get(approval_id)
     assert approval.state == "pending"
     [notice] = approval.as_json()["notices"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import httpx
 import pytest
@@ -154,3 +155,19 @@ def test_too_many_requests_waits_as_told_within_the_cap() -> None:
 def test_one_attempt_means_no_retry() -> None:
     delivery, waits = run(Receiver(500), Webhook(url=URL, attempts=1))
     assert (delivery.fate, delivery.attempts, waits) == ("notify_failed", 1, [])
+
+
+def test_httpxs_request_log_names_a_webhook_by_its_host_only(caplog: pytest.LogCaptureFixture) -> None:
+    from addons.approvals.notify import UnnamedUrls
+
+    unnamed = UnnamedUrls()
+    unnamed.urls.add(URL)
+    logger = logging.getLogger("httpx")
+    logger.addFilter(unnamed)
+    try:
+        with caplog.at_level(logging.INFO, logger="httpx"):
+            run(Receiver(200), HOOK)
+    finally:
+        logger.removeFilter(unnamed)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert "https://hooks.slack.com/…" in line and "s3cr3tPathToken" not in line
