@@ -202,7 +202,7 @@ def test_forged_stale_unsigned_and_replayed_clicks_are_refused_and_recorded(
     assert SIGNING_SECRET not in gw.log() and SIGNING_SECRET not in json.dumps(approval_events(gw))
 
 
-def test_an_unmapped_slack_user_a_self_approval_and_an_outsider_are_refused(
+def test_an_unmapped_slack_user_a_self_approval_an_outsider_and_a_revoked_approver_are_refused(
         slack_gw: tuple[Gateway, str], upstream) -> None:
     gw, slack = slack_gw
     sent = send(gw, upstream.port, chat("notify-hold", "Send the payroll file"), groups=["security"])
@@ -222,8 +222,15 @@ def test_an_unmapped_slack_user_a_self_approval_and_an_outsider_are_refused(
                              ("not_an_approver", "dave")]
     unmapped = _events(gw, "refused")[0]
     assert (unmapped["detail"]["slack_user"], unmapped["detail"]["approval"]) == ("U0MALLORY", waiting["id"])
-    with approver(gw) as bob:
-        assert bob.post(f"/api/approvals/{waiting['id']}/deny", json={"reason": "no"}).status_code == 200
+
+    with gw.admin_client() as admin:  # bob's access is revoked: his Slack clicks are refused from now on
+        assert admin.post("/api/revoke", json={"user": "bob", "reason": "left"}).status_code == 200
+    body = click_body(waiting["id"], "U0BOB")
+    r = press(slack, body, signed(body))
+    assert (r.status_code, r.json()["error"]["type"]) == (403, "revoked")
+    assert _refusals(gw)[-1] == ("revoked", "bob")
+    with approver(gw, "carol") as carol:
+        assert carol.post(f"/api/approvals/{waiting['id']}/deny", json={"reason": "no"}).status_code == 200
     assert sent.result().status_code == 403
 
 
