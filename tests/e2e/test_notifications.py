@@ -101,6 +101,8 @@ def test_the_webhook_says_who_what_findings_rule_and_how_to_decide_and_never_a_s
     with gw.admin_client() as admin:
         [notice] = admin.get(f"/api/approvals/{approval_id}").json()["notices"]
     assert notice["fate"] == "notified"
+    listed = gw.warden("--token", gw.token("bob", groups=["security"]), "approvals", "show", approval_id).stdout
+    assert f"notified http://127.0.0.1:{receiver.port}/… at " in listed and "accepted with HTTP 200" in listed
 
     gw.stop()
     cells = all_cells(gw.db)
