@@ -309,7 +309,7 @@ class PiiMasking:
         outcome = PII.set(flow, PiiOutcome(profile=profile.name))
         self.vaults[flow] = Vault()
         if not profile.active and not pending:
-            outcome.skipped = "the profile masks nothing"
+            outcome.skipped, outcome.read = "the profile masks nothing", True
             return
         # Responses are masked and restored as they stream: ask for them unencoded.
         flow.request.headers["accept-encoding"] = "identity"
@@ -336,7 +336,7 @@ class PiiMasking:
             profile = decided or self._profile(flow)  # refused: masked all the same, for the record
             if not profile.active:
                 if decided is not None:
-                    outcome.skipped = "the profile masks nothing"
+                    outcome.skipped, outcome.read = "the profile masks nothing", True
                 return
         self.vaults[flow] = vault = self._open_vault(flow, payload, parts.texts)
         masker = self._masker(profile, vault, reversible=True)
@@ -348,6 +348,7 @@ class PiiMasking:
                 self._originals(flow).request = flow.request.raw_content
             if body:  # even unchanged: what leaves (or is recorded) is what was analysed, never the bytes as they came
                 flow.request.content = payload.render()
+            outcome.read = True
         self._mask_parts(flow, profile, outcome, parts, masker, in_parts)
         self._keep_vault(flow, ())  # before any await: a concurrent turn of the conversation numbers on from here
         _count(outcome.findings, "request")
