@@ -30,6 +30,7 @@ from addons.approvals.ledger import Approval, Refused
 from addons.auth.issuer import EmbeddedIssuer, discovery, validator_for
 from addons.auth.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
 from addons.flow import metrics
+from addons.flow.listeners import parse_listen, serve
 from addons.rules.durations import DurationError, parse_duration
 from addons.rules.model import IdentityConfig, current_rules
 from addons.store.database import Store, StoreError
@@ -48,14 +49,6 @@ from addons.store.queries import (
 
 log = logging.getLogger("warden.admin")
 EVENTS_PAGE = 500
-
-
-def parse_listen(spec: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:8081`` for IPv6) or empty to disable; raises ValueError naming the problem."""
-    host, sep, port = spec.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected host:port, e.g. 127.0.0.1:8081, got {spec!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class _Handler(tornado.web.RequestHandler):
@@ -409,7 +402,8 @@ class Admin:
 
     def pii_health(self) -> list[dict]:
         """The PII addon's analyzer pool, as health reports it (the PII addon owns it)."""
-        pool = getattr(ctx.master.addons.get("piimasking"), "pool", None)
+        masking = ctx.master.addons.get("piimasking")
+        pool = masking.engine.pool if masking is not None else None
         return [] if pool is None else [pool.health()]
 
     def rules_health(self) -> dict | None:
@@ -443,7 +437,6 @@ class Admin:
         self.done()
         if not ctx.options.warden_admin:
             return
-        host, port = parse_listen(ctx.options.warden_admin)
         app = tornado.web.Application([
             (r"/healthz", Health, {"admin": self}),
             (r"/metrics", Metrics, {"admin": self}),
@@ -460,11 +453,6 @@ class Admin:
             (r"/\.well-known/openid-configuration", Discovery, {"admin": self}),
             (r"/jwks", Jwks, {"admin": self}),
         ])
-        server = tornado.httpserver.HTTPServer(app)
-        try:
-            server.listen(port, host)
-        except OSError as e:
-            log.error("warden: warden_admin: cannot listen on %s:%d: %s", host, port, e.strerror)
-            return
-        self.server = server
-        log.info("warden admin API listening at http://%s:%d", host, port)
+        self.server = serve(app, "warden_admin", ctx.options.warden_admin)
+        if self.server is not None:
+            log.info("warden admin API listening at http://%s", ctx.options.warden_admin)

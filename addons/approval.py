@@ -55,12 +55,12 @@ def request_digest(flow: http.HTTPFlow, sub: str) -> str:
         .hexdigest()
 
 
-def request_summary(flow: http.HTTPFlow, digest: str) -> dict:
-    """The approvers' view of the request: target, the masked body (clipped) and what masking found."""
+def request_summary(flow: http.HTTPFlow, digest: str, model: str | None = None) -> dict:
+    """The approvers' view of the request: target, model, the masked body (clipped) and what masking found."""
     req, pii = flow.request, PII.of(flow)
     text = (req.raw_content or b"").decode("utf-8", "replace")
     return {"method": req.method, "host": req.host, "port": req.port, "path": req.path,
-            "upstream": flow.metadata.get("warden.upstream"), "digest": digest,
+            "upstream": flow.metadata.get("warden.upstream"), "model": model[:200] if model else None, "digest": digest,
             "body_size": len(req.raw_content or b""), "preview": text[:PREVIEW_CHARS],
             "preview_truncated": len(text) > PREVIEW_CHARS,
             "findings": PiiOutcome.counts(pii.findings) if pii is not None else {}}
@@ -177,13 +177,14 @@ class ApprovalGate:
     # -- the approver's side (the admin API calls these) ------------------------------------------------
 
     async def decide(self, approval_id: str, approver: str, groups: list[str], verdict: str, reason: str,
-                     window: float | None) -> Approval:
-        """``verdict`` (approved or denied) by ``approver``; ``Refused`` (recorded) if not allowed."""
+                     window: float | None, **via: object) -> Approval:
+        """``verdict`` (approved or denied) by ``approver``; ``Refused`` (recorded) if not allowed. ``via``: how the
+        decision came when not through the admin API (``via="slack"``, the Slack user), recorded with it."""
         try:
             await self.step(lambda: self.ledger.vote(approval_id, approver, groups, verdict, reason, window,
-                                                     time.time()))
+                                                     time.time(), **via))
         except Refused as e:
-            await self.refused(e, approver, approval=approval_id, asked=verdict)
+            await self.refused(e, approver, approval=approval_id, asked=verdict, **via)
             raise
         return self.ledger.get(approval_id)
 
@@ -237,14 +238,14 @@ class ApprovalGate:
         if approval is None:
             requester = {"sub": identity.sub, "email": identity.email, "groups": identity.groups, "kind": identity.kind}
             secrets = self._caller_secrets(flow)
-            [event] = await self.step(lambda: [self.ledger.request(terms, requester, request_summary(flow, digest),
-                                                                   flow.id, now)], secrets)
+            summary = request_summary(flow, digest, self._model(flow))
+            [event] = await self.step(lambda: [self.ledger.request(terms, requester, summary, flow.id, now)], secrets)
             approval = self.ledger.get(event.detail["approval"] if event.detail else "")
         if terms.mode == "retry":
             APPROVAL.set(flow, ApprovalNote(approval=approval.id, outcome="pending"))
             refuse(flow, ApprovalNeeded(
                 f"this request needs approval under rule {terms.rule!r}: approval {approval.id} is pending; "
-                f"{how_to_ask(approval, self._admin())}; then send the same request again: it passes once approved "
+                f"{how_to_ask(approval, self.admin_url())}; then send the same request again: it passes once approved "
                 f"(the approval expires at {_iso(approval.expires_at)})", approval=approval.id, state=approval.state))
             return
         await self._hold(flow, decision, approval, min(terms.timeout, approval.expires_at - now))
@@ -270,7 +271,7 @@ class ApprovalGate:
             APPROVAL.set(flow, ApprovalNote(approval=approval.id, outcome="timed_out"))
             refuse(flow, ApprovalTimeout(
                 f"this request waited {timeout:g} s for approval {approval.id} under rule {approval.terms.rule!r} "
-                f"without a decision and was not forwarded; {how_to_ask(approval, self._admin())}; once approved, "
+                f"without a decision and was not forwarded; {how_to_ask(approval, self.admin_url())}; once approved, "
                 f"send the same request again (until {_iso(approval.expires_at)})",
                 approval=approval.id, state=approval.state))
             return
@@ -325,9 +326,20 @@ class ApprovalGate:
         return getattr(ctx.master.addons.get("recorder"), "store", None)
 
     @staticmethod
-    def _admin() -> str:
+    def admin_url() -> str:
+        """The admin API as approvers reach it: the rules' ``approvals.admin_url``, else the ``warden_admin``
+        listener."""
+        config = ctx.master.addons.get("config")
+        rules = getattr(config, "rules", None)
+        if rules is not None and rules.model.approvals.admin_url:
+            return rules.model.approvals.admin_url
         spec = getattr(ctx.options, "warden_admin", "") or "127.0.0.1:8081"
         return f"http://{spec}"
+
+    @staticmethod
+    def _model(flow: http.HTTPFlow) -> str | None:
+        intake = ctx.master.addons.get("intake")
+        return intake.shape_of(flow).model if intake is not None else None
 
     @staticmethod
     def _caller_secrets(flow: http.HTTPFlow) -> frozenset[str]:

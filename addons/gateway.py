@@ -7,7 +7,8 @@ The chain: config (the rules file, reloaded on change; unsafe mitmproxy options 
 token) -> layers (the protocol of every connection chosen here: TLS intercepted, HTTP to the chain,
 anything else refused and recorded) -> intake (size, encoding) -> policy (upstream allow-list, rules)
 -> pii (Presidio masking; pseudonyms restored in the answer) -> approval (review rules: the request waits
-for approvers, or is answered with an approval id to retry) -> credentials (strip the caller's,
+for approvers, or is answered with an approval id to retry) -> notifications (each approval announced to its
+rule's webhook; Slack's Approve/Deny callbacks on a listener of their own) -> credentials (strip the caller's,
 inject the upstream's) -> websocket (upgrades refused unless the upstream opts in; then every message
 masked and recorded) -> answers (answer rules on what comes back: block or mask, streams as they pass) ->
 recorder (DuckDB, before the request leaves). The admin API runs beside them.
@@ -23,12 +24,13 @@ from addons.credentials import Credentials
 from addons.identity import IdentityGate
 from addons.intake import Intake
 from addons.layers import Layers
+from addons.notifications import Notifications
 from addons.pii import PiiMasking
 from addons.policy import Policy
 from addons.recorder import Recorder
 from addons.websocket import WebSocket
 
 addons = [
-    Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), ApprovalGate(), Credentials(), WebSocket(),
-    Answers(), Recorder(), Admin(),
+    Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), ApprovalGate(), Notifications(),
+    Credentials(), WebSocket(), Answers(), Recorder(), Admin(),
 ]

@@ -26,14 +26,10 @@ inspected, or binary content inside one (an image's data URI, base64 audio), is 
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import dataclasses
 import logging
-import os
-import threading
 import weakref
-from concurrent.futures import Future
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net import encoding
@@ -51,42 +47,26 @@ from addons.flow.errors import (
 from addons.flow.meta import DECISION, ERROR, IDENTITY, PENDING, PII, REVIEW, Finding, Originals, PiiOutcome
 from addons.flow.streams import compose_stream, unframe
 from addons.masking.census import census
-from addons.masking.conversations import (
-    Conversation,
-    Conversations,
-    IdWatcher,
-    answered,
-    keeps_conversations,
-    references,
-)
-from addons.masking.joined import Window, crossing, pieces, windows
-from addons.masking.operators import Applied, Masker, operators
+from addons.masking.conversations import answered, keeps_conversations
+from addons.masking.engine import Engine
+from addons.masking.joined import crossing, pieces
+from addons.masking.operators import Applied, Masker
 from addons.masking.payloads import Payload, adapter_for, body_kind, described, parse_body
-from addons.masking.pool import AnalysisPool, AnalysisUnavailable, default_workers
+from addons.masking.pool import AnalysisUnavailable, default_workers
 from addons.masking.pseudonyms import Vault
-from addons.masking.recognizers import EngineSpec, engine_spec, pattern_scanner
-from addons.masking.recognizers.inert import inert_values
 from addons.masking.request_parts import RequestParts, mask_parts
 from addons.masking.stream import StreamRewriter
+from addons.masking.turns import Turns
 from addons.rules.durations import seconds
 from addons.rules.masking import Profile
-from addons.rules.model import Rules, RulesError, current_rules
+from addons.rules.model import Rules, current_rules
 from addons.store.keys import KeyFileError, OriginalsKey, load_or_create_hash_key
 from addons.store.redaction import is_credential_header
 
 log = logging.getLogger("warden.pii")
-READY_WITHIN = 300.0  # seconds a reload waits for a new analyzer pool before it is refused
 # Presidio logs every recognizer load and every regex match at INFO/DEBUG; through mitmproxy's log
 # handler each record wakes the event loop, and a stream scanned delta by delta floods it.
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
-
-
-def _load_presidio(spec, into: Future) -> None:
-    try:
-        operators()
-        into.set_result(pattern_scanner(spec))
-    except Exception as e:  # surfaces on first use, which fails closed
-        into.set_exception(e)
 
 
 def _findings(path: str, applied: list[Applied]) -> list[Finding]:
@@ -105,20 +85,13 @@ def _count(findings: list[Finding], direction: str) -> None:
 class PiiMasking:
     def __init__(self) -> None:
         self.rules: Rules | None = None
-        self.pool: AnalysisPool | None = None
-        self.prepared: tuple[AnalysisPool, Future] | None = None  # for rules being reloaded: pool, pattern scanner
+        self.engine = Engine()
         self.hash_key: bytes | None = None
-        self._scanner: Future = Future()
-        self.inert = lambda value: False  # values no recognizer can flag: not sent to the analyzer
-        self.timeout = 30.0
         # Per flow, memory only: never in flow.metadata, never recorded as such.
         self.vaults: weakref.WeakKeyDictionary[http.HTTPFlow, Vault] = weakref.WeakKeyDictionary()
         self.streams: weakref.WeakKeyDictionary[http.HTTPFlow, StreamRewriter] = weakref.WeakKeyDictionary()
         self.originals: weakref.WeakKeyDictionary[http.HTTPFlow, Originals] = weakref.WeakKeyDictionary()
-        self.conversations: Conversations | None = None
-        self.conversation_of: weakref.WeakKeyDictionary[http.HTTPFlow, Conversation] = weakref.WeakKeyDictionary()
-        # The ids a request named that no kept conversation had yet: kept once a 2xx answer confirms them.
-        self.unconfirmed: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[str, ...]] = weakref.WeakKeyDictionary()
+        self.turns = Turns()  # conversations the provider keeps
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -138,7 +111,7 @@ class PiiMasking:
         if "warden_pii_workers" in updated and ctx.options.warden_pii_workers < 0:
             raise exceptions.OptionsError("warden_pii_workers: must be 0 (one per core) or a positive number")
         if "warden_pii_timeout" in updated:
-            self.timeout = seconds("warden_pii_timeout")
+            self.engine.timeout = seconds("warden_pii_timeout")
         if "warden_pii_hash_key" in updated:
             try:
                 self.hash_key = load_or_create_hash_key(ctx.options.warden_pii_hash_key)
@@ -146,95 +119,19 @@ class PiiMasking:
                 raise exceptions.OptionsError(f"warden_pii_hash_key: {e}") from None
         if updated & {"warden_rules", "warden_pii_workers", "warden_pii_timeout"}:
             self.rules = current_rules()
-            self._configure_pool()
-            self._configure_conversations()
-
-    def _configure_pool(self) -> None:
-        assert self.rules is not None
-        spec = engine_spec(self.rules.masking)
-        self.inert = inert_values(spec)
-        workers = ctx.options.warden_pii_workers or default_workers()
-        old, prepared, self.prepared = self.pool, self.prepared, None
-        if old is not None and old.spec == spec and old.workers == workers:
-            old.timeout = self.timeout
-            if prepared is not None:
-                prepared[0].close()
-            return
-        if prepared is not None:
-            if prepared[0].spec == spec and prepared[0].workers == workers:  # a reload made it ready beforehand
-                self.pool, self._scanner = prepared
-                self.pool.timeout = self.timeout
-                if old is not None:
-                    old.retire()  # analyses under way finish on it
-                return
-            prepared[0].close()
-        self.pool, self._scanner = self._engine(spec, workers)
-        if old is not None:
-            old.close()
-        self.pool.start()  # configure runs on mitmproxy's event loop: the workers load their model meanwhile
-
-    def _engine(self, spec: EngineSpec, workers: int) -> tuple[AnalysisPool, Future]:
-        """A pool for ``spec`` (not started yet) and its pattern scanner for streams (being built)."""
-        # Presidio (and spaCy with it) is imported beside start-up, not in its way; first, so that a pool which
-        # cannot start leaves no stream waiting for a scanner that was never built.
-        scanner: Future = Future()
-        threading.Thread(target=_load_presidio, args=(spec, scanner), name="warden-pii-load", daemon=True).start()
-        return AnalysisPool(spec, workers, self.timeout), scanner
+            self.engine.configure(self.rules.masking, ctx.options.warden_pii_workers or default_workers())
+            self.turns.configure(self.rules.masking, OriginalsKey)
 
     async def prepare_rules(self, rules: Rules) -> None:
-        """Before a reload puts ``rules`` in force (the Config addon awaits this): if they need another analyzer
-        (entities, recognizers, thresholds), start its pool and wait until it is ready, while the pool in force
-        keeps serving; ``configure`` then takes it over. Raises ``RulesError`` if it cannot start."""
-        spec = engine_spec(rules.masking)
-        workers = ctx.options.warden_pii_workers or default_workers()
-        if self.pool is not None and self.pool.spec == spec and self.pool.workers == workers:
-            return
-        if self.prepared is not None:
-            self.prepared[0].close()
-        self.prepared = pool, scanner = self._engine(spec, workers)
-        pool.start()
-        why = None
-        try:
-            async with asyncio.timeout(READY_WITHIN):
-                while pool.state == "starting":
-                    await asyncio.sleep(0.1)
-                await asyncio.wrap_future(scanner)
-        except TimeoutError:
-            why = f"not ready within {READY_WITHIN:g} s"
-        except Exception as e:  # the pattern scanner could not be built
-            why = f"{type(e).__name__}: {e}"
-        if why is None and pool.state != "ready":
-            why = pool.last_error or f"its workers are {pool.state}"
-        if why is not None:
-            pool.close()
-            if self.prepared is not None and self.prepared[0] is pool:
-                self.prepared = None
-            raise RulesError(f"{rules.path}: masking: the PII analyzer for these rules cannot start ({why}); "
-                             "the analyzer in force keeps serving")
-
-    def _configure_conversations(self) -> None:
-        assert self.rules is not None
-        masking = self.rules.masking
-        ttl, limit, memory = masking.conversation_seconds, masking.conversation_limit, masking.conversation_bytes
-        kept = self.conversations
-        if kept is None or (kept.ttl, kept.limit, kept.memory) != (ttl, limit, memory):
-            # Kept conversations are forgotten: their next turns number in a new series, never reuse a pseudonym.
-            self.conversations = Conversations(OriginalsKey(os.urandom(32)), ttl, limit, memory=memory)
-
-    def _stream_scanner(self):
-        """The pattern scanner for streamed answers (waits for Presidio's import the first time).
-        A method, not a property: mitmproxy reads every attribute of an addon when it registers it."""
-        return self._scanner.result()
+        """Before a reload puts ``rules`` in force (the Config addon awaits this): if they need another analyzer,
+        start it and wait until it is ready while the one in force serves. Raises ``RulesError`` if it cannot."""
+        await self.engine.prepare(rules, ctx.options.warden_pii_workers or default_workers())
 
     def running(self) -> None:
-        if self.pool is not None and self.pool.state == "stopped":
-            self.pool.start()
+        self.engine.running()
 
     def done(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-        if self.prepared is not None:
-            self.prepared[0].close()
+        self.engine.close()
 
     # -- what masking holds for a flow --------------------------------------------------------------------
 
@@ -278,33 +175,6 @@ class PiiMasking:
         masking = self.rules.masking
         return Masker(profile, vault, self.hash_key, masking.allow_list, masking.allow_regex, reversible)
 
-    async def _analyze(self, slots: list, parts: RequestParts | None = None
-                       ) -> tuple[list[list], list[Window], list[list], list[list]]:
-        """Spans of each slot, of each window where two text parts of a message meet (``joined.py``), and of each
-        of the request's query, path and header texts (``parts``; pattern recognizers only where it says)."""
-        across = windows(slots)
-        texts = [slot.text for slot in slots] + [w.text for w in across]
-        ner = [True] * len(texts)
-        if parts is not None:
-            texts += parts.texts
-            ner += parts.ner
-        found = await self._analyze_texts(texts, ner)
-        n, m = len(slots), len(slots) + len(across)
-        return found[:n], across, found[n:m], found[m:]
-
-    async def _analyze_texts(self, texts: list[str], ner: list[bool] | None = None) -> list[list]:
-        """Spans per text; ``ner[i]`` False: the pattern recognizers only, on ``texts[i]``."""
-        spans: list[list] = [[] for _ in texts]
-        needed = [i for i, text in enumerate(texts) if not self.inert(text)]
-        if not needed:
-            return spans
-        if self.pool is None:
-            raise AnalysisUnavailable("the PII analyzer is not configured")
-        found = await self.pool.analyze([texts[i] for i in needed], [ner[i] for i in needed] if ner else None)
-        for i, spans_of_text in zip(needed, found, strict=True):
-            spans[i] = spans_of_text
-        return spans
-
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
@@ -318,21 +188,22 @@ class PiiMasking:
         outcome = PII.set(flow, PiiOutcome(profile=profile.name))
         self.vaults[flow] = Vault()
         if not profile.active and not pending:
-            outcome.skipped = "the profile masks nothing"
+            outcome.skipped, outcome.read = "the profile masks nothing", True
             return
         # Responses are masked and restored as they stream: ask for them unencoded.
         flow.request.headers["accept-encoding"] = "identity"
         body = flow.request.get_content(strict=True) or b""
         malformed: MalformedBody | None = None
         try:
-            parsed = parse_body(flow.request.path, flow.request.headers.get("content-type", ""), body, inert=self.inert)
+            parsed = parse_body(flow.request.path, flow.request.headers.get("content-type", ""), body,
+                                inert=self.engine.inert)
         except MalformedBody as e:  # refused once the query and headers are masked: the record never holds them
             parsed, malformed = None, e
         payload = parsed[0] if parsed is not None else None
         slots = payload.slots if payload is not None else []
         parts = self._parts(flow)
         try:
-            spans, across, in_windows, in_parts = await self._analyze(slots, parts)
+            spans, across, in_windows, in_parts = await self.engine.analyze(slots, parts)
         except AnalysisUnavailable as e:
             metrics.PII_FAILURES.inc()
             refuse(flow, PiiUnavailable(f"{e}; the request was not forwarded"))
@@ -345,9 +216,10 @@ class PiiMasking:
             profile = decided or self._profile(flow)  # refused: masked all the same, for the record
             if not profile.active:
                 if decided is not None:
-                    outcome.skipped = "the profile masks nothing"
+                    outcome.skipped, outcome.read = "the profile masks nothing", True
                 return
-        self.vaults[flow] = vault = self._open_vault(flow, payload, parts.texts)
+        texts = [slot.text for slot in slots] + parts.texts
+        self.vaults[flow] = vault = self.turns.open(flow, payload.document if payload is not None else None, texts)
         masker = self._masker(profile, vault, reversible=True)
         if parsed is not None and payload is not None:
             outcome.adapter = parsed[1]
@@ -357,8 +229,9 @@ class PiiMasking:
                 self._originals(flow).request = flow.request.raw_content
             if body:  # even unchanged: what leaves (or is recorded) is what was analysed, never the bytes as they came
                 flow.request.content = payload.render()
+            outcome.read = True
         self._mask_parts(flow, profile, outcome, parts, masker, in_parts)
-        self._keep_vault(flow, ())  # before any await: a concurrent turn of the conversation numbers on from here
+        self.turns.keep(flow, vault, ())  # before any await: a concurrent turn of the conversation numbers on from here
         _count(outcome.findings, "request")
         if flow.response is not None:
             return
@@ -388,34 +261,6 @@ class PiiMasking:
         outcome.profile = profile.name
         return profile
 
-    def _open_vault(self, flow: http.HTTPFlow, payload: Payload | None, beside: list[str]) -> Vault:
-        """The request's vault: the conversation's it continues, if the provider keeps one (``conversations.py``)."""
-        assert self.conversations is not None
-        identity = IDENTITY.of(flow)
-        self.conversation_of[flow] = conversation = Conversation(
-            identity.sub if identity is not None else None, f"{flow.request.host}:{flow.request.port}",
-            references(flow.request.path, payload.document if payload is not None else None))
-        texts = [slot.text for slot in payload.slots] if payload is not None else []
-        return self.conversations.open(conversation, texts + beside)
-
-    def _keep_vault(self, flow: http.HTTPFlow, ids: tuple[str, ...]) -> None:
-        """Keep the flow's vault for the conversations it continues. At its request: merged into those it names
-        that are kept already. At a 2xx answer: under the ids the answer confirms, those its request named that were
-        not kept yet and the new ones it gives (``ids``); never again under the others, which later turns may have
-        numbered on meanwhile."""
-        conversation, vault = self.conversation_of.get(flow), self.vaults.get(flow)
-        if conversation is None or vault is None or self.conversations is None:
-            return
-        if flow.response is None:
-            self.unconfirmed[flow] = self.conversations.update(conversation, vault)
-        elif 200 <= flow.response.status_code < 300:
-            confirmed = dataclasses.replace(conversation, ids=self.unconfirmed.pop(flow, ()))
-            self.conversations.save(confirmed, vault, [i for i in ids if i not in conversation.ids])
-
-    def _id_watcher(self, flow: http.HTTPFlow) -> IdWatcher:
-        owner = weakref.ref(flow)  # the stream callable does not keep its flow alive (no cycle for the collector)
-        return IdWatcher(lambda ids: self._keep_vault(f, ids) if (f := owner()) is not None else None)
-
     # -- the query, the path and the headers --------------------------------------------------------------
 
     def _parts(self, flow: http.HTTPFlow) -> RequestParts:
@@ -423,13 +268,15 @@ class PiiMasking:
         credential_headers = self.rules.credential_headers()
         return RequestParts.read(
             flow.request.path, _header_fields(flow.request.headers),
-            lambda name, value: name.lower() in credential_headers or is_credential_header(name, value), self.inert)
+            lambda name, value: name.lower() in credential_headers or is_credential_header(name, value),
+            self.engine.inert)
 
     def _mask_parts(self, flow: http.HTTPFlow, profile: Profile, outcome: PiiOutcome, parts: RequestParts,
                     masker: Masker, spans: list[list]) -> None:
         """Mask what was found in the query, fragment, path segments and headers, refused or passed as the profile
         says. The flow, refused or not, holds them masked (so does the record) but for segments passed by policy."""
-        masked = mask_parts(parts, spans, masker, profile, self.pool.spec.ner_entities if self.pool else ())
+        pool = self.engine.pool
+        masked = mask_parts(parts, spans, masker, profile, pool.spec.ner_entities if pool is not None else ())
         outcome.findings += masked.findings
         if not any(part.masked is not None for part in parts.parts):
             return
@@ -474,7 +321,7 @@ class PiiMasking:
             if not response:
                 vault.reserve(texts)
             try:
-                spans = await self._analyze_texts(list(texts))
+                spans = await self.engine.analyze_texts(list(texts))
             except AnalysisUnavailable as e:
                 metrics.PII_FAILURES.inc()
                 raise PiiUnavailable(f"{e}; the message was not relayed") from None
@@ -506,7 +353,7 @@ class PiiMasking:
             return
         self.streams[flow] = rewriter = self._rewriter(flow, profile)
         if keeps_conversations(flow.request.path):  # the answer may name a response or thread later turns continue
-            inner = compose_stream(inner, self._id_watcher(flow))
+            inner = compose_stream(inner, self.turns.watcher(flow, self.vaults.get))
         flow.response.stream = compose_stream(inner, rewriter)
         unframe(flow)
 
@@ -516,7 +363,7 @@ class PiiMasking:
         mask = profile.responses == "mask"
         return StreamRewriter(adapter_for(flow.request.path), vault,
                               self._masker(profile, vault, reversible=False) if mask else None,
-                              self._stream_scanner() if mask else None)
+                              self.engine.scanner() if mask else None)
 
     @fail_closed
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -524,7 +371,8 @@ class PiiMasking:
         profile = self._active(flow)
         if profile is None:
             return
-        self._keep_vault(flow, ())  # a 2xx answer confirms the ids its request named, whether it names any or not
+        # a 2xx answer confirms the ids its request named, whether it names any or not
+        self.turns.keep(flow, self.vaults.get(flow), ())
         streamed = self.streams.get(flow)
         if streamed is not None:
             self._finish_stream(flow, streamed)  # if it raises, originals_of still reads what the stream passed
@@ -539,7 +387,7 @@ class PiiMasking:
                                      "it was not passed on unmasked") from None
         content_type = response.headers.get("content-type", "")
         if body_kind(content_type, body) == "sse":  # an encoded stream, buffered: rewrite it whole
-            watcher = self._id_watcher(flow)
+            watcher = self.turns.watcher(flow, self.vaults.get)
             watcher(body)
             watcher(b"")
             rewriter = self._rewriter(flow, profile)
@@ -559,7 +407,7 @@ class PiiMasking:
         if parsed is None:
             return  # binary (audio, images): nothing the analyzer reads, nothing to restore
         payload = parsed[0]
-        self._keep_vault(flow, answered(payload.document))
+        self.turns.keep(flow, self.vaults.get(flow), answered(payload.document))
         findings, record_texts, client_texts = await self._mask_response(payload, profile, self.vaults[flow])
         per_slot = zip(record_texts, client_texts, payload.slots, strict=True)
         if not findings and all(r == c == s.text for r, c, s in per_slot):
@@ -581,7 +429,7 @@ class PiiMasking:
         shares: dict = {}
         if profile.responses == "mask":
             try:
-                spans, across, in_windows, _ = await self._analyze(payload.slots)
+                spans, across, in_windows, _ = await self.engine.analyze(payload.slots)
             except AnalysisUnavailable as e:
                 metrics.PII_FAILURES.inc()
                 raise PiiUnavailable(f"{e}; the upstream's answer was not passed on unmasked") from None

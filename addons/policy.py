@@ -170,7 +170,7 @@ def _decision(rules: Rules, rule: Rule, facts: Facts) -> Decision:
         return Decision("block", rule.name, "service accounts pass only under their own rules (services: true), and "
                                             f"rule {rule.name!r} is not one; ask an operator to add a rule for the job")
     review = None if rule.review is None else ReviewTerms(
-        **{**rule.review.model_dump(), "approvers": tuple(rule.review.approvers),
+        **{**rule.review.model_dump(exclude={"webhook"}), "approvers": tuple(rule.review.approvers),
            "skip_groups": tuple(rule.review.skip_groups)})
     reason = rule.reason or (f"waits for approval by {', '.join(rule.review.approvers)}" if rule.review else "")
     return Decision(rule.action, rule.name, reason, rule.masking, rule.status, review)

@@ -110,6 +110,18 @@ def _answer_decision(flow: http.HTTPFlow, event: Event, detail: dict[str, object
         detail["ended"], event.fate, event.reason = event.fate, "answer_blocked", note.reason
 
 
+def _withheld(flow: http.HTTPFlow, pii: PiiOutcome | None) -> str | None:
+    """Why the request body may not be recorded in the clear, or None. A body masking did not read (refused before
+    analysis, unparsable, not inspected) may carry PII: the record keeps its size, and the body only as an original."""
+    if not flow.request.raw_content or ctx.master.addons.get("piimasking") is None:
+        return None
+    if pii is None:
+        return "not read for PII: the request was refused before masking"
+    if pii.read:
+        return None
+    return f"not read for PII: {pii.skipped}" if pii.skipped else "not read for PII: the body could not be masked"
+
+
 def _user(flow: http.HTTPFlow) -> str | None:
     identity = IDENTITY.of(flow)
     return identity.sub if identity is not None else None
@@ -266,8 +278,11 @@ class Recorder:
 
     def _request_event(self, flow: http.HTTPFlow) -> Event:
         req = flow.request
-        body, size, truncated = _clip(req.raw_content, ctx.options.warden_record_max_body)
         stopped, decision, identity, pii = ERROR.of(flow), DECISION.of(flow), IDENTITY.of(flow), PII.of(flow)
+        withheld = _withheld(flow, pii)
+        body, size, truncated = _clip(req.raw_content, ctx.options.warden_record_max_body)
+        if withheld is not None:  # kept only as an original (encrypted, or not at all), never in the clear
+            body, truncated = None, False
         if stopped is not None:
             fate = stopped.type
         elif flow.response is not None:
@@ -283,7 +298,8 @@ class Recorder:
             fate=fate,
             decision=decision.action if decision else None, rule=decision.rule if decision else None,
             reason=(stopped.message if stopped else (decision.reason if decision else None)) or None,
-            upstream=UPSTREAM.of(flow), model=request_model(req.raw_content, req.headers.get("content-type", "")),
+            upstream=UPSTREAM.of(flow),
+            model=None if withheld else request_model(req.raw_content, req.headers.get("content-type", "")),
             headers=redact_headers(req.headers.fields), body=body, body_size=size, body_truncated=truncated,
         )
         if identity is not None:
@@ -293,7 +309,10 @@ class Recorder:
         if (approval := APPROVAL.of(flow)) is not None:  # the approval or grant it waited on or passed under
             detail["approval"] = dataclasses.asdict(approval)
         original = originals.request
-        if original is not None and original != req.raw_content:
+        if withheld is not None:
+            detail["body_withheld"] = withheld
+            original = req.raw_content
+        if original is not None and (original != req.raw_content or withheld is not None):
             detail["original"] = self.keep_original(event, original, flow.id)
         if pii is not None:
             detail["pii"] = _pii_detail(pii.profile, pii.findings, adapter=pii.adapter, skipped=pii.skipped,

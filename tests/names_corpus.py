@@ -1,11 +1,11 @@
-"""A held-out corpus for person-name masking: names the shipped lists were not made from, in prompts the
-recognizers were not written for, and benign prompts beside them.
+"""A corpus for person-name masking: names the shipped lists were not made from, in prompts the
+recognizers were not written for, and benign prompts beside them; a DEV split to look at and tune on, and a
+TEST split (``tests/names_heldout.py``) only run to report.
 
-Names come from two sources independent of Warden's lists (Faker's): mimesis (its own per-locale data, in
-locales from Europe and Turkey) and, for cultures neither library covers in Latin script, the most frequent
-given and family names per country in names-dataset 3.3.1 (Philippines, Malaysia, Egypt, Morocco, Ethiopia,
-Bangladesh, Cameroon, India), copied here (abbreviations such as "Md" left out) so the tests need only mimesis.
-Seeded: the same corpus every run.
+Names come from sources independent of Warden's lists (Faker's): mimesis (its own per-locale data; DEV and TEST
+take different locales and seeds) and, for cultures no mimesis locale covers, the most frequent given and family
+names per country in names-dataset 3.3.1, copied here (abbreviations such as "Md" left out) so the tests need only
+mimesis; DEV and TEST take different countries. Seeded: the same corpus every run.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from mimesis import Person
 from mimesis.locales import Locale
 
-MIMESIS_LOCALES = ["it", "nl", "es", "es-mx", "pt", "pt-br", "pl", "de", "fr", "sv", "tr", "cs", "hu", "fi", "da",
-                   "no", "hr", "sk", "et", "is", "en"]
+from tests import names_heldout as heldout
+from tests.corpus import benign_prompts
+
+MIMESIS_LOCALES = ["it", "es", "pt-br", "pl", "de", "sv", "tr", "hu", "da", "et", "en"]
 
 # names-dataset 3.3.1: top-ranked Latin-script given and family names per country.
 COUNTRY_NAMES: dict[str, tuple[list[str], list[str]]] = {
@@ -175,6 +177,70 @@ BENIGN = [
     "Explain the difference between Addis Ababa's and Nairobi's climates.",
 ]
 
+# More benign prompts, written while the name-shape rules were tuned (DEV): products, tools, places, dishes and
+# festivals whose names are no English word, things compared, eponyms.
+MORE_BENIGN = [
+    "Set up Grafana and Loki to collect logs from a Kubernetes cluster.",
+    "Write a Terraform module that creates an S3 bucket with versioning.",
+    "Compare Ansible, Puppet and Chef for configuration management.",
+    "How do I tune Nginx worker processes for a 4-core machine?",
+    "Explain Kafka consumer groups and partition rebalancing.",
+    "Use Pandas to pivot a table of sales by region and quarter.",
+    "Why does NumPy broadcasting fail for shapes (3, 4) and (3,)?",
+    "Build a Django view that paginates a queryset of articles.",
+    "Should I learn Vue or Svelte for a small dashboard?",
+    "Plan three days in Reykjavik with a trip to the Golden Circle.",
+    "What is there to do in Ljubljana and Lake Bled in autumn?",
+    "Is Tbilisi or Yerevan a better base for a week of hiking?",
+    "Suggest an itinerary for Chiang Mai and Chiang Rai.",
+    "How do I get from Hanoi to Hoi An by train?",
+    "What are the best beaches in Zanzibar in July?",
+    "Give me a recipe for tiramisu without raw eggs.",
+    "How is Pad Thai different from Pad See Ew?",
+    "Explain how to make Shakshuka for four people.",
+    "Which ingredients go into Bibimbap and Kimchi Jjigae?",
+    "Summarise the history of Real Madrid and Bayern Munich in the Champions League.",
+    "Why is Galatasaray's stadium called Hell?",
+    "Explain Dijkstra's algorithm with a small graph.",
+    "What is a Fourier transform used for in audio processing?",
+    "Derive the Schrödinger equation for a particle in a box.",
+    "How does the Kalman filter estimate position from noisy GPS data?",
+    "Explain the Pythagorean theorem to a ten-year-old.",
+    "What happens during Diwali and how long does it last?",
+    "When does Ramadan start this year and how is Eid celebrated?",
+    "Plan a visit to Oktoberfest in Munich on a budget.",
+    "Compare Xiaomi and Huawei phones for battery life.",
+    "Is Lidl or Aldi cheaper for weekly groceries in Germany?",
+    "How do I assemble an Ikea Malm dresser safely?",
+    "Set up a Shopify store that ships to Canada and Mexico.",
+    "What are Airbnb's rules for hosts in Barcelona?",
+    "Translate 'good morning' into Swahili, Tagalog and Amharic.",
+    "What is the difference between Hinduism and Buddhism on rebirth?",
+    "Describe the Hagia Sophia's history under the Ottomans.",
+    "Why is Machu Picchu at risk from tourism?",
+    "What is the best time to see the Northern Lights in Tromsø?",
+    "Explain how Bitcoin mining difficulty adjusts.",
+    "Write a Kotlin data class for a user profile with Moshi annotations.",
+    "Configure Keycloak as an OIDC provider for a Spring Boot app.",
+    "What is the difference between Redis Streams and RabbitMQ?",
+    "How do Zigbee and Z-Wave compare for smart home sensors?",
+    "Explain Lamport clocks and vector clocks.",
+    "Summarise the plot of Don Quixote in five sentences.",
+    "Why is the Mona Lisa so famous?",
+    "What are the main islands of the Galápagos?",
+    "Recommend a route along the Amalfi Coast by bus.",
+    "Explain the Haber process and why it matters for fertiliser.",
+    "How does Tailwind CSS differ from Bootstrap?",
+    "What does Kubernetes' kubelet do on each node?",
+    "Write a Jenkinsfile that builds a Maven project and runs tests.",
+    "How do I convert a Word document to Markdown with Pandoc?",
+    "What is the Mandelbrot set and how do I plot it?",
+    "Explain Gödel's incompleteness theorems simply.",
+    "What is the difference between Tokyo's Shinkansen lines?",
+    "Compare Duolingo and Babbel for learning Portuguese.",
+    "How do I migrate from Heroku to Fly.io?",
+    "Make a packing list for a trek to Everest Base Camp via Namche Bazaar.",
+]
 
 @dataclass
 class NamePrompt:
@@ -184,25 +250,47 @@ class NamePrompt:
     people: list[tuple[str, str]] = field(default_factory=list)  # (given, family) as planted; "" where not
 
 
-def _person(origin: str, rng: random.Random) -> tuple[str, str]:
-    if origin in COUNTRY_NAMES:
-        firsts, lasts = COUNTRY_NAMES[origin]
+@dataclass(frozen=True)
+class Split:
+    """One part of the corpus: where its names come from, the templates they are planted in, benign prompts."""
+
+    locales: list[str]
+    countries: dict[str, tuple[list[str], list[str]]]
+    templates: list[str]
+    benign: list[str]
+    seed: int
+
+
+def split(name: str) -> Split:
+    """``"dev"`` (tune on it) or ``"test"`` (held out: report only)."""
+    if name == "dev":
+        return Split(MIMESIS_LOCALES, COUNTRY_NAMES, TEMPLATES,
+                     BENIGN + MORE_BENIGN + [p.text for p in benign_prompts()], 11)
+    if name == "test":
+        return Split(heldout.MIMESIS_LOCALES, heldout.COUNTRY_NAMES, heldout.TEMPLATES, heldout.BENIGN, 2024)
+    raise ValueError(name)
+
+
+def _person(origin: str, countries: dict[str, tuple[list[str], list[str]]], rng: random.Random) -> tuple[str, str]:
+    if origin in countries:
+        firsts, lasts = countries[origin]
         return rng.choice(firsts), rng.choice(lasts)
     person = Person(Locale(origin), seed=rng.randrange(2**32))
     return person.first_name(), person.last_name()
 
 
-def name_prompts(per_origin: int = 16, seed: int = 11) -> list[NamePrompt]:
-    """``per_origin`` prompts for each mimesis locale and names-dataset country, cycling through the templates."""
-    rng = random.Random(seed)
+def name_prompts(part: Split, per_origin: int = 16) -> list[NamePrompt]:
+    """``per_origin`` prompts for each mimesis locale and names-dataset country of ``part``, cycling through its
+    templates."""
+    rng = random.Random(part.seed)
     out = []
-    for n, origin in enumerate(MIMESIS_LOCALES + list(COUNTRY_NAMES)):
+    for n, origin in enumerate(part.locales + list(part.countries)):
         for i in range(per_origin):
-            template = TEMPLATES[(n * 7 + i) % len(TEMPLATES)]
+            template = part.templates[(n * 7 + i) % len(part.templates)]
             values: dict[str, str] = {}
             people = []
             for suffix in ("", "2", "3"):
-                given, family = _person(origin, rng)
+                given, family = _person(origin, part.countries, rng)
                 values["first" + suffix], values["last" + suffix] = given, family
                 planted = (given if f"{{first{suffix}}}" in template else "",
                            family if f"{{last{suffix}}}" in template else "")

@@ -25,7 +25,8 @@ from addons.store.events import Event
 
 KIND = "approval"  # the events' kind; ``fate`` names the step
 STEPS = ("requested", "approved", "denied", "expired", "abandoned", "used", "grant_created", "grant_revoked",
-         "access_revoked", "refused")
+         "access_revoked", "refused", "notified", "notify_failed")
+NOTICES = ("notified", "notify_failed")  # a notification's outcome: recorded, no change to the approval's state
 OPEN, APPROVED = "pending", "approved"
 
 
@@ -68,6 +69,7 @@ class Approval:
     decided_at: float | None = None
     used_by: str | None = None  # the flow that passed under it
     grant: str | None = None
+    notices: list[dict[str, Any]] = field(default_factory=list)  # each notification's outcome (never its URL)
 
     @property
     def sub(self) -> str:
@@ -87,6 +89,7 @@ class Approval:
             "votes": [{"approver": v.approver, "groups": v.groups, "verdict": v.verdict, "at": _iso(v.at),
                        "reason": v.reason or None, "window": v.window} for v in self.votes],
             "needs": self.terms.missing(self.approvers()) if self.state == OPEN else None,
+            "notices": self.notices,
         }
 
 
@@ -189,9 +192,10 @@ class Ledger:
                       expires_at=now + terms.ttl)
 
     def vote(self, approval_id: str, approver: str, groups: Sequence[str], verdict: str, reason: str,
-             window: float | None, now: float) -> list[Event]:
+             window: float | None, now: float, **via: Any) -> list[Event]:
         """An approver's decision (``approved`` or ``denied``); if it completes the approval with a window (theirs,
-        the smallest any approver gave, or the rule's), the grant too. Raises ``Refused``."""
+        the smallest any approver gave, or the rule's), the grant too. ``via``: how it came (``via="slack"`` and
+        the Slack user), on the record beside it. Raises ``Refused``."""
         approval = self.get(approval_id)
         terms = approval.terms
         if approver == approval.sub:
@@ -210,7 +214,7 @@ class Ledger:
             raise Refused(409, "already_voted", f"{approver} has already approved {approval_id}; it needs "
                                                 f"{terms.missing(approval.approvers())}")
         events = [_event(verdict, now, user=approver, rule=terms.rule, flow_id=approval.flow_id, reason=reason,
-                         approval=approval_id, groups=list(groups), window=window)]
+                         approval=approval_id, groups=list(groups), window=window, **via)]
         voters = [*approval.approvers(), (approver, list(groups))]
         if verdict == "approved" and terms.enough(voters):
             windows = [v.window for v in approval.votes if v.window is not None] + \
@@ -225,6 +229,15 @@ class Ledger:
     def expire(self, now: float) -> list[Event]:
         return [_event("expired", now, user=None, rule=a.terms.rule, flow_id=a.flow_id, approval=a.id,
                        reason=f"no decision within its ttl ({a.terms.ttl:g} s)") for a in self.due(now)]
+
+    def notice(self, approval_id: str, fate: str, reason: str, now: float, **detail: Any) -> Event:
+        """A notification's final outcome (``notified`` or ``notify_failed``): where to (never a secret), attempts,
+        the last status; the approval goes on either way."""
+        if fate not in NOTICES:
+            raise ValueError(f"a notification ends {' or '.join(NOTICES)}, not {fate!r}")
+        approval = self.get(approval_id)
+        return _event(fate, now, user=approval.sub, rule=approval.terms.rule, flow_id=approval.flow_id, reason=reason,
+                      approval=approval_id, **detail)
 
     def abandon(self, approval_id: str, flow_id: str, now: float) -> Event:
         approval = self.get(approval_id)
@@ -287,7 +300,12 @@ class Ledger:
             self.grants[grant.id] = grant
             self.approvals[grant.approval].grant = grant.id
             return grant
-        if step == "refused" or "approval" not in detail:
+        if step in NOTICES and detail.get("approval") in self.approvals:
+            self.approvals[detail["approval"]].notices.append(
+                {"fate": step, "at": _iso(now), "channel": detail.get("channel"), "target": detail.get("target"),
+                 "attempts": detail.get("attempts"), "status": detail.get("status"), "reason": event.reason})
+            return None
+        if step in ("refused", *NOTICES) or "approval" not in detail:
             return None
         return self._step(self.approvals[detail["approval"]], step or "", event, now)
 

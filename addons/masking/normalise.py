@@ -10,7 +10,9 @@ A value can be written so that a pattern misses it while a model still reads it.
 * the ``at``/``dot`` spellings of an e-mail address: bracketed (``jane[at]acme[dot]com``, ``jane (at) acme (dot)
   com``, ``[@]``, ``[.]``) wherever the whole reads as an address; bare words (``jane at acme dot com``) only where
   that is unambiguous: a bare ``dot`` names the domain, the last label is a top-level domain
-  (``TOP_LEVEL``) and the word before a bare ``at`` is no word prose puts there (``look at``, ``good at``);
+  (``TOP_LEVEL``) and the word before a bare ``at`` is no word prose puts there (``look at``, ``good at``); a bare
+  ``dot`` in the mailbox too (``jane dot doe at gmail dot com``); a bare ``at`` before a dotted domain
+  (``jane.doe at acme.com``) only after a mailbox with ``.``, ``_`` or ``+`` in it that names no file;
 * a card number's digits grouped anyhow (``4111 11 1111 111 111``, ``4111.1111.1111.1111``): a run of three or more
   digit groups with one kind of separator, 13 to 19 digits that pass the Luhn check, reads as the digits alone.
 
@@ -83,18 +85,25 @@ _REFERENCE = re.compile(r"&(?:#[0-9]{1,7};?|#[xX][0-9A-Fa-f]{1,6};?|[A-Za-z][A-Z
 
 # The at/dot spellings of an e-mail address.
 # Where an address may be spelled out (a bare "dot" or a bracketed at/dot): looked for around these only.
-_MARKER = re.compile(r"\s[dD][oO][tT]\s|[\[({<]\s*(?:[aA][tT]|[dD][oO][tT]|@|\.)\s*[\])}>]|\s@|@\s")
+_MARKER = re.compile(r"\s[dD][oO][tT]\s|[\[({<]\s*(?:[aA][tT]|[dD][oO][tT]|@|\.)\s*[\])}>]|\s@|@\s"
+                     r"|[._+]\w+\s[aA][tT]\s")  # "jane.doe at acme.com"
 ADDRESS_REACH = 320  # characters an address may take either side of a marker (a 64-character local part, labels)
 _BRACKET_AT = r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*"
 _BRACKET_DOT = r"\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*"
 _LABEL = r"[^\W_](?:[\w-]{0,62}[^\W_])?"
 _ADDRESS = re.compile(
-    rf"(?i)(?<![\w.%+-])(?P<local>[^\W_][\w.+-]{{0,63}})(?P<at>{_BRACKET_AT}|\s+at\s+|[ \t]*@[ \t]*)"
+    rf"(?i)(?<![\w.%+-])(?P<local>[^\W_][\w.+-]{{0,63}}(?:\s+dot\s+[\w+-]{{1,63}}){{0,3}})"
+    rf"(?P<at>{_BRACKET_AT}|\s+at\s+|[ \t]*@[ \t]*)"
     rf"(?P<domain>{_LABEL}(?:(?:{_BRACKET_DOT}|\s+dot\s+|\.){_LABEL}){{1,8}})(?![\w-])")
 _DOMAIN_DOT = re.compile(rf"(?i){_BRACKET_DOT}|\s+dot\s+|\.")
 # Top-level domains a bare "dot" may end with: the common generic ones, and any two letters (a country's).
 TOP_LEVEL = frozenset("com org net edu gov mil int info biz io co ai app dev me email mail online site tech cloud "
                       "xyz name pro mobi asia eu".split())
+# A dotted word before a bare "at" that names a file, not a mailbox ("README.md at github.com").
+_FILE_SUFFIXES = frozenset("md txt rst py js ts tsx jsx json yaml yml toml cfg ini conf html htm css csv tsv log sh "
+                           "xml pdf png jpg jpeg gif svg zip gz tar tgz whl lock env sql ipynb go rs java kt c h cpp "
+                           "rb php swift".split())
+_LOCAL_DOT = re.compile(r"(?i)\s+dot\s+")
 # Words that prose puts before "at" ("look at", "good at", "arrive at"): never an address's local part.
 _PROSE_BEFORE_AT = frozenset("""a am an and are arrive arrived arrives at be been being bad best better busy but by
     close do does did down during else even eat eating for from get go good great here him her hers home i in is it
@@ -262,13 +271,26 @@ def _addresses(text: str, start: int, end: int) -> Iterable[Edit]:
             top = domain[dots[-1].end():].lower()
             if not (top in TOP_LEVEL or (len(top) == 2 and top.isascii() and top.isalpha())):
                 continue
-            if at.strip().lower() == "at" and (not bare_dots or match.group("local").lower() in _PROSE_BEFORE_AT):
+            if at.strip().lower() == "at" and not _spelled_local(match.group("local"), bool(bare_dots)):
                 continue
+        for dot in _LOCAL_DOT.finditer(match.group("local")):
+            yield match.start("local") + dot.start(), match.start("local") + dot.end(), "."
         yield match.start("at"), match.end("at"), "@"
         offset = match.start("domain")
         for dot in dots:
             if dot.group() != ".":
                 yield offset + dot.start(), offset + dot.end(), "."
+
+
+def _spelled_local(local: str, bare_dots: bool) -> bool:
+    """Whether the words before a bare "at" are a mailbox: not a word prose puts there ("look at"); with no bare
+    "dot" in the domain, one that reads as a mailbox and no file name (``jane.doe``, ``j_doe``, ``jane+x``)."""
+    last = _LOCAL_DOT.split(local)[-1].lower()
+    if last in _PROSE_BEFORE_AT:
+        return False
+    if bare_dots or _LOCAL_DOT.search(local):
+        return True
+    return bool(re.search(r"[._+]", last)) and last.rsplit(".", 1)[-1] not in _FILE_SUFFIXES
 
 
 _GROUP = re.compile(r"\d+")

@@ -49,6 +49,7 @@ def _numeric_ish(token: str) -> bool:
 _WORD = re.compile(r"\S+")
 _AT_WORD = re.compile(r"(?i)[\[({<]?(?:at|@)[\])}>]?")  # "at", "(at)", "[@]": an address spelled out may follow
 _AT_BEGUN = re.compile(r"(?i)[\[({<]|[\[({<]?at?")  # what may still become one
+_LOCAL = re.compile(r"[^\W_][\w.+-]*")  # a word an address's mailbox may be
 SPELLED_WORDS = 8  # words an address spelled with at/dot may take (jane (at) mail (dot) acme (dot) com)
 
 
@@ -62,6 +63,8 @@ def _spelled_address(text: str) -> int | None:
     held = None
     if len(words) > 1 and words[-1].end() == len(text) and _AT_BEGUN.fullmatch(words[-1].group()):
         held = words[-2].start()  # the last word is still arriving and may become an "at"
+    elif words and words[-1].end() < len(text) and _LOCAL.fullmatch(words[-1].group()):
+        held = words[-1].start()  # a word just ended: an "at" may follow it in the next delta
     for k in range(1, len(words)):
         if _AT_WORD.fullmatch(words[k].group()):
             return words[k - 1].start()

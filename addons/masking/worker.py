@@ -27,21 +27,30 @@ from addons.masking.recognizers import EngineSpec, entity_names, pattern_recogni
 # A sentence; the dot of a title ("Dr. Arega") ends none.
 _SENTENCE = re.compile(r"(?:[^\n.!?]|(?<=\bMr)\.|(?<=\bMrs)\.|(?<=\bMs)\.|(?<=\bDr)\.|(?<=\bSt)\.|(?<=\bSr)\.)+[.!?]*")
 _INNER_CAPITAL = re.compile(r"(?<=[\s(\"'\[/=,:-])[^\W\d_a-z]")
-_FIRST_WORD = re.compile(r"\s*([A-Z][a-z]+)")
+_VOCATIVE = re.compile(r",[ \t]+[a-z]")
+_FIRST_WORD = re.compile(r"\s*((?=[^\W\d_a-z])[^\W\d_]+)")  # capitalised, any script ("Öner")
 
 
 def name_windows(text: str, limit: int = 1200) -> list[tuple[int, int]]:
     """Spans of ``text`` that could name a person: sentences with a capitalised word past their first, or
-    opening with a given name. NER (the costly part) runs on these only; the small model finds no
-    lower-case names anyway. Neighbouring sentences are merged, up to ``limit`` characters."""
-    from addons.masking.recognizers.names import given_names  # the worker's; the gateway process never runs this
+    opening with a listed name, with a word a verb of speech follows ("Zerihun wrote") or with an unfamiliar
+    word addressed ("Lembo, the report ..."). NER (the costly
+    part) runs on these only; the small model finds no lower-case names anyway. Neighbouring sentences are
+    merged, up to ``limit`` characters."""
+    # the worker's; the gateway process never runs this
+    from addons.masking.recognizers.name_shape import unfamiliar
+    from addons.masking.recognizers.names import family_names, given_names
+    from addons.masking.recognizers.person_context import FOLLOWED_BY
 
     spans: list[list[int]] = []
     for sentence in _SENTENCE.finditer(text):
         s = sentence.group()
         first = _FIRST_WORD.match(s)
         rest = first.end() if first else len(s) - len(s.lstrip())
-        if _INNER_CAPITAL.search(s, rest) or (first and first.group(1) in given_names()):
+        word = first.group(1) if first else ""
+        if _INNER_CAPITAL.search(s, rest) or (first and (word in given_names() or word in family_names()
+                                                          or FOLLOWED_BY.match(s, first.end())
+                                                          or (_VOCATIVE.match(s, first.end()) and unfamiliar(word)))):
             if spans and spans[-1][1] >= sentence.start() - 2 and sentence.end() - spans[-1][0] <= limit:
                 spans[-1][1] = sentence.end()
             else:
@@ -64,6 +73,7 @@ class Analyzer:
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
         from spacy.language import Language
 
+        from addons.masking.recognizers.name_shape import NameShapeRecognizer
         from addons.masking.recognizers.names import NameListRecognizer, PlausibleSpacyRecognizer
         from addons.masking.recognizers.person_context import PersonContextRecognizer
 
@@ -91,7 +101,7 @@ class Analyzer:
         if spec.ner_entities:
             recognizers.append(PlausibleSpacyRecognizer(supported_entities=list(spec.ner_entities)))
         if "PERSON" in spec.ner_entities:
-            recognizers += [NameListRecognizer(), PersonContextRecognizer()]
+            recognizers += [NameListRecognizer(), PersonContextRecognizer(), NameShapeRecognizer()]
         registry = RecognizerRegistry(recognizers=recognizers, supported_languages=["en"])
         self.analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"],
                                        default_score_threshold=spec.min_score)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from mitmproxy import ctx, exceptions
+from pydantic import BeforeValidator
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 EXAMPLES = "90, 2.5, 15m, 2h, 7d or 1w"
@@ -60,3 +61,17 @@ def seconds(name: str) -> float:
             raise exceptions.OptionsError(
                 f"{name}: expected a number of seconds (e.g. 10 or 2.5), got {raw!r}") from None
         raise exceptions.OptionsError(f"{name}: must be a positive number of seconds, got {raw!r}") from None
+
+
+def _duration(value: object) -> float:
+    """A length of time in the rules file (``90``, ``2m``, ``1h``) as seconds."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a duration like 90, 2m or 1h, got {value!r}")
+    try:
+        return parse_duration(str(value)).total_seconds()
+    except DurationError as e:
+        raise ValueError(str(e)) from None
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+"""A length of time in a rules-file model field, read as seconds."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-import os
 import re
 import zoneinfo
 from pathlib import Path
@@ -20,7 +19,6 @@ import yaml
 from mitmproxy import ctx, exceptions, flowfilter
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -30,12 +28,11 @@ from pydantic import (
 )
 
 from addons.rules.answers import AnswerCheck, AnswerRule
-from addons.rules.base import Model, UniqueNames
+from addons.rules.base import Model, UniqueNames, expand_env, template_secrets
 from addons.rules.conditions import Condition, ConditionError, compile_condition, conditions_together
-from addons.rules.durations import DurationError, parse_duration
+from addons.rules.durations import Duration
 from addons.rules.masking import Masking
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+from addons.rules.notifications import Approvals, Reachable, Webhook, approvers_reachable, reach, secret_files
 
 
 class RulesError(ValueError):
@@ -128,19 +125,6 @@ class Upstream(Model):
         return self
 
 
-def _duration(value: object) -> float:
-    """A length of time in the rules file (``90``, ``2m``, ``1h``) as seconds."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"expected a duration like 90, 2m or 1h, got {value!r}")
-    try:
-        return parse_duration(str(value)).total_seconds()
-    except DurationError as e:
-        raise ValueError(str(e)) from None
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
-
-
 class Review(Model):
     """How a request under an ``action: review`` rule waits for people: who approves, how many, how long."""
 
@@ -157,6 +141,8 @@ class Review(Model):
     window: Duration | None = Field(
         None, description="default grant window: after approval, the requester's requests under this rule pass "
                           "without review for this long (an approver may give another with --for)")
+    webhook: Webhook | None = Field(None, description="where each new approval is announced (Slack-compatible "
+                                                      "JSON), retried with backoff; never holds up the approval")
 
     @model_validator(mode="after")
     def _reachable(self) -> Review:
@@ -284,6 +270,8 @@ class RulesFile(Model):
     rules: UniqueNames[Rule] = Field(default_factory=lambda: [Rule(name="default", action="allow")])
     answers: UniqueNames[AnswerRule] = Field(
         default_factory=list, description="answer rules: what an upstream's answer may not carry (all apply)")
+    approvals: Approvals = Field(default_factory=lambda: Approvals(),
+                                 description="how approvers are reached: admin_url, slack (buttons)")
 
     @model_validator(mode="after")
     def _profiles_exist(self) -> RulesFile:
@@ -299,8 +287,9 @@ class Rules:
     """A loaded rules file, with credentials resolved from the environment or secret files."""
 
     def __init__(self, path: Path, model: RulesFile, secrets: dict[str, SecretStr | None], missing: dict[str, str],
-                 sha256: str = ""):
+                 sha256: str = "", reachable: Reachable | None = None):
         self.path = path
+        self.reachable = reachable or Reachable()  # webhook URLs and Slack's signing secret, resolved
         self.model = model
         self.sha256 = sha256  # of the file's bytes as loaded: names this version of the rules on the record
         self._secrets = secrets
@@ -357,11 +346,8 @@ class Rules:
             if up.credential.value is None:
                 found.update(value.split())
             else:
-                pieces = _ENV_REF.split(up.credential.value)  # literal, name, literal, name, ..., literal
-                pattern = "".join(re.escape(p) if i % 2 == 0 else "(.+?)" for i, p in enumerate(pieces))
-                if (match := re.fullmatch(pattern, value, re.DOTALL)) is not None:
-                    found.update(match.groups())
-        return {v for v in found if v.strip()}
+                found.update(template_secrets(up.credential.value, value))
+        return {v for v in found if v.strip()} | self.reachable.secret_values()
 
 
 def _field_path(loc: tuple, raw: dict) -> str:
@@ -385,10 +371,10 @@ def _resolve(cred: Credential, base: Path) -> tuple[str | None, str | None]:
         except OSError as e:
             return None, f"credential file {path} cannot be read ({e.strerror})"
     assert cred.value is not None
-    unset = [name for name in _ENV_REF.findall(cred.value) if not os.environ.get(name)]
+    value, unset = expand_env(cred.value)
     if unset:
         return None, f"environment variable {', '.join(unset)} is not set"
-    return _ENV_REF.sub(lambda m: os.environ[m.group(1)], cred.value), None
+    return value, None
 
 
 def current_rules() -> Rules:
@@ -410,7 +396,9 @@ def rules_from_option(path: str | Path) -> Rules:
 def credential_files(rules: Rules) -> list[Path]:
     """The secret files the rules read their upstreams' credentials from (a change to one is a change of the rules)."""
     return [c.file if c.file.is_absolute() else rules.path.parent / c.file
-            for u in rules.model.upstreams if (c := u.credential) is not None and c.file is not None]
+            for u in rules.model.upstreams if (c := u.credential) is not None and c.file is not None] + \
+        secret_files([w for r in rules.model.rules if r.review and (w := r.review.webhook)], rules.model.approvals,
+                     rules.path.parent)
 
 
 def load_rules(path: str | Path, content: bytes | None = None) -> Rules:
@@ -451,6 +439,11 @@ def load_rules(path: str | Path, content: bytes | None = None) -> Rules:
         else:
             src = "file" if up.credential.file is not None else "value"
             problems.append(f"{path}: upstreams[{i}].credential.{src}: {why}")
+    reachable, unreachable = reach([(i, r.name, r.review.webhook)
+                                    for i, r in enumerate(model.rules) if r.review and r.review.webhook],
+                                   model.approvals, path.parent)
+    approver_groups = {g for r in model.rules if r.review for g in r.review.approvers}
+    problems += [f"{path}: {line}" for line in unreachable + approvers_reachable(model.approvals, approver_groups)]
     if problems:
         raise RulesError("\n".join(problems))
-    return Rules(path, model, secrets, missing, hashlib.sha256(data).hexdigest())
+    return Rules(path, model, secrets, missing, hashlib.sha256(data).hexdigest(), reachable)

@@ -91,6 +91,9 @@ def show(approval_id: str, as_json: JsonOption = False) -> None:
     for vote in a["votes"]:
         out.print(f"  {vote['verdict']} by {vote['approver']} at {vote['at']}: {vote['reason'] or '-'}",
                   highlight=False)
+    for notice in a.get("notices") or []:
+        out.print(f"  {notice['fate']} {notice['target']} at {notice['at']}: {notice['reason']}", highlight=False,
+                  markup=False)
     out.print("masked request:", highlight=False)
     out.print(a["request"]["preview"], highlight=False, markup=False, soft_wrap=True)
 

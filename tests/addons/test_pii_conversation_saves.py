@@ -17,24 +17,24 @@ HOST = "api.openai.com:443"
 
 def gateway() -> PiiMasking:
     pii = PiiMasking()
-    pii.conversations = Conversations(OriginalsKey(os.urandom(32)), 60, 100)
+    pii.turns.kept = Conversations(OriginalsKey(os.urandom(32)), 60, 100)
     return pii
 
 
 def request(pii: PiiMasking, ids: tuple[str, ...], value: str) -> tuple[tflow.HTTPFlow, str]:
     """A turn naming ``ids`` whose text names ``value``, masked: its pseudonym."""
     flow = tflow.tflow()
-    assert pii.conversations is not None
-    pii.conversation_of[flow] = conversation = Conversation("alice", HOST, ids)
-    pii.vaults[flow] = vault = pii.conversations.open(conversation, [value])
+    assert pii.turns.kept is not None
+    pii.turns.conversation_of[flow] = conversation = Conversation("alice", HOST, ids)
+    pii.vaults[flow] = vault = pii.turns.kept.open(conversation, [value])
     token = vault.pseudonym("PERSON", value)
-    pii._keep_vault(flow, ())
+    pii.turns.keep(flow, vault, ())
     return flow, token
 
 
 def answer(pii: PiiMasking, flow: tflow.HTTPFlow, status: int, *ids: str) -> None:
     flow.response = tutils.tresp(status_code=status)
-    pii._keep_vault(flow, ids)
+    pii.turns.keep(flow, pii.vaults.get(flow), ids)
 
 
 def test_a_late_answer_does_not_hand_a_later_turn_a_pseudonym_already_given() -> None:
@@ -52,13 +52,13 @@ def test_a_late_answer_does_not_hand_a_later_turn_a_pseudonym_already_given() ->
 
 def test_an_id_is_kept_only_once_a_2xx_answer_confirms_it() -> None:
     pii = gateway()
-    assert pii.conversations is not None
+    assert pii.turns.kept is not None
     rejected, first = request(pii, ("resp_bogus",), "Ann")
-    assert len(pii.conversations) == 0  # not at the request
+    assert len(pii.turns.kept) == 0  # not at the request
     answer(pii, rejected, 404)
     again, second = request(pii, ("resp_bogus",), "Ann")
-    assert len(pii.conversations) == 0 and first != second  # each its own new series: nothing was kept
+    assert len(pii.turns.kept) == 0 and first != second  # each its own new series: nothing was kept
     answer(pii, again, 200, "resp_next")
-    assert len(pii.conversations) == 2  # now confirmed, and the answer's own id
+    assert len(pii.turns.kept) == 2  # now confirmed, and the answer's own id
     _, third = request(pii, ("resp_bogus",), "Ann")
     assert third == second

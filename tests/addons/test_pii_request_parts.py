@@ -15,6 +15,7 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from addons.config import Config
 from addons.flow.meta import ERROR, PII
+from addons.masking.engine import Engine
 from addons.pii import PiiMasking
 
 EMAIL = "jane@acme.example"
@@ -48,10 +49,10 @@ class AnalyzerDouble:
 def _pii(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str = "refuse") -> Iterator[PiiMasking]:
     double = AnalyzerDouble()
 
-    def configure_pool(self: PiiMasking) -> None:
+    def configure(self: Engine, masking: object, workers: int) -> None:
         self.pool = double  # type: ignore[assignment]
 
-    monkeypatch.setattr(PiiMasking, "_configure_pool", configure_pool)
+    monkeypatch.setattr(Engine, "configure", configure)
     (tmp_path / "rules.yaml").write_text(RULES.format(path=path))
     config, pii = Config(), PiiMasking()
     with taddons.context(config, pii) as tctx:
@@ -78,8 +79,8 @@ def test_the_query_headers_and_body_go_in_one_round_trip_and_leave_masked(pii: P
     flow = _flow(f"/v1/chat/completions?user={EMAIL}", body, X_Note=f"from {EMAIL}")
     asyncio.run(pii.request(flow))
     assert flow.response is None
-    assert len(pii.pool.calls) == 1  # type: ignore[union-attr]
-    ran = dict(pii.pool.calls[0])  # type: ignore[union-attr]
+    assert len(pii.engine.pool.calls) == 1  # type: ignore[union-attr]
+    ran = dict(pii.engine.pool.calls[0])  # type: ignore[union-attr]
     assert ran[EMAIL] is True and ran[f"from {EMAIL}"] is False  # NER on the query, patterns only on headers
     assert flow.request.path == "/v1/chat/completions?user=%3CEMAIL_ADDRESS_1%3E"
     assert flow.request.headers["x-note"] == "from <EMAIL_ADDRESS_1>"

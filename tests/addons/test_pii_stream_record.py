@@ -14,6 +14,7 @@ from mitmproxy.test import taddons, tflow, tutils
 from addons.config import Config
 from addons.credentials import Credentials
 from addons.flow.meta import PII, PiiOutcome
+from addons.masking.engine import Engine
 from addons.masking.pseudonyms import Vault
 from addons.pii import PiiMasking
 from addons.recorder import Recorder
@@ -47,7 +48,7 @@ def _streaming(pii: PiiMasking, recorder: Recorder) -> tflow.HTTPFlow:
 
 @pytest.fixture
 def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PiiMasking, Recorder]]:
-    monkeypatch.setattr(PiiMasking, "_configure_pool", lambda self: None)  # restoring needs no analyzer
+    monkeypatch.setattr(Engine, "configure", lambda self, masking, workers: None)  # restoring needs no analyzer
     (tmp_path / "rules.yaml").write_text(RULES)
     config, pii, credentials, recorder = Config(), PiiMasking(), Credentials(), Recorder()
     with taddons.context(config, pii, credentials, recorder) as tctx:

@@ -1,11 +1,12 @@
 """Person names from many cultures through a real gateway, on held-out data (issue 11, item 6).
 
-Warden's name lists are Faker's; the names here come from mimesis (21 locales) and names-dataset
-(8 countries neither library covers in Latin script), in prompt templates written apart from the
-context recognizers (``tests/names_corpus.py``), beside benign prompts (code, maths, prose, products,
-places). A person counts as leaked when any part of the name (given or family) reaches the upstream.
-The rates are printed; the issue's targets (at most 5% leaked, at least 98% of benign prompts
-unaltered) are not met yet: the assertions hold the ground gained (``SECURITY.md`` known limits).
+Warden's name lists are Faker's; the names here come from mimesis and from names-dataset
+(``tests/names_corpus.py``).
+The DEV split was tuned on; the TEST split (``tests/names_heldout.py``: other locales, seed, templates,
+countries and benign prompts) was only run to report, and its rates are the ones asserted. A person
+counts as leaked when any part of the name (given or family) reaches the upstream. The issue's targets
+(at most 5% leaked, at least 98% of benign prompts unaltered) are not met on TEST: the assertions hold
+what was measured (``SECURITY.md`` known limits).
 """
 
 from __future__ import annotations
@@ -17,19 +18,23 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import rules_for
-from tests.corpus import benign_prompts
-from tests.names_corpus import BENIGN, leaked_people, name_prompts
+from tests.names_corpus import leaked_people, name_prompts, split
 
 pytestmark = pytest.mark.e2e
 
-LEAK_CEILING = 0.20  # measured 17.7% at the time of writing; the issue's target is 0.05
-BENIGN_FLOOR = 0.94  # measured 95.0%; the issue's target is 0.98
+# TEST split, measured through the gateway: 29.0% leaked, 88.8% unaltered with name lists and context alone
+# (DEV: 18.2%, 95.0%); 19.1% and 91.8% with the name-shape rules (DEV, 60 benign prompts added: 4.2%, 96.3%).
+# The issue's targets: 0.05, 0.98.
+LEAK_CEILING = 0.20
+BENIGN_FLOOR = 0.91
 
 
-def test_multilingual_names_rates(gateway_factory, upstream, capsys) -> None:
+@pytest.mark.parametrize("part", ["test", "dev"])
+def test_multilingual_names_rates(gateway_factory, upstream, capsys, part: str) -> None:
     gw = gateway_factory(rules_for(upstream.port), extra_args=("--set", "warden_pii_workers=2"))
-    prompts = name_prompts()
-    benign = BENIGN + [p.text for p in benign_prompts()]
+    corpus = split(part)
+    prompts = name_prompts(corpus)
+    benign = corpus.benign
     texts = [p.text for p in prompts] + benign
     url = f"https://localhost:{upstream.port}/v1/chat/completions"
 
@@ -58,12 +63,13 @@ def test_multilingual_names_rates(gateway_factory, upstream, capsys) -> None:
     altered = [text for i, text in enumerate(benign) if sent[len(prompts) + i] != text]
 
     with capsys.disabled():
-        print(f"\nHeld-out person names through the gateway: {people} people in {len(prompts)} prompts, "
+        print(f"\n{part.upper()} person names through the gateway: {people} people in {len(prompts)} prompts, "
               f"{len(benign)} benign prompts")
         print("  " + "  ".join(f"{origin} {n}/{total}" for origin, (n, total) in per_origin.items()))
         print(f"  names leaked {leaked}/{people} ({leaked / people:.1%})")
         print(f"  benign prompts unaltered {len(benign) - len(altered)}/{len(benign)} "
               f"({1 - len(altered) / len(benign):.1%})")
 
-    assert leaked / people <= LEAK_CEILING
-    assert 1 - len(altered) / len(benign) >= BENIGN_FLOOR
+    if part == "test":  # DEV was tuned on: printed, not asserted
+        assert leaked / people <= LEAK_CEILING
+        assert 1 - len(altered) / len(benign) >= BENIGN_FLOOR

@@ -12,6 +12,7 @@ import anthropic
 import openai
 import pytest
 
+from scripts.demo_upstream import reply_header
 from tests.conftest import Gateway, rules_for
 
 pytestmark = pytest.mark.e2e
@@ -116,7 +117,7 @@ def test_streamed_obfuscated_values_are_masked(gateway: Gateway, upstream) -> No
              "４１１１ １１１１ １１１１ １１１１": "<CREDIT_CARD>", "jane%40acme.com": "<EMAIL_ADDRESS>"}
     for leak, expected in leaks.items():
         for size in (1, 3, 7):
-            headers = {"x-demo-reply": f"Write to {leak} today.".encode(), "x-demo-chunk-chars": str(size).encode()}
+            headers = {**reply_header(f"Write to {leak} today."), "x-demo-chunk-chars": str(size)}
             with gateway.client() as client, client.stream(
                     "POST", f"https://localhost:{upstream.port}/v1/chat/completions", headers=headers,
                     json={**chat("hi"), "stream": True}) as response:

@@ -319,3 +319,40 @@ def test_the_cli_token_follows_the_rules_identity(gateway_factory, upstream, tmp
     token = gw.warden("token", "bob", "--groups", "dev").stdout.strip()
     with gw.client(token=token, user="bob") as client:  # warden token's aud defaults to the rules' audience too
         assert client.get(f"https://localhost:{upstream.port}/echo/bob").status_code == 200
+
+
+def test_a_body_masking_never_read_is_kept_only_as_an_encrypted_original(gateway_factory, upstream) -> None:
+    """Refused before masking (policy, identity), unparsable, or read two ways: a body masking did not read may carry
+    PII, so the record keeps its size and the body only encrypted, never in the clear."""
+    gw: Gateway = gateway_factory()
+    email = "withheld.PLANTED@example.org"
+    url = f"https://localhost:{upstream.port}"
+    sent = {
+        "/v1/files": json.dumps({"purpose": "batch", "note": f"from {email}"}).encode(),  # blocked by policy
+        "/v1/chat/completions": b'{"model": "m", "messages": [{"role": "user", "content": "mail ' + email.encode(),
+        "/v1/responses": b'{"model": "m", "input": "' + email.encode() + b'", "input": "hi"}',  # a key twice
+    }
+    with gw.client() as client:
+        for path, body in sent.items():
+            status = client.post(url + path, content=body, headers={"content-type": "application/json"}).status_code
+            assert status in (400, 403), (path, status)
+    refused = httpx.post(f"http://127.0.0.1:{gw.reverse_port}/v1/chat/completions", json={"messages": [email]},
+                         headers={"Authorization": "Bearer not-a-token"}, trust_env=False)
+    assert refused.status_code == 401
+    assert not any(email.encode() in x["body"] for x in upstream.received)
+    by_path = {}
+    for flow in gw.flows():
+        shown = json.loads(gw.warden("show", "--json", flow["flow_id"]).stdout.splitlines()[0])
+        by_path.setdefault(shown["path"], []).append(shown)
+    for path in sent:
+        for shown in by_path[path]:
+            assert shown["detail"]["body_withheld"].startswith("not read for PII"), shown["detail"]
+            assert shown["original"] == "encrypted" and email not in json.dumps(shown)
+    assert len(by_path["/v1/chat/completions"]) == 2  # the malformed body and the unauthenticated one
+    flow_id = by_path["/v1/files"][0]["flow_id"]
+    clear = json.loads(gw.warden("show", "--json", "--originals", "--key", str(gw.originals_key), flow_id)
+                       .stdout.splitlines()[0])
+    assert email in clear["body"]
+    gw.stop()
+    store = gw.db.read_bytes() + (gw.db.parent / (gw.db.name + ".journal")).read_bytes()
+    assert email.encode() not in store

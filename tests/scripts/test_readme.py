@@ -28,6 +28,8 @@ def test_readme_yaml_example_loads(index: int, tmp_path: Path, monkeypatch: pyte
             secret.write_text("s3cret")
             upstream["credential"]["file"] = str(secret)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("SLACK_WEBHOOK_PATH", "T0123/B0123/hook-path-secret")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "slack-signing-secret")
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(document))
     load_rules(path)

@@ -26,6 +26,8 @@ from presidio_analyzer import LocalRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
+from addons.masking.recognizers.english import english_words, is_english
+from addons.masking.recognizers.places import is_place, known_places
 from addons.masking.recognizers.result import finding
 
 # A word: letters with inner apostrophes or hyphens ("O'Brien", "Jean-Luc", "al-Hassan").
@@ -34,6 +36,13 @@ WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 PARTICLES = frozenset({"van", "von", "der", "den", "de", "del", "della", "di", "da", "das", "dos", "du", "la", "le",
                        "ten", "ter", "bin", "binti", "ibn", "al", "el", "y", "zu", "af", "av"})
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|[\"'(\[]\s*)$")
+# An article before capitalised words makes them a thing or a place ("the Mona Lisa", "a Raspberry Pi").
+_ARTICLE = re.compile(r"(?:^|(?<=\W))(?:the|a|an)\s+$", re.IGNORECASE)
+
+
+def after_article(text: str, start: int) -> bool:
+    """Whether an article stands right before ``start`` ("the Sagrada Família")."""
+    return _ARTICLE.search(text, max(0, start - 5), start) is not None
 
 
 def _latin(name: str) -> bool:
@@ -48,13 +57,20 @@ def _faker_lists() -> tuple[frozenset[str], frozenset[str]]:
     family: set[str] = set()
     for module in pkgutil.iter_modules(person.__path__):
         provider = importlib.import_module(f"{person.__name__}.{module.name}").Provider
-        for attribute, into in (("first_names", given), ("last_names", family)):
-            names = getattr(provider, attribute, None)  # some locales compute them (a property on the class)
-            if isinstance(names, tuple | list | dict):
+        for attribute in dir(provider):
+            # first_names, first_names_female, first_romanized_names, middle_names, unisex_last_names,
+            # last_names_without_suffix, ...: a locale's full list is not always under one attribute
+            kind = _NAME_LIST.fullmatch(attribute)
+            names = getattr(provider, attribute) if kind else None  # some are computed (a property on the class)
+            if kind and isinstance(names, tuple | list | dict):
+                into = family if kind.group(1) == "last" else given
                 for name in names:
-                    if _latin(name):
+                    if isinstance(name, str) and _latin(name):
                         into.update(w for w in WORD.findall(name) if w[0].isupper())
     return frozenset(given), frozenset(family)
+
+
+_NAME_LIST = re.compile(r"(?:\w+_)?(first|middle|last)_(?:\w+_)?names(?:_\w+)?")
 
 
 def given_names() -> frozenset[str]:
@@ -128,7 +144,7 @@ class NameListRecognizer(LocalRecognizer):
                          name="NameListRecognizer")
 
     def load(self) -> None:
-        given_names(), family_names(), common_words()
+        given_names(), family_names(), common_words(), known_places(), english_words()
 
     def analyze(self, text: str, entities: list[str],
                 nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
@@ -147,7 +163,8 @@ class NameListRecognizer(LocalRecognizer):
             pair = len(run) >= 2 and (first in given and first.lower() not in common or listed >= 2)
             # a run opened by another capitalised word ("Yesterday Danek") is tried again from its second word
             pos = run[-1].end() if pair or len(run) == 1 or first in given or first in family else run[0].end()
-            if pair and not _labelled_otherwise(nlp_artifacts, run[0].start(), run[-1].end()):
+            if pair and not _labelled_otherwise(nlp_artifacts, run[0].start(), run[-1].end()) \
+                    and not is_place(text[run[0].start():run[-1].end()]) and not after_article(text, run[0].start()):
                 score = self.PAIR_SCORE if listed >= 2 else self.SCORE
                 results.append(finding(self, "PERSON", run[0].start(), run[-1].end(), score, "listed name"))
             elif len(run) == 1 and listed and first.lower() not in common:
@@ -204,11 +221,16 @@ class PlausibleSpacyRecognizer(SpacyRecognizer):
 
 
 def unlikely_person(text: str, start: int, end: int) -> bool:
-    """A spaCy PERSON none of whose words is a listed name, when it is one word or holds an English word;
-    a one-word PERSON opening a sentence that is no listed given name."""
+    """A spaCy PERSON that is a place ("Buenos Aires") or follows an article ("a Raspberry Pi"); one none of
+    whose words is a listed name, when it is one word or holds an English word ("Configure Grafana"); a
+    one-word PERSON opening a sentence that is no listed given name."""
+    if re.match(r"(?:an?|the)\s", text[start:end], re.IGNORECASE) or after_article(text, start):
+        return True
+    if is_place(re.sub(r"['’]s$", "", text[start:end])):
+        return True
     words = [w for w in text[start:end].split() if w.rstrip(".").lower() not in TITLES]
     if len(words) == 1 and words[0].isalpha() and _SENTENCE_START.search(text[:start]):
         return words[0] not in given_names()
     if any(w in given_names() or w in family_names() for w in words):
         return False
-    return len(words) <= 1 or any(w.lower() in common_words() for w in words)
+    return len(words) <= 1 or any(w.lower() in common_words() or is_english(w.strip(".,'’")) for w in words)

@@ -34,11 +34,12 @@ _PEOPLE = (r"customer|client|patient|employee|user|colleague|co-?worker|manager|
            r"my name is|i am|i'm|call me|signed|yours truly|on behalf of|attn|attention|c/o|cc|bcc|"
            r"(?:authored|written|signed|opened|reported|created|approved|sent|submitted|filed|raised|reviewed|"
            r"assigned|requested|prepared|presented|led|hosted|organi[sz]ed) by|assigned to|addressed to|"
-           r"(?:ask|tell|email|e-mail|call|ping|remind|message|text|thank|invite|contact|meet|notify|inform|"
-           r"introduce|congratulate|cc|phone|visit|help|pay|hire|fire|promote|interview|welcome)|"
            r"(?:email|e-mail|write|send|reply|talk|speak|spoke|chat|check|meet|met|forward|reach out|get back|"
            r"sync|catch up|say hello|say hi|hand it over)(?:s|ed|ing)?(?:[ \t]+(?:it|this|that|them|back))?[ \t]+"
-           r"(?:to|with)|(?:wedding|birthday|funeral|anniversary|retirement|farewell|promotion|engagement|"
+           r"(?:to|with)|"
+           r"(?:ask|tell|email|e-mail|call|ping|remind|message|text|thank|invite|contact|meet|notify|inform|"
+           r"introduce|congratulate|cc|phone|visit|help|pay|hire|fire|promote|interview|welcome)|"
+           r"(?:wedding|birthday|funeral|anniversary|retirement|farewell|promotion|engagement|"
            r"graduation|leaving party|baby shower)[ \t]+(?:of|for)")
 _FIELDS = (r"first[_ -]?name|last[_ -]?name|given[_ -]?name|family[_ -]?name|full[_ -]?name|sur[_ -]?name|"
            r"middle[_ -]?name|display[_ -]?name|contact[_ -]?name|customer[_ -]?name|name|author|contact|customer|"
@@ -62,8 +63,8 @@ _BEFORE = re.compile(
     rf"|(?:^|(?<=[\s,;{{(\"'\[]))[\"']?(?:{_FIELDS})[\"']?[ \t]*[:=][ \t]*[\"']?"
     rf"|(?:^|(?<=\n))[ \t]*(?:{_SIGN_OFFS})[ \t]*[,.!:\-–—]*[ \t]*(?:\r?\n[ \t]*)+(?:[-–—][ \t]*)?)",
     re.IGNORECASE)
-_AFTER = re.compile(rf"(?:[ \t]+(?:{_VERBS_AFTER})\b|,[ \t]+who\b|[ \t]+and[ \t]+I\b|[ \t]*\((?:n[ée]e|born)\b)",
-                    re.IGNORECASE)
+FOLLOWED_BY = re.compile(rf"(?:[ \t]+(?:{_VERBS_AFTER})\b|,[ \t]+who\b|[ \t]+and[ \t]+I\b|[ \t]*\((?:n[ée]e|born)\b)",
+                         re.IGNORECASE)
 
 
 class PersonContextRecognizer(LocalRecognizer):
@@ -82,7 +83,7 @@ class PersonContextRecognizer(LocalRecognizer):
     def analyze(self, text: str, entities: list[str],
                 nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
         spans = [self._introduced(text, cue.end()) for cue in _BEFORE.finditer(text)]
-        spans += [self._followed(text, cue.start()) for cue in _AFTER.finditer(text)]
+        spans += [self._followed(text, cue.start()) for cue in FOLLOWED_BY.finditer(text)]
         return [finding(self, "PERSON", start, end, self.SCORE, "person context") for start, end in spans if end]
 
     @staticmethod

@@ -139,3 +139,40 @@ def test_terms_snapshot_round_trips() -> None:
     terms = Terms.of("r", ReviewTerms(("a", "b"), 2, True, ("oncall",), 5.0, "retry", 60.0, None))
     assert Terms.from_json(terms.as_json()) == terms
     assert terms.skips(["oncall"]) and not terms.skips(["staff"]) and terms.may_approve(["b"])
+
+
+def test_a_notification_is_recorded_without_changing_the_approval() -> None:
+    ledger = Ledger()
+    approval_id = requested(ledger)
+    [failed] = applied(ledger, ledger.notice(approval_id, "notify_failed", "gave up after 3 attempt(s)", T0 + 1,
+                                             channel="webhook", target="https://hooks.slack.com/…", attempts=3,
+                                             status=500))
+    assert (failed.kind, failed.fate, failed.user, failed.rule) == \
+        ("approval", "notify_failed", "alice", "needs-review")
+    approval = ledger.get(approval_id)
+    assert approval.state == "pending"
+    [notice] = approval.as_json()["notices"]
+    assert (notice["fate"], notice["target"], notice["attempts"], notice["status"]) == \
+        ("notify_failed", "https://hooks.slack.com/…", 3, 500)
+    applied(ledger, ledger.vote(approval_id, "bob", ["security"], "approved", "", None, T0 + 2))
+    applied(ledger, ledger.notice(approval_id, "notified", "accepted", T0 + 3))  # late: it changes nothing
+    assert ledger.get(approval_id).state == "approved" and len(ledger.get(approval_id).notices) == 2
+    with pytest.raises(ValueError):
+        ledger.notice(approval_id, "approved", "", T0 + 4)  # a notice is no decision
+
+
+def test_a_decision_says_how_it_came() -> None:
+    ledger = Ledger()
+    approval_id = requested(ledger)
+    [vote] = applied(ledger, ledger.vote(approval_id, "bob", ["security"], "approved", "in Slack", None, T0 + 1,
+                                         via="slack", slack_user="U0BOB"))
+    assert (vote.detail["via"], vote.detail["slack_user"]) == ("slack", "U0BOB")
+    assert Ledger().rebuild([*ledger_events(ledger, approval_id), vote]).get(approval_id).state == "approved"
+
+
+def ledger_events(ledger: Ledger, approval_id: str) -> list[Event]:
+    """The ``requested`` event of ``approval_id`` again (as a rebuild reads it from the store)."""
+    approval = ledger.get(approval_id)
+    event = Ledger().request(approval.terms, approval.requester, approval.request, approval.flow_id, T0)
+    event.detail["approval"] = approval_id
+    return [event]

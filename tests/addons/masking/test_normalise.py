@@ -36,6 +36,10 @@ OBFUSCATED = [
     ("jane at acme dot com", "jane@acme.com"),
     ("JANE AT ACME DOT COM", "JANE@ACME.COM"),
     ("jane@acme dot com", "jane@acme.com"),
+    ("jane.doe at acme.com", "jane.doe@acme.com"),
+    ("jane_doe at acme.co.uk", "jane_doe@acme.co.uk"),
+    ("jane+news at acme.io", "jane+news@acme.io"),
+    ("jane dot doe at gmail dot com", "jane.doe@gmail.com"),
     ("jane%40acme.com", "jane@acme.com"),
     ("jane&#64;acme&#x2e;com", "jane@acme.com"),
     ("jane&commat;acme.com", "jane@acme.com"),
@@ -61,6 +65,7 @@ OBFUSCATED = [
 ]
 BENIGN = [
     "Meet me at the office at noon; look at google dot com later.",
+    "See README.md at github.com/acme/app and config.yaml at gitlab.com, or look at acme.com; meet at example.com.",
     "I am good at maths dot by dot.",
     "Sales rose 5% (from 3%) to 100%, R&D spent 50 % more; a&b; &amp is not closed",
     "Version 1.2.3.4 shipped on 2024-01-05, 05.01.2024 and 1/5/2024; build 10.4.22.",
@@ -185,3 +190,11 @@ def test_a_card_among_other_numbers_is_read_and_a_row_of_small_numbers_is_not() 
 
     assert list(_card_edits("ref 1001 4000 0000 0000 0002 end")) == [(9, 28, "4000000000000002")]  # hypothesis found
     assert list(_card_edits("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20")) == []
+
+
+@pytest.mark.parametrize("address", ["jane (at) acme (dot) com", "jane [at] acme [dot] com", "jane.doe at acme.com"])
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_a_spelled_address_cut_anywhere_is_held_and_masked(address: str, size: int) -> None:
+    """A delta may end right after the mailbox ("jane "): the word is held until what follows shows no "at"."""
+    text = f"Write to {address} today."
+    assert _stream([text[i:i + size] for i in range(0, len(text), size)]) == "Write to <EMAIL_ADDRESS> today."

@@ -114,7 +114,8 @@ def test_tool_arguments_restored_as_json() -> None:
 
 
 @pytest.mark.parametrize(("text", "held"), [
-    ("hello wor", "wor"), ("hello ", ""), ("card 4111 1111 ", "4111 1111 "), ("iban DE89 3704 ", "DE89 3704 "),
+    ("hello wor", "wor"), ("hello ", "hello "), ("hello, ", ""), ("card 4111 1111 ", "4111 1111 "),
+    ("iban DE89 3704 ", "DE89 3704 "),
     ("mail me at ann@x.exa", "ann@x.exa"), ("call (415) 86", "(415) 86"), ("done.", "done."),
 ])
 def test_hold_back(text: str, held: str) -> None:
@@ -408,9 +409,9 @@ def test_a_value_split_across_a_providers_own_delta_field_is_masked(value: str) 
 
 
 def test_a_deltas_role_and_signature_pass_whole() -> None:
-    stream = sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi "}}]})
+    stream = sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi, "}}]})
     assert rewritten("/v1/chat/completions", stream)[0][1]["choices"][0]["delta"] == {"role": "assistant",
-                                                                                      "content": "hi "}
+                                                                                      "content": "hi, "}
     stream = sse({"type": "content_block_delta", "index": 0,
                   "delta": {"type": "signature_delta", "signature": "EqQBCgIYAh"}}, "content_block_delta")
     assert rewritten("/v1/messages", stream)[0][1]["delta"] == {"type": "signature_delta", "signature": "EqQBCgIYAh"}
