@@ -48,22 +48,30 @@ SWEEP_SECONDS = 0.5  # how often pending approvals are checked for their TTL
 
 
 def request_digest(flow: http.HTTPFlow, sub: str) -> str:
-    """What makes a request the same request: requester, method, target and (masked) body."""
-    req = flow.request
+    """What makes a request the same request: requester, method, target, (masked) body, and the values its
+    pseudonyms stand for (a body naming <PERSON_1> is another request when <PERSON_1> is someone else)."""
+    req, masking = flow.request, ctx.master.addons.get("piimasking")
     body = hashlib.sha256(req.raw_content or b"").hexdigest()
-    return hashlib.sha256(json.dumps([sub, req.method, req.scheme, req.host, req.port, req.path, body]).encode()) \
-        .hexdigest()
+    values = masking.values_digest(flow) if masking is not None else ""
+    return hashlib.sha256(json.dumps([sub, req.method, req.scheme, req.host, req.port, req.path, body, values])
+                          .encode()).hexdigest()
 
 
 def request_summary(flow: http.HTTPFlow, digest: str, model: str | None = None) -> dict:
-    """The approvers' view of the request: target, model, the masked body (clipped) and what masking found."""
-    req, pii = flow.request, PII.of(flow)
-    text = (req.raw_content or b"").decode("utf-8", "replace")
-    return {"method": req.method, "host": req.host, "port": req.port, "path": req.path,
-            "upstream": flow.metadata.get("warden.upstream"), "model": model[:200] if model else None, "digest": digest,
-            "body_size": len(req.raw_content or b""), "preview": text[:PREVIEW_CHARS],
-            "preview_truncated": len(text) > PREVIEW_CHARS,
-            "findings": PiiOutcome.counts(pii.findings) if pii is not None else {}}
+    """The approvers' view of the request: target, model, the masked body (clipped) and what masking found; what
+    masking did not read (a body passed uninspected, a target refused before masking) is not shown."""
+    req, pii, masking = flow.request, PII.of(flow), ctx.master.addons.get("piimasking")
+    unread = masking.unread(flow) if masking is not None else None
+    text = "" if unread else (req.raw_content or b"").decode("utf-8", "replace")
+    summary = {"method": req.method, "host": req.host, "port": req.port,
+               "path": masking.shown_target(flow) if masking is not None else req.path,
+               "upstream": flow.metadata.get("warden.upstream"), "model": model[:200] if model else None,
+               "digest": digest, "body_size": len(req.raw_content or b""), "preview": text[:PREVIEW_CHARS],
+               "preview_truncated": len(text) > PREVIEW_CHARS,
+               "findings": PiiOutcome.counts(pii.findings) if pii is not None else {}}
+    if unread:
+        summary["preview_withheld"] = unread
+    return summary
 
 
 def how_to_ask(approval: Approval, admin: str) -> str:

@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
+import hmac
+import json
 import logging
 import weakref
 
@@ -54,7 +57,7 @@ from addons.masking.operators import Applied, Masker
 from addons.masking.payloads import Payload, adapter_for, body_kind, described, parse_body
 from addons.masking.pool import AnalysisUnavailable, default_workers
 from addons.masking.pseudonyms import Vault
-from addons.masking.request_parts import RequestParts, mask_parts
+from addons.masking.request_parts import RequestParts, mask_parts, unread_headers, unread_target
 from addons.masking.stream import StreamRewriter
 from addons.masking.turns import Turns
 from addons.rules.durations import seconds
@@ -150,6 +153,41 @@ class PiiMasking:
                                        recorded_response=bytes(streaming.record))
         return found if found is not None else Originals()
 
+    def unread(self, flow: http.HTTPFlow) -> str | None:
+        """Why the flow's request body may not be shown in the clear (recorded, previewed), or None: a body masking
+        did not read (refused before masking, unparsable, not inspected) may carry PII."""
+        if not flow.request.raw_content:
+            return None
+        outcome = PII.of(flow)
+        if outcome is None:
+            return "not read for PII: the request was refused before masking"
+        if outcome.read:
+            return None
+        return f"not read for PII: {outcome.skipped}" if outcome.skipped else "not read for PII: it could not be masked"
+
+    def shown_target(self, flow: http.HTTPFlow) -> str:
+        """The request target as a record or preview may show it: masked (a segment passed by policy too), or, if
+        masking never read it, its plain path segments only (``unread_target``)."""
+        outcome = PII.of(flow)
+        if outcome is None or not outcome.parts_read:
+            return unread_target(flow.request.path)
+        return self.originals_of(flow).recorded_target or flow.request.path
+
+    def shown_headers(self, flow: http.HTTPFlow, pairs: list[list[str]]) -> list[list[str]]:
+        """Header ``pairs`` as a record may show them: as they left if masking read them, else structural values
+        only (``unread_headers``)."""
+        outcome = PII.of(flow)
+        return pairs if outcome is not None and outcome.parts_read else unread_headers(pairs)
+
+    def values_digest(self, flow: http.HTTPFlow) -> str:
+        """A keyed digest (HMAC under the hash operator's key) of the values the flow's pseudonyms stand for: two
+        requests that mask to the same bytes but name other people differ in it. Empty without a vault."""
+        vault = self.vaults.get(flow)
+        if vault is None or self.hash_key is None:
+            return ""
+        values = sorted(vault.state()["values"].items())
+        return hmac.new(self.hash_key, json.dumps(values).encode(), hashlib.sha256).hexdigest()
+
     def _originals(self, flow: http.HTTPFlow) -> Originals:
         return self.originals.setdefault(flow, Originals())
 
@@ -188,7 +226,7 @@ class PiiMasking:
         outcome = PII.set(flow, PiiOutcome(profile=profile.name))
         self.vaults[flow] = Vault()
         if not profile.active and not pending:
-            outcome.skipped, outcome.read = "the profile masks nothing", True
+            outcome.skipped, outcome.read, outcome.parts_read = "the profile masks nothing", True, True
             return
         # Responses are masked and restored as they stream: ask for them unencoded.
         flow.request.headers["accept-encoding"] = "identity"
@@ -209,14 +247,15 @@ class PiiMasking:
             refuse(flow, PiiUnavailable(f"{e}; the request was not forwarded"))
             return
         if pending and malformed is None:
-            texts = [slot.text for slot in slots] + [w.text for w in across] + parts.texts
-            decided = self._decided(flow, outcome, texts,
-                                    spans + crossing(across, in_windows) + in_parts,  # split values count too
+            # counted as masking would mask: values split across parts too, each request part once
+            texts = [slot.text for slot in slots] + [w.text for w in across] + [part.text for part in parts.parts]
+            found = spans + crossing(across, in_windows) + parts.spans(in_parts, self._ner_entities())
+            decided = self._decided(flow, outcome, texts, found,
                                     inspected=payload is not None and not payload.uninspected)
             profile = decided or self._profile(flow)  # refused: masked all the same, for the record
             if not profile.active:
                 if decided is not None:
-                    outcome.skipped, outcome.read = "the profile masks nothing", True
+                    outcome.skipped, outcome.read, outcome.parts_read = "the profile masks nothing", True, True
                 return
         texts = [slot.text for slot in slots] + parts.texts
         self.vaults[flow] = vault = self.turns.open(flow, payload.document if payload is not None else None, texts)
@@ -229,19 +268,19 @@ class PiiMasking:
                 self._originals(flow).request = flow.request.raw_content
             if body:  # even unchanged: what leaves (or is recorded) is what was analysed, never the bytes as they came
                 flow.request.content = payload.render()
-            outcome.read = True
+            outcome.read = not payload.uninspected  # binary content passed unread: the body is not shown in the clear
         self._mask_parts(flow, profile, outcome, parts, masker, in_parts)
-        self.turns.keep(flow, vault, ())  # before any await: a concurrent turn of the conversation numbers on from here
         _count(outcome.findings, "request")
-        if flow.response is not None:
-            return
-        if malformed is not None:
-            refuse(flow, malformed)
-        elif payload is None:
-            content_type = flow.request.headers.get("content-type", "") or "no Content-Type"
-            self._not_inspected(flow, outcome, f"the body ({content_type})")
-        elif payload.uninspected:
-            self._not_inspected(flow, outcome, f"content in the body ({described(payload.uninspected)})")
+        if flow.response is None:
+            if malformed is not None:
+                refuse(flow, malformed)
+            elif payload is None:
+                content_type = flow.request.headers.get("content-type", "") or "no Content-Type"
+                self._not_inspected(flow, outcome, f"the body ({content_type})")
+            elif payload.uninspected:
+                self._not_inspected(flow, outcome, f"content in the body ({described(payload.uninspected)})")
+        if flow.response is None:  # a refused turn keeps nothing for its conversation
+            self.turns.keep(flow, vault, ())  # before any await: a concurrent turn numbers on from here
 
     def _decided(self, flow: http.HTTPFlow, outcome: PiiOutcome, texts: list[str], spans: list[list], *,
                  inspected: bool) -> Profile | None:
@@ -263,6 +302,10 @@ class PiiMasking:
 
     # -- the query, the path and the headers --------------------------------------------------------------
 
+    def _ner_entities(self) -> tuple[str, ...]:
+        pool = self.engine.pool
+        return tuple(pool.spec.ner_entities) if pool is not None else ()
+
     def _parts(self, flow: http.HTTPFlow) -> RequestParts:
         assert self.rules is not None
         credential_headers = self.rules.credential_headers()
@@ -275,9 +318,9 @@ class PiiMasking:
                     masker: Masker, spans: list[list]) -> None:
         """Mask what was found in the query, fragment, path segments and headers, refused or passed as the profile
         says. The flow, refused or not, holds them masked (so does the record) but for segments passed by policy."""
-        pool = self.engine.pool
-        masked = mask_parts(parts, spans, masker, profile, pool.spec.ner_entities if pool is not None else ())
+        masked = mask_parts(parts, spans, masker, profile, self._ner_entities())
         outcome.findings += masked.findings
+        outcome.parts_read = True
         if not any(part.masked is not None for part in parts.parts):
             return
         if masked.passed:

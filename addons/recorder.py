@@ -46,6 +46,7 @@ from addons.flow.meta import (
     Recorded,
 )
 from addons.flow.streams import Stream, compose_stream
+from addons.masking.request_parts import unread_target
 from addons.rules.durations import seconds
 from addons.rules.model import current_rules
 from addons.store.database import Store, StoreError
@@ -108,18 +109,6 @@ def _answer_decision(flow: http.HTTPFlow, event: Event, detail: dict[str, object
     detail["answer"] = dataclasses.asdict(note)
     if note.decision == "block" and event.fate != "answer_blocked":  # its stream ended, then the client left
         detail["ended"], event.fate, event.reason = event.fate, "answer_blocked", note.reason
-
-
-def _withheld(flow: http.HTTPFlow, pii: PiiOutcome | None) -> str | None:
-    """Why the request body may not be recorded in the clear, or None. A body masking did not read (refused before
-    analysis, unparsable, not inspected) may carry PII: the record keeps its size, and the body only as an original."""
-    if not flow.request.raw_content or ctx.master.addons.get("piimasking") is None:
-        return None
-    if pii is None:
-        return "not read for PII: the request was refused before masking"
-    if pii.read:
-        return None
-    return f"not read for PII: {pii.skipped}" if pii.skipped else "not read for PII: the body could not be masked"
 
 
 def _user(flow: http.HTTPFlow) -> str | None:
@@ -279,7 +268,8 @@ class Recorder:
     def _request_event(self, flow: http.HTTPFlow) -> Event:
         req = flow.request
         stopped, decision, identity, pii = ERROR.of(flow), DECISION.of(flow), IDENTITY.of(flow), PII.of(flow)
-        withheld = _withheld(flow, pii)
+        masking = ctx.master.addons.get("piimasking")  # what the record may show of a request is its to say
+        withheld = masking.unread(flow) if masking is not None else None
         body, size, truncated = _clip(req.raw_content, ctx.options.warden_record_max_body)
         if withheld is not None:  # kept only as an original (encrypted, or not at all), never in the clear
             body, truncated = None, False
@@ -294,7 +284,8 @@ class Recorder:
         event = Event(
             kind="request", flow_id=flow.id, ts=_ts(req.timestamp_start), user=_user(flow),
             client=_peer(flow), mode=_mode(flow), method=req.method, scheme=req.scheme, host=req.host,
-            port=req.port, path=redact_path(originals.recorded_target or req.path), http_version=req.http_version,
+            port=req.port, path=redact_path(masking.shown_target(flow) if masking is not None else req.path),
+            http_version=req.http_version,
             fate=fate,
             decision=decision.action if decision else None, rule=decision.rule if decision else None,
             reason=(stopped.message if stopped else (decision.reason if decision else None)) or None,
@@ -302,6 +293,9 @@ class Recorder:
             model=None if withheld else request_model(req.raw_content, req.headers.get("content-type", "")),
             headers=redact_headers(req.headers.fields), body=body, body_size=size, body_truncated=truncated,
         )
+        if masking is not None and (pii is None or not pii.parts_read):
+            event.headers = masking.shown_headers(flow, event.headers or [])
+            detail["target_withheld"] = "not read for PII: the query, values in the path and header values are not kept"
         if identity is not None:
             detail["identity"] = dataclasses.asdict(identity)
         elif (claimed_sub := CLAIMED_SUB.of(flow)) is not None:
@@ -415,7 +409,7 @@ class Recorder:
             req, resp, stopped = flow.request, flow.response, ERROR.of(flow)
             return Event(
                 kind=kind, flow_id=flow.id, user=_user(flow), method=req.method,
-                host=req.host, port=req.port, path=redact_path(req.path), upstream=UPSTREAM.of(flow),
+                host=req.host, port=req.port, path=unread_target(req.path), upstream=UPSTREAM.of(flow),
                 status=resp.status_code if resp is not None and kind == "response" else None,
                 fate=stopped.type if stopped else ("forwarded" if kind == "request" else "completed"),
                 reason=stopped.message if stopped else None,

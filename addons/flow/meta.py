@@ -143,6 +143,7 @@ class PiiOutcome:
     response_findings: list[Finding] = field(default_factory=list)
     skipped: str | None = None  # why the body was not inspected (binary passed by policy, empty)
     read: bool = False  # the body the flow holds is one masking read (rendered), or its profile masks nothing
+    parts_read: bool = False  # so are its query, path and headers
     census: dict[str, int] | None = None  # what a rule's condition read: entities some profile would mask
     passed: str | None = None  # what carried PII and left unmasked by policy (path segments), never the value
 

@@ -102,8 +102,9 @@ TOP_LEVEL = frozenset("com org net edu gov mil int info biz io co ai app dev me 
 # A dotted word before a bare "at" that names a file, not a mailbox ("README.md at github.com").
 _FILE_SUFFIXES = frozenset("md txt rst py js ts tsx jsx json yaml yml toml cfg ini conf html htm css csv tsv log sh "
                            "xml pdf png jpg jpeg gif svg zip gz tar tgz whl lock env sql ipynb go rs java kt c h cpp "
-                           "rb php swift".split())
+                           "rb php swift parquet avro orc git db sqlite bin exe dll so jar war tf tfvars hcl".split())
 _LOCAL_DOT = re.compile(r"(?i)\s+dot\s+")
+_VERSION = re.compile(r"(?i)v?\d|.*\.\d+(?:\.|$)")  # opens with a digit or v1, or has a part of digits only
 # Words that prose puts before "at" ("look at", "good at", "arrive at"): never an address's local part.
 _PROSE_BEFORE_AT = frozenset("""a am an and are arrive arrived arrives at be been being bad best better busy but by
     close do does did down during else even eat eating for from get go good great here him her hers home i in is it
@@ -290,7 +291,9 @@ def _spelled_local(local: str, bare_dots: bool) -> bool:
         return False
     if bare_dots or _LOCAL_DOT.search(local):
         return True
-    return bool(re.search(r"[._+]", last)) and last.rsplit(".", 1)[-1] not in _FILE_SUFFIXES
+    if not re.search(r"[._+]", last) or last.rsplit(".", 1)[-1] in _FILE_SUFFIXES:
+        return False
+    return not _VERSION.match(last)  # "3.12 at python.org", "v1.2 at example.com": a release, not a mailbox
 
 
 _GROUP = re.compile(r"\d+")

@@ -216,6 +216,26 @@ class RequestParts:
         return fields
 
 
+WITHHELD = "[withheld]"
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9._~-]{0,80}")
+_LONG_DIGITS = re.compile(r"\d{9,}")
+
+
+def unread_target(target: str) -> str:
+    """A request target masking never read, as a record may show it: no query, no fragment, and only the path
+    segments that plainly carry no value (letters, digits, ``.``, ``_``, ``~``, ``-``; no run of nine digits or
+    more); every other segment ``[withheld]``."""
+    path = target.split("#", 1)[0].split("?", 1)[0]
+    return "/".join(segment if _PLAIN_SEGMENT.fullmatch(segment) and not _LONG_DIGITS.search(segment) else WITHHELD
+                    for segment in path.split("/"))
+
+
+def unread_headers(pairs: Iterable[list[str]]) -> list[list[str]]:
+    """Header ``[name, value]`` pairs masking never read, as a record may show them: structural values kept, every
+    other value ``[withheld]`` (names kept)."""
+    return [[name, value if name.lower() in STRUCTURAL_HEADERS else WITHHELD] for name, value in pairs]
+
+
 def _bare_digits(text: str, span: Span) -> bool:
     entity, start, end, _ = span
     return entity == "PHONE_NUMBER" and text[start:end].isdigit()

@@ -50,25 +50,44 @@ _WORD = re.compile(r"\S+")
 _AT_WORD = re.compile(r"(?i)[\[({<]?(?:at|@)[\])}>]?")  # "at", "(at)", "[@]": an address spelled out may follow
 _AT_BEGUN = re.compile(r"(?i)[\[({<]|[\[({<]?at?")  # what may still become one
 _LOCAL = re.compile(r"[^\W_][\w.+-]*")  # a word an address's mailbox may be
-SPELLED_WORDS = 8  # words an address spelled with at/dot may take (jane (at) mail (dot) acme (dot) com)
+SPELLED_WORDS = 14  # words an address spelled with at/dot may take (jane dot m dot doe (at) mail (dot) acme (dot) com)
+_DOT_WORD = re.compile(r"(?i)dot")
+_DOT_BEGUN = re.compile(r"(?i)d(?:ot?)?")  # what may still become a bare "dot"
+
+
+def _mailbox_start(words: list[re.Match[str]], last: int) -> int:
+    """The index of the first word of a mailbox that ends at ``words[last]``, bare dots included (``jane dot doe``)."""
+    i = last
+    if i > 0 and _DOT_WORD.fullmatch(words[i].group()):
+        i -= 1
+    while i >= 2 and _DOT_WORD.fullmatch(words[i - 1].group()) and _LOCAL.fullmatch(words[i - 2].group()):
+        i -= 2
+    return i
 
 
 def _spelled_address(text: str) -> int | None:
-    """Where an e-mail address spelled with at/dot words (``jane (at) acme (dot) com``) may be starting in the tail
-    of ``text``: the word before the last ``at`` of the last ``SPELLED_WORDS`` words (normalise.py reads it)."""
+    """Where an e-mail address spelled with at/dot words (``jane (at) acme (dot) com``, ``jane dot doe at gmail dot
+    com``) may be starting in the tail of ``text``: the mailbox before the first ``at`` of the last ``SPELLED_WORDS``
+    words (normalise.py reads it); else the mailbox a word still arriving (``a``, ``(a``, ``d``, ``do``) or a word a
+    delta just ended with may be part of."""
     offset = max(0, len(text) - 64 * SPELLED_WORDS)
     words = list(_WORD.finditer(text, offset))[-SPELLED_WORDS:]
     if any("@" in word.group()[1:-1] for word in words):
         return None  # an address written plainly: the word in progress covers it
-    held = None
-    if len(words) > 1 and words[-1].end() == len(text) and _AT_BEGUN.fullmatch(words[-1].group()):
-        held = words[-2].start()  # the last word is still arriving and may become an "at"
-    elif words and words[-1].end() < len(text) and _LOCAL.fullmatch(words[-1].group()):
-        held = words[-1].start()  # a word just ended: an "at" may follow it in the next delta
     for k in range(1, len(words)):
         if _AT_WORD.fullmatch(words[k].group()):
-            return words[k - 1].start()
-    return held
+            return words[_mailbox_start(words, k - 1)].start()
+    if not words:
+        return None
+    last = len(words) - 1
+    if words[last].end() == len(text):  # a word still arriving
+        if last > 0 and (_AT_BEGUN.fullmatch(words[last].group()) or _DOT_BEGUN.fullmatch(words[last].group())):
+            return words[_mailbox_start(words, last - 1)].start()  # it may become an "at" or a "dot"
+        first = _mailbox_start(words, last)
+        return words[first].start() if first < last else None  # it may end a mailbox spelled with dots
+    if _LOCAL.fullmatch(words[last].group()):
+        return words[_mailbox_start(words, last)].start()  # a word a delta ended with: an "at" may follow
+    return None
 
 
 def hold_from(text: str) -> int:

@@ -198,3 +198,17 @@ def test_a_spelled_address_cut_anywhere_is_held_and_masked(address: str, size: i
     """A delta may end right after the mailbox ("jane "): the word is held until what follows shows no "at"."""
     text = f"Write to {address} today."
     assert _stream([text[i:i + size] for i in range(0, len(text), size)]) == "Write to <EMAIL_ADDRESS> today."
+
+
+@pytest.mark.parametrize("size", [1, 4, 9])
+@pytest.mark.parametrize("text", ["Write to jane dot doe at gmail dot com today.",
+                                  "Mail j dot m dot doe at acme dot com"])
+def test_a_mailbox_spelled_with_dot_streamed_is_masked_whole(text: str, size: int) -> None:
+    out = _stream([text[i:i + size] for i in range(0, len(text), size)])
+    assert "doe" not in out and "<EMAIL_ADDRESS>" in out, out
+
+
+@pytest.mark.parametrize("text", ["Python 3.12 at python.org has the docs.", "We released v1.2 at example.com.",
+                                  "See section 4.2 at docs.python.org", "the data.parquet at s3.amazonaws.com"])
+def test_a_version_or_file_before_at_is_no_mailbox(text: str) -> None:
+    assert "@" not in normalise(text).text, normalise(text).text
