@@ -5,8 +5,10 @@ After credentials, before the recorder. An upgrade request (``Upgrade: websocket
 ``Sec-WebSocket-*`` headers) to an upstream without ``websocket: true`` is refused (403
 ``websocket_not_allowed``) before anything leaves; an upstream that answers 101 to a request that was not
 allowed to upgrade gets the flow killed, never relayed. In an allowed session every message is held while it is
-masked (text: the PII addon's analyzer and the flow's pseudonym vault; binary: ``masking.unknown_content``) and
-committed to the store as a ``websocket`` event, then relayed. Anything that fails closes the connection.
+masked (text, and a binary message whose bytes are UTF-8 text: the PII addon's analyzer and the flow's pseudonym
+vault; other binary: ``masking.unknown_content``, and when passed it is recorded by its size, its bytes kept only
+as the encrypted original) and committed to the store as a ``websocket`` event, then relayed. Anything that
+fails closes the connection.
 
 mitmproxy 12 gives addons no way to close a live WebSocket (``flow.kill()`` does nothing to one, and
 ``inject.websocket`` sends only text or binary messages: mitmproxy issue #4773). The gateway closes the client's
@@ -49,6 +51,7 @@ from addons.flow.errors import (
     WebSocketNotAllowed,
 )
 from addons.flow.meta import IDENTITY, PII, UPSTREAM, Finding, PiiOutcome
+from addons.masking.payloads.encoded import utf8_text
 from addons.rules.model import Rules, current_rules
 from addons.store.events import Event
 
@@ -240,30 +243,35 @@ class WebSocket:
         detail: dict[str, object] = {"direction": direction, "type": "text" if message.is_text else "binary",
                                      "index": session.messages}
         event = self._event(flow, fate="relayed", detail=detail)
-        relayed: str | None = None
-        if message.is_text:
-            original = message.text
+        recorder = ctx.master.addons.get("recorder")
+        relayed: bytes | None = None
+        # Many clients send JSON in binary frames: bytes that are UTF-8 text are masked as text, whatever the opcode.
+        text = message.text if message.is_text else utf8_text(message.content)
+        if text is not None:
             pii = ctx.master.addons.get("piimasking")
-            masked, findings = await pii.mask_texts(flow, [original], response=not message.from_client)
+            masked, findings = await pii.mask_texts(flow, [text], response=not message.from_client)
             recorded = masked[0]  # as it left, or as the upstream sent it masked: never the caller's values
-            relayed = recorded if message.from_client else pii.vault_of(flow).restore(recorded)
+            relayed = (recorded if message.from_client else pii.vault_of(flow).restore(recorded)).encode()
             self._pii(event, detail, PII.of(flow), findings)
-            if recorded != original:  # as for HTTP bodies: the message as it reached the gateway, encrypted
-                ctx.master.addons.get("recorder").keep_original(event, original.encode(), flow.id)
+            if recorded != text:  # as for HTTP bodies: the message as it reached the gateway, encrypted
+                detail["original"] = recorder.keep_original(event, text.encode(), flow.id)
             event.body = recorded.encode()
+            event.body_size = len(event.body)
         else:
             assert self.rules is not None
             if self.rules.masking.unknown_content == "block":
                 raise UnsupportedContent("a binary message cannot be inspected for PII, and "
                                          "masking.unknown_content is 'block'")
+            # As an HTTP body masking did not read: its size on record, its bytes only as the (encrypted) original.
             detail["skipped"] = "binary message not inspected (masking.unknown_content: pass)"
-            event.body = message.content
-        event.body_size = len(event.body)
+            detail["body_withheld"] = f"not read for PII: {detail['skipped']}"
+            detail["original"] = recorder.keep_original(event, message.content, flow.id)
+            event.body_size = len(message.content)
         if session.expires_at is not None and time.time() >= session.expires_at:
             raise _TokenExpired("the token expired")
         await self._commit(event)
-        if relayed is not None and relayed != message.text:
-            message.text = relayed
+        if relayed is not None and relayed != message.content:
+            message.content = relayed
 
     # -- the close --------------------------------------------------------------------------------------
 

@@ -23,7 +23,9 @@ from tests.names_corpus import leaked_people, name_prompts, split
 pytestmark = pytest.mark.e2e
 
 # TEST split, measured through the gateway: 29.0% leaked, 88.8% unaltered with name lists and context alone
-# (DEV: 18.2%, 95.0%); 19.1% and 91.8% with the name-shape rules (DEV, 60 benign prompts added: 4.2%, 96.3%).
+# (DEV: 18.2%, 95.0%); 19.1% and 91.8% with the name-shape rules (DEV, 60 benign prompts added: 4.2%, 96.3%);
+# 19.5% and 91.8% once a list of unfamiliar words needs a listed name or a person cue, and a sentence-opening
+# word an address rather than an aside (review2 finding 7; DEV unchanged).
 # The targets: 0.05, 0.98.
 LEAK_CEILING = 0.20
 BENIGN_FLOOR = 0.91

@@ -181,12 +181,46 @@ def test_binary_message_closes_the_connection_when_unknown_content_blocks(gatewa
 def test_binary_message_passes_when_unknown_content_passes(gateway_factory, ws_upstream: WsUpstream) -> None:
     gw = gateway_factory(ws_rules(ws_upstream.port, "masking:\n  unknown_content: pass"))
     client = connect(gw, ws_upstream)
-    client.send_bytes(b"\x00\x01binary")
-    assert client.receive_bytes() == b"\x00\x01binary"
+    binary = b"\x00\x01binary " + EMAIL.encode()  # not text: passed unread, as the operator chose
+    client.send_bytes(binary)
+    assert client.receive_bytes() == binary
     client.close()
-    ws = websocket_events(events_of(gw, "/ws")[1])
+    flow, events = events_of(gw, "/ws")
+    ws = websocket_events(events)
     assert [e["fate"] for e in ws] == ["open", "relayed", "relayed", "closed"]
-    assert "not inspected" in ws[1]["detail"]["skipped"]
+    for message in ws[1:3]:  # recorded by its size only; the bytes kept only as the encrypted original
+        assert "not inspected" in message["detail"]["skipped"]
+        assert "not read for PII" in message["detail"]["body_withheld"]
+        assert message["body"] == "" and message["body_size"] == len(binary)
+        assert message["original"] == message["detail"]["original"] == "encrypted"
+    clear = gw.warden("show", "--json", "--originals", "--key", str(gw.originals_key), flow["flow_id"]).stdout
+    shown = websocket_events([json.loads(line) for line in clear.splitlines()])
+    assert [e["body"] for e in shown[1:3]] == [binary.decode()] * 2
+    gw.stop()
+    assert EMAIL.encode() not in stored(gw)
+    assert EMAIL not in gw.warden("show", flow["flow_id"], "--json", db_only=True).stdout
+
+
+@pytest.mark.parametrize("unknown_content", ["block", "pass"])
+def test_a_binary_message_that_is_text_is_masked_as_text(gateway_factory, ws_upstream: WsUpstream,
+                                                         unknown_content: str) -> None:
+    """Many clients send JSON in binary frames: UTF-8 text is text, whatever the frame's opcode."""
+    gw = gateway_factory(ws_rules(ws_upstream.port, f"masking:\n  unknown_content: {unknown_content}"))
+    client = connect(gw, ws_upstream)
+    sent = json.dumps({"m": "jane@acme.example"}).encode()
+    client.send_bytes(sent)
+    assert client.receive_bytes() == sent  # still a binary frame; the caller reads its own value again
+    client.close()
+    assert ws_upstream.received == [b'{"m": "<EMAIL_ADDRESS_1>"}']  # what left: the pseudonym, as bytes
+    flow, events = events_of(gw, "/ws")
+    ws = websocket_events(events)
+    assert [e["fate"] for e in ws] == ["open", "relayed", "relayed", "closed"]
+    assert [e["detail"]["type"] for e in ws[1:3]] == ["binary", "binary"]
+    assert [e["body"] for e in ws[1:3]] == ['{"m": "<EMAIL_ADDRESS_1>"}'] * 2
+    assert ws[1]["entities"] == {"EMAIL_ADDRESS": 1} and "skipped" not in ws[1]["detail"]
+    gw.stop()
+    assert b"jane@acme.example" not in stored(gw)
+    assert "jane@acme.example" not in gw.warden("show", flow["flow_id"], "--json", db_only=True).stdout
 
 
 def test_token_expiry_closes_an_idle_websocket_and_is_recorded(gateway_factory, ws_upstream: WsUpstream) -> None:

@@ -48,6 +48,16 @@ def textual(media_type: str) -> bool:
     return (media_type.startswith("text/") or media_type in TEXT_TYPES or media_type.endswith(("+json", "+xml")))
 
 
+def utf8_text(raw: bytes) -> str | None:
+    """``raw`` as text if it is UTF-8 holding no control character text never holds (tab, newlines aside), else
+    None: bytes no label calls text are read as text when they are text."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if _CONTROL.search(text) else text
+
+
 def _decode_text(raw: bytes, media_type: str, charset: str | None) -> tuple[str | None, str]:
     """The text in ``raw`` and the codec it was read with, or (None, why not)."""
     if textual(media_type):
@@ -56,11 +66,8 @@ def _decode_text(raw: bytes, media_type: str, charset: str | None) -> tuple[str 
             return raw.decode(codec), codec
         except (LookupError, UnicodeDecodeError) as e:
             return None, f"declared {media_type} but does not decode ({type(e).__name__})"
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, "binary"
-    return (None, "binary") if _CONTROL.search(text) else (text, "utf-8")
+    text = utf8_text(raw)
+    return (None, "binary") if text is None else (text, "utf-8")
 
 
 def _b64decode(data: str) -> bytes | None:

@@ -8,11 +8,15 @@ CamelCase identifier ("MongoDB") and has no digit. ``NameShapeRecognizer`` repor
 stand:
 - two to four of them side by side ("Bekele Eshetu", "Floria Cortes"), or a listed given or family name
   beside them, as long as spaCy does not call the whole a place, a language or an event;
-- two or more single ones in a list ("Tesfaye or Eshetu", "Rosinda, Ludgero and Urânia", "Carine,Kamdem");
-- one opening a sentence and addressed ("Lembo, the report is late").
+- two or more single ones in a list ("Tesfaye or Eshetu", "Rosinda, Ludgero and Urânia", "Carine,Kamdem"), if
+  one of them is a listed name or the sentence is about people ("who", "assign", "colleagues", "her");
+- one opening a sentence and addressed ("Lembo, the report is late"), not written about in an aside
+  ("Postgres, unlike MySQL, ...", "Kubernetes, the container orchestrator, schedules ...").
 Product and tool names that are no English word ("Grafana and Kubernetes") read as names too: they are
-left alone only where spaCy labels them a product or an organisation in a list of single words, which is
-why the score (0.55) is the lowest of the PERSON recognizers.
+left alone where spaCy labels them a product or an organisation in a list of single words, or by the list
+and address rules above; a tool in a list with a listed name, in a sentence about people, or addressed
+("Pulumi, for example, lets you ...") is still masked, which is why the score (0.55) is the lowest of the
+PERSON recognizers.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from addons.masking.recognizers.names import (
     common_words,
     family_names,
     given_names,
+    spoken_to,
 )
 from addons.masking.recognizers.places import is_place, known_places
 from addons.masking.recognizers.result import finding
@@ -58,6 +63,11 @@ def _name_word(word: str) -> bool:
     """An unfamiliar word, or a listed name that is no common word ("Maria", "Cortes")."""
     return unfamiliar(word) or (_shaped(word) and (word in given_names() or word in family_names())
                                 and word.lower() not in common_words())
+
+
+def _listed_name(word: str) -> bool:
+    """A given or family name of the lists ("Leopold", "Ramesh")."""
+    return word in given_names() or word in family_names()
 
 
 # spaCy labels that make capitalised words a place, a language, an event or a work, not a person.
@@ -131,24 +141,41 @@ def _labelled(nlp_artifacts: NlpArtifacts | None, start: int, end: int, labels: 
 
 
 def _listed(text: str, singles: list[re.Match[str]], nlp_artifacts: NlpArtifacts | None) -> list[tuple[int, int]]:
-    """Single name words (unfamiliar or listed) two or more of which stand in one list, one of them unfamiliar
-    ("Tesfaye or Eshetu", "Leopold or Mirek")."""
+    """Single name words (unfamiliar or listed) two or more of which stand in one list, one of them unfamiliar, and
+    either one of them a listed name ("Leopold or Mirek") or the sentence about people ("Who should review
+    it, Tesfaye or Eshetu?"): a list of unfamiliar words alone is as often tools ("Terraform, Ansible, Pulumi")."""
     groups: list[list[re.Match[str]]] = []
     for word in singles:
         if groups and LIST_JOINT.fullmatch(text, groups[-1][-1].end(), word.start()):
             groups[-1].append(word)
         else:
             groups.append([word])
-    return [(w.start(), w.end()) for group in groups if len(group) >= 2 and any(unfamiliar(w.group()) for w in group)
-            and not all(_labelled(nlp_artifacts, w.start(), w.end(), _NOT_PERSON_IN_LISTS) for w in group)
-            and not _COMPARED.search(_sentence(text, group[0].start(), group[-1].end()))
-            for w in group]
+    found = []
+    for group in groups:
+        if len(group) < 2 or not any(unfamiliar(w.group()) for w in group):
+            continue
+        if all(_labelled(nlp_artifacts, w.start(), w.end(), _NOT_PERSON_IN_LISTS) for w in group):
+            continue
+        sentence = _sentence(text, group[0].start(), group[-1].end())
+        if _COMPARED.search(sentence):
+            continue
+        if any(_listed_name(w.group()) for w in group) or _ABOUT_PEOPLE.search(sentence):
+            found += [(w.start(), w.end()) for w in group]
+    return found
 
 
 # Things are compared; people, in a prompt, are mostly listed ("Compare Xiaomi and Huawei", "Lidl or Aldi cheaper").
 _COMPARED = re.compile(r"\b(?:compar\w*|vs\.?|versus|differ\w*|better|worse|cheaper|faster|easier|harder|prefer\w*|"
                        r"alternatives?|instead of|migrat\w*|switch\w*|install\w*|set up|configure\w*|learn\w*)\b",
                        re.IGNORECASE)
+
+
+# A sentence about people: who, a personal pronoun, a person's role, or what one does to people.
+_ABOUT_PEOPLE = re.compile(r"\b(?:who|whom|whose|he|she|him|his|her|hers|himself|herself|and I|and me|"
+                           r"assign\w*|ask|asks|asked|tell|tells|told|invit\w*|thank\w*|congratulat\w*|remind\w*|"
+                           r"cc|e-?mail\w*|meet|meets|met|meeting|colleagues?|teammates?|people|attendees?|speakers?|"
+                           r"participants?|guests?|students?|employees?|candidates?|reviewers?|friends?)\b",
+                           re.IGNORECASE)
 
 
 def _sentence(text: str, start: int, end: int) -> str:
@@ -158,10 +185,9 @@ def _sentence(text: str, start: int, end: int) -> str:
     return text[before + 1:min(after, default=len(text))]
 
 
-_VOCATIVE = re.compile(r",[ \t]+[a-z]")
-
-
 def _addressed(text: str, singles: list[re.Match[str]]) -> list[tuple[int, int]]:
-    """An unfamiliar word opening a sentence, a comma and a lower-case word after it ("Lembo, the report")."""
+    """An unfamiliar word opening a sentence, a comma and a lower-case word after it ("Lembo, the report"), that
+    is spoken to, not written about (``names.spoken_to``)."""
     return [(w.start(), w.end()) for w in singles
-            if unfamiliar(w.group()) and _SENTENCE_START.search(text[:w.start()]) and _VOCATIVE.match(text, w.end())]
+            if unfamiliar(w.group()) and _SENTENCE_START.search(text[:w.start()]) and spoken_to(text, w.end())]
+

@@ -190,7 +190,49 @@ def _labelled_otherwise(nlp_artifacts: NlpArtifacts | None, start: int, end: int
 
 # Between the names of a list ("Rohit or Santosh", "Maricel, Arnel and Jessa", "Chauhan,Vishal").
 LIST_JOINT = re.compile(r"[ \t]*,[ \t]*(?:(?:and|or)[ \t]+)?|[ \t]+(?:and|or|&|und|et|y|e|i|og|och|ve|en)[ \t]+")
-_VOCATIVE = re.compile(r",[ \t]+[a-z]")
+# A comma and the lower-case word after it: a name opening a sentence so is addressed, or written about.
+_AFTER_COMMA = re.compile(r",[ \t]+([a-z]+)")
+# Words that open an aside about the word before the comma, not an address to it ("Postgres, unlike MySQL, ...").
+_ASIDE_OPENERS = frozenset({
+    "after", "although", "as", "at", "because", "before", "being", "besides", "by", "despite", "especially",
+    "even", "except", "for", "from", "however", "if", "in", "including", "instead", "like", "meanwhile", "moreover",
+    "much", "namely", "nevertheless", "notably", "of", "on", "once", "originally", "since", "such", "though",
+    "thus", "to", "too", "unless", "unlike", "until", "when", "whenever", "where", "whereas", "which", "while",
+    "who", "whose", "with", "within", "without", "also", "therefore", "formerly",
+})
+# Words that start a new clause after a second comma; any other lower-case word there is the verb an aside's
+# subject waits for ("Kubernetes, the container orchestrator, schedules pods").
+_NEW_CLAUSE = frozenset({
+    "and", "or", "but", "so", "then", "the", "a", "an", "this", "that", "these", "those", "it", "its", "i", "we",
+    "they", "he", "she", "you", "my", "our", "their", "his", "her", "your", "there", "please", "thanks",
+})
+_SECOND_PERSON = re.compile(r"\b(?:you|your|yours|yourself|yourselves)\b", re.IGNORECASE)
+_ASKING = re.compile(r"\b(?:please|thanks|thank)\b", re.IGNORECASE)
+# A verb telling of the subject, not asking of the one addressed ("schedules", "is", "can"; not "send").
+_STATEMENT_VERB = re.compile(r"[a-z]*[^s]s|is|was|has|had|does|did|can|could|will|would|should|may|might|must")
+
+
+def spoken_to(text: str, end: int) -> bool:
+    """Whether the comma after a sentence's first word (ending at ``end``) addresses it ("Lembo, the report is
+    late") rather than opening an aside about it: one a conjunction, preposition or connective opens ("Postgres,
+    unlike MySQL, ...", "Pydantic, however, ...") or a second comma closes before the subject's verb
+    ("Kubernetes, the container orchestrator, schedules ..."). With an aside, the word is addressed only when the
+    sentence asks or thanks ("Eshetu, when will it be ready?", "please"), when an unclosed aside speaks to
+    someone ("Lembo, if you can send it"), or when what follows the aside is no statement ("Tesfaye, when you
+    can, send it")."""
+    opened = _AFTER_COMMA.match(text, end)
+    if opened is None:
+        return False
+    stops = [i for i in (text.find(c, end) for c in ".!?\n") if i >= 0]
+    rest = text[end:min(stops, default=len(text)) + 1]  # to the sentence's end, its "?" included
+    closed = next((m for m in _AFTER_COMMA.finditer(rest, 1) if m.group(1) not in _NEW_CLAUSE), None)
+    if opened.group(1) not in _ASIDE_OPENERS and closed is None:
+        return True
+    if rest.endswith("?") or _ASKING.search(rest):
+        return True
+    if closed is None:
+        return _SECOND_PERSON.search(rest) is not None
+    return not _STATEMENT_VERB.fullmatch(closed.group(1))
 
 
 def _listed_together(text: str, lone: list[re.Match[str]]) -> set[re.Match[str]]:
@@ -204,9 +246,10 @@ def _listed_together(text: str, lone: list[re.Match[str]]) -> set[re.Match[str]]
 
 
 def _addressed(text: str, lone: list[re.Match[str]], given: frozenset[str]) -> set[re.Match[str]]:
-    """A given name opening a sentence and followed by a comma: someone addressed ("Rommel, the report...")."""
+    """A given name opening a sentence and followed by a comma: someone addressed ("Rommel, the report..."), not
+    written about ("Julia, unlike Python, ...": ``spoken_to``)."""
     return {m for m in lone if m.group() in given and _SENTENCE_START.search(text[:m.start()])
-            and _VOCATIVE.match(text, m.end())}
+            and spoken_to(text, m.end())}
 
 
 class PlausibleSpacyRecognizer(SpacyRecognizer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from addons.masking.recognizers.english import is_english
 from addons.masking.recognizers.name_shape import NameShapeRecognizer
 from addons.masking.recognizers.names import NameListRecognizer, unlikely_person
@@ -43,6 +45,56 @@ def test_unfamiliar_single_words_in_a_list_are_names() -> None:
 def test_an_unfamiliar_word_addressed_at_a_sentence_start_is_a_name() -> None:
     assert _shaped("Lembo, the report is late again.") == ["Lembo"]
     assert _shaped("Meanwhile, the report is late again.") == []
+
+
+@pytest.mark.parametrize("text", [
+    "Kubernetes, the container orchestrator, schedules pods across nodes.",  # an appositive, closed by a comma
+    "Postgres, unlike MySQL, supports transactional DDL.",  # opened by a preposition
+    "Nginx, when used as a reverse proxy, buffers responses.",  # ... a subordinator
+    "Pydantic, however, validates data at runtime.",  # ... a connective
+    "Terraform, as you know, keeps state in a file.",  # "you" inside the aside speaks to the reader
+    "Nginx, which is fast, sits in front.",
+    "Pulumi, for example, lets you write infrastructure in TypeScript.",  # a statement after the aside
+    "Postgres, unlike MySQL, can roll back DDL.",
+])
+def test_a_word_opening_an_aside_is_written_about_not_addressed(text: str) -> None:
+    assert _shaped(text) == []
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("Lembo, the report is late again.", "Lembo"),
+    ("Lembo, the report is late again, and I need it by Friday.", "Lembo"),
+    ("Eshetu, when will the report be ready?", "Eshetu"),  # asked
+    ("Tesfaye, when you have a minute, could you review the patch?", "Tesfaye"),
+    ("Tesfaye, when you can, send the report.", "Tesfaye"),  # an imperative after the aside
+    ("Lembo, if you can send it today that would help.", "Lembo"),  # an unclosed aside speaking to someone
+    ("Eshetu, as always, thanks for the quick review.", "Eshetu"),
+])
+def test_a_word_addressed_around_an_aside_is_still_a_name(text: str, name: str) -> None:
+    assert _shaped(text) == [name]
+
+
+@pytest.mark.parametrize("text", [
+    "We use Terraform, Ansible, Pulumi in production.",
+    "Frameworks like Quarkus, Micronaut or Helidon start fast.",
+    "Quarkus, Micronaut or Helidon: which starts fastest?",
+    "Our servers run on Hetzner or Vultr.",
+    "Vercel, Netlify and Render host frontends.",
+])
+def test_a_list_of_unfamiliar_words_alone_is_no_list_of_people(text: str) -> None:
+    assert _shaped(text) == []
+
+
+def test_a_list_is_of_people_with_a_listed_name_or_in_a_sentence_about_people() -> None:
+    assert _shaped("Turn this CSV row into JSON: Ramesh,Ansari,42,engineering") == ["Ramesh", "Ansari"]  # listed
+    assert _shaped("Assign the open bugs to Kumsal, Ilgaz and Gamze.") == ["Kumsal", "Ilgaz", "Gamze"]
+    assert _shaped("Her teammates Kumsal and Ilgaz shipped it.") == ["Kumsal", "Ilgaz"]
+    assert _shaped("Kumsal and Ilgaz shipped it.") == []  # the limit: nothing says these are people
+
+
+def test_a_listed_given_name_written_about_is_no_person_addressed() -> None:
+    assert _found("Julia, unlike Python, compiles functions just in time.") == []
+    assert _found("Julia, the report is late again.") == ["Julia"]
 
 
 def test_english_words_places_products_and_identifiers_are_no_names() -> None:
