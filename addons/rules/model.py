@@ -235,6 +235,10 @@ class IdentityConfig(Model):
         default_factory=lambda: ["warden-admin"], min_length=1,
         description="groups whose tokens may read flows, events and verification through the admin API",
     )
+    groups: list[str] = Field(
+        default_factory=list,
+        description="the groups your identity provider issues, if you declare them: every approver group must be one",
+    )
     service_accounts: ServiceAccounts = Field(
         default_factory=lambda: ServiceAccounts(),
         description="which callers are jobs, not people (identity.kind in rule conditions)",
@@ -350,6 +354,23 @@ class Rules:
         return {v for v in found if v.strip()} | self.reachable.secret_values()
 
 
+def unheld_approver_groups(model: RulesFile) -> list[str]:
+    """Approver groups nobody can hold: a service-account group (its members are jobs, which never approve), or, where
+    ``identity.groups`` declares what the identity provider issues, a group outside it."""
+    known, services = set(model.identity.groups), set(model.identity.service_accounts.groups)
+    out = []
+    for i, rule in enumerate(model.rules):
+        for j, group in enumerate(rule.review.approvers if rule.review else []):
+            where = f"rules[{i}].review.approvers[{j}] (rule {rule.name!r})"
+            if group in services:
+                out.append(f"{where}: {group!r} is a service-account group (identity.service_accounts.groups): its "
+                           "members are jobs, and no job approves; name a group of people")
+            elif known and group not in known:
+                out.append(f"{where}: nobody holds {group!r}: it is not one of identity.groups, the groups your "
+                           f"identity provider issues ({', '.join(sorted(known))})")
+    return out
+
+
 def _field_path(loc: tuple, raw: dict) -> str:
     out = ""
     for part in loc:
@@ -443,7 +464,8 @@ def load_rules(path: str | Path, content: bytes | None = None) -> Rules:
                                     for i, r in enumerate(model.rules) if r.review and r.review.webhook],
                                    model.approvals, path.parent)
     approver_groups = {g for r in model.rules if r.review for g in r.review.approvers}
-    problems += [f"{path}: {line}" for line in unreachable + approvers_reachable(model.approvals, approver_groups)]
+    problems += [f"{path}: {line}" for line in unreachable + approvers_reachable(model.approvals, approver_groups)
+                 + unheld_approver_groups(model)]
     if problems:
         raise RulesError("\n".join(problems))
     return Rules(path, model, secrets, missing, hashlib.sha256(data).hexdigest(), reachable)

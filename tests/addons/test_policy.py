@@ -221,3 +221,22 @@ def test_review_blocks_are_checked(tmp_path, review: str, message: str) -> None:
     with pytest.raises(RulesError) as bad:
         load_rules(path)
     assert message in str(bad.value)
+
+
+@pytest.mark.parametrize(("identity", "message"), [
+    ("  service_accounts: {clients: [nightly], groups: [legal]}",
+     "rules[1].review.approvers[1] (rule 'fine-tuning'): 'legal' is a service-account group"),
+    ("  service_accounts: {clients: [nightly]}\n  groups: [security, engineering]",
+     "rules[1].review.approvers[1] (rule 'fine-tuning'): nobody holds 'legal': it is not one of identity.groups"),
+])
+def test_approver_groups_nobody_can_hold_stop_start_up(tmp_path, identity: str, message: str) -> None:
+    from addons.rules.model import RulesError
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(REVIEWED.replace("  service_accounts: {clients: [nightly]}", identity))
+    with pytest.raises(RulesError) as bad:
+        load_rules(path)
+    assert f"{path}: {message}" in str(bad.value)
+    path.write_text(REVIEWED.replace("  service_accounts: {clients: [nightly]}",
+                                     "  service_accounts: {clients: [nightly]}\n  groups: [security, legal]"))
+    assert load_rules(path).model.identity.groups == ["security", "legal"]
