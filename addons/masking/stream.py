@@ -123,6 +123,17 @@ def _hold_from(text: str) -> int:
     return min(start, position)
 
 
+def read_data(adapter: Adapter, data: str | None) -> tuple[Any, bool, StreamEvent]:
+    """An SSE event's data, parsed if it is JSON; whether it is; what ``adapter`` reads in it."""
+    if data is None:
+        return None, False, StreamEvent()
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return data, False, StreamEvent()  # plain text: one whole value
+    return document, True, adapter.stream(document)
+
+
 @dataclass
 class Channel:
     """One running text of a stream (a choice's content, a block's text, a tool call's arguments)."""
@@ -241,21 +252,11 @@ class StreamRewriter:
         if len(self.record) < self.capture_limit:
             self.record += record_bytes
 
-    def _parse(self, data: str | None) -> tuple[Any, bool, StreamEvent]:
-        """(the event's data, parsed if it is JSON; whether it is; what the adapter reads in it)."""
-        if data is None:
-            return None, False, StreamEvent()
-        try:
-            document = json.loads(data)
-        except ValueError:
-            return data, False, StreamEvent()  # plain text: one whole value
-        return document, True, self.adapter.stream(document)
-
     def _event(self, raw: bytes, client: list[bytes]) -> None:
         fields, data = parse_event(raw)
         if data is not None and data.strip() == "[DONE]":
             self._flush(lambda channel: True, client)
-        document, is_json, parsed = self._parse(data)
+        document, is_json, parsed = read_data(self.adapter, data)
 
         def closing(channel: tuple) -> bool:
             return any(channel[: len(prefix)] == prefix for prefix in parsed.closes)

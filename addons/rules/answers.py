@@ -17,8 +17,8 @@ import regex  # type: ignore[import-untyped]  # kept with Presidio; partial matc
 from mitmproxy import flowfilter
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from addons.rules.base import Model
-from addons.rules.conditions import ANSWER, Condition, ConditionError, compile_condition
+from addons.rules.base import Model, checked_filter
+from addons.rules.conditions import ANSWER, Condition, checked_condition, compile_condition
 
 # Patterns are compiled with the ``regex`` module (Python's ``re`` syntax, plus partial matching, which a stream
 # needs to know what tail may still grow into a match). V0: the behaviour of ``re``.
@@ -64,22 +64,12 @@ class AnswerRule(Model):
     @field_validator("when")
     @classmethod
     def _checks(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                compile_condition(v, ANSWER)
-            except ConditionError as e:
-                raise ValueError(f"invalid CEL condition {v!r}: {e}") from None
-        return v
+        return checked_condition(v, ANSWER)
 
     @field_validator("filter")
     @classmethod
     def _parses(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                flowfilter.parse(v)
-            except ValueError as e:
-                raise ValueError(f"invalid mitmproxy filter expression {v!r}: {e}") from None
-        return v
+        return checked_filter(v)
 
     @model_validator(mode="after")
     def _acts_on_something(self) -> AnswerRule:

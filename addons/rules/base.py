@@ -7,6 +7,7 @@ import os
 import re
 from typing import Annotated, Protocol, TypeVar
 
+from mitmproxy import flowfilter
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -55,3 +56,13 @@ def unique_names[Named: _Named](items: list[Named]) -> list[Named]:
 N = TypeVar("N", bound=_Named)
 UniqueNames = Annotated[list[N], AfterValidator(unique_names)]
 """A list of named sections (upstreams, rules, masking profiles) in which each name appears once."""
+
+
+def checked_filter(source: str | None) -> str | None:
+    """``source`` unchanged if it is a mitmproxy filter expression; else a ``ValueError`` naming it."""
+    if source is not None:
+        try:
+            flowfilter.parse(source)
+        except ValueError as e:
+            raise ValueError(f"invalid mitmproxy filter expression {source!r}: {e}") from None
+    return source

@@ -135,6 +135,16 @@ def compile_condition(source: str, scope: tuple[str, ...] = REQUEST) -> Conditio
     return Condition(source, program, _reads(source, scope, "pii"), _reads(source, scope, "answer"))
 
 
+def checked_condition(source: str | None, scope: tuple[str, ...] = REQUEST) -> str | None:
+    """``source`` unchanged if it compiles in ``scope``; else a ``ValueError`` naming it (for the rules' validators)."""
+    if source is not None:
+        try:
+            compile_condition(source, scope)
+        except ConditionError as e:
+            raise ValueError(f"invalid CEL condition {source!r}: {e}") from None
+    return source
+
+
 def conditions_together(conditions: Sequence[Condition]) -> Any:
     """One program giving the list of ``conditions``' results: one evaluation for all rules (each alone costs a
     call into cel-cpp). An error in any of them makes the whole list an error: evaluate them one by one then."""

@@ -28,8 +28,8 @@ from pydantic import (
 )
 
 from addons.rules.answers import AnswerCheck, AnswerRule
-from addons.rules.base import Model, UniqueNames, expand_env, template_secrets
-from addons.rules.conditions import Condition, ConditionError, compile_condition, conditions_together
+from addons.rules.base import Model, UniqueNames, checked_filter, expand_env, template_secrets
+from addons.rules.conditions import Condition, checked_condition, compile_condition, conditions_together
 from addons.rules.durations import Duration
 from addons.rules.masking import Masking
 from addons.rules.notifications import Approvals, Reachable, Webhook, approvers_reachable, reach, secret_files
@@ -183,22 +183,12 @@ class Rule(Model):
     @field_validator("when")
     @classmethod
     def _checks(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                compile_condition(v)
-            except ConditionError as e:
-                raise ValueError(f"invalid CEL condition {v!r}: {e}") from None
-        return v
+        return checked_condition(v)
 
     @field_validator("filter")
     @classmethod
     def _parses(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                flowfilter.parse(v)
-            except ValueError as e:
-                raise ValueError(f"invalid mitmproxy filter expression {v!r}: {e}") from None
-        return v
+        return checked_filter(v)
 
 
 class ServiceAccounts(Model):

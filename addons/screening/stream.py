@@ -25,7 +25,8 @@ from typing import Any
 from addons.bodies.sse import EventSplitter, parse_event, render_event
 from addons.flow.errors import AnswerBlocked
 from addons.masking.event_fields import SSE_FIELDS, Hole, alone
-from addons.masking.payloads import Adapter, StreamEvent, StreamSlot
+from addons.masking.payloads import Adapter, StreamSlot
+from addons.masking.stream import read_data
 from addons.screening.documents import screen_value
 from addons.screening.patterns import RunningText
 from addons.screening.screen import Screen
@@ -135,20 +136,11 @@ class StreamScreen:
 
     # -- one event ------------------------------------------------------------------------------------
 
-    def _parse(self, data: str | None) -> tuple[Any, bool, StreamEvent]:
-        if data is None:
-            return None, False, StreamEvent()
-        try:
-            document = json.loads(data)
-        except ValueError:
-            return data, False, StreamEvent()  # plain text: one whole value
-        return document, True, self.adapter.stream(document)
-
     def _event(self, raw: bytes, out: list[bytes]) -> None:
         fields, data = parse_event(raw)
         if data is not None and data.strip() == "[DONE]":
             self._flush(lambda channel: True, out)
-        document, is_json, parsed = self._parse(data)
+        document, is_json, parsed = read_data(self.adapter, data)
 
         def closing(channel: tuple) -> bool:
             return any(channel[: len(prefix)] == prefix for prefix in parsed.closes)
