@@ -49,7 +49,7 @@ def _numeric_ish(token: str) -> bool:
 _WORD = re.compile(r"\S+")
 _AT_WORD = re.compile(r"(?i)[\[({<]?(?:at|@)[\])}>]?")  # "at", "(at)", "[@]": an address spelled out may follow
 _AT_BEGUN = re.compile(r"(?i)[\[({<]|[\[({<]?at?")  # what may still become one
-_LOCAL = re.compile(r"[^\W_][\w.+-]*")  # a word an address's mailbox may be
+_LOCAL = re.compile(r"[^\W_](?:[\w.+-]*[\w+-])?")  # a word an address's mailbox may be (none ends with a dot)
 SPELLED_WORDS = 14  # words an address spelled with at/dot may take (jane dot m dot doe (at) mail (dot) acme (dot) com)
 _DOT_WORD = re.compile(r"(?i)dot")
 _DOT_BEGUN = re.compile(r"(?i)d(?:ot?)?")  # what may still become a bare "dot"

@@ -114,7 +114,7 @@ def test_tool_arguments_restored_as_json() -> None:
 
 
 @pytest.mark.parametrize(("text", "held"), [
-    ("hello wor", "wor"), ("hello ", "hello "), ("hello, ", ""), ("card 4111 1111 ", "4111 1111 "),
+    ("hello wor", "wor"), ("hello ", "hello "), ("hello, ", ""), ("Start. ", ""), ("card 4111 1111 ", "4111 1111 "),
     ("iban DE89 3704 ", "DE89 3704 "),
     ("mail me at ann@x.exa", "ann@x.exa"), ("call (415) 86", "(415) 86"), ("done.", "done."),
 ])
