@@ -28,7 +28,7 @@ demo: setup  ## the offline demo upstream (OpenAI/Anthropic-shaped) on https://l
 		--tls-cert certs/demo-upstream.pem --tls-key certs/demo-upstream.key
 
 test: setup  ## the whole suite: unit tests and end-to-end tests through a real mitmdump
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 check: setup  ## lint (ruff) and type check (mypy), configured in pyproject.toml; CI runs it before the tests
 	$(BIN)/ruff check addons scripts tests

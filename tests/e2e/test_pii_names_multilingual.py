@@ -12,6 +12,7 @@ what was measured (``SECURITY.md`` known limits).
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,7 +32,8 @@ LEAK_CEILING = 0.20
 BENIGN_FLOOR = 0.91
 
 
-@pytest.mark.parametrize("part", ["test", "dev"])
+# DEV is a report for whoever tunes the recognizers (WARDEN_NAMES_SPLITS=test,dev): not run by default
+@pytest.mark.parametrize("part", os.environ.get("WARDEN_NAMES_SPLITS", "test").split(","))
 def test_multilingual_names_rates(gateway_factory, upstream, capsys, part: str) -> None:
     gw = gateway_factory(rules_for(upstream.port), extra_args=("--set", "warden_pii_workers=2"))
     corpus = split(part)
