@@ -29,7 +29,10 @@ GENESIS = "0" * 64
 CHAIN_FORMAT = 2  # the form new events are sealed in (see the module docstring)
 CHAIN_FORMATS = (1, 2)
 KINDS = ("request", "response", "error", "checkpoint", "journal_repair", "connection", "websocket", "startup",
-         "approval", "config")  # approval: a step of an approval, grant or access revocation (``fate`` names it)
+         "approval", "config", "access", "purge", "hold", "keys")
+# approval: a step of an approval, grant or access revocation (``fate`` names it); access: a read of the record
+# through the admin API (who, what, when); purge: retention removed old events' content (tombstones); hold: an
+# incident hold placed or lifted; keys: a signing, originals or hash key rotated.
 
 # (column, DuckDB type). The order is part of the chain format: append only, never reorder.
 # Few columns on purpose: DuckDB's commit cost grows with the column count. What is searched

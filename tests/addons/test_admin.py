@@ -1,11 +1,13 @@
 """The admin API's routes and its decisions on who may read them, on its real tornado listener in a test master.
 
-The recorder beside it opens a store but never starts its writer; no gateway, no proxy.
+The recorder beside it opens a store and starts its writer (every protected call is an ``access`` event); no gateway,
+no proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,6 +38,8 @@ async def admin_api(tmp_path: Path, rules: str = RULES, **options: Any) -> Async
         tctx.configure(config, warden_rules=str(tmp_path / "rules.yaml"), warden_issuer_key=str(tmp_path / "i.key"),
                        warden_db=str(tmp_path / "w.duckdb"), warden_signing_key=str(tmp_path / "s.key"),
                        warden_originals_key=str(tmp_path / "o.key"), warden_admin=f"127.0.0.1:{port}", **options)
+        assert recorder.store is not None
+        recorder.store.start()
         admin.running()
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client:
@@ -131,11 +135,18 @@ def test_every_protected_route_needs_a_token_of_an_admin_group(tmp_path: Path) -
                 assert "alice is in none of the admin groups (warden-admin)" in member.json()["error"]["message"]
             admin = token(tmp_path, "auditor", groups=["warden-admin"])
             assert (await client.get("/api/flows", headers=admin)).json() == {"flows": []}
-            assert (await client.get("/api/events", headers=admin)).json() == {"events": [], "more": False}
             assert (await client.get("/api/flows/0f8c12ab", headers=admin)).status_code == 404  # no such flow
             assert (await client.get("/api/verify", headers=admin)).status_code in (200, 409)
-            signing = await client.post("/api/verify", headers=admin)  # the writer is not running: nothing signs
-            assert signing.status_code == 503 and "could not sign a checkpoint" in signing.text
+            # Who read the record, refused callers included, is on it: one access event per call, before serving.
+            events = (await client.get("/api/events", headers=admin)).json()["events"]
+            access = [(e["user"], e["fate"], json.loads(e["record"])["detail"]["path"]) for e in events]
+            refused = [a for a in access if a[1] == "refused"]
+            assert len(refused) == 5 * len(PROTECTED)  # anonymous, basic, forged, other audience, member
+            assert ("alice", "refused", "/api/verify") in refused and (None, "refused", "/api/flows") in refused
+            assert access[len(refused):] == [("auditor", "read", p) for p in (
+                "/api/flows", "/api/flows/0f8c12ab", "/api/verify", "/api/events")]
+            signing = await client.post("/api/verify", headers=admin)  # signs the access events' head
+            assert signing.status_code == 200 and signing.json()["status"] == "ok"
 
     run(scenario)
 
