@@ -18,7 +18,7 @@ GATEWAY = $(BIN)/mitmdump -s addons/gateway.py --listen-host $(LISTEN) --set flo
 	--set warden_db=data/warden.duckdb --set warden_admin=$(ADMIN) \
 	--set ssl_verify_upstream_trusted_ca=certs/upstream-trust.pem
 
-.PHONY: run test check bench leakbench demo setup setup-now check-python clean
+.PHONY: run test check bench leakbench demo setup setup-now check-python clean browser
 
 run: setup  ## start the gateway on 127.0.0.1:8080, admin API on 127.0.0.1:8081
 	$(GATEWAY) --mode regular@$(PORT) --mode reverse:https://localhost:9443@8090
@@ -27,7 +27,7 @@ demo: setup  ## the offline demo upstream (OpenAI/Anthropic-shaped) on https://l
 	$(BIN)/python -m scripts.demo_upstream --host 127.0.0.1 --port 9443 \
 		--tls-cert certs/demo-upstream.pem --tls-key certs/demo-upstream.key
 
-test: setup  ## the whole suite: unit tests and end-to-end tests through a real mitmdump
+test: setup browser  ## the whole suite: unit tests and end-to-end tests through a real mitmdump
 	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 check: setup  ## lint (ruff) and type check (mypy), configured in pyproject.toml; CI runs it before the tests
@@ -79,6 +79,16 @@ $(STAMP): requirements.lock pyproject.toml | check-python
 
 certs/upstream-trust.pem: $(STAMP) scripts/setup_certs.py
 	$(BIN)/python -m scripts.setup_certs certs
+
+# Tests open the evidence report and mitmweb in a real headless browser: Debian's chromium (never `playwright install`).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "installing Debian's chromium for the browser tests (apt-get)..."; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q >/dev/null && \
+		     $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(LEAKBENCH_VENV) .pytest_cache .setup.lock

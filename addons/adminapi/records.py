@@ -9,16 +9,9 @@ import tornado.web
 from addons.adminapi.base import Handler
 from addons.store.database import StoreError
 from addons.store.events import event_to_json
-from addons.store.queries import (
-    FlowFilter,
-    flow_events,
-    iter_events,
-    iter_events_until,
-    parse_when,
-    search_flows,
-    verify_chain,
-    verify_events,
-)
+from addons.store.queries import flow_events, iter_events, iter_events_until, parse_when
+from addons.store.search import FlowFilter, search_flows
+from addons.store.verification import verify_chain, verify_events
 
 EVENTS_PAGE = 500
 

@@ -14,7 +14,8 @@ import httpx
 
 from addons.store.database import JournalDamaged, StoreError, StoreInUse, connect
 from addons.store.events import Event, event_from_json
-from addons.store.queries import FlowFilter, flow_events, iter_events, iter_events_until, search_flows
+from addons.store.queries import flow_events, iter_events, iter_events_until
+from addons.store.search import FlowFilter, search_flows
 
 
 class BackendError(RuntimeError):

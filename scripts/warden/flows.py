@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from addons.store.keys import KeyFileError
-from addons.store.queries import FlowFilter, headers_of, parse_when
+from addons.store.queries import headers_of, parse_when
+from addons.store.search import FlowFilter
 from scripts.warden.backend import Backend, BackendError
 from scripts.warden.flowfile import body_of, to_flows, write_flows
 from scripts.warden.options import connect, err, fail, originals_key, out, progress

@@ -11,8 +11,8 @@ import typer
 
 from addons.store.database import JournalDamaged, StoreError
 from addons.store.keys import KeyFileError, load_public_key
-from addons.store.queries import Verification, match_heads, parse_heads, verify_events
 from addons.store.recovery import repair_journal
+from addons.store.verification import Verification, match_heads, parse_heads, verify_events
 from scripts.warden.backend import Backend, BackendError, open_backend
 from scripts.warden.options import State, admin_token, err, fail, out, progress
 

@@ -14,7 +14,8 @@ from addons.store.database import Store, StoreError, connect
 from addons.store.events import Event, chain_hash
 from addons.store.journal import journal_path, read_journal
 from addons.store.keys import SigningKey
-from addons.store.queries import iter_events, verify_chain, verify_events
+from addons.store.queries import iter_events
+from addons.store.verification import verify_chain, verify_events
 from tests.forgery import resign
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -506,7 +507,7 @@ def test_a_startup_event_that_names_another_range_breaks_the_chain(tmp_path: Pat
 
 
 def test_checkpoint_log_lines_are_parsed_and_other_lines_ignored() -> None:
-    from addons.store.queries import parse_heads
+    from addons.store.verification import parse_heads
 
     h = "ab" * 32
     lines = [
@@ -527,7 +528,7 @@ def test_checkpoint_log_lines_are_parsed_and_other_lines_ignored() -> None:
 def test_a_history_re_signed_with_the_key_verifies_alone_but_not_against_the_logged_heads(
     tmp_path: Path, key: SigningKey, caplog
 ) -> None:
-    from addons.store.queries import match_heads, parse_heads
+    from addons.store.verification import match_heads, parse_heads
 
     with caplog.at_level("INFO", logger="warden.store"):
         s = Store(tmp_path / "w.duckdb", key, checkpoint_every=3)

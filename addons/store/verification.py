@@ -1,0 +1,201 @@
+"""Verification of the hash chain from its genesis, and of its signed heads against copies kept outside the store.
+
+Takes the events in chain order (from a DuckDB connection, a journal or the admin API) and answers with a
+``Verification``; the CLI and the admin API both call it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import duckdb
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from addons.store.events import CHAIN_FORMATS, GENESIS, Event, chain_hash, checkpoint_message
+from addons.store.keys import key_id, verify_signature
+from addons.store.queries import iter_events
+
+
+@dataclass
+class Verification:
+    """The outcome of walking the chain from its genesis.
+
+    ``ok``: nothing was changed, removed or reordered and every signature holds; ``problem`` names the
+    first bad event otherwise. ``unsigned_tail``: events after the last head a checkpoint signed (a crash
+    left them; a running gateway signs them when asked). ``heads``: every signed checkpoint, to compare
+    with the copies kept outside the store (the gateway's "warden checkpoint ..." log lines).
+    ``signed_late``: ranges a gateway found unsigned at start-up (its ``startup`` event names them) and
+    signed only then: a crash, a repair, or an edit of the stopped store's files; not signed in the normal
+    course. ``external_heads``: the outcome of comparing ``heads`` with copies kept outside (``match_heads``)."""
+
+    ok: bool
+    events: int = 0
+    head_seq: int = -1
+    head_hash: str = GENESIS
+    checkpoints: int = 0
+    signed_seq: int = -1
+    unsigned_tail: int = 0
+    heads: list[dict[str, Any]] = field(default_factory=list)
+    signed_late: list[dict[str, Any]] = field(default_factory=list)
+    external_heads: dict[str, Any] | None = None
+    problem: str | None = None
+    bad_seq: int | None = None
+    bad_flow_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``broken``, ``no_signed_checkpoint`` (events, none signed), ``unsigned_tail`` or ``ok``: what
+        ``warden verify`` exits with (1, 3, 3, 0)."""
+        if not self.ok:
+            return "broken"
+        if self.events and not self.checkpoints:
+            return "no_signed_checkpoint"
+        return "unsigned_tail" if self.unsigned_tail else "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, **asdict(self)}
+
+
+def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) -> Verification:
+    """Walk the chain from its genesis: contiguous sequence numbers from 0, linked and recomputed hashes in
+    the form each event names (never back from form 2 to 1), and checkpoints that sign the event before
+    them with ``public_key``."""
+    result = Verification(ok=True)
+    prev_hash, expected_seq, form = GENESIS, 0, 1
+    found: list[dict[str, Any]] = []  # ranges startup events name, until a checkpoint signs them
+    wanted_key = key_id(public_key) if public_key is not None else None
+
+    def fail(event: Event, why: str) -> Verification:
+        result.ok = False
+        result.problem = f"event seq={event.seq} kind={event.kind} flow={event.flow_id}: {why}"
+        result.bad_seq, result.bad_flow_id = event.seq, event.flow_id
+        return result
+
+    for event in events:
+        if event.seq != expected_seq:
+            if expected_seq == 0:
+                return fail(event, "the chain does not begin at its genesis (seq=0): earlier events were removed")
+            what = "missing" if event.seq > expected_seq else "out of order"
+            return fail(event, f"expected seq={expected_seq}: event(s) {what}")
+        if event.prev_hash != prev_hash:
+            if expected_seq == 0:
+                return fail(event, "the first event does not follow the genesis hash")
+            return fail(event, "prev_hash does not match the previous event's hash (an event was removed or reordered)")
+        event_form = event.chain_format or 1
+        if event_form not in CHAIN_FORMATS or event_form < form:
+            return fail(event, f"chain format {event_form} is not allowed after format {form}")
+        form = event_form
+        try:
+            good = chain_hash(prev_hash, event) == event.hash
+        except ValueError:
+            good = False
+        if not good:
+            return fail(event, "hash does not match the event's content (the event was changed)")
+        if event.kind == "checkpoint":
+            why = _check_checkpoint(event, prev_hash, public_key, wanted_key)
+            if why:
+                return fail(event, why)
+            detail = event.detail or {}
+            result.heads.append({"seq": event.seq, "head_seq": detail["head_seq"], "head_hash": detail["head_hash"],
+                                 "key_id": detail.get("key_id")})
+            result.checkpoints += 1
+            result.signed_seq, result.unsigned_tail = detail["head_seq"], 0
+            result.signed_late += found
+            found = []
+        else:
+            tail = (event.detail or {}).get("unsigned_tail") if event.kind == "startup" else None
+            if tail is not None:
+                why = _check_startup(event, tail, result.heads[-1]["seq"] if result.heads else -1)
+                if why:
+                    return fail(event, why)
+                found.append({**tail, "startup_seq": event.seq})
+            result.unsigned_tail += 1
+        prev_hash, expected_seq = event.hash, event.seq + 1
+        result.events += 1
+        result.head_seq, result.head_hash = event.seq, event.hash
+    if public_key is None:
+        result.notes.append("no public key given: checkpoint signatures were not checked")
+    return result
+
+
+def _check_checkpoint(event: Event, prev_hash: str, public_key, wanted_key) -> str | None:
+    """A checkpoint signs the head just before it."""
+    detail = event.detail or {}
+    head_seq, head_hash = detail.get("head_seq"), detail.get("head_hash")
+    if head_seq != event.seq - 1 or head_hash != prev_hash:
+        return f"checkpoint vouches for seq={head_seq} hash={head_hash}, not for the event before it"
+    if public_key is None:
+        return None
+    if detail.get("key_id") != wanted_key:
+        return f"checkpoint signed by key {detail.get('key_id')}, not by the given key {wanted_key}"
+    if not verify_signature(public_key, checkpoint_message(head_seq, head_hash), detail.get("signature", "")):
+        return "checkpoint signature is not valid"
+    return None
+
+
+def _check_startup(event: Event, tail: dict[str, Any], last_checkpoint_seq: int) -> str | None:
+    """A startup event names (in ``tail``, its ``unsigned_tail``) exactly the events between the last checkpoint
+    and itself."""
+    want = {"first_seq": last_checkpoint_seq + 1, "last_seq": event.seq - 1,
+            "count": event.seq - 1 - last_checkpoint_seq}
+    if {k: tail.get(k) for k in want} != want:
+        return (f"the startup event names unsigned events seq {tail.get('first_seq')}..{tail.get('last_seq')}, "
+                f"but the chain has seq {want['first_seq']}..{want['last_seq']} there")
+    return None
+
+
+# The gateway's external anchor, one per checkpoint (addons/store/database.py): any prefix (time, level, logger)
+# is allowed.
+HEAD_LINE = re.compile(
+    r"warden checkpoint seq=(\d+) head_seq=(\d+) head_hash=([0-9a-f]{64}) key_id=(\S+) signature=(\S+)"
+)
+
+
+def parse_heads(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """The checkpoint heads in a gateway log (its "warden checkpoint seq=... head_seq=... head_hash=...
+    key_id=... signature=..." lines), with their line numbers; every other line is ignored."""
+    heads = []
+    for number, line in enumerate(lines, 1):
+        m = HEAD_LINE.search(line)
+        if m:
+            heads.append({"seq": int(m[1]), "head_seq": int(m[2]), "head_hash": m[3], "key_id": m[4],
+                          "signature": m[5], "line": number})
+    return heads
+
+
+def match_heads(result: Verification, external: list[dict[str, Any]], source: str) -> Verification:
+    """Compare the heads kept outside the store with the chain's signed checkpoints: every external head must
+    be a checkpoint of the chain with the same seq, head and key. A history rewritten and re-signed with the
+    gateway's own key verifies by itself; the heads logged before the rewrite do not match it."""
+    chain = {h["seq"]: h for h in result.heads}
+    matched, unmatched = 0, []
+    for head in external:
+        mine = chain.get(head["seq"])
+        if mine is not None and all(mine[k] == head[k] for k in ("head_seq", "head_hash", "key_id")):
+            matched += 1
+            continue
+        if mine is None:
+            why = ("no checkpoint with that seq in the chain" if head["seq"] > result.head_seq or not result.ok
+                   else f"event seq={head['seq']} of the chain is not a checkpoint")
+        else:
+            why = (f"the chain's checkpoint seq={head['seq']} signs head_seq={mine['head_seq']} "
+                   f"head_hash={mine['head_hash']}")
+        unmatched.append({**{k: head[k] for k in ("seq", "head_seq", "head_hash", "key_id", "line")}, "why": why})
+    result.external_heads = {"source": source, "given": len(external), "matched": matched, "unmatched": unmatched}
+    if unmatched and result.ok:
+        first = unmatched[0]
+        result.ok = False
+        result.bad_seq = first["seq"]
+        result.problem = (f"{len(unmatched)} of {len(external)} external heads are not in the chain; the first, "
+                          f"{source} line {first['line']}: checkpoint seq={first['seq']} head_seq={first['head_seq']} "
+                          f"head_hash={first['head_hash']}: {first['why']} (the store was rewritten after that head "
+                          "was logged, or the log belongs to another store)")
+    return result
+
+
+def verify_chain(con: duckdb.DuckDBPyConnection, public_key: Ed25519PublicKey | None) -> Verification:
+    return verify_events(iter_events(con), public_key)
