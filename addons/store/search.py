@@ -28,7 +28,7 @@ class FlowFilter:
     decision: str | None = None
     fate: str | None = None
     entity: str | None = None  # masked in the request or the response
-    limit: int = 100
+    limit: int | None = 100  # None: every flow (evidence packs)
 
 
 _FLOWS_SQL = """
@@ -57,12 +57,12 @@ SELECT r.flow_id, r.ts, r.user, r.record->>'client', r.record->>'mode', r.record
 FROM events r LEFT JOIN last USING (flow_id)
 WHERE r.kind = 'request' {where}
 ORDER BY r.seq DESC
-LIMIT ?
 """
 
 
-def search_flows(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> list[dict[str, Any]]:
-    """One row per flow (newest first): who, where, what was decided and how it ended."""
+def flows_sql(f: FlowFilter) -> tuple[str, list[object]]:
+    """The SQL (and its parameters) of one row per flow matching ``f``, columns ``FLOW_COLUMNS``, newest first: what
+    ``search_flows`` fetches, and what an evidence pack copies straight to its files (DuckDB ``COPY``)."""
     where: list[str] = []
     params: list[object] = []
     for column, value in (("r.user", f.user), ("r.host", f.host), ("r.decision", f.decision)):
@@ -82,7 +82,16 @@ def search_flows(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> list[dict[str
         where.append("r.ts < ?")
         params.append(f.until)
     sql = _FLOWS_SQL.format(where="".join(f" AND {w}" for w in where))
-    rows = con.execute(sql, [*params, f.limit]).fetchall()
+    if f.limit is not None:
+        sql += "LIMIT ?\n"
+        params.append(f.limit)
+    return sql, params
+
+
+def search_flows(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> list[dict[str, Any]]:
+    """One row per flow (newest first): who, where, what was decided and how it ended."""
+    sql, params = flows_sql(f)
+    rows = con.execute(sql, params).fetchall()
     out = [dict(zip(FLOW_COLUMNS, row, strict=True)) for row in rows]
     for row in out:
         for column in ("entities", "response_entities"):
