@@ -153,18 +153,29 @@ def event_from_json(data: dict[str, Any]) -> Event:
     return Event.from_row(row)
 
 
+_HASH = COLUMN_NAMES.index("hash")
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+
+
 def _canonical_value(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"b64": base64.b64encode(bytes(value)).decode()}
+        return {"b64": base64.b64encode(value).decode()}
     if isinstance(value, datetime):
         return value.isoformat()
     return value
 
 
+def canonical_row(row: tuple | list) -> bytes:
+    """The exact bytes hashed for a stored row (every column in ``COLUMNS`` order but ``hash``).
+    Verification hashes rows as read, without building an ``Event``: the same bytes as ``canonical``."""
+    values = [_canonical_value(value) for value in row]
+    del values[_HASH]
+    return _ENCODE(values).encode()
+
+
 def canonical(event: Event) -> bytes:
     """The exact bytes hashed for ``event``: every column but ``hash``, in column order."""
-    values = [_canonical_value(value) for name, value in zip(COLUMN_NAMES, event.row(), strict=True) if name != "hash"]
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    return canonical_row(event.row())
 
 
 def event_digest(event: Event) -> str:
