@@ -61,12 +61,13 @@ def flow_events(rng: random.Random, when: datetime, index: int) -> tuple[Event, 
     flow_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
     masked = index % 3 == 0
     # A ticket number unique to the flow: full-text search looks for one flow's words among all.
-    prompt = f"ticket T{index:07d} " + rng.choice(TEXTS) + (" contact <EMAIL_ADDRESS_1> or <PERSON_1>" if masked else "")
+    contact = " contact <EMAIL_ADDRESS_1> or <PERSON_1>" if masked else ""
+    prompt = f"ticket T{index:07d} {rng.choice(TEXTS)}{contact}"
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}]}).encode()
     entities = {"EMAIL_ADDRESS": 1, "PERSON": 1} if masked else None
     blocked = index % 50 == 0
     request = Event(
-        kind="request", flow_id=flow_id, ts=when, user=user, client="10.0.0.%d:%d" % (index % 250, 40000 + index % 9999),
+        kind="request", flow_id=flow_id, ts=when, user=user, client=f"10.0.0.{index % 250}:{40000 + index % 9999}",
         mode="regular", method="POST", scheme="https", host=host, port=443, path=path, http_version="HTTP/1.1",
         fate="blocked" if blocked else "forwarded", decision="block" if blocked else "allow",
         rule="no-internal-models" if blocked else "default", upstream=upstream, model=model,
