@@ -18,7 +18,7 @@ GATEWAY = $(BIN)/mitmdump -s addons/gateway.py --listen-host $(LISTEN) --set flo
 	--set warden_db=data/warden.duckdb --set warden_admin=$(ADMIN) \
 	--set ssl_verify_upstream_trusted_ca=certs/upstream-trust.pem
 
-.PHONY: run test check bench leakbench demo setup setup-now check-python clean browser
+.PHONY: run test check bench bench-evidence leakbench demo setup setup-now check-python clean browser
 
 run: setup  ## start the gateway on 127.0.0.1:8080, admin API on 127.0.0.1:8081
 	$(GATEWAY) --mode regular@$(PORT) --mode reverse:https://localhost:9443@8090
@@ -37,6 +37,9 @@ check: setup  ## lint (ruff) and type check (mypy), configured in pyproject.toml
 bench: setup  ## throughput and added latency: direct vs bare mitmdump vs the Warden chain; then PII masking's cost
 	$(BIN)/python -m scripts.bench
 	$(BIN)/python -m scripts.bench_pii
+
+bench-evidence: setup  ## evidence on 1,000,000 recorded flows: verify, search, packs; stopped and under load
+	$(BIN)/python -m scripts.bench_evidence $(BENCH_ARGS)
 
 LEAKBENCH_VENV := .leakbench-venv
 LEAKBENCH_STAMP := $(LEAKBENCH_VENV)/.installed
