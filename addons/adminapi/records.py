@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import tornado.web
 
 from addons.adminapi.base import Handler
+from addons.siem.feed import PAGE, events_page
 from addons.store.database import StoreError
-from addons.store.events import event_to_json
+from addons.store.events import Event, event_to_json
 from addons.store.queries import flow_events, iter_events, iter_events_until, parse_when
 from addons.store.search import FlowFilter, search_flows
 from addons.store.verification import verify_chain, verify_events
-
-EVENTS_PAGE = 500
 
 
 class Flows(Handler):
@@ -48,24 +48,45 @@ class FlowEvents(Handler):
 
 
 class Events(Handler):
-    protected = True
+    """The chain in pages: ``after_seq=N`` (or ``since=WHEN`` for the first page), and ``cursor=NAME`` from a follower
+    (``warden siem --follow``) that polls. Every call is on the record, but a follower's poll would then always find
+    its own last access event and never come to rest: a poll with a ``cursor`` whose page holds nothing, or nothing but
+    access events of this caller and this same cursor, is served without another one (it reads nothing new). Anything
+    else it would read, one event of another kind or of another reader, makes the poll a read on the record again."""
 
-    async def get(self) -> None:
+    protected = True
+    quiet_page: list[Event] | None = None
+
+    def position(self) -> tuple[int, datetime | None]:
         try:
             after = int(self.get_query_argument("after_seq", "-1"))
-        except ValueError:
-            raise tornado.web.HTTPError(400, "after_seq must be an integer") from None
+            since = self.get_query_argument("since", None)
+            return after, parse_when(since) if since else None
+        except ValueError as e:
+            raise tornado.web.HTTPError(400, f"after_seq must be an integer, since a time or a duration: {e}") from None
 
-        def page(cursor) -> list:
-            out = []
-            for event in iter_events(cursor, after):
-                out.append(event_to_json(event))
-                if len(out) >= EVENTS_PAGE:
-                    break
-            return out
+    async def quiet(self) -> bool:
+        cursor = self.get_query_argument("cursor", None)
+        if cursor is None:
+            return False
+        try:
+            page = await self.query(events_page, *self.position())
+        except tornado.web.HTTPError:
+            return False  # a bad query is refused after it is recorded
+        if all(e.kind == "access" and e.user == self.sub and _cursor_of(e) == cursor for e in page):
+            self.quiet_page = page
+            return True
+        return False
 
-        events = await self.query(page)
-        self.send_json({"events": events, "more": len(events) >= EVENTS_PAGE})
+    async def get(self) -> None:
+        page = self.quiet_page if self.quiet_page is not None else await self.query(events_page, *self.position())
+        self.send_json({"events": [event_to_json(e) for e in page], "more": len(page) >= PAGE})
+
+
+def _cursor_of(event: Event) -> str | None:
+    query = (event.detail or {}).get("query") or {}
+    names = query.get("cursor") if isinstance(query, dict) else None
+    return names[0] if isinstance(names, list) and len(names) == 1 else None
 
 
 class Verify(Handler):

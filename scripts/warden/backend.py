@@ -7,11 +7,13 @@ instead. Both backends answer through the same query functions (``addons.store.q
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, Protocol
 
 import duckdb
 import httpx
 
+from addons.siem.feed import PAGE, events_page
 from addons.store.database import JournalDamaged, StoreError, StoreInUse, connect
 from addons.store.events import Event, event_from_json
 from addons.store.queries import flow_events, iter_events, iter_events_until
@@ -36,6 +38,8 @@ class Backend(Protocol):
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]: ...
     def flow_events(self, flow_id: str) -> list[Event]: ...
     def events(self, until_seq: int | None = None) -> Iterator[Event]: ...
+    def events_page(self, after_seq: int, since: datetime | None = None,
+                    cursor: str | None = None) -> tuple[list[Event], bool]: ...
     def sign_checkpoint(self) -> dict[str, Any] | None: ...
     def close(self) -> None: ...
 
@@ -54,6 +58,13 @@ class FileBackend:
     def events(self, until_seq: int | None = None) -> Iterator[Event]:
         events = iter_events(self.con)
         return events if until_seq is None else iter_events_until(events, until_seq)
+
+    def events_page(self, after_seq: int, since: datetime | None = None,
+                    cursor: str | None = None) -> tuple[list[Event], bool]:
+        """A page of events after ``after_seq`` (or from ``since``), and whether more follow (``cursor``: for the
+        admin API's record)."""
+        page = events_page(self.con, after_seq, since)
+        return page, len(page) >= PAGE
 
     def sign_checkpoint(self) -> dict[str, Any] | None:
         """A stopped store has nobody to sign: what a crash left unsigned stays so."""
@@ -113,6 +124,11 @@ class AdminBackend:
                 yield event
             if not page["more"]:
                 return
+
+    def events_page(self, after_seq: int, since: datetime | None = None,
+                    cursor: str | None = None) -> tuple[list[Event], bool]:
+        data = self._get("/api/events", after_seq=after_seq, since=since.isoformat() if since else None, cursor=cursor)
+        return [event_from_json(e) for e in data["events"]], bool(data["more"])
 
     def sign_checkpoint(self) -> dict[str, Any] | None:
         """Have the gateway sign its head now (``POST /api/verify``), so a verify covers the whole chain."""
