@@ -19,6 +19,7 @@ MAY_IMPORT = {
     "auth": {"flow", "bodies", "rules", "store"},
     "approvals": {"flow", "bodies", "rules", "store"},
     "screening": {"flow", "bodies", "rules", "masking"},
+    "evidence": {"flow", "bodies", "rules", "store"},
 }
 
 
