@@ -145,7 +145,8 @@ def gateway_facts(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> dict[str, An
     if f.until is not None:
         where += " AND ts < ?"
         params.append(f.until)
-    first, last = con.execute(f"SELECT min(seq), max(seq) FROM events WHERE true {where}", params).fetchall()[0]
+    first, last = con.execute(  # a checkpoint signs the events before it: it needs no cover of its own
+        f"SELECT min(seq), max(seq) FROM events WHERE kind <> 'checkpoint' {where}", params).fetchall()[0]
     keys = [r[0] for r in con.execute(f"""SELECT DISTINCT record->'detail'->>'key_id' FROM events
                                           WHERE kind = 'checkpoint' {where} ORDER BY 1""", params).fetchall()]
     startups = _rows(con, f"""SELECT seq, ts, record->>'reason' AS reason, record->'detail' AS detail FROM events

@@ -107,7 +107,7 @@ def evidence(
             shutil.move(target, output)
     checked = check_pack(Pack(output))
     out.print(f"wrote {output} ({checked.files} files, signed by key {checked.fingerprint}, via {backend.where})",
-              highlight=False)
+              highlight=False, soft_wrap=True)
 
 
 @evidence_app.command("verify")
@@ -144,8 +144,8 @@ def verify_pack(
         opened.close()
     if not result.ok:
         for problem in result.problems:
-            err.print(f"[bold red]BAD[/]: {problem}", highlight=False)
+            err.print(f"[bold red]BAD[/]: {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD)
     pinned_note = "the pinned key" if pinned is not None else "compare it with the fingerprint the operator gave you"
     out.print(f"pack OK: {result.files} files as listed in the signed manifest; signed by key {result.fingerprint} "
-              f"({pinned_note})", highlight=False)
+              f"({pinned_note})", highlight=False, soft_wrap=True)
