@@ -44,7 +44,7 @@ def evidence(
     host: Annotated[str | None, typer.Option(help="Only flows to this upstream host.")] = None,
     entity: Annotated[str | None, typer.Option(help="Only flows where this entity type was masked.")] = None,
     flow: Annotated[str | None, typer.Option(help="One interaction: this flow, with the proof of its events.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help=(
+    output_name: Annotated[str | None, typer.Option("-o", "--output", help=(
         "FILE.zip, or a folder (DIR/, created; must be empty).")) ] = None,
     signing_key: Annotated[Path, typer.Option(envvar="WARDEN_SIGNING_KEY", help=(
         "The gateway's Ed25519 key, to sign a pack made from the stopped store (a running gateway signs with its "
@@ -62,11 +62,12 @@ def evidence(
     """
     if context.invoked_subcommand is not None:
         return
-    if output is None:
+    if output_name is None:
         raise fail("-o FILE.zip or -o DIR/ is required (or: warden evidence verify PACK)")
+    output = Path(output_name)
     if flow is not None and any(v is not None for v in (since, until, user, group, host, entity)):
         raise fail("--flow takes no other filter: a one-interaction pack is that flow")
-    folder = str(output).endswith("/") or output.is_dir()
+    folder = output_name.endswith("/") or output.is_dir()
     if folder and output.exists() and any(output.iterdir()):
         raise fail(f"-o {output}: the folder is not empty")
     request = PackRequest(flow_id=flow) if flow is not None else PackRequest(filter=FlowFilter(
