@@ -21,7 +21,7 @@ import tornado.httpserver
 import tornado.web
 from mitmproxy import ctx, exceptions
 
-from addons.adminapi import approvals, records, service
+from addons.adminapi import approvals, evidence, records, service
 from addons.auth.issuer import EmbeddedIssuer, validator_for
 from addons.auth.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
 from addons.flow.listeners import parse_listen, serve
@@ -170,6 +170,7 @@ class Admin:
             (r"/api/flows/([A-Za-z0-9-]+)", records.FlowEvents),
             (r"/api/events", records.Events),
             (r"/api/verify", records.Verify),
+            (r"/api/evidence", evidence.Evidence),
             (r"/api/approvals", approvals.Approvals),
             (r"/api/approvals/([a-z0-9-]+)", approvals.ApprovalOne),
             (r"/api/approvals/([a-z0-9-]+)/(approve|deny)", approvals.ApprovalDecision),

@@ -20,12 +20,14 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.flow import Error as FlowError
 
 from addons.bodies.usage import request_model, response_usage
+from addons.evidence.manifest import fingerprint, public_pem
 from addons.flow import metrics
 from addons.flow.answers import fail_closed
 from addons.flow.errors import RecordingUnavailable
@@ -171,6 +173,10 @@ class Recorder:
                 self.originals_key = OriginalsKey.load_or_create(ctx.options.warden_originals_key)
             except KeyFileError as e:
                 raise exceptions.OptionsError(f"warden_signing_key/warden_originals_key: {e}") from None
+            # the anchor an auditor compares a pack's key with (README: Evidence for auditors)
+            log.info("warden signing key: fingerprint=%s key_id=%s public_key=%s (%s)", fingerprint(
+                self.signing_key.public), self.signing_key.key_id, public_pem(self.signing_key.public).decode()
+                .split("-----")[2].replace("\n", ""), Path(ctx.options.warden_signing_key).with_suffix(".pub"))
         if "warden_checkpoint_every" in updated and ctx.options.warden_checkpoint_every < 1:
             raise exceptions.OptionsError("warden_checkpoint_every: must be at least 1")
         if "warden_record_timeout" in updated:

@@ -28,6 +28,7 @@ class FlowFilter:
     decision: str | None = None
     fate: str | None = None
     entity: str | None = None  # masked in the request or the response
+    group: str | None = None  # one of the caller's groups, as the request event's identity names them
     limit: int | None = 100  # None: every flow (evidence packs)
 
 
@@ -72,6 +73,9 @@ def flows_sql(f: FlowFilter) -> tuple[str, list[object]]:
     if f.entity is not None:
         where.append("((r.record->'entities'->>?) IS NOT NULL OR (last.response_entities->>?) IS NOT NULL)")
         params += [f.entity, f.entity]
+    if f.group is not None:
+        where.append("list_contains(CAST(r.record->'detail'->'identity'->'groups' AS VARCHAR[]), ?)")
+        params.append(f.group)
     if f.fate is not None:
         where.append("coalesce(last.fate, r.fate, 'incomplete') = ?")
         params.append(f.fate)

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
 import httpx
 
+from addons.evidence.build import build_zip
+from addons.evidence.pack import Progress
+from addons.evidence.request import PackRequest
 from addons.siem.feed import PAGE, events_page
 from addons.store.database import JournalDamaged, StoreError, StoreInUse, connect
 from addons.store.events import Event, event_from_json
+from addons.store.keys import SigningKey
 from addons.store.queries import flow_events, iter_events, iter_events_until
 from addons.store.search import FlowFilter, search_flows
 
@@ -41,6 +46,8 @@ class Backend(Protocol):
     def events_page(self, after_seq: int, since: datetime | None = None,
                     cursor: str | None = None) -> tuple[list[Event], bool]: ...
     def sign_checkpoint(self) -> dict[str, Any] | None: ...
+    def evidence(self, request: PackRequest, target: Path, key: Callable[[], SigningKey],
+                 progress: Progress) -> None: ...
     def close(self) -> None: ...
 
 
@@ -70,6 +77,11 @@ class FileBackend:
         """A stopped store has nobody to sign: what a crash left unsigned stays so."""
         return None
 
+    def evidence(self, request: PackRequest, target: Path, key: Callable[[], SigningKey],
+                 progress: Progress) -> None:
+        """Build and sign the pack here, with ``key()`` (the gateway's signing key file)."""
+        build_zip(self.con, request, key(), target, where=self.where, progress=progress)
+
     def close(self) -> None:
         self.con.close()
 
@@ -90,11 +102,7 @@ class AdminBackend:
         except httpx.HTTPError as e:
             raise BackendError(f"cannot reach the gateway's {self.where}: {e}") from None
         if response.status_code >= 400 and response.status_code not in (409,):
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:200]
-            raise AdminRefused(f"{self.where}{path}: HTTP {response.status_code}: {message}", response.status_code)
+            raise self._refused(path, response)
         return response.json()
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]:
@@ -133,6 +141,29 @@ class AdminBackend:
     def sign_checkpoint(self) -> dict[str, Any] | None:
         """Have the gateway sign its head now (``POST /api/verify``), so a verify covers the whole chain."""
         return self._call("POST", "/api/verify")["checkpoint"]
+
+    def evidence(self, request: PackRequest, target: Path, key: Callable[[], SigningKey],
+                 progress: Progress) -> None:
+        """The gateway builds and signs the pack with its own key (``key`` is not used); the zip is saved as
+        ``target``."""
+        progress.step("built and signed by the gateway")
+        try:
+            with self.client.stream("POST", "/api/evidence", json=request.as_json(), timeout=None) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise self._refused("/api/evidence", response)
+                with target.open("wb") as f:
+                    for chunk in response.iter_bytes():
+                        f.write(chunk)
+        except httpx.HTTPError as e:
+            raise BackendError(f"cannot reach the gateway's {self.where}: {e}") from None
+
+    def _refused(self, path: str, response: httpx.Response) -> AdminRefused:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        return AdminRefused(f"{self.where}{path}: HTTP {response.status_code}: {message}", response.status_code)
 
     def close(self) -> None:
         self.client.close()

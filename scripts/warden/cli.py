@@ -11,6 +11,7 @@ API (``--admin``) while it runs. Examples::
     warden repair-journal                           # after start-up refused a damaged journal
     warden approvals approve ap-3f9c... --for 30m   # as an approver (WARDEN_TOKEN): see warden approvals --help
     warden siem --follow --cursor siem.cursor       # OCSF events for a SIEM: see warden siem --help
+    warden evidence --from 30d -o pack.zip          # signed evidence pack; warden evidence verify pack.zip
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Annotated
 import typer
 
 from scripts.warden.approvals import approvals_app, grants_app, revoke_app
+from scripts.warden.evidence import evidence_app
 from scripts.warden.flows import flows_app
 from scripts.warden.options import State
 from scripts.warden.rules import rules_app
@@ -38,6 +40,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(grants_app, name="grants")
 app.add_typer(revoke_app)
 app.add_typer(siem_app)
+app.add_typer(evidence_app, name="evidence")
 
 
 @app.callback()

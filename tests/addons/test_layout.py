@@ -19,6 +19,9 @@ MAY_IMPORT = {
     "auth": {"flow", "bodies", "rules", "store"},
     "approvals": {"flow", "bodies", "rules", "store"},
     "screening": {"flow", "bodies", "rules", "masking"},
+    "evidence": {"flow", "bodies", "rules", "store"},
+    "siem": {"flow", "bodies", "rules", "store"},
+    "adminapi": {"flow", "bodies", "rules", "store", "auth", "approvals", "evidence", "siem"},
 }
 
 
