@@ -56,7 +56,7 @@ def commands(store: Path, work: Path, pub: Path, key: Path) -> dict[str, list[st
         "verify": ["verify", "--pubkey", str(pub), "--json"],
         "search": ["flows", "--user", "user042", "--since", since, "--limit", "100", "--json"],
         "text search": ["flows", "--text", "T0777777", "--limit", "10", "--json"],
-        "evidence": ["evidence", "--from", "60d", "--to", "0s", "-o", str(work / "pack.zip"),
+        "evidence": ["evidence", "--from", "60d", "-o", str(work / "pack.zip"),
                      "--signing-key", str(key)],
     }
 
