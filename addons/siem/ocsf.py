@@ -28,7 +28,7 @@ API_ACTIVITY_BY_METHOD = {"POST": 1, "GET": 2, "HEAD": 2, "PUT": 3, "PATCH": 3, 
 LOGON = 1
 ASSIGN_PRIVILEGES, REVOKE_PRIVILEGES = 1, 2
 REFUSE, FAIL = 5, 4  # Network Activity
-START, UPDATE = 3, 8  # Application Lifecycle
+APP_START, APP_UPDATE = 3, 8  # Application Lifecycle
 SUCCESS, FAILURE, STATUS_UNKNOWN = 1, 2, 0
 INFORMATIONAL, LOW, MEDIUM = 1, 2, 3
 
@@ -279,7 +279,7 @@ def _lifecycle(event: Event) -> dict[str, Any]:
     """A gateway start (and what it found) or a rules edit applied or refused."""
     start = event.kind == "startup"
     status = FAILURE if event.fate == "refused" else SUCCESS
-    out = _base(event, APP_LIFECYCLE, START if start else UPDATE, "Start" if start else "Update",
+    out = _base(event, APP_LIFECYCLE, APP_START if start else APP_UPDATE, "Start" if start else "Update",
                 MEDIUM if start and event.reason else LOW if status == FAILURE else INFORMATIONAL, status,
                 unmapped={"detail": event.detail} if event.detail else None)
     out["app"] = PRODUCT

@@ -157,7 +157,7 @@ _HASH = COLUMN_NAMES.index("hash")
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
 
 
-def canonical_row(row: tuple | list) -> bytes:
+def canonical_row(row: tuple) -> bytes:
     """The exact bytes hashed for a stored row: a JSON array of every column in ``COLUMNS`` order but ``hash``, as
     ``json.dumps`` (compact, ASCII) writes it, bytes as ``{"b64": ...}`` and times as ISO 8601. Base64 and ISO text
     need no escaping, so they are written as they are: verification hashes every event, and the JSON encoder need
