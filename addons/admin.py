@@ -170,6 +170,7 @@ class Admin:
             (r"/api/flows/([A-Za-z0-9-]+)", records.FlowEvents),
             (r"/api/events", records.Events),
             (r"/api/verify", records.Verify),
+            (r"/api/proof", records.Proof),
             (r"/api/approvals", approvals.Approvals),
             (r"/api/approvals/([a-z0-9-]+)", approvals.ApprovalOne),
             (r"/api/approvals/([a-z0-9-]+)/(approve|deny)", approvals.ApprovalDecision),

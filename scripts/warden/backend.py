@@ -14,8 +14,9 @@ import httpx
 
 from addons.store.database import JournalDamaged, StoreError, StoreInUse, connect
 from addons.store.events import Event, event_from_json
+from addons.store.proofs import Coverage, cover
 from addons.store.queries import flow_events, iter_events, iter_events_until
-from addons.store.search import FlowFilter, search_flows
+from addons.store.search import FlowFilter, search_flows, to_query
 
 
 class BackendError(RuntimeError):
@@ -35,8 +36,9 @@ class Backend(Protocol):
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]: ...
     def flow_events(self, flow_id: str) -> list[Event]: ...
-    def events(self, until_seq: int | None = None) -> Iterator[Event]: ...
+    def events(self, until_seq: int | None = None, after_seq: int = -1) -> Iterator[Event]: ...
     def sign_checkpoint(self) -> dict[str, Any] | None: ...
+    def coverage(self, first_seq: int, last_seq: int) -> Coverage | None: ...
     def close(self) -> None: ...
 
 
@@ -51,13 +53,16 @@ class FileBackend:
     def flow_events(self, flow_id: str) -> list[Event]:
         return flow_events(self.con, flow_id)
 
-    def events(self, until_seq: int | None = None) -> Iterator[Event]:
-        events = iter_events(self.con)
+    def events(self, until_seq: int | None = None, after_seq: int = -1) -> Iterator[Event]:
+        events = iter_events(self.con, after_seq)
         return events if until_seq is None else iter_events_until(events, until_seq)
 
     def sign_checkpoint(self) -> dict[str, Any] | None:
         """A stopped store has nobody to sign: what a crash left unsigned stays so."""
         return None
+
+    def coverage(self, first_seq: int, last_seq: int) -> Coverage | None:
+        return cover(self.con, first_seq, last_seq)
 
     def close(self) -> None:
         self.con.close()
@@ -87,11 +92,7 @@ class AdminBackend:
         return response.json()
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]:
-        data = self._get(
-            "/api/flows", user=f.user, host=f.host, decision=f.decision, fate=f.fate, entity=f.entity, limit=f.limit,
-            since=f.since.isoformat() if f.since else None, until=f.until.isoformat() if f.until else None,
-        )
-        return data["flows"]
+        return self._get("/api/flows", **to_query(f))["flows"]
 
     def flow_events(self, flow_id: str) -> list[Event]:
         try:
@@ -101,8 +102,8 @@ class AdminBackend:
                 return []
             raise
 
-    def events(self, until_seq: int | None = None) -> Iterator[Event]:
-        after = -1
+    def events(self, until_seq: int | None = None, after_seq: int = -1) -> Iterator[Event]:
+        after = after_seq
         while True:
             page = self._get("/api/events", after_seq=after)
             for data in page["events"]:
@@ -117,6 +118,15 @@ class AdminBackend:
     def sign_checkpoint(self) -> dict[str, Any] | None:
         """Have the gateway sign its head now (``POST /api/verify``), so a verify covers the whole chain."""
         return self._call("POST", "/api/verify")["checkpoint"]
+
+    def coverage(self, first_seq: int, last_seq: int) -> Coverage | None:
+        """The gateway signs its head first when no checkpoint covers ``last_seq`` yet."""
+        try:
+            return Coverage.from_dict(self._get("/api/proof", first_seq=first_seq, last_seq=last_seq))
+        except AdminRefused as e:
+            if e.status == 404:
+                return None
+            raise
 
     def close(self) -> None:
         self.client.close()
