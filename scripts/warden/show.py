@@ -149,9 +149,9 @@ def _print_text(events: list[Event], proofs: list[Proven], coverage: Coverage | 
         out.print(f"  signature={c['signature']}", highlight=False)
     failed = [(e, p) for e, p in zip(events, proofs, strict=True) if p.verified is False]
     unproven = [(e, p) for e, p in zip(events, proofs, strict=True) if p.verified is None]
-    if failed:
-        event, proven = failed[0]
-        out.print(f"[bold red]PROOF FAILS[/] at seq={event.seq}: {proven.problem}", highlight=False)
+    if failed:  # a changed event fails its own proof and those of the events before it, which link through it
+        seqs = ", ".join(str(e.seq) for e, _ in failed)
+        out.print(f"[bold red]PROOF FAILS[/] for seq={seqs}: {failed[-1][1].problem}", highlight=False)
     elif unproven:
         event, proven = unproven[0]
         out.print(f"[bold yellow]NOT PROVEN[/] from seq={event.seq}: {proven.problem}", highlight=False)
