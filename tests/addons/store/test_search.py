@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -92,7 +93,11 @@ def test_text_matches_request_or_response_bodies_in_any_case(con) -> None:
     assert ids(con, text="upstream zurich") == ["f6"]  # every word, in the request or the answer
     assert ids(con, text="weather sunny") == ["f1"]
     assert ids(con, text="weather rain") == []
-    assert ids(con, text="a_swer") == []
+    assert ids(con, text="a_swer") == []  # no LIKE wildcard, no regular expression: the word as written
+    assert ids(con, text="sunn.") == ids(con, text="(sunny|rain)") == ids(con, text="su*") == []
+    assert ids(con, text='"sunny"}') == ["f1"]
+    assert ids(con, text="zürich", since=datetime(2000, 1, 1)) == ["f1"]
+    assert ids(con, text="zürich", since=datetime.now() + timedelta(days=1)) == []
 
 
 def test_paging_by_offset_and_by_chain_position(con) -> None:
