@@ -171,6 +171,7 @@ class Admin:
             (r"/api/events", records.Events),
             (r"/api/verify", records.Verify),
             (r"/api/evidence", evidence.Evidence),
+            (r"/api/proof", records.Proof),
             (r"/api/approvals", approvals.Approvals),
             (r"/api/approvals/([a-z0-9-]+)", approvals.ApprovalOne),
             (r"/api/approvals/([a-z0-9-]+)/(approve|deny)", approvals.ApprovalDecision),

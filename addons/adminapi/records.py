@@ -1,4 +1,4 @@
-"""The admin API's side of the record: flow search, one flow's events, the chain paged, verification."""
+"""The admin API's side of the record: flow search, one flow's events, the chain paged, verification, proofs."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from addons.adminapi.base import Handler
 from addons.siem.feed import PAGE, events_page
 from addons.store.database import StoreError
 from addons.store.events import Event, event_to_json
+from addons.store.proofs import cover
 from addons.store.queries import flow_events, iter_events, iter_events_until, parse_when
-from addons.store.search import FlowFilter, search_flows
+from addons.store.search import from_query, search_flows
 from addons.store.verification import verify_chain, verify_events
 
 
@@ -20,21 +21,12 @@ class Flows(Handler):
     protected = True
 
     async def get(self) -> None:
+        """The filters of ``warden flows`` as query arguments (``addons.store.search.to_query``)."""
         try:
-            f = FlowFilter(
-                user=self.get_query_argument("user", None), host=self.get_query_argument("host", None),
-                decision=self.get_query_argument("decision", None), fate=self.get_query_argument("fate", None),
-                entity=self.get_query_argument("entity", None),
-                since=self._when("since"), until=self._when("until"),
-                limit=int(self.get_query_argument("limit", "100")),
-            )
+            f = from_query({name: self.get_query_argument(name) for name in self.request.query_arguments})
         except ValueError as e:
             raise tornado.web.HTTPError(400, str(e)) from None
         self.send_json({"flows": await self.query(search_flows, f)})
-
-    def _when(self, name: str):
-        value = self.get_query_argument(name, None)
-        return parse_when(value) if value else None
 
 
 class FlowEvents(Handler):
@@ -98,13 +90,7 @@ class Verify(Handler):
 
     async def post(self) -> None:
         """Sign the current head, then verify the chain up to that checkpoint (later events are not waited for)."""
-        store = self.admin.store()
-        if store is None:
-            raise tornado.web.HTTPError(503, "the store is not open")
-        try:
-            checkpoint = await asyncio.to_thread(store.checkpoint_now)
-        except (StoreError, TimeoutError) as e:
-            raise tornado.web.HTTPError(503, f"the gateway could not sign a checkpoint: {e}") from None
+        checkpoint = await sign_now(self)
         last = checkpoint["seq"] if checkpoint else -1
         public_key = self.admin.public_key()
         result = await self.query(
@@ -112,3 +98,36 @@ class Verify(Handler):
         self.send_json({"checkpoint": checkpoint, **result.as_dict()}, 200 if result.ok else 409)
 
 
+
+
+async def sign_now(handler: Handler) -> dict | None:
+    """Have the store sign its current head (after what is queued); 503 if it cannot."""
+    store = handler.admin.store()
+    if store is None:
+        raise tornado.web.HTTPError(503, "the store is not open")
+    try:
+        return await asyncio.to_thread(store.checkpoint_now)
+    except (StoreError, TimeoutError) as e:
+        raise tornado.web.HTTPError(503, f"the gateway could not sign a checkpoint: {e}") from None
+
+
+class Proof(Handler):
+    """``?first_seq=A&last_seq=B``: what proves events A..B up to a signed head (``addons.store.proofs.Coverage``);
+    when no checkpoint covers B yet, the gateway signs its head first."""
+
+    protected = True
+
+    async def get(self) -> None:
+        try:
+            first, last = (int(self.get_query_argument(name)) for name in ("first_seq", "last_seq"))
+        except ValueError:
+            raise tornado.web.HTTPError(400, "first_seq and last_seq must be whole numbers") from None
+        if not 0 <= first <= last:
+            raise tornado.web.HTTPError(400, "first_seq must be at least 0 and at most last_seq")
+        coverage = await self.query(cover, first, last)
+        if coverage is None:
+            await sign_now(self)
+            coverage = await self.query(cover, first, last)
+        if coverage is None:
+            raise tornado.web.HTTPError(404, f"no event at seq={last}: the chain ends before it")
+        self.send_json(coverage.as_dict())

@@ -9,14 +9,17 @@ a one-interaction evidence file carries.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from addons.store.events import Event, checkpoint_message, event_digest, link
 from addons.store.keys import key_id, verify_signature
+from addons.store.queries import iter_events, iter_events_until
 
 
 class ProofError(ValueError):
@@ -81,3 +84,44 @@ def verify_inclusion(event: Event, proof: InclusionProof, public_key: Ed25519Pub
     if not verify_signature(public_key, message, signed.get("signature") or ""):
         return "the checkpoint signature is not valid"
     return None
+
+
+@dataclass
+class Coverage:
+    """What proves a run of events (one flow's) up to a signed head: the first checkpoint whose head is at or after
+    the run's last event, and the digests of the events after the run's first one, up to that head."""
+
+    first_seq: int
+    digests: list[str]  # events first_seq+1 .. checkpoint["head_seq"]
+    checkpoint: dict[str, Any]  # seq (the checkpoint event's own), head_seq, head_hash, key_id, signature
+
+    def proof(self, event: Event) -> InclusionProof:
+        """The inclusion proof of one event of the run; ProofError if the run does not hold it."""
+        head_seq = self.checkpoint["head_seq"]
+        if not self.first_seq <= event.seq <= head_seq:
+            raise ProofError(f"seq={event.seq} is not between seq={self.first_seq} and the head seq={head_seq}")
+        return InclusionProof(
+            seq=event.seq, prev_hash=event.prev_hash, digests=self.digests[event.seq - self.first_seq:],
+            head_seq=head_seq, head_hash=self.checkpoint["head_hash"],
+            checkpoint={k: self.checkpoint.get(k) for k in ("head_seq", "head_hash", "key_id", "signature")},
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Coverage:
+        return cls(int(data["first_seq"]), [str(d) for d in data["digests"]], dict(data["checkpoint"]))
+
+
+def cover(con: duckdb.DuckDBPyConnection, first_seq: int, last_seq: int) -> Coverage | None:
+    """The coverage of the events ``first_seq..last_seq`` by the first checkpoint signed at or after the last one;
+    None while no checkpoint covers it (a running gateway signs one on demand: ``Store.checkpoint_now``)."""
+    rows = con.execute(
+        "SELECT seq, record->'detail' FROM events WHERE kind = 'checkpoint' "
+        "AND CAST(record->'detail'->>'head_seq' AS BIGINT) >= ? ORDER BY seq LIMIT 1", [last_seq]).fetchall()
+    if not rows:
+        return None
+    checkpoint = {"seq": rows[0][0], **json.loads(rows[0][1])}
+    digests = [event_digest(e) for e in iter_events_until(iter_events(con, first_seq), checkpoint["head_seq"])]
+    return Coverage(first_seq, digests, checkpoint)

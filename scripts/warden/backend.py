@@ -21,8 +21,9 @@ from addons.siem.feed import PAGE, events_page
 from addons.store.database import JournalDamaged, StoreError, StoreInUse, connect
 from addons.store.events import Event, event_from_json
 from addons.store.keys import SigningKey
+from addons.store.proofs import Coverage, cover
 from addons.store.queries import flow_events, iter_events, iter_events_until
-from addons.store.search import FlowFilter, search_flows
+from addons.store.search import FlowFilter, search_flows, to_query
 
 
 class BackendError(RuntimeError):
@@ -42,12 +43,13 @@ class Backend(Protocol):
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]: ...
     def flow_events(self, flow_id: str) -> list[Event]: ...
-    def events(self, until_seq: int | None = None) -> Iterator[Event]: ...
     def events_page(self, after_seq: int, since: datetime | None = None,
                     cursor: str | None = None) -> tuple[list[Event], bool]: ...
-    def sign_checkpoint(self) -> dict[str, Any] | None: ...
     def evidence(self, request: PackRequest, target: Path, key: Callable[[], SigningKey],
                  progress: Progress) -> None: ...
+    def events(self, until_seq: int | None = None, after_seq: int = -1) -> Iterator[Event]: ...
+    def sign_checkpoint(self) -> dict[str, Any] | None: ...
+    def coverage(self, first_seq: int, last_seq: int) -> Coverage | None: ...
     def close(self) -> None: ...
 
 
@@ -62,8 +64,8 @@ class FileBackend:
     def flow_events(self, flow_id: str) -> list[Event]:
         return flow_events(self.con, flow_id)
 
-    def events(self, until_seq: int | None = None) -> Iterator[Event]:
-        events = iter_events(self.con)
+    def events(self, until_seq: int | None = None, after_seq: int = -1) -> Iterator[Event]:
+        events = iter_events(self.con, after_seq)
         return events if until_seq is None else iter_events_until(events, until_seq)
 
     def events_page(self, after_seq: int, since: datetime | None = None,
@@ -81,6 +83,8 @@ class FileBackend:
                  progress: Progress) -> None:
         """Build and sign the pack here, with ``key()`` (the gateway's signing key file)."""
         build_zip(self.con, request, key(), target, where=self.where, progress=progress)
+    def coverage(self, first_seq: int, last_seq: int) -> Coverage | None:
+        return cover(self.con, first_seq, last_seq)
 
     def close(self) -> None:
         self.con.close()
@@ -106,11 +110,7 @@ class AdminBackend:
         return response.json()
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]:
-        data = self._get(
-            "/api/flows", user=f.user, host=f.host, decision=f.decision, fate=f.fate, entity=f.entity, limit=f.limit,
-            since=f.since.isoformat() if f.since else None, until=f.until.isoformat() if f.until else None,
-        )
-        return data["flows"]
+        return self._get("/api/flows", **to_query(f))["flows"]
 
     def flow_events(self, flow_id: str) -> list[Event]:
         try:
@@ -120,8 +120,8 @@ class AdminBackend:
                 return []
             raise
 
-    def events(self, until_seq: int | None = None) -> Iterator[Event]:
-        after = -1
+    def events(self, until_seq: int | None = None, after_seq: int = -1) -> Iterator[Event]:
+        after = after_seq
         while True:
             page = self._get("/api/events", after_seq=after)
             for data in page["events"]:
@@ -164,6 +164,14 @@ class AdminBackend:
         except (ValueError, KeyError, TypeError):
             message = response.text[:200]
         return AdminRefused(f"{self.where}{path}: HTTP {response.status_code}: {message}", response.status_code)
+    def coverage(self, first_seq: int, last_seq: int) -> Coverage | None:
+        """The gateway signs its head first when no checkpoint covers ``last_seq`` yet."""
+        try:
+            return Coverage.from_dict(self._get("/api/proof", first_seq=first_seq, last_seq=last_seq))
+        except AdminRefused as e:
+            if e.status == 404:
+                return None
+            raise
 
     def close(self) -> None:
         self.client.close()

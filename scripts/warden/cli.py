@@ -5,8 +5,9 @@ API (``--admin``) while it runs. Examples::
 
 \b
     warden flows --user alice --since 2h            # a table; --json for machines
-    warden show 0f8c...                             # one flow, masked bodies
-    warden export-flows -o flows.mitm               # then: mitmweb --rfile flows.mitm
+    warden show 0f8c...                             # one flow, masked bodies, and its proof
+    warden export-flows --user alice -o flows.mitm  # then: warden replay --web flows.mitm
+    warden replay 0f8c... --to http://127.0.0.1:9000  # send it again to a sandbox, diff the answers
     warden verify --heads gateway.log               # exit 0 intact and signed, 1 tampered, 3 unsigned
     warden repair-journal                           # after start-up refused a damaged journal
     warden approvals approve ap-3f9c... --for 30m   # as an approver (WARDEN_TOKEN): see warden approvals --help
@@ -25,7 +26,9 @@ from scripts.warden.approvals import approvals_app, grants_app, revoke_app
 from scripts.warden.evidence import evidence_app
 from scripts.warden.flows import flows_app
 from scripts.warden.options import State
+from scripts.warden.replay import replay_app
 from scripts.warden.rules import rules_app
+from scripts.warden.show import show_app
 from scripts.warden.siem import siem_app
 from scripts.warden.tokens import token_app
 from scripts.warden.verify import verify_app
@@ -33,6 +36,8 @@ from scripts.warden.verify import verify_app
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 # Nameless sub-apps merge their commands into this one; the order here is the order `warden --help` lists.
 app.add_typer(flows_app)
+app.add_typer(show_app)
+app.add_typer(replay_app)
 app.add_typer(verify_app)
 app.add_typer(token_app)
 app.add_typer(rules_app, name="rules")

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from datetime import UTC
 from http import HTTPStatus
+from typing import Any
 
 from mitmproxy import connection, http, io
 from mitmproxy.flow import Error as FlowError
@@ -71,18 +72,56 @@ def to_flow(events: list[Event], originals: OriginalsKey | None = None) -> http.
             )
         elif event.kind == "error":
             flow.error = FlowError(event.reason or "error", ended)
-        if event.fate:
+        if event.fate and event.kind in ("response", "error"):
             fates.append(event.fate)
-    fate = fates[-1] if fates else "incomplete"
-    flow.comment = f"warden: {fate}" + (f" ({req.decision} by {req.rule})" if req.decision else "")
-    flow.metadata["warden"] = {
-        "fate": fate, "user": req.user, "upstream": req.upstream, "decision": req.decision, "rule": req.rule,
+    # as ``warden flows`` says it: how the answer ended, else why the request went no further
+    fate = fates[-1] if fates else req.fate if req.fate not in (None, "forwarded") else "incomplete"
+    warden = _provenance(req, events, fate)
+    flow.metadata["warden"] = warden
+    flow.comment = comment(warden)
+    flow.live = False
+    return flow
+
+
+def _provenance(req: Event, events: list[Event], fate: str) -> dict[str, Any]:
+    """Who sent the flow, what was decided and by which rule, how it ended and what was masked: what an
+    investigator reads beside the request in mitmweb (``flow.metadata["warden"]``)."""
+    detail = req.detail or {}
+    identity = detail.get("identity") or {}
+    answered = next((e for e in reversed(events) if e.kind == "response"), None)
+    return {
+        "user": req.user, "groups": identity.get("groups") or [], "identity": identity or None,
+        "claimed_sub": detail.get("claimed_sub"), "upstream": req.upstream, "model": req.model,
+        "decision": req.decision, "rule": req.rule, "fate": fate,
         "reason": next((e.reason for e in reversed(events) if e.reason), None),
+        "answer": {"decision": answered.decision, "rule": answered.rule} if answered and answered.decision else None,
+        "approval": detail.get("approval"),
+        "findings": {"request": req.entities or {}, "response": (answered.entities if answered else None) or {}},
         "events": [{"seq": e.seq, "kind": e.kind, "hash": e.hash} for e in events],
         "detail": [e.detail for e in events],
     }
-    flow.live = False
-    return flow
+
+
+def comment(warden: dict[str, Any]) -> str:
+    """One readable line: ``alice (dev) · allow by default · completed · masked EMAIL_ADDRESS×2 | answer PERSON``."""
+    who = warden["user"] or (f"unverified {warden['claimed_sub']}" if warden["claimed_sub"] else "no identity")
+    if warden["groups"]:
+        who += f" ({', '.join(warden['groups'])})"
+    parts = [who, f"{warden['decision']} by {warden['rule']}" if warden["decision"] else "no decision",
+             warden["fate"]]
+    if warden["answer"]:
+        parts.append(f"answer {warden['answer']['decision']} by {warden['answer']['rule']}")
+    if warden["approval"]:
+        parts.append(f"approval {warden['approval'].get('approval') or '-'} {warden['approval'].get('outcome', '')}")
+
+    def counts(found: dict[str, int]) -> str:
+        return " ".join(f"{k}×{v}" if v > 1 else k for k, v in sorted(found.items()))
+
+    findings = warden["findings"]
+    if findings["request"] or findings["response"]:
+        parts.append(("masked " + counts(findings["request"]) if findings["request"] else "masked -")
+                     + (f" | answer {counts(findings['response'])}" if findings["response"] else ""))
+    return " · ".join(parts)
 
 
 def to_flows(events: Iterable[Event], originals: OriginalsKey | None = None) -> Iterator[http.HTTPFlow]:

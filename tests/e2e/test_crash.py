@@ -114,7 +114,8 @@ def test_unsigned_tail_after_sigkill_and_reads_write_nothing(gateway_factory, up
     data = json.loads(gw.warden("verify", "--json", db_only=True, check=False).stdout)
     assert data["status"] == "unsigned_tail" and data["ok"] and data["unsigned_tail"] > 5
     [flow, *_] = gw.flows()
-    gw.warden("show", flow["flow_id"])
+    shown = gw.warden("show", flow["flow_id"], db_only=True, check=False)  # the newest: in the unsigned tail
+    assert shown.returncode == 3 and "NOT PROVEN" in shown.stdout, shown
     gw.warden("export-flows", "-o", str(tmp_path / "flows.mitm"))
     assert _files(gw.db) == before  # not a byte written by flows, show, verify or export-flows
 
