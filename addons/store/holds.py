@@ -21,6 +21,10 @@ class HoldError(ValueError):
     """A hold cannot be placed or released as asked; the message says why."""
 
 
+class HoldNotFound(HoldError):
+    """No hold in force has that id."""
+
+
 def active_holds(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The holds in force, oldest first: ``hold_id``, ``flow_id`` or ``user``, ``reason``, ``by``, ``placed_at``,
     ``seq``."""
@@ -84,7 +88,7 @@ def release_hold(store: Store, actor: str, hold_id: str, reason: str) -> dict[st
         finally:
             cursor.close()
         if hold_id not in holds:
-            raise HoldError(f"no hold {hold_id} in force (warden hold list shows them)")
+            raise HoldNotFound(f"no hold {hold_id} in force (warden hold list shows them)")
         hold = holds[hold_id]
         target = {k: hold[k] for k in ("flow_id", "user") if hold[k] is not None}
         event = Event(kind="hold", user=actor, fate="released", reason=reason.strip(),

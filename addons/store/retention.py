@@ -45,6 +45,10 @@ _HELD = """coalesce(list_contains($flows::VARCHAR[], e.flow_id) OR list_contains
 _FORM2 = "coalesce(CAST(e.record->>'chain_format' AS INTEGER), 1) = 2"
 
 
+class PurgeRefused(StoreError):
+    """An event the purge would remove does not match its hash: it stops rather than remove that evidence."""
+
+
 @dataclass
 class PurgeReport:
     """What a purge did (or, dry, would do)."""
@@ -81,7 +85,7 @@ def _candidates(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> list[
     events = [Event.from_row(row) for row in rows]
     for event in events:
         if link(event.prev_hash, event_digest(event)) != event.hash:
-            raise StoreError(f"event seq={event.seq} does not match its hash: the purge stops rather than remove "
+            raise PurgeRefused(f"event seq={event.seq} does not match its hash: the purge stops rather than remove "
                              "the evidence of a change (run warden verify)")
     return events
 

@@ -10,6 +10,8 @@ API (``--admin``) while it runs. Examples::
     warden verify --heads gateway.log               # exit 0 intact and signed, 1 tampered, 3 unsigned
     warden repair-journal                           # after start-up refused a damaged journal
     warden approvals approve ap-3f9c... --for 30m   # as an approver (WARDEN_TOKEN): see warden approvals --help
+    warden purge --older-than 3y --dry-run          # retention; warden hold add --flow ID --reason ... spares
+    warden keys rotate --signing                    # old public keys kept: older checkpoints still verify
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import typer
 from scripts.warden.approvals import approvals_app, grants_app, revoke_app
 from scripts.warden.flows import flows_app
 from scripts.warden.options import State
+from scripts.warden.retention import hold_app, keys_app, purge_app
 from scripts.warden.rules import rules_app
 from scripts.warden.tokens import token_app
 from scripts.warden.verify import verify_app
@@ -35,6 +38,9 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(grants_app, name="grants")
 app.add_typer(revoke_app)
+app.add_typer(purge_app)
+app.add_typer(hold_app, name="hold")
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()
