@@ -255,7 +255,7 @@ def _zone(name: str) -> str:
     return name
 
 
-def retention_period(text: object) -> str:
+def check_retention(text: object) -> str:
     """A retention period: a duration with its unit (``3y``, ``90d``), at least a day."""
     if not isinstance(text, str):
         raise ValueError(f"expected a period like 3y, 18w or 90d (with its unit), got {text!r}")
@@ -282,7 +282,7 @@ class RulesFile(Model):
         default_factory=list, description="answer rules: what an upstream's answer may not carry (all apply)")
     approvals: Approvals = Field(default_factory=lambda: Approvals(),
                                  description="how approvers are reached: admin_url, slack (buttons)")
-    retention: Annotated[str, BeforeValidator(retention_period)] | None = Field(
+    retention: Annotated[str, BeforeValidator(check_retention)] | None = Field(
         None, description="how long the record keeps events' content (e.g. 3y, 90d): older events become tombstones "
                           "(warden purge; the gateway purges at start and every warden_purge_interval); none: kept")
 

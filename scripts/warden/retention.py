@@ -18,7 +18,7 @@ import typer
 import yaml
 
 from addons.rules.durations import DurationError, parse_duration
-from addons.rules.model import retention_period
+from addons.rules.model import check_retention
 from addons.store.database import Store, StoreError, StoreInUse, connect, held_by_another_process
 from addons.store.holds import HoldError, active_holds, place_hold, release_hold
 from addons.store.keys import KeyFileError, SigningKey
@@ -77,7 +77,7 @@ def _period_of_rules() -> str | None:
     try:
         raw = yaml.safe_load(State.rules.read_text()) or {}
         value = raw.get("retention") if isinstance(raw, dict) else None
-        return None if value is None else retention_period(value)
+        return None if value is None else check_retention(value)
     except (OSError, yaml.YAMLError, ValueError) as e:
         raise fail(f"--rules: {State.rules}: retention: {e}") from None
 
