@@ -21,17 +21,18 @@ import tornado.httpserver
 import tornado.web
 from mitmproxy import ctx, exceptions
 
-from addons.adminapi import approvals, evidence, records, service
+from addons.adminapi import approvals, evidence, records, retention, service
 from addons.auth.issuer import EmbeddedIssuer, validator_for
 from addons.auth.tokens import IssuerUnavailable, TokenError, TokenValidator, claim_at, token_from_authorization
 from addons.flow.listeners import parse_listen, serve
 from addons.rules.model import IdentityConfig, current_rules
 from addons.store.database import Store, StoreError
 from addons.store.events import Event
-from addons.store.keys import KeyFileError, load_public_key
+from addons.store.keys import KeyFileError, signing_keyring
 
 if TYPE_CHECKING:
     from addons.adminapi.base import Handler
+    from addons.store.rotation import Rotated
 
 log = logging.getLogger("warden.admin")
 
@@ -146,10 +147,23 @@ class Admin:
             return None
 
     def public_key(self):
+        """The signing keyring: the current public key and every one a rotation retired (older checkpoints)."""
         try:
-            return load_public_key(Path(ctx.options.warden_signing_key).with_suffix(".pub"))
+            return signing_keyring(Path(ctx.options.warden_signing_key).with_suffix(".pub"))
         except KeyFileError:
             return None
+
+    def take_up_keys(self, rotated: Rotated) -> None:
+        """A rotation's new keys, taken up at once by the addons that use them: the recorder (encrypts originals;
+        its store signs with the new key from the rotation's own checkpoint on) and the PII addon (hashes)."""
+        recorder = ctx.master.addons.get("recorder")
+        if recorder is not None and rotated.signing is not None:
+            recorder.signing_key = rotated.signing
+        if recorder is not None and rotated.originals is not None:
+            recorder.originals_key = rotated.originals
+        masking = ctx.master.addons.get("piimasking")
+        if masking is not None and rotated.hash is not None:
+            masking.hash_key = rotated.hash
 
     def running(self) -> None:
         self._restart()
@@ -172,6 +186,10 @@ class Admin:
             (r"/api/verify", records.Verify),
             (r"/api/evidence", evidence.Evidence),
             (r"/api/proof", records.Proof),
+            (r"/api/purge", retention.Purge),
+            (r"/api/holds", retention.Holds),
+            (r"/api/holds/(hold-[a-f0-9]+)/release", retention.HoldRelease),
+            (r"/api/keys/rotate", retention.KeysRotate),
             (r"/api/approvals", approvals.Approvals),
             (r"/api/approvals/([a-z0-9-]+)", approvals.ApprovalOne),
             (r"/api/approvals/([a-z0-9-]+)/(approve|deny)", approvals.ApprovalDecision),

@@ -11,7 +11,8 @@ for approvers, or is answered with an approval id to retry) -> notifications (ea
 rule's webhook; Slack's Approve/Deny callbacks on a listener of their own) -> credentials (strip the caller's,
 inject the upstream's) -> websocket (upgrades refused unless the upstream opts in; then every message
 masked and recorded) -> answers (answer rules on what comes back: block or mask, streams as they pass) ->
-recorder (DuckDB, before the request leaves). The admin API runs beside them.
+recorder (DuckDB, before the request leaves) -> retention (purges what the rules' retention period outlived, on a
+schedule). The admin API runs beside them.
 Addons meet in the flow's facts (``addons/flow/meta.py``: one key in ``flow.metadata`` per fact, one owner
 per key) and ask an owner for what it holds through ``ctx.master.addons.get``.
 """
@@ -28,9 +29,10 @@ from addons.notifications import Notifications
 from addons.pii import PiiMasking
 from addons.policy import Policy
 from addons.recorder import Recorder
+from addons.retention import Retention
 from addons.websocket import WebSocket
 
 addons = [
     Config(), IdentityGate(), Layers(), Intake(), Policy(), PiiMasking(), ApprovalGate(), Notifications(),
-    Credentials(), WebSocket(), Answers(), Recorder(), Admin(),
+    Credentials(), WebSocket(), Answers(), Recorder(), Retention(), Admin(),
 ]

@@ -1,5 +1,5 @@
 """Lengths of time, written the one way every part of Warden reads them: ``90``, ``2.5``, ``90s``, ``15m``, ``2h``,
-``7d``, ``1w``.
+``7d``, ``1w``, ``3y`` (a year is 365 days).
 
 ``parse_duration`` is the parser (options, ``warden token --ttl``, ``--since``/``--until`` relative times);
 ``seconds`` reads an option with it. mitmproxy's options are int, str, bool or lists of str, so a duration
@@ -16,9 +16,9 @@ from typing import Annotated, Literal
 from mitmproxy import ctx, exceptions
 from pydantic import BeforeValidator
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 365 * 86400}
 EXAMPLES = "90, 2.5, 15m, 2h, 7d or 1w"
-_DURATION = re.compile(r"(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?P<unit>[smhdw]?)")
+_DURATION = re.compile(r"(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?P<unit>[smhdwy]?)")
 
 
 class DurationError(ValueError):
@@ -34,7 +34,7 @@ class DurationError(ValueError):
 
 
 def parse_duration(text: str, *, bare: bool = True) -> timedelta:
-    """The positive length of time ``text`` says: a number with a unit (s, m, h, d, w) or, if ``bare``, a plain
+    """The positive length of time ``text`` says: a number with a unit (s, m, h, d, w, y) or, if ``bare``, a plain
     number of seconds. ``DurationError`` otherwise."""
     match = _DURATION.fullmatch(text.strip())
     if match is None or not (bare or match["unit"]):

@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import re
 import zoneinfo
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,6 +20,7 @@ import yaml
 from mitmproxy import ctx, exceptions, flowfilter
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -30,7 +32,7 @@ from pydantic import (
 from addons.rules.answers import AnswerCheck, AnswerRule
 from addons.rules.base import Model, UniqueNames, checked_filter, expand_env, template_secrets
 from addons.rules.conditions import Condition, checked_condition, compile_condition, conditions_together
-from addons.rules.durations import Duration
+from addons.rules.durations import Duration, DurationError, parse_duration
 from addons.rules.masking import Masking
 from addons.rules.notifications import Approvals, Reachable, Webhook, approvers_reachable, reach, secret_files
 
@@ -253,6 +255,20 @@ def _zone(name: str) -> str:
     return name
 
 
+def check_retention(text: object) -> str:
+    """A retention period: a duration with its unit (``3y``, ``90d``), at least a day."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a period like 3y, 18w or 90d (with its unit), got {text!r}")
+    try:
+        period = parse_duration(text, bare=False)
+    except DurationError as e:
+        raise ValueError(f"{text!r} is not a period like 3y, 18w or 90d") from e
+    if period < timedelta(days=1):
+        raise ValueError(f"{text!r} is shorter than a day: a retention period that short would purge what is "
+                         "still being recorded")
+    return text.strip()
+
+
 class RulesFile(Model):
     identity: IdentityConfig = IdentityConfig()
     time_zone: Annotated[str, AfterValidator(_zone)] = Field(
@@ -266,6 +282,13 @@ class RulesFile(Model):
         default_factory=list, description="answer rules: what an upstream's answer may not carry (all apply)")
     approvals: Approvals = Field(default_factory=lambda: Approvals(),
                                  description="how approvers are reached: admin_url, slack (buttons)")
+    retention: Annotated[str, BeforeValidator(check_retention)] | None = Field(
+        None, description="how long the record keeps events' content (e.g. 3y, 90d): older events become tombstones "
+                          "(warden purge; the gateway purges at start and every warden_purge_interval); none: kept")
+
+    @property
+    def retention_period(self) -> timedelta | None:
+        return None if self.retention is None else parse_duration(self.retention)
 
     @model_validator(mode="after")
     def _profiles_exist(self) -> RulesFile:

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ LOAD_BATCH = 2000  # events: load the journal into DuckDB at least this often...
 LOAD_INTERVAL = 0.25  # seconds: ...and at most this long after a commit
 _STOP = object()
 _CHECKPOINT = object()
+_TASK = object()
 
 __all__ = ["JournalDamaged", "Store", "StoreError", "StoreInUse", "connect"]
 
@@ -323,6 +325,64 @@ class Store:
         self._queue.put((_CHECKPOINT, future))
         return future.result(timeout=timeout)
 
+    def on_writer[T](self, task: Callable[[Store], T], timeout: float = 600) -> T:
+        """``task(self)`` on the writer thread, after what was queued before it is committed and loaded into DuckDB,
+        with nothing committed meanwhile (a purge, a key rotation); here if the writer is not running (a stopped
+        store the CLI opened). ``task`` uses the writer-side methods below."""
+        if self._thread is None or not self._thread.is_alive():
+            self.load_now()
+            return task(self)
+        future: Future = Future()
+        self._queue.put((_TASK, (future, task)))
+        return future.result(timeout=timeout)
+
+    # -- the writer side: for on_writer tasks only ----------------------------------------------------
+
+    def load_now(self) -> None:
+        """Load every committed event into DuckDB; StoreError if they stay in the journal."""
+        self._load()
+        if self._pending:
+            raise StoreError(f"committed events could not be loaded into DuckDB: {self.last_error}")
+
+    def append_now(self, event: Event) -> None:
+        """Commit ``event`` at once; StoreError if it cannot be."""
+        future: Future = Future()
+        self._commit([(event, future)])
+        future.result(timeout=0)
+
+    def sign_now(self) -> dict | None:
+        """Sign the head now (nothing if a checkpoint already covers it): the checkpoint that covers the chain."""
+        self._checkpoint_if_due(force=True)
+        if self.head.seq >= 0 and self._last_checkpoint != self.head.seq:
+            raise StoreError(f"the checkpoint could not be committed: {self.last_error}")
+        return None if self.last_checkpoint is None else dict(self.last_checkpoint)
+
+    def use_signing_key(self, key: SigningKey) -> None:
+        """Sign every checkpoint from now on with ``key`` (a rotation: see ``addons.store.rotation``)."""
+        self._key = key
+
+    def append_with_change(self, event: Event, change: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+        """Append ``event`` straight to DuckDB in one transaction with ``change`` (a purge turning rows into
+        tombstones: the one change of stored rows there is), then anchor the journal at it. Everything committed
+        must be loaded first. A crash between the transaction and the anchor leaves a journal behind the store:
+        start-up refuses it and ``warden repair-journal`` records that; the record is consistent either way."""
+        if self._pending:
+            raise StoreError("append_with_change needs every committed event loaded first (load_now)")
+        line = seal(event, self.head.seq + 1, self.head.hash)
+        cursor = self._con.cursor()
+        try:
+            cursor.begin()
+            change(cursor)
+            cursor.execute(f"INSERT INTO events VALUES ({', '.join('?' * len(COLUMNS))})", list(event.row()))
+            cursor.commit()
+        except BaseException:
+            cursor.rollback()
+            raise
+        finally:
+            cursor.close()
+        self.head = Head(event.seq, event.hash, event.chain_format)
+        self._journal.reset(line)
+
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
@@ -364,6 +424,7 @@ class Store:
             self._commit([(e, f) for e, f in items if isinstance(e, Event)])
             syncs = [f for e, f in items if e is None]
             asked = [f for e, f in items if e is _CHECKPOINT]
+            tasks = [t for e, t in items if e is _TASK]
             self._checkpoint_if_due(force=stop or bool(asked))
             for future in asked:
                 if self.head.seq < 0:
@@ -378,8 +439,17 @@ class Store:
                 self._load()
             for future in syncs:
                 future.set_result(None)
+            for future, task in tasks:
+                self._run_task(future, task)
             if stop:
                 return
+
+    def _run_task(self, future: Future, task: Callable[[Store], object]) -> None:
+        try:
+            self.load_now()
+            future.set_result(task(self))
+        except Exception as e:  # the caller hears of it; the writer carries on
+            future.set_exception(e)
 
     def _chain(self, events: list[Event]) -> tuple[Head, list[bytes]]:
         head, lines = Head(self.head.seq, self.head.hash), []

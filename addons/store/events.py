@@ -57,7 +57,7 @@ COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 RECORD_FIELDS = (
     "client", "mode", "method", "scheme", "port", "path", "http_version", "rule", "reason", "upstream", "model",
     "headers", "body_size", "body_truncated", "tokens_in", "tokens_out", "latency_upstream_ms", "latency_total_ms",
-    "detail", "entities", "chain_format",
+    "detail", "entities", "chain_format", "tombstone",
 )
 
 
@@ -101,6 +101,7 @@ class Event:
     detail: dict[str, Any] | None = None
     entities: dict[str, int] | None = None  # masked entities by type (warden flows --entity)
     chain_format: int | None = None  # the hash form (None: form 1, from before the field existed)
+    tombstone: dict[str, Any] | None = None  # content removed by a purge: {digest, purge_seq} (addons.store.tombstones)
     seq: int = -1
     prev_hash: str = ""
     hash: str = ""
@@ -185,6 +186,11 @@ def canonical(event: Event) -> bytes:
 def event_digest(event: Event) -> str:
     """``sha256(canonical(event))``, hex: what a form-2 link and an inclusion proof carry for an event."""
     return hashlib.sha256(canonical(event)).hexdigest()
+
+
+def stored_digest(event: Event) -> str:
+    """The digest an event links with: its own, or the one its tombstone keeps of the content a purge removed."""
+    return event.tombstone["digest"] if event.tombstone is not None else event_digest(event)
 
 
 def link(prev_hash: str, digest: str) -> str:

@@ -102,8 +102,45 @@ def load_or_create_ed25519(path: str | Path) -> Ed25519PrivateKey:
     return private
 
 
+def keyring_dir(path: str | Path) -> Path:
+    """Where the keys a rotation retired are kept, beside ``path`` (a key file or its .pub): ``NAME.keys/``."""
+    return Path(path).with_suffix(".keys")
+
+
+def public_pem(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def remember_public_key(path: str | Path, public: Ed25519PublicKey) -> None:
+    """Keep ``public`` in the signing keyring beside the key file ``path`` (``NAME.keys/KEY_ID.pub``), so what it
+    signed still verifies after a rotation. Best effort: a read-only key folder keeps the .pub beside the key."""
+    ring = keyring_dir(path)
+    target = ring / f"{key_id(public)}.pub"
+    if target.exists():
+        return
+    try:
+        ring.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(public_pem(public))
+    except OSError:
+        pass
+
+
+def signing_keyring(pub_path: str | Path) -> dict[str, Ed25519PublicKey]:
+    """Every signing public key the gateway has used, by key id: ``pub_path`` (the current one) and every .pub in
+    its keyring folder. ``KeyFileError`` if there is none, or one cannot be read."""
+    pub_path = Path(pub_path)
+    ring = keyring_dir(pub_path)
+    paths = ([pub_path] if pub_path.exists() or not ring.is_dir() else []) + (
+        sorted(ring.glob("*.pub")) if ring.is_dir() else [])
+    keys = [load_public_key(p) for p in paths]
+    if not keys:
+        raise KeyFileError(f"{pub_path}: no public key there nor in {ring}")
+    return {key_id(k): k for k in keys}
+
+
 class SigningKey:
-    """Ed25519 private key at ``path``, public key beside it at ``path`` with suffix ``.pub``."""
+    """Ed25519 private key at ``path``, public key beside it at ``path`` with suffix ``.pub``, and in the keyring
+    (``NAME.keys/KEY_ID.pub``) with every key used before it."""
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
         self._private = private
@@ -112,7 +149,9 @@ class SigningKey:
 
     @classmethod
     def load_or_create(cls, path: str | Path) -> SigningKey:
-        return cls(load_or_create_ed25519(path))
+        key = cls(load_or_create_ed25519(path))
+        remember_public_key(path, key.public)
+        return key
 
     def sign(self, message: bytes) -> str:
         return base64.b64encode(self._private.sign(message)).decode()
@@ -138,13 +177,31 @@ def verify_signature(public: Ed25519PublicKey, message: bytes, signature_b64: st
         return False
 
 
-class OriginalsKey:
-    """AES-256-GCM key for original bodies. Ciphertext is ``nonce(12) || ct+tag``, bound to the flow id."""
+def secret_key_id(key: bytes) -> str:
+    """A name for a secret key (an originals or hash key) that reveals nothing of it: what a ``keys`` event records."""
+    return hashlib.sha256(b"warden-key-id|" + key).hexdigest()[:16]
 
-    def __init__(self, key: bytes) -> None:
-        if len(key) != 32:
+
+def retired_keys(path: str | Path) -> list[bytes]:
+    """The keys a rotation retired from the key file ``path`` (``NAME.keys/ID.key``, base64), newest first."""
+    ring = keyring_dir(path)
+    if not ring.is_dir():
+        return []
+    found = sorted(ring.glob("*.key"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    return [_base64_key(read_key_file(p, "retired key"), str(p), "a key") for p in found]
+
+
+class OriginalsKey:
+    """AES-256-GCM key for original bodies. Ciphertext is ``nonce(12) || ct+tag``, bound to the flow id.
+
+    ``retired``: keys a rotation replaced, kept to decrypt what they encrypted (GCM's tag tells which key fits)."""
+
+    def __init__(self, key: bytes, retired: list[bytes] | None = None) -> None:
+        if len(key) != 32 or any(len(k) != 32 for k in retired or []):
             raise KeyFileError("the originals key must be 32 bytes (AES-256)")
         self._aead = AESGCM(key)
+        self.key_id = secret_key_id(key)
+        self._retired = [AESGCM(k) for k in retired or []]
 
     @classmethod
     def parse(cls, text: bytes, source: str) -> OriginalsKey:
@@ -163,21 +220,33 @@ class OriginalsKey:
     def load_or_create(cls, path: str | Path) -> OriginalsKey:
         if (from_env := cls.from_env()) is not None:
             return from_env
-        return cls.parse(read_or_create(path, _random_key, "originals key"), str(path))
+        return cls._with_retired(cls.parse(read_or_create(path, _random_key, "originals key"), str(path)), path)
 
     @classmethod
     def load(cls, path: str | Path) -> OriginalsKey:
-        return cls.parse(read_key_file(Path(path), "originals key"), str(path))
+        return cls._with_retired(cls.parse(read_key_file(Path(path), "originals key"), str(path)), path)
+
+    @staticmethod
+    def _with_retired(current: OriginalsKey, path: str | Path) -> OriginalsKey:
+        retired = retired_keys(path)
+        if any(len(k) != 32 for k in retired):
+            raise KeyFileError(f"{keyring_dir(path)}: a retired originals key is not 32 bytes (AES-256)")
+        current._retired = [AESGCM(k) for k in retired]
+        return current
 
     def encrypt(self, plaintext: bytes, flow_id: str) -> bytes:
         nonce = os.urandom(12)
         return nonce + self._aead.encrypt(nonce, plaintext, flow_id.encode())
 
     def decrypt(self, blob: bytes, flow_id: str) -> bytes:
-        try:
-            return self._aead.decrypt(blob[:12], blob[12:], flow_id.encode())
-        except InvalidTag:
-            raise KeyFileError(f"flow {flow_id}: the original body does not decrypt with this key") from None
+        """The original body: with the current key, else a retired one; ``KeyFileError`` if none fits."""
+        for aead in (self._aead, *self._retired):
+            try:
+                return aead.decrypt(blob[:12], blob[12:], flow_id.encode())
+            except InvalidTag:
+                continue
+        raise KeyFileError(f"flow {flow_id}: the original body does not decrypt with this key"
+                           f"{f' nor the {len(self._retired)} retired ones' if self._retired else ''}")
 
 
 def load_or_create_hash_key(path: str | Path) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from addons.store.events import Event, checkpoint_message, event_digest, link
+from addons.store.events import Event, checkpoint_message, event_digest, link, stored_digest
 from addons.store.keys import key_id, verify_signature
 from addons.store.queries import iter_events, iter_events_until
 
@@ -54,7 +54,7 @@ def prove_inclusion(events: Sequence[Event], checkpoint: Event) -> InclusionProo
         raise ProofError("only events in chain form 2 can be proven from digests (older events need the whole chain)")
     first = events[0]
     return InclusionProof(
-        seq=first.seq, prev_hash=first.prev_hash, digests=[event_digest(e) for e in events[1:]],
+        seq=first.seq, prev_hash=first.prev_hash, digests=[stored_digest(e) for e in events[1:]],
         head_seq=head_seq, head_hash=events[-1].hash,
         checkpoint={k: detail.get(k) for k in ("head_seq", "head_hash", "key_id", "signature")},
     )

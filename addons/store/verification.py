@@ -7,16 +7,21 @@ Takes the events in chain order (from a DuckDB connection, a journal or the admi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from addons.store.events import CHAIN_FORMATS, GENESIS, Event, chain_hash, checkpoint_message
+from addons.store.events import CHAIN_FORMATS, GENESIS, Event, chain_hash, checkpoint_message, link
 from addons.store.keys import key_id, verify_signature
 from addons.store.queries import iter_events
+from addons.store.tombstones import PurgeLedger, tombstone_problem
+
+Keys = Ed25519PublicKey | Mapping[str, Ed25519PublicKey] | None
+"""One public key, a keyring (key id -> public key: every signing key the gateway has used), or None (signatures
+not checked)."""
 
 
 @dataclass
@@ -45,6 +50,8 @@ class Verification:
     bad_seq: int | None = None
     bad_flow_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    purges: int = 0  # retention purges on the chain...
+    tombstones: int = 0  # ...and the events whose content they removed, each linked by its digest
 
     @property
     def status(self) -> str:
@@ -60,14 +67,17 @@ class Verification:
         return {"status": self.status, **asdict(self)}
 
 
-def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) -> Verification:
+def verify_events(events: Iterator[Event], public_key: Keys) -> Verification:
     """Walk the chain from its genesis: contiguous sequence numbers from 0, linked and recomputed hashes in
-    the form each event names (never back from form 2 to 1), and checkpoints that sign the event before
-    them with ``public_key``."""
+    the form each event names (never back from form 2 to 1), tombstones linked by the digest they keep and tied
+    to the purge that made them, and checkpoints that sign the event before them with a key of ``public_key``
+    (after a ``keys`` event that rotated the signing key, with the new key only)."""
     result = Verification(ok=True)
     prev_hash, expected_seq, form = GENESIS, 0, 1
     found: list[dict[str, Any]] = []  # ranges startup events name, until a checkpoint signs them
-    wanted_key = key_id(public_key) if public_key is not None else None
+    keyring = _keyring(public_key)
+    signer = _Signer()
+    ledger = PurgeLedger()
 
     def fail(event: Event, why: str) -> Verification:
         result.ok = False
@@ -89,14 +99,29 @@ def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) 
         if event_form not in CHAIN_FORMATS or event_form < form:
             return fail(event, f"chain format {event_form} is not allowed after format {form}")
         form = event_form
-        try:
-            good = chain_hash(prev_hash, event) == event.hash
-        except ValueError:
-            good = False
-        if not good:
-            return fail(event, "hash does not match the event's content (the event was changed)")
+        if event.tombstone is not None:
+            why = tombstone_problem(event)
+            if why:
+                return fail(event, why)
+            try:
+                good = link(prev_hash, event.tombstone["digest"]) == event.hash
+            except ValueError:
+                good = False
+            if not good:
+                return fail(event, "the tombstone's digest does not link to the chain (the tombstone was changed)")
+            ledger.tombstone(event)
+        else:
+            try:
+                good = chain_hash(prev_hash, event) == event.hash
+            except ValueError:
+                good = False
+            if not good:
+                return fail(event, "hash does not match the event's content (the event was changed)")
+        why = ledger.reached(event) or (signer.rotated(event) if event.kind == "keys" else None)
+        if why:
+            return fail(event, why)
         if event.kind == "checkpoint":
-            why = _check_checkpoint(event, prev_hash, public_key, wanted_key)
+            why = _check_checkpoint(event, prev_hash, keyring) or signer.signed(event)
             if why:
                 return fail(event, why)
             detail = event.detail or {}
@@ -117,24 +142,66 @@ def verify_events(events: Iterator[Event], public_key: Ed25519PublicKey | None) 
         prev_hash, expected_seq = event.hash, event.seq + 1
         result.events += 1
         result.head_seq, result.head_hash = event.seq, event.hash
-    if public_key is None:
+    orphan = ledger.unclaimed()
+    if orphan is not None and result.ok:
+        assert orphan.tombstone is not None
+        return fail(orphan, f"the tombstone names purge seq={orphan.tombstone['purge_seq']}, which is not a purge "
+                            "event of the chain")
+    result.purges, result.tombstones = ledger.purges, ledger.tombstones
+    if keyring is None:
         result.notes.append("no public key given: checkpoint signatures were not checked")
     return result
 
 
-def _check_checkpoint(event: Event, prev_hash: str, public_key, wanted_key) -> str | None:
-    """A checkpoint signs the head just before it."""
+def _keyring(public_key: Keys) -> dict[str, Ed25519PublicKey] | None:
+    if public_key is None or isinstance(public_key, Mapping):
+        return None if public_key is None else dict(public_key)
+    return {key_id(public_key): public_key}
+
+
+def _check_checkpoint(event: Event, prev_hash: str, keyring: dict[str, Ed25519PublicKey] | None) -> str | None:
+    """A checkpoint signs the head just before it, with a key of ``keyring``."""
     detail = event.detail or {}
     head_seq, head_hash = detail.get("head_seq"), detail.get("head_hash")
     if head_seq != event.seq - 1 or head_hash != prev_hash:
         return f"checkpoint vouches for seq={head_seq} hash={head_hash}, not for the event before it"
-    if public_key is None:
+    if keyring is None:
         return None
-    if detail.get("key_id") != wanted_key:
-        return f"checkpoint signed by key {detail.get('key_id')}, not by the given key {wanted_key}"
+    public_key = keyring.get(str(detail.get("key_id")))
+    if public_key is None:
+        given = ("key " if len(keyring) == 1 else "keys ") + ", ".join(sorted(keyring))
+        return f"checkpoint signed by key {detail.get('key_id')}, not by the given {given}"
     if not verify_signature(public_key, checkpoint_message(head_seq, head_hash), detail.get("signature", "")):
         return "checkpoint signature is not valid"
     return None
+
+
+class _Signer:
+    """The signing key the chain says is in use: a ``keys`` event that rotated it names the key before (which
+    signed the last checkpoint) and the key after (the only one that may sign from then on). So a retired key,
+    even one that leaked, cannot sign a checkpoint after its rotation."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None  # the key id of the last checkpoint, or the one a rotation named
+        self.since: int | None = None  # the seq of the keys event that named it
+
+    def rotated(self, event: Event) -> str | None:
+        signing = (event.detail or {}).get("signing")
+        if signing is None:
+            return None
+        if self.current is not None and signing.get("from") != self.current:
+            return (f"the keys event rotates the signing key from {signing.get('from')}, but the chain was signed "
+                    f"by {self.current}")
+        self.current, self.since = signing.get("to"), event.seq
+        return None
+
+    def signed(self, event: Event) -> str | None:
+        key = (event.detail or {}).get("key_id")
+        if self.since is not None and key != self.current:
+            return (f"checkpoint signed by key {key} after the keys event seq={self.since} rotated the signing key "
+                    f"to {self.current}")
+        self.current = key
+        return None
 
 
 def _check_startup(event: Event, tail: dict[str, Any], last_checkpoint_seq: int) -> str | None:
@@ -197,5 +264,5 @@ def match_heads(result: Verification, external: list[dict[str, Any]], source: st
     return result
 
 
-def verify_chain(con: duckdb.DuckDBPyConnection, public_key: Ed25519PublicKey | None) -> Verification:
+def verify_chain(con: duckdb.DuckDBPyConnection, public_key: Keys) -> Verification:
     return verify_events(iter_events(con), public_key)

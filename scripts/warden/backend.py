@@ -100,6 +100,13 @@ class AdminBackend:
     def _get(self, path: str, **params: Any) -> Any:
         return self._call("GET", path, **params)
 
+    def get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, **params)
+
+    def post(self, path: str, **params: Any) -> Any:
+        """A POST to the admin API (parameters in the query); ``AdminRefused`` on an error answer."""
+        return self._call("POST", path, **params)
+
     def _call(self, method: str, path: str, **params: Any) -> Any:
         try:
             response = self.client.request(method, path, params={k: v for k, v in params.items() if v is not None})

@@ -13,6 +13,8 @@ API (``--admin``) while it runs. Examples::
     warden approvals approve ap-3f9c... --for 30m   # as an approver (WARDEN_TOKEN): see warden approvals --help
     warden siem --follow --cursor siem.cursor       # OCSF events for a SIEM: see warden siem --help
     warden evidence --from 30d -o pack.zip          # signed evidence pack; warden evidence verify pack.zip
+    warden purge --older-than 3y --dry-run          # retention; warden hold add --flow ID --reason ... spares
+    warden keys rotate --signing                    # old public keys kept: older checkpoints still verify
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from scripts.warden.evidence import evidence_app
 from scripts.warden.flows import flows_app
 from scripts.warden.options import State
 from scripts.warden.replay import replay_app
+from scripts.warden.retention import hold_app, keys_app, purge_app
 from scripts.warden.rules import rules_app
 from scripts.warden.show import show_app
 from scripts.warden.siem import siem_app
@@ -46,6 +49,9 @@ app.add_typer(grants_app, name="grants")
 app.add_typer(revoke_app)
 app.add_typer(siem_app)
 app.add_typer(evidence_app, name="evidence")
+app.add_typer(purge_app)
+app.add_typer(hold_app, name="hold")
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from addons.store.database import JournalDamaged, StoreError
-from addons.store.keys import KeyFileError, load_public_key
+from addons.store.keys import KeyFileError, signing_keyring
 from addons.store.recovery import repair_journal
 from addons.store.verification import Verification, match_heads, parse_heads, verify_events
 from scripts.warden.backend import Backend, BackendError, open_backend
@@ -24,7 +24,9 @@ SHOWN_HEADS = 5
 
 @verify_app.command()
 def verify(
-    pubkey: Annotated[Path, typer.Option(envvar="WARDEN_PUBKEY", help="The gateway's Ed25519 public key.")] = Path(
+    pubkey: Annotated[Path, typer.Option(envvar="WARDEN_PUBKEY", help=(
+        "The gateway's Ed25519 public key; the keys a rotation retired are read from the keyring beside it "
+        "(warden-signing.keys/), so checkpoints signed before a rotation verify too."))] = Path(
         "certs/warden-signing.pub"
     ),
     as_json: Annotated[bool, typer.Option(
@@ -53,7 +55,7 @@ def verify(
     Example: warden verify --json
     """
     try:
-        public_key = load_public_key(pubkey)
+        public_key = signing_keyring(pubkey)
     except KeyFileError as e:
         raise fail(f"--pubkey: {e}") from None
     external = _external_heads(heads) if heads is not None else None
@@ -128,6 +130,9 @@ def _report(result: Verification, checkpoint: dict | None, where: str, as_json: 
                   "edited the stopped store. Check it with --heads against the 'warden checkpoint' log lines kept "
                   "outside the store; a gateway started on it records the range as found unsigned, then signs it "
                   f"({where})", highlight=False)
+    if result.tombstones:
+        out.print(f"  {result.tombstones} events purged by {result.purges} retention purges: their tombstones keep the "
+                  "digest of what was removed, and the chain links through them", highlight=False)
     if checkpoint is not None:
         out.print(f"  signed now by the gateway: checkpoint seq={checkpoint['seq']} head_seq={checkpoint['head_seq']}",
                   highlight=False)

@@ -15,12 +15,13 @@ from addons.store.queries import parse_when
 @pytest.mark.parametrize(("text", "expected"), [
     ("90", 90), ("2.5", 2.5), (".5", 0.5), ("5.", 5), ("1e3", 1000), ("+7", 7), (" 10 ", 10),
     ("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604800), ("1w", 604800), ("1.5m", 90), ("0.2", 0.2),
+    ("3y", 3 * 365 * 86400),
 ])
 def test_every_accepted_form(text: str, expected: float) -> None:
     assert parse_duration(text) == timedelta(seconds=expected)
 
 
-@pytest.mark.parametrize("text", ["soon", "", "m", "5 m", "5M", "1y", "5mm", "1_000", "inf", "nan", "- 5", "5m5s"])
+@pytest.mark.parametrize("text", ["soon", "", "m", "5 m", "5M", "1Y", "5mm", "1_000", "inf", "nan", "- 5", "5m5s"])
 def test_what_is_not_a_duration(text: str) -> None:
     with pytest.raises(DurationError) as e:
         parse_duration(text)
