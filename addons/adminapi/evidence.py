@@ -40,7 +40,7 @@ class Evidence(Handler):
         with tempfile.TemporaryDirectory(prefix="warden-evidence-") as tmp:
             target = Path(tmp) / "pack.zip"
             try:
-                await self.query(functools.partial(build_zip, where="running gateway",
+                await self.query(functools.partial(build_zip, where="running gateway", keys=self.admin.public_key(),
                                                    signed_until=checkpoint["seq"] if checkpoint else None),
                                  request, key, target)
             except NoSuchFlow as e:

@@ -9,12 +9,12 @@ import tornado.web
 
 from addons.adminapi.base import Handler
 from addons.siem.feed import PAGE, events_page
+from addons.store.chainwalk import verify_store
 from addons.store.database import StoreError
 from addons.store.events import Event, event_to_json
 from addons.store.proofs import cover
-from addons.store.queries import flow_events, iter_events, iter_events_until, parse_when
+from addons.store.queries import flow_events, parse_when
 from addons.store.search import from_query, search_flows
-from addons.store.verification import verify_chain, verify_events
 
 
 class Flows(Handler):
@@ -85,7 +85,7 @@ class Verify(Handler):
     protected = True
 
     async def get(self) -> None:
-        result = await self.query(verify_chain, self.admin.public_key())
+        result = await self.query(verify_store, self.admin.public_key())
         self.send_json(result.as_dict(), 200 if result.ok else 409)
 
     async def post(self) -> None:
@@ -94,7 +94,7 @@ class Verify(Handler):
         last = checkpoint["seq"] if checkpoint else -1
         public_key = self.admin.public_key()
         result = await self.query(
-            lambda cursor: verify_events(iter_events_until(iter_events(cursor), last), public_key))
+            lambda cursor: verify_store(cursor, public_key, until_seq=last))
         self.send_json({"checkpoint": checkpoint, **result.as_dict()}, 200 if result.ok else 409)
 
 

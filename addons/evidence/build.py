@@ -14,11 +14,15 @@ from addons.evidence.manifest import zip_folder
 from addons.evidence.pack import Progress, build_pack
 from addons.evidence.request import PackRequest
 from addons.store.keys import SigningKey
+from addons.store.verification import Keys
 
 
 def build_zip(con: duckdb.DuckDBPyConnection, request: PackRequest, key: SigningKey, target: Path, *, where: str,
-              signed_until: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Write the pack ``request`` asks for to the zip ``target``, signed with ``key``; returns what it holds."""
+              signed_until: int | None = None, progress: Progress | None = None, keys: Keys = None,
+              path: Path | None = None) -> dict[str, Any]:
+    """Write the pack ``request`` asks for to the zip ``target``, signed with ``key``; returns what it holds.
+    ``keys``: the signing keyring the chain is verified with (default: ``key`` alone); ``path``: the stopped
+    store's file, so that worker processes may hash its events (``addons.store.chainwalk``)."""
     with tempfile.TemporaryDirectory(prefix="warden-evidence-") as tmp:
         folder = Path(tmp) / "pack"
         folder.mkdir()
@@ -27,6 +31,6 @@ def build_zip(con: duckdb.DuckDBPyConnection, request: PackRequest, key: Signing
         else:
             assert request.filter is not None
             made = build_pack(con, request.filter, key, folder, where=where, signed_until=signed_until,
-                              progress=progress)
+                              progress=progress, keys=keys, path=path)
         zip_folder(folder, target)
     return made

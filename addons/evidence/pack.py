@@ -17,10 +17,10 @@ from addons.evidence.manifest import FINGERPRINT, MANIFEST, PUBLIC_KEY, SIGNATUR
 from addons.evidence.report import render
 from addons.evidence.request import filter_json
 from addons.evidence.summary import gateway_facts, summarise
+from addons.store.chainwalk import verify_store
 from addons.store.keys import SigningKey
-from addons.store.queries import iter_events, iter_events_until
 from addons.store.search import FlowFilter
-from addons.store.verification import Verification, verify_events
+from addons.store.verification import Keys
 
 STEPS = ("flows", "approvals", "refusals", "chain verification", "report", "manifest")
 VERIFY_TICK = 10_000  # events between two progress reports while the chain is walked
@@ -33,20 +33,6 @@ class Progress:
 
     step: Callable[[str], None] = lambda name: None
     events: Callable[[int], None] = lambda n: None
-
-
-def verify_chain_until(con: duckdb.DuckDBPyConnection, key: SigningKey, until_seq: int | None,
-                       progress: Progress) -> Verification:
-    """The chain walked from its genesis (up to ``until_seq``, the checkpoint a running gateway just signed)."""
-    events = iter_events(con) if until_seq is None else iter_events_until(iter_events(con), until_seq)
-
-    def counted():
-        for n, event in enumerate(events, 1):
-            if n % VERIFY_TICK == 0:
-                progress.events(VERIFY_TICK)
-            yield event
-
-    return verify_events(counted(), key.public)
 
 
 def covering(heads: list[dict[str, Any]], first_seq: int | None, last_seq: int | None) -> list[dict[str, Any]]:
@@ -63,11 +49,14 @@ def covering(heads: list[dict[str, Any]], first_seq: int | None, last_seq: int |
 
 
 def build_pack(con: duckdb.DuckDBPyConnection, f: FlowFilter, key: SigningKey, folder: Path, *, where: str,
-               signed_until: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
+               signed_until: int | None = None, progress: Progress | None = None, keys: Keys = None,
+               path: Path | None = None) -> dict[str, Any]:
     """Write the pack for ``f`` into the empty ``folder`` and sign it with ``key``; returns its counts.
 
     ``signed_until``: the seq of a checkpoint the caller had signed just before (a running gateway), so the
-    verification covers the whole chain up to it; later events are left to the next pack."""
+    verification covers the whole chain up to it; later events are left to the next pack. ``keys``: the signing
+    keyring the chain is verified with (checkpoints signed before a rotation; default: ``key`` alone). ``path``:
+    the stopped store's file, whose events worker processes may then hash."""
     progress = progress or Progress()
     f = FlowFilter(**{**vars(f), "limit": None})
     files: list[str] = []
@@ -80,7 +69,8 @@ def build_pack(con: duckdb.DuckDBPyConnection, f: FlowFilter, key: SigningKey, f
         files += tables.copy_out(con, table, folder)
         counts[table] = tables.count(con, table)
     progress.step(STEPS[3])
-    result = verify_chain_until(con, key, signed_until, progress)
+    result = verify_store(con, keys if keys is not None else key.public, signed_until, path=path,
+                          progress=progress.events)
     facts = gateway_facts(con, f)
     heads = covering(result.heads, facts["first_seq"], facts["last_seq"])
     print_ = fingerprint(key.public)

@@ -156,6 +156,7 @@ def _read_only(path: Path) -> duckdb.DuckDBPyConnection:
     if not path.exists():
         raise StoreError(f"{path}: no such store (has the gateway run with --set warden_db={path}?)")
     con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")  # a CLI shows its own progress
     try:
         try:  # the shared lock is taken here, before the journal is read: no gateway writes it meanwhile
             con.execute("ATTACH '{}' AS store (READ_ONLY)".format(str(path).replace("'", "''")))

@@ -201,8 +201,13 @@ def link(prev_hash: str, digest: str) -> str:
 def chain_hash(prev_hash: str, event: Event, body: bytes | None = None) -> str:
     """The hash ``event`` must carry after ``prev_hash``, in the form the event names; ValueError if unknown.
     ``body``: ``canonical(event)`` when the caller has it already."""
-    form = event.chain_format or 1
-    body = canonical(event) if body is None else body
+    return form_hash(prev_hash, event.chain_format, canonical(event) if body is None else body)
+
+
+def form_hash(prev_hash: str, chain_format: int | None, body: bytes) -> str:
+    """The hash of the canonical form ``body`` after ``prev_hash``, in chain form ``chain_format`` (None: 1);
+    ValueError if the form is unknown or a hash is not hex."""
+    form = chain_format or 1
     if form == 2:
         return link(prev_hash, hashlib.sha256(body).hexdigest())
     if form == 1:

@@ -7,16 +7,14 @@ Takes the events in chain order (from a DuckDB connection, a journal or the admi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from addons.store.events import CHAIN_FORMATS, GENESIS, Event, chain_hash, checkpoint_message, link
 from addons.store.keys import key_id, verify_signature
-from addons.store.queries import iter_events
 from addons.store.tombstones import PurgeLedger, tombstone_problem
 
 Keys = Ed25519PublicKey | Mapping[str, Ed25519PublicKey] | None
@@ -67,11 +65,16 @@ class Verification:
         return {"status": self.status, **asdict(self)}
 
 
-def verify_events(events: Iterator[Event], public_key: Keys) -> Verification:
+def verify_events(events: Iterator[Event], public_key: Keys,
+                  content_checked: Callable[[Event], bool | None] | None = None) -> Verification:
     """Walk the chain from its genesis: contiguous sequence numbers from 0, linked and recomputed hashes in
     the form each event names (never back from form 2 to 1), tombstones linked by the digest they keep and tied
     to the purge that made them, and checkpoints that sign the event before them with a key of ``public_key``
-    (after a ``keys`` event that rotated the signing key, with the new key only)."""
+    (after a ``keys`` event that rotated the signing key, with the new key only).
+
+    ``content_checked(event)``: whether the event's content was already hashed against its hash elsewhere and
+    matched (True) or not (False), or None to hash it here (``addons.store.chainwalk`` hashes a store's rows in
+    parallel and walks light events)."""
     result = Verification(ok=True)
     prev_hash, expected_seq, form = GENESIS, 0, 1
     found: list[dict[str, Any]] = []  # ranges startup events name, until a checkpoint signs them
@@ -111,8 +114,9 @@ def verify_events(events: Iterator[Event], public_key: Keys) -> Verification:
                 return fail(event, "the tombstone's digest does not link to the chain (the tombstone was changed)")
             ledger.tombstone(event)
         else:
+            checked = content_checked(event) if content_checked is not None else None
             try:
-                good = chain_hash(prev_hash, event) == event.hash
+                good = checked if checked is not None else chain_hash(prev_hash, event) == event.hash
             except ValueError:
                 good = False
             if not good:
@@ -262,7 +266,3 @@ def match_heads(result: Verification, external: list[dict[str, Any]], source: st
                           f"head_hash={first['head_hash']}: {first['why']} (the store was rewritten after that head "
                           "was logged, or the log belongs to another store)")
     return result
-
-
-def verify_chain(con: duckdb.DuckDBPyConnection, public_key: Keys) -> Verification:
-    return verify_events(iter_events(con), public_key)

@@ -18,12 +18,14 @@ from addons.evidence.build import build_zip
 from addons.evidence.pack import Progress
 from addons.evidence.request import PackRequest
 from addons.siem.feed import PAGE, events_page
+from addons.store.chainwalk import verify_store
 from addons.store.database import JournalDamaged, StoreError, StoreInUse, connect
 from addons.store.events import Event, event_from_json
 from addons.store.keys import SigningKey
 from addons.store.proofs import Coverage, cover
 from addons.store.queries import flow_events, iter_events, iter_events_until
 from addons.store.search import FlowFilter, search_flows, to_query
+from addons.store.verification import Keys, Verification, verify_events
 
 
 class BackendError(RuntimeError):
@@ -45,10 +47,11 @@ class Backend(Protocol):
     def flow_events(self, flow_id: str) -> list[Event]: ...
     def events_page(self, after_seq: int, since: datetime | None = None,
                     cursor: str | None = None) -> tuple[list[Event], bool]: ...
-    def evidence(self, request: PackRequest, target: Path, key: Callable[[], SigningKey],
+    def evidence(self, request: PackRequest, target: Path, key: Callable[[], tuple[SigningKey, Keys]],
                  progress: Progress) -> None: ...
     def events(self, until_seq: int | None = None, after_seq: int = -1) -> Iterator[Event]: ...
     def sign_checkpoint(self) -> dict[str, Any] | None: ...
+    def verify(self, keys: Keys, until_seq: int | None, progress: Callable[[int], None]) -> Verification: ...
     def coverage(self, first_seq: int, last_seq: int) -> Coverage | None: ...
     def close(self) -> None: ...
 
@@ -56,7 +59,13 @@ class Backend(Protocol):
 class FileBackend:
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str) -> None:
         self.con = con
+        self.path = Path(path)
         self.where = f"file {path}"
+
+    def verify(self, keys: Keys, until_seq: int | None, progress: Callable[[int], None]) -> Verification:
+        """The whole store verified here, its contents hashed by one worker process per core (the file is stopped:
+        nobody writes it, and every worker may read it)."""
+        return verify_store(self.con, keys, until_seq, path=self.path, progress=progress)
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]:
         return search_flows(self.con, f)
@@ -79,10 +88,13 @@ class FileBackend:
         """A stopped store has nobody to sign: what a crash left unsigned stays so."""
         return None
 
-    def evidence(self, request: PackRequest, target: Path, key: Callable[[], SigningKey],
+    def evidence(self, request: PackRequest, target: Path, key: Callable[[], tuple[SigningKey, Keys]],
                  progress: Progress) -> None:
-        """Build and sign the pack here, with ``key()`` (the gateway's signing key file)."""
-        build_zip(self.con, request, key(), target, where=self.where, progress=progress)
+        """Build and sign the pack here, with ``key()`` (the gateway's signing key file, and the keyring beside it
+        that verifies checkpoints signed before a rotation)."""
+        signing, keys = key()
+        build_zip(self.con, request, signing, target, where=self.where, progress=progress, keys=keys, path=self.path)
+
     def coverage(self, first_seq: int, last_seq: int) -> Coverage | None:
         return cover(self.con, first_seq, last_seq)
 
@@ -145,11 +157,20 @@ class AdminBackend:
         data = self._get("/api/events", after_seq=after_seq, since=since.isoformat() if since else None, cursor=cursor)
         return [event_from_json(e) for e in data["events"]], bool(data["more"])
 
+    def verify(self, keys: Keys, until_seq: int | None, progress: Callable[[int], None]) -> Verification:
+        """The chain walked here, event by event as the gateway pages it (never taken on the gateway's word)."""
+        def counted() -> Iterator[Event]:
+            for event in self.events(until_seq):
+                progress(1)
+                yield event
+
+        return verify_events(counted(), keys)
+
     def sign_checkpoint(self) -> dict[str, Any] | None:
         """Have the gateway sign its head now (``POST /api/verify``), so a verify covers the whole chain."""
         return self._call("POST", "/api/verify")["checkpoint"]
 
-    def evidence(self, request: PackRequest, target: Path, key: Callable[[], SigningKey],
+    def evidence(self, request: PackRequest, target: Path, key: Callable[[], tuple[SigningKey, Keys]],
                  progress: Progress) -> None:
         """The gateway builds and signs the pack with its own key (``key`` is not used); the zip is saved as
         ``target``."""

@@ -15,9 +15,10 @@ from addons.evidence.interaction import check_proofs
 from addons.evidence.manifest import Pack, check_pack
 from addons.evidence.pack import STEPS, Progress
 from addons.evidence.request import EvidenceError, PackRequest
-from addons.store.keys import KeyFileError, SigningKey, load_public_key
+from addons.store.keys import KeyFileError, SigningKey, load_public_key, signing_keyring
 from addons.store.queries import parse_when
 from addons.store.search import FlowFilter
+from addons.store.verification import Keys
 from scripts.warden.backend import BackendError
 from scripts.warden.options import connect, err, fail, out, progress
 
@@ -74,11 +75,12 @@ def evidence(
         since=_when("--from", since), until=_when("--to", until), user=user, group=group, host=host, entity=entity,
         limit=None))
 
-    def key() -> SigningKey:
+    def key() -> tuple[SigningKey, Keys]:
         if not signing_key.exists():  # never sign with a key made up on the spot
             raise fail(f"--signing-key: {signing_key}: no such key file (the gateway's warden_signing_key)")
         try:
-            return SigningKey.load_or_create(signing_key)
+            signing = SigningKey.load_or_create(signing_key)
+            return signing, signing_keyring(signing_key.with_suffix(".pub"))
         except KeyFileError as e:
             raise fail(f"--signing-key: {e}") from None
 

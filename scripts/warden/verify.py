@@ -12,7 +12,7 @@ import typer
 from addons.store.database import JournalDamaged, StoreError
 from addons.store.keys import KeyFileError, signing_keyring
 from addons.store.recovery import repair_journal
-from addons.store.verification import Verification, match_heads, parse_heads, verify_events
+from addons.store.verification import Verification, match_heads, parse_heads
 from scripts.warden.backend import Backend, BackendError, open_backend
 from scripts.warden.options import State, admin_token, err, fail, out, progress
 
@@ -96,13 +96,7 @@ def _external_heads(path: Path) -> list[dict]:
 def _walk(backend: Backend, public_key, until_seq: int | None) -> Verification:
     with progress() as bar:
         task = bar.add_task("verifying chain", total=None)
-
-        def counted():
-            for event in backend.events(until_seq):
-                bar.advance(task)
-                yield event
-
-        return verify_events(counted(), public_key)
+        return backend.verify(public_key, until_seq, lambda n: bar.advance(task, n))
 
 
 def _report(result: Verification, checkpoint: dict | None, where: str, as_json: bool) -> None:

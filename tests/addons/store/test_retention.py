@@ -10,13 +10,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from addons.store.chainwalk import verify_store
 from addons.store.database import Store, connect, schema_sql
 from addons.store.events import GENESIS, Event, checkpoint_message, seal, utcnow
 from addons.store.holds import HoldError, active_holds, place_hold, release_hold
 from addons.store.keys import SigningKey
 from addons.store.queries import flow_events, iter_events
 from addons.store.retention import purge
-from addons.store.verification import verify_chain
 
 OLD = utcnow() - timedelta(days=100)
 MARKER = b"PURGE-ME-7f3a"
@@ -70,7 +70,7 @@ def test_purge_leaves_tombstones_the_chain_verifies_through_and_spares_holds(tmp
     assert report.purged == 3 and report.spared_held == 4 and len(report.purge_events) == 1
     assert report.held_flows == ["f-held", "f-mallory"] and report.held_users == ["mallory"]
     con = connect(db, read_only=True)
-    result = verify_chain(con, key.public)
+    result = verify_store(con, key.public)
     assert result.status == "ok", result.problem
     assert (result.purges, result.tombstones) == (1, 3)
     assert _contents(con, MARKER) == 2  # f-spans' old request and response: its flow ended after the cutoff
@@ -97,7 +97,7 @@ def test_a_changed_tombstone_or_purge_breaks_verify_naming_it(tmp_path: Path, ke
     def verify_with(change: str, *args) -> object:
         con.execute("BEGIN")
         con.execute(change, [*args])
-        result = verify_chain(con, key.public)
+        result = verify_store(con, key.public)
         con.execute("ROLLBACK")
         return result
 
@@ -110,7 +110,7 @@ def test_a_changed_tombstone_or_purge_breaks_verify_naming_it(tmp_path: Path, ke
     assert not r.ok and "time, kind or flow of one of its tombstones" in r.problem
     r = verify_with("UPDATE events SET kind = 'checkpoint' WHERE seq = ?", seq)
     assert not r.ok and r.bad_seq == seq and "never purged" in r.problem
-    assert verify_chain(con, key.public).ok
+    assert verify_store(con, key.public).ok
     con.close()
 
 
@@ -143,7 +143,7 @@ def test_form_1_events_are_kept_and_counted(tmp_path: Path, key: SigningKey) -> 
     store.close()
     assert (report.purged, report.kept_form1, report.purge_events) == (0, 3, [])
     con = connect(db, read_only=True)
-    assert verify_chain(con, key.public).status == "ok"
+    assert verify_store(con, key.public).status == "ok"
     assert _contents(con, MARKER) == 3
     con.close()
 
@@ -166,7 +166,7 @@ def test_holds_are_placed_and_released_on_the_chain(tmp_path: Path, key: Signing
     assert purge(store, timedelta(days=30), "30d", "ops").purged == 2
     store.close()
     con = connect(tmp_path / "w.duckdb", read_only=True)
-    result = verify_chain(con, key.public)
+    result = verify_store(con, key.public)
     assert result.ok and (result.purges, result.tombstones) == (2, 7)
     holds = [e for e in iter_events(con) if e.kind == "hold"]
     assert [(e.fate, e.user, e.reason) for e in holds] == [("placed", "sec-lead", "incident 42"),

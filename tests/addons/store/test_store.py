@@ -10,12 +10,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from addons.store.chainwalk import verify_store
 from addons.store.database import Store, StoreError, connect
 from addons.store.events import Event, chain_hash
 from addons.store.journal import journal_path, read_journal
 from addons.store.keys import SigningKey
 from addons.store.queries import iter_events
-from addons.store.verification import verify_chain, verify_events
+from addons.store.verification import verify_events
 from tests.forgery import resign
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -80,7 +81,7 @@ def test_group_commit_keeps_a_contiguous_chain(store: Store, key: SigningKey) ->
     seqs = [s for (s,) in store.reader().execute("SELECT seq FROM events ORDER BY seq").fetchall()]
     assert seqs == list(range(len(seqs)))  # requests and interleaved checkpoints, no gap
     assert store.commits < 2000  # batched, not one transaction per event
-    result = verify_chain(store.reader(), key.public)
+    result = verify_store(store.reader(), key.public)
     assert result.ok and result.checkpoints >= 1, result
 
 
@@ -92,7 +93,7 @@ def test_reopen_continues_the_chain(tmp_path: Path, key: SigningKey) -> None:
             s.submit(Event(kind="request", flow_id=f"{round_}-{i}")).result(timeout=10)
         s.close()
     con = connect(tmp_path / "w.duckdb", read_only=True)
-    result = verify_chain(con, key.public)
+    result = verify_store(con, key.public)
     assert result.ok and result.events == 8 and result.checkpoints == 2  # one signed head per shutdown
 
 
@@ -122,7 +123,7 @@ def test_failed_commit_fails_every_waiter_and_the_chain_stays_whole(store: Store
     store.submit(Event(kind="request", flow_id="after")).result(timeout=10)
     assert [e.flow_id for e in read_journal(journal_path(store.path))][-1] == "after"  # cut back, not torn
     store.sync()
-    result = verify_chain(store.reader(), key.public)
+    result = verify_store(store.reader(), key.public)
     assert result.ok and result.events == 2
 
 
@@ -147,7 +148,7 @@ os._exit(9)  # like SIGKILL: no close, no load, no final checkpoint
     with open(journal_path(tmp_path / "w.duckdb"), "ab") as f:
         f.write(b'{"seq": 50, "ts": "2026-')  # a torn write that was never acknowledged
     con = connect(tmp_path / "w.duckdb", read_only=True)  # the CLI's way in: loads the journal first
-    result = verify_chain(con, key.public)
+    result = verify_store(con, key.public)
     assert result.ok and result.events == 50
     con.close()
     reopened = Store(tmp_path / "w.duckdb", key)
@@ -286,7 +287,7 @@ def _digest(*paths: Path) -> list[str]:
 def test_unsigned_tail_is_its_own_outcome_and_names_the_signed_heads(tmp_path: Path, key: SigningKey) -> None:
     db = _crash_with_events(tmp_path, 12, checkpoint_every=5)
     con = connect(db, read_only=True)
-    result = verify_chain(con, key.public)
+    result = verify_store(con, key.public)
     con.close()
     assert result.ok and result.status == "unsigned_tail"
     # a checkpoint after every five events: heads seq 4 and 10 signed, the last two requests not
@@ -298,7 +299,7 @@ def test_unsigned_tail_is_its_own_outcome_and_names_the_signed_heads(tmp_path: P
     assert checkpoint["head_seq"] == reopened.head.seq - 1 and checkpoint["key_id"] == key.key_id
     assert reopened.checkpoint_now() == checkpoint  # nothing new: the same checkpoint covers the chain
     reopened.sync()
-    result = verify_chain(reopened.reader(), key.public)
+    result = verify_store(reopened.reader(), key.public)
     assert result.status == "ok" and result.heads[-1]["head_hash"] == checkpoint["head_hash"]
     reopened.close()
 
@@ -337,7 +338,7 @@ def test_a_damaged_early_journal_line_stops_start_up_and_the_repair_keeps_a_copy
     [repair] = [e for e in iter_events(con) if e.kind == "journal_repair"]
     assert repair.detail["journal_copy"] == Path(report["copy"]).name and repair.detail["lines"] == 8
     assert any("line 3" in p for p in repair.detail["problems"])
-    assert verify_chain(con, key.public).ok
+    assert verify_store(con, key.public).ok
     con.close()
 
 
@@ -388,7 +389,7 @@ def test_reading_writes_nothing_and_sees_the_journal(tmp_path: Path, key: Signin
     con = connect(db, read_only=True)
     assert [e.flow_id for e in iter_events(con)] == [f"f{i}" for i in range(7)]
     assert con.execute("SELECT count(*) FROM events WHERE kind = 'request'").fetchone() == (7,)
-    assert verify_chain(con, key.public).status == "no_signed_checkpoint"
+    assert verify_store(con, key.public).status == "no_signed_checkpoint"
     con.close()
     assert _digest(db, journal, db.with_name(db.name + ".wal")) == before
 
@@ -422,7 +423,7 @@ def test_a_store_in_the_old_hash_form_still_verifies_and_continues_in_the_new(tm
     _legacy_store(db, key, 4)
     con = connect(db, read_only=True)
     old = list(iter_events(con))
-    assert verify_chain(con, key.public).status == "ok" and all(e.chain_format is None for e in old)
+    assert verify_store(con, key.public).status == "ok" and all(e.chain_format is None for e in old)
     con.close()
     s = Store(db, key)  # an empty journal beside a form-1 head: the old clean stop, accepted
     s.start()
@@ -430,7 +431,7 @@ def test_a_store_in_the_old_hash_form_still_verifies_and_continues_in_the_new(tm
     s.close()
     con = connect(db, read_only=True)
     events = list(iter_events(con))
-    result = verify_chain(con, key.public)
+    result = verify_store(con, key.public)
     assert result.status == "ok" and result.checkpoints == 2, result
     assert [e.chain_format for e in events[5:]] == [2, 2]
     downgraded = [dataclasses.replace(e, stored_record=None) for e in events[:7]]
@@ -482,7 +483,7 @@ def test_an_unsigned_tail_found_at_open_is_recorded_signed_and_reported_as_signe
     assert [e.detail["unsigned_tail"] for e in startup] == [{"first_seq": 12, "last_seq": 13, "count": 2}]
     assert startup[0].detail["last_signed_head"]["seq"] == 10
     assert startup[0].detail["journal"]["events_loaded"] == 14
-    result = verify_chain(s.reader(), key.public)
+    result = verify_store(s.reader(), key.public)
     assert result.status == "ok" and result.heads[-1]["head_seq"] == 14  # signed at once
     assert result.signed_late == [{"first_seq": 12, "last_seq": 13, "count": 2, "startup_seq": 14}]
     s.close()
