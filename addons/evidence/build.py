@@ -4,6 +4,7 @@ serves and what the CLI writes from a stopped store."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ def build_zip(con: duckdb.DuckDBPyConnection, request: PackRequest, key: Signing
         folder = Path(tmp) / "pack"
         folder.mkdir()
         if request.flow_id is not None:
-            made = build_interaction(con, request.flow_id, key, folder)
+            made = build_interaction(con, request.flow_id, key, folder,
+                                     keys=keys if isinstance(keys, Mapping) else None)
         else:
             assert request.filter is not None
             made = build_pack(con, request.filter, key, folder, where=where, signed_until=signed_until,

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import duckdb
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from addons.evidence.manifest import Pack, fingerprint, sign_folder
+from addons.evidence.manifest import Pack, fingerprint, public_pem, sign_folder
 from addons.evidence.request import EvidenceError, NoSuchFlow
 from addons.store.events import COLUMN_NAMES, Event, event_from_json, event_to_json
-from addons.store.keys import SigningKey
+from addons.store.keys import SigningKey, key_id
 from addons.store.proofs import InclusionProof, ProofError, prove_inclusion, verify_inclusion
 from addons.store.queries import flow_events, iter_events, iter_events_until
 
 INTERACTION, EVENTS, PROOFS = "interaction.json", "events.jsonl", "proofs.json"
+CHECKPOINT_KEY = "checkpoint-key.pub"  # the retired key that signed the covering checkpoint, if not the pack's own
 
 
 def _approval_events(con: duckdb.DuckDBPyConnection, flow: list[Event]) -> list[Event]:
@@ -98,8 +101,11 @@ def _account(flow_id: str, flow: list[Event], approvals: list[Event], checkpoint
     }
 
 
-def build_interaction(con: duckdb.DuckDBPyConnection, flow_id: str, key: SigningKey, folder: Path) -> dict[str, Any]:
-    """Write the one-interaction pack of ``flow_id`` into the empty ``folder`` and sign it with ``key``."""
+def build_interaction(con: duckdb.DuckDBPyConnection, flow_id: str, key: SigningKey, folder: Path,
+                      keys: Mapping[str, Ed25519PublicKey] | None = None) -> dict[str, Any]:
+    """Write the one-interaction pack of ``flow_id`` into the empty ``folder`` and sign it with ``key``. ``keys``:
+    the signing keyring; when a key a rotation retired signed the covering checkpoint, the pack carries that public
+    key too (``CHECKPOINT_KEY``), vouched for by the signature of the key that signs the pack."""
     flow = flow_events(con, flow_id)
     if not flow:
         raise NoSuchFlow(f"no flow {flow_id} in the record (see `warden flows`)")
@@ -119,16 +125,29 @@ def build_interaction(con: duckdb.DuckDBPyConnection, flow_id: str, key: Signing
                                                  default=str) + "\n")
     (folder / EVENTS).write_text("".join(json.dumps(event_to_json(e)) + "\n" for e in events))
     (folder / PROOFS).write_text(json.dumps(proofs, indent=2) + "\n")
+    signer = (checkpoint.detail or {}).get("key_id")
+    if isinstance(signer, str) and signer != key.key_id and keys is not None and signer in keys:
+        (folder / CHECKPOINT_KEY).write_bytes(public_pem(keys[signer]))
     sign_folder(folder, key)
     return {"flow_id": flow_id, "events": len(events), "checkpoint_seq": checkpoint.seq,
             "fingerprint": fingerprint(key.public)}
 
 
 def check_proofs(pack: Pack, public: Ed25519PublicKey) -> list[str]:
-    """Each event of a one-interaction pack proven under a checkpoint ``public`` signed; the problems found."""
+    """Each event of a one-interaction pack proven under a checkpoint ``public`` signed (or the retired key the pack
+    carries as ``CHECKPOINT_KEY``, listed in the manifest ``public`` signed); the problems found."""
     names = pack.names()
     if EVENTS not in names and PROOFS not in names:
         return []  # a pack for a period: its chain verification is verification.json
+    keyring = {key_id(public): public}
+    if CHECKPOINT_KEY in names:
+        try:
+            retired = serialization.load_pem_public_key(pack.read(CHECKPOINT_KEY))
+        except ValueError:
+            return [f"{CHECKPOINT_KEY}: not a readable PEM public key"]
+        if not isinstance(retired, Ed25519PublicKey):
+            return [f"{CHECKPOINT_KEY}: not an Ed25519 public key"]
+        keyring[key_id(retired)] = retired
     try:
         events = [event_from_json(json.loads(line)) for line in pack.read(EVENTS).decode().splitlines() if line]
         proofs = {p["seq"]: InclusionProof(**p) for p in json.loads(pack.read(PROOFS))}
@@ -140,7 +159,7 @@ def check_proofs(pack: Pack, public: Ed25519PublicKey) -> list[str]:
         if proof is None:
             problems.append(f"{EVENTS}: event seq={event.seq} has no proof in {PROOFS}")
             continue
-        why = verify_inclusion(event, proof, public)
+        why = verify_inclusion(event, proof, keyring)
         if why is not None:
             problems.append(f"{EVENTS}: event seq={event.seq} ({event.kind}) is not proven in the chain: {why}")
     if not events:

@@ -10,7 +10,7 @@ a one-interaction evidence file carries.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,9 +60,10 @@ def prove_inclusion(events: Sequence[Event], checkpoint: Event) -> InclusionProo
     )
 
 
-def verify_inclusion(event: Event, proof: InclusionProof, public_key: Ed25519PublicKey) -> str | None:
-    """None if ``event`` is in the chain under the head ``proof.checkpoint`` signed with ``public_key``; else why
-    not."""
+def verify_inclusion(event: Event, proof: InclusionProof,
+                     public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey]) -> str | None:
+    """None if ``event`` is in the chain under the head ``proof.checkpoint`` signed with ``public_key`` (or with the
+    key of that id in a keyring: checkpoints signed before a rotation); else why not."""
     if event.seq != proof.seq or event.prev_hash != proof.prev_hash:
         return "the event is not the one the proof is for (seq or prev_hash differ)"
     if event.chain_format != 2:
@@ -78,10 +79,12 @@ def verify_inclusion(event: Event, proof: InclusionProof, public_key: Ed25519Pub
     signed = proof.checkpoint
     if (signed.get("head_seq"), signed.get("head_hash")) != (proof.head_seq, proof.head_hash):
         return "the checkpoint vouches for another head"
-    if signed.get("key_id") != key_id(public_key):
+    keyring = public_key if isinstance(public_key, Mapping) else {key_id(public_key): public_key}
+    signer = keyring.get(str(signed.get("key_id")))
+    if signer is None:
         return f"the checkpoint was signed by key {signed.get('key_id')}, not by the given key"
     message = checkpoint_message(proof.head_seq, proof.head_hash)
-    if not verify_signature(public_key, message, signed.get("signature") or ""):
+    if not verify_signature(signer, message, signed.get("signature") or ""):
         return "the checkpoint signature is not valid"
     return None
 

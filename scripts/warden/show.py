@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from addons.store.events import Event
-from addons.store.keys import KeyFileError, OriginalsKey, load_public_key
+from addons.store.keys import KeyFileError, OriginalsKey, signing_keyring
 from addons.store.proofs import Coverage, ProofError, verify_inclusion
 from addons.store.queries import headers_of
 from scripts.warden.backend import BackendError
@@ -42,7 +43,7 @@ class Proven:
         return {"verified": self.verified, "problem": self.problem, **self.inclusion}
 
 
-def prove(event: Event, coverage: Coverage | None, public_key: Ed25519PublicKey | str) -> Proven:
+def prove(event: Event, coverage: Coverage | None, public_key: Mapping[str, Ed25519PublicKey] | str) -> Proven:
     """Check ``event`` against ``coverage`` with ``public_key`` (or the reason no key could be loaded)."""
     if coverage is None:
         return Proven(None, f"no signed checkpoint covers seq={event.seq} yet: a running gateway signs one when "
@@ -65,7 +66,8 @@ def show(
     key: Annotated[Path | None, typer.Option(
         help="The originals key file (default certs/warden-originals.key or $WARDEN_ORIGINALS_KEY).")] = None,
     pubkey: Annotated[Path, typer.Option(envvar="WARDEN_PUBKEY", help=(
-        "The gateway's Ed25519 public key, to check the proof."))] = Path("certs/warden-signing.pub"),
+        "The gateway's Ed25519 public key, to check the proof (and the keys rotations retired, kept beside it in "
+        "warden-signing.keys/)."))] = Path("certs/warden-signing.pub"),
     as_json: Annotated[bool, typer.Option("--json", help=(
         "The flow's events as JSON lines, each with its proof under 'proof'."))] = False,
 ) -> None:
@@ -92,7 +94,7 @@ def show(
         backend.close()
     orig_key = originals_key(key) if originals else None
     try:
-        public_key: Ed25519PublicKey | str = load_public_key(pubkey)
+        public_key: Mapping[str, Ed25519PublicKey] | str = signing_keyring(pubkey)  # and the keys rotations retired
     except KeyFileError as e:
         public_key = f"not checked: --pubkey: {e}"
     proofs = [prove(event, coverage, public_key) for event in events]
