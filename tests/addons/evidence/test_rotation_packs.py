@@ -41,7 +41,7 @@ def test_packs_before_and_after_a_rotation_verify(tmp_path: Path) -> None:
     store.submit(Event(kind="request", flow_id="before", user="alice", host="api.example", fate="forwarded")).result(10)
     store.checkpoint_now()
     store.close()
-    before = _pack(db, old, tmp_path / "before.zip", PackRequest(filter=FlowFilter(limit=None)))
+    _pack(db, old, tmp_path / "before.zip", PackRequest(filter=FlowFilter(limit=None)))
     old_pub = tmp_path / "old.pub"
     old_pub.write_bytes(files.signing.with_suffix(".pub").read_bytes())
 
