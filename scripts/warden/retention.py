@@ -19,6 +19,7 @@ import yaml
 
 from addons.rules.durations import DurationError, parse_duration
 from addons.rules.model import check_retention
+from addons.store.compaction import compact
 from addons.store.database import Store, StoreError, StoreInUse, connect, held_by_another_process
 from addons.store.holds import HoldError, active_holds, place_hold, release_hold
 from addons.store.keys import KeyFileError, SigningKey
@@ -117,18 +118,26 @@ def purge_command(
     def on_file(store: Store) -> dict:
         if length is None:
             raise fail(f"no retention period: give --older-than (e.g. 3y) or set 'retention:' in {State.rules}")
-        return purge(store, length, str(period), _actor(), dry_run=dry_run).as_dict()
+        return {**purge(store, length, str(period), _actor(), dry_run=dry_run).as_dict(), "on_file": True}
 
     report = _on_store(signing_key, on_file,
                        lambda admin: admin.post("/api/purge", older_than=older_than, dry_run=str(dry_run).lower()))
     if "error" in report:  # a 409: an event that does not match its hash stops the purge
         raise fail(report["error"]["message"], 1)
+    if report.pop("on_file", False) and report["purged"] and not report["dry_run"]:
+        try:  # DuckDB keeps replaced blocks: rewrite the file so the removed content leaves the disk too
+            report["compacted"] = compact(Path(State.db))
+        except StoreError as e:
+            raise fail(f"purged, but the file could not be compacted (the removed bodies stay in its free blocks "
+                       f"until then; run warden purge again with the gateway stopped): {e}", 1) from None
     verb = "would purge" if report["dry_run"] else "purged"
     _print(report, as_json, (
         f"{verb} {report['purged']} events older than {report['period']} (before {report['cutoff']} UTC); "
         f"{report['spared_held']} events of held flows or users spared; {report['kept_form1']} events in chain "
         f"form 1 kept (they cannot be tombstoned)"
-        + (f"; purge events seq {', '.join(map(str, report['purge_events']))}" if report["purge_events"] else "")))
+        + (f"; purge events seq {', '.join(map(str, report['purge_events']))}" if report["purge_events"] else "")
+        + (f"; the file rewritten without the removed content ({report['compacted']['bytes_before']:,} -> "
+           f"{report['compacted']['bytes_after']:,} bytes)" if "compacted" in report else "")))
 
 
 @hold_app.command("add")

@@ -172,3 +172,52 @@ def test_holds_are_placed_and_released_on_the_chain(tmp_path: Path, key: Signing
     assert [(e.fate, e.user, e.reason) for e in holds] == [("placed", "sec-lead", "incident 42"),
                                                            ("released", "sec-lead", "closed")]
     con.close()
+
+
+def test_a_purge_on_the_stopped_store_leaves_no_removed_bytes_in_the_file(tmp_path: Path, key: SigningKey) -> None:
+    """DuckDB keeps replaced blocks in the file; compaction (what `warden purge` runs on a stopped store) drops them."""
+    import os
+
+    from addons.store.compaction import compact
+
+    db = tmp_path / "w.duckdb"
+    store = Store(db, key)
+    store.start()
+    for n in range(300):  # random bytes: DuckDB's compression cannot hide the marker
+        store.submit(Event(kind="request", flow_id=f"old{n}", ts=OLD, body=MARKER + os.urandom(600))).result(10)
+    for n in range(300):
+        store.submit(Event(kind="request", flow_id=f"new{n}", body=KEPT + os.urandom(600))).result(10)
+    store.close()  # DuckDB writes its blocks to the file
+    store = Store(db, key)
+    store.start()
+    purge(store, timedelta(days=30), "30d", "cli:ops")
+    store.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert on_disk.count(MARKER) > 0  # the purge alone: the rows are tombstones, the old blocks still hold bodies
+    sizes = compact(db)
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert on_disk.count(MARKER) == 0 and on_disk.count(KEPT) == 300
+    assert sizes["bytes_after"] < sizes["bytes_before"]
+    con = connect(db, read_only=True)
+    assert verify_store(con, key.public).status == "ok"
+    con.close()
+
+
+def test_a_purge_stops_at_an_event_that_does_not_match_its_hash(tmp_path: Path, key: SigningKey) -> None:
+    """Tampering is evidence: a purge never removes the content of an event whose hash no longer matches it."""
+    from addons.store.retention import PurgeRefused
+
+    db = tmp_path / "w.duckdb"
+    _filled(db, key).close()
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE events SET body = 'rewritten' WHERE flow_id = 'f-old' AND kind = 'request'")
+    con.close()
+    store = Store(db, key)
+    store.start()
+    with pytest.raises(PurgeRefused, match="does not match its hash"):
+        purge(store, timedelta(days=30), "30d", "cli:ops")
+    store.close()
+    con = connect(db, read_only=True)
+    assert _contents(con, b"rewritten") == 1 and _contents(con, MARKER) >= 3  # nothing was removed
+    assert con.execute("SELECT count(*) FROM events WHERE kind = 'purge'").fetchall()[0][0] == 0
+    con.close()
