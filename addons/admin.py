@@ -13,6 +13,7 @@ decrypts anything.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,12 +30,24 @@ from addons.rules.model import IdentityConfig, current_rules
 from addons.store.database import Store, StoreError
 from addons.store.events import Event
 from addons.store.keys import KeyFileError, signing_keyring
+from addons.store.redaction import REDACTED, is_secret_param
 
 if TYPE_CHECKING:
     from addons.adminapi.base import Handler
     from addons.store.rotation import Rotated
 
 log = logging.getLogger("warden.admin")
+
+
+def _kept_argument(name: str, value: str) -> str:
+    """What an access event keeps of a query argument: credential-like ones redacted, the words of a full-text
+    search as their SHA-256 (a search for a card number must not put the number on the record; whoever suspects a
+    search for a value can hash it and compare), the rest as given."""
+    if is_secret_param(name, value):
+        return REDACTED
+    if name == "text":
+        return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+    return value
 
 
 class Admin:
@@ -85,8 +98,9 @@ class Admin:
         fate (``read``, ``asked``, ``refused``) and when. Committed before the call is served: 503 if it cannot be."""
         store = self.store()
         request = handler.request
-        what = {"method": request.method, "path": request.path,
-                "query": {k: [v.decode("utf-8", "replace") for v in vs] for k, vs in request.query_arguments.items()},
+        query = {k: [_kept_argument(k, v.decode("utf-8", "replace")) for v in vs]
+                 for k, vs in request.query_arguments.items()}
+        what = {"method": request.method, "path": request.path, "query": query,
                 **{k: v for k, v in detail.items() if v is not None}}
         event = Event(kind="access", user=handler.sub, client=request.remote_ip, fate=fate, detail=what)
         if store is None:

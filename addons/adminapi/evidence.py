@@ -29,6 +29,8 @@ class Evidence(Handler):
             request = PackRequest.from_json(json.loads(self.request.body or b"{}"))
         except (ValueError, EvidenceError) as e:
             raise tornado.web.HTTPError(400, f"POST /api/evidence: {e}") from None
+        # What is exported (the period, filters or flow travel in the body) is on the record before it is built.
+        await self.record_access("export", pack=request.as_json())
         store, recorder = self.admin.store(), ctx.master.addons.get("recorder")
         key = getattr(recorder, "signing_key", None)
         if store is None or key is None:

@@ -84,19 +84,26 @@ def _cursor_of(event: Event) -> str | None:
 class Verify(Handler):
     protected = True
 
+    def keys(self):
+        """The signing keyring; 503 without it (a verification that checks no signature is no verification)."""
+        keys = self.admin.public_key()
+        if keys is None:
+            raise tornado.web.HTTPError(503, "the signing keyring (warden_signing_key's .pub) cannot be read: "
+                                             "nothing to check the checkpoints' signatures with")
+        return keys
+
     async def get(self) -> None:
-        result = await self.query(verify_store, self.admin.public_key())
+        result = await self.query(verify_store, self.keys())
         self.send_json(result.as_dict(), 200 if result.ok else 409)
 
     async def post(self) -> None:
         """Sign the current head, then verify the chain up to that checkpoint (later events are not waited for)."""
+        public_key = self.keys()
         checkpoint = await sign_now(self)
         last = checkpoint["seq"] if checkpoint else -1
-        public_key = self.admin.public_key()
         result = await self.query(
             lambda cursor: verify_store(cursor, public_key, until_seq=last))
         self.send_json({"checkpoint": checkpoint, **result.as_dict()}, 200 if result.ok else 409)
-
 
 
 

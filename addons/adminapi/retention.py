@@ -12,8 +12,7 @@ import tornado.web
 from mitmproxy import ctx
 
 from addons.adminapi.base import Handler
-from addons.rules.durations import DurationError, parse_duration
-from addons.rules.model import current_rules
+from addons.rules.model import current_rules, purge_period
 from addons.store.database import Store, StoreError
 from addons.store.holds import HoldError, HoldNotFound, active_holds, place_hold, release_hold
 from addons.store.keys import KeyFileError
@@ -37,13 +36,10 @@ class _Writing(Handler):
 
 class Purge(_Writing):
     async def post(self) -> None:
-        period = self.get_argument("older_than", None) or current_rules().model.retention
-        if period is None:
-            raise tornado.web.HTTPError(400, "no retention period: set 'retention:' in the rules file or give "
-                                             "older_than (e.g. 3y)")
         try:
-            older_than = parse_duration(period, bare=False)
-        except DurationError as e:
+            period, older_than = purge_period(self.get_argument("older_than", None) or None,
+                                              current_rules().model.retention)
+        except ValueError as e:
             raise tornado.web.HTTPError(400, f"older_than: {e}") from None
         dry_run = self.get_argument("dry_run", "false").lower() in ("1", "true", "yes")
         try:
@@ -82,19 +78,26 @@ class HoldRelease(_Writing):
 
 
 class KeysRotate(_Writing):
+    # One rotation at a time: two at once would each read the same old key, write over each other's files and
+    # record two rotations "from" that key, a chain that never verifies again.
+    rotating = asyncio.Lock()
+
     async def post(self) -> None:
         kinds = self.get_arguments("key") or list(KINDS)
         files = KeyFiles(Path(ctx.options.warden_signing_key), Path(ctx.options.warden_originals_key),
                          Path(ctx.options.warden_pii_hash_key))
         store = self.writer()
-        try:
-            rotated = await asyncio.to_thread(rotate_files, files, kinds)
-        except KeyFileError as e:
-            raise tornado.web.HTTPError(400, str(e)) from None
-        self.admin.take_up_keys(rotated)
-        try:
-            done = await asyncio.to_thread(record_rotation, store, rotated, self.actor(),
-                                           self.get_argument("reason", None))
-        except (StoreError, TimeoutError) as e:
-            raise tornado.web.HTTPError(503, f"the keys rotated, but the record of it failed: {e}") from None
+        if self.rotating.locked():
+            raise tornado.web.HTTPError(409, "another key rotation is under way; try again when it is done")
+        async with self.rotating:
+            try:
+                rotated = await asyncio.to_thread(rotate_files, files, kinds)
+            except (KeyFileError, OSError) as e:
+                raise tornado.web.HTTPError(400, f"the keys could not be rotated: {e}") from None
+            self.admin.take_up_keys(rotated)
+            try:
+                done = await asyncio.to_thread(record_rotation, store, rotated, self.actor(),
+                                               self.get_argument("reason", None))
+            except (StoreError, TimeoutError) as e:
+                raise tornado.web.HTTPError(503, f"the keys rotated, but the record of it failed: {e}") from None
         self.send_json(done)

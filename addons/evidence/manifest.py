@@ -92,7 +92,9 @@ class Pack:
 
     def names(self) -> list[str]:
         if self._zip is not None:
-            return [i.filename for i in self._zip.infolist() if not i.is_dir()]
+            # Every entry, directories and duplicates included: a pack is flat and each name once, so the manifest
+            # check refuses them (a zip with a name twice shows one copy to one reader and the other to another).
+            return [i.filename for i in self._zip.infolist()]
         return sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*") if not p.is_dir())
 
     @contextmanager
@@ -198,6 +200,11 @@ def _differing(pack: Pack, names: list[str], listed: dict[str, str]) -> list[str
             problems.append(f"{name}: changed: its SHA-256 is {got}, the manifest says {want}")
     problems += [f"{name}: not listed in {MANIFEST} (a file added to the pack)"
                  for name in names if name not in listed and name not in UNLISTED]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            problems.append(f"{name}: in the pack twice (one reader would show one copy, another the other)")
+        seen.add(name)
     return problems
 
 

@@ -269,6 +269,24 @@ def check_retention(text: object) -> str:
     return text.strip()
 
 
+def purge_period(asked: str | None, configured: str | None) -> tuple[str, timedelta]:
+    """The period a purge may use: ``asked`` (a purge by hand), else the rules' ``configured`` retention; never
+    shorter than what the rules keep (one administrator may not erase what the rules retain; with no ``retention:``
+    the rules keep nothing in particular, and the purge, an event naming who asked, is the operator's call).
+    ``ValueError`` saying why not."""
+    period = asked if asked is not None else configured
+    if period is None:
+        raise ValueError("no retention period: set 'retention:' in the rules file or give one (e.g. 3y)")
+    try:
+        length = parse_duration(period, bare=False)
+    except DurationError as e:
+        raise ValueError(f"{period!r} is not a period like 3y, 18w or 90d") from e
+    if configured is not None and length < parse_duration(configured, bare=False):
+        raise ValueError(f"{period!r} is shorter than the rules' retention ({configured}): a purge by hand may not "
+                         "remove what the rules keep")
+    return period, length
+
+
 class RulesFile(Model):
     identity: IdentityConfig = IdentityConfig()
     time_zone: Annotated[str, AfterValidator(_zone)] = Field(

@@ -1,6 +1,6 @@
 """Compaction of a stopped store: the file rewritten with only the rows it holds.
 
-DuckDB frees the blocks an UPDATE replaced but does not overwrite them: after a retention purge, the removed
+DuckDB frees the blocks a changed row no longer uses but does not overwrite them: after a retention purge, the removed
 bodies stay readable in the file's free blocks until DuckDB happens to reuse them. A purge on a stopped store
 (``warden purge``) therefore rewrites the file (DuckDB's ``COPY FROM DATABASE`` into a new file, then an atomic
 rename), so what a purge removed is gone from the disk too. The rows, and so the chain, are the same before and
@@ -31,7 +31,8 @@ def compact(path: Path) -> dict[str, int]:
         raise StoreInUse(f"{path}: in use by a running gateway: compaction needs the gateway stopped")
     fresh = path.with_name(path.name + ".compacting")
     fresh.unlink(missing_ok=True)
-    before = path.stat().st_size
+    stat = path.stat()
+    before = stat.st_size
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET enable_progress_bar = false")
@@ -49,6 +50,12 @@ def compact(path: Path) -> dict[str, int]:
     con.close()
     with open(fresh, "rb") as f:
         os.fsync(f.fileno())
+    # A gateway that started since the copy would write to the file about to be replaced: look again, last thing.
+    now = path.stat()
+    if held_by_another_process(path) or (now.st_ino, now.st_size, now.st_mtime_ns) != (
+            stat.st_ino, stat.st_size, stat.st_mtime_ns):
+        fresh.unlink(missing_ok=True)
+        raise StoreInUse(f"{path}: a gateway opened it during compaction; the store is left as it was")
     os.replace(fresh, path)  # atomic: a reader sees the old file or the new one, whole
     directory = os.open(path.parent, os.O_RDONLY)
     try:

@@ -126,5 +126,6 @@ def cover(con: duckdb.DuckDBPyConnection, first_seq: int, last_seq: int) -> Cove
     if not rows:
         return None
     checkpoint = {"seq": rows[0][0], **json.loads(rows[0][1])}
-    digests = [event_digest(e) for e in iter_events_until(iter_events(con, first_seq), checkpoint["head_seq"])]
+    # stored_digest: a purge may have tombstoned events between (their digest is what the chain links)
+    digests = [stored_digest(e) for e in iter_events_until(iter_events(con, first_seq), checkpoint["head_seq"])]
     return Coverage(first_seq, digests, checkpoint)

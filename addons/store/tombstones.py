@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from addons.store.events import Event
@@ -98,6 +99,17 @@ class PurgeLedger:
             return "the digests of its tombstones are not the ones the purge recorded (a tombstone was changed)"
         if detail.get("kept_sha256") != kept_sha256(named):
             return "the time, kind or flow of one of its tombstones is not what the purge recorded"
+        try:
+            cutoff = datetime.fromisoformat(str(detail.get("cutoff")))
+        except ValueError:
+            return f"the purge's cutoff {detail.get('cutoff')!r} is not a time"
+        young = next((e for e in named if e.ts >= cutoff), None)
+        if young is not None:
+            return f"tombstone seq={young.seq} is of {young.ts.isoformat()}, not older than the purge's cutoff {cutoff}"
+        held = set(detail.get("held_flows") or [])
+        spared = next((e for e in named if e.flow_id is not None and e.flow_id in held), None)
+        if spared is not None:
+            return f"tombstone seq={spared.seq} is of flow {spared.flow_id}, which the purge names as held"
         return None
 
     def unclaimed(self) -> Event | None:

@@ -81,6 +81,7 @@ def verify_events(events: Iterator[Event], public_key: Keys,
     keyring = _keyring(public_key)
     signer = _Signer()
     ledger = PurgeLedger()
+    unsigned_purge: Event | None = None  # a purge event the next event must sign
 
     def fail(event: Event, why: str) -> Verification:
         result.ok = False
@@ -124,6 +125,9 @@ def verify_events(events: Iterator[Event], public_key: Keys,
         why = ledger.reached(event) or (signer.rotated(event) if event.kind == "keys" else None)
         if why:
             return fail(event, why)
+        if unsigned_purge is not None and event.kind != "checkpoint":
+            return fail(unsigned_purge, UNSIGNED_PURGE)
+        unsigned_purge = event if event.kind == "purge" else None
         if event.kind == "checkpoint":
             why = _check_checkpoint(event, prev_hash, keyring) or signer.signed(event)
             if why:
@@ -146,6 +150,8 @@ def verify_events(events: Iterator[Event], public_key: Keys,
         prev_hash, expected_seq = event.hash, event.seq + 1
         result.events += 1
         result.head_seq, result.head_hash = event.seq, event.hash
+    if unsigned_purge is not None:
+        return fail(unsigned_purge, UNSIGNED_PURGE)
     orphan = ledger.unclaimed()
     if orphan is not None and result.ok:
         assert orphan.tombstone is not None
@@ -155,6 +161,14 @@ def verify_events(events: Iterator[Event], public_key: Keys,
     if keyring is None:
         result.notes.append("no public key given: checkpoint signatures were not checked")
     return result
+
+
+# A purge removes content under signed heads, so it must be signed in the normal course: the gateway's purge signs
+# it at once (``Store.sign_now`` on the writer), and an unsigned or late-signed purge is what a forger without the key
+# would leave (a crash between the two as well: then the logs tell which).
+UNSIGNED_PURGE = ("the purge is not signed at once by the checkpoint after it: a purge removes signed content, so "
+                  "the gateway signs it at once; an unsigned (or signed-late) purge is what someone without the "
+                  "signing key would leave behind")
 
 
 def _keyring(public_key: Keys) -> dict[str, Ed25519PublicKey] | None:

@@ -109,6 +109,8 @@ def evidence(
             output.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(target, output)
     checked = check_pack(Pack(output))
+    if not checked.ok:
+        raise fail(f"wrote {output}, but it does not verify: {'; '.join(checked.problems)}", 1)
     out.print(f"wrote {output} ({checked.files} files, signed by key {checked.fingerprint}, via {backend.where})",
               highlight=False, soft_wrap=True)
 

@@ -138,7 +138,10 @@ def send(request: Event, to: str, cacert: Path | None) -> httpx.Response:
                    "so it cannot be sent as recorded")
     if not to.startswith(("http://", "https://")):
         raise fail(f"--to {to!r}: give scheme://host[:port]")
-    url = to.rstrip("/") + (request.path or "/")
+    path = request.path or "/"
+    if not path.startswith("/"):  # "@evil.example/..." after a base URL would name another host
+        raise fail(f"flow {request.flow_id}: the recorded path {path[:60]!r} does not begin with '/': not replayed")
+    url = to.rstrip("/") + path
     verify: bool | str = str(cacert) if cacert is not None else True
     try:
         with httpx.Client(trust_env=False, verify=verify, timeout=60) as client:  # never through a proxy

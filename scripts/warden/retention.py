@@ -17,8 +17,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from addons.rules.durations import DurationError, parse_duration
-from addons.rules.model import check_retention
+from addons.rules.model import check_retention, purge_period
 from addons.store.compaction import compact
 from addons.store.database import Store, StoreError, StoreInUse, connect, held_by_another_process
 from addons.store.holds import HoldError, active_holds, place_hold, release_hold
@@ -71,6 +70,16 @@ def _on_store(signing_key: Path, on_file: Callable[[Store], Any], on_admin: Call
         backend.close()
 
 
+def _has_tombstones(db: Path) -> bool:
+    """Whether any purge (this one, or the gateway's own since the last compaction) left tombstones in the file."""
+    con = connect(db, read_only=True)
+    try:
+        return bool(con.execute("SELECT count(*) FROM events WHERE (record->'tombstone') IS NOT NULL LIMIT 1")
+                    .fetchall()[0][0])
+    finally:
+        con.close()
+
+
 def _period_of_rules() -> str | None:
     """The rules file's ``retention:`` (None if it sets none or does not exist)."""
     if not State.rules.exists():
@@ -105,26 +114,22 @@ def purge_command(
     --older-than 3y --dry-run
     """
     period, length = older_than, None
-    if period is None and not held_by_another_process(Path(State.db)):
-        period = _period_of_rules()  # the running gateway uses its own
-        if period is None:
-            raise fail(f"no retention period: give --older-than (e.g. 3y) or set 'retention:' in {State.rules}")
-    if period is not None:
+    if not held_by_another_process(Path(State.db)):  # the running gateway checks against its own rules
         try:
-            length = parse_duration(period, bare=False)
-        except DurationError as e:
+            period, length = purge_period(older_than, _period_of_rules())
+        except ValueError as e:
             raise fail(f"--older-than: {e}") from None
 
     def on_file(store: Store) -> dict:
-        if length is None:
-            raise fail(f"no retention period: give --older-than (e.g. 3y) or set 'retention:' in {State.rules}")
+        if length is None:  # a gateway held the file when asked, and let it go since
+            raise fail("the gateway stopped meanwhile: run the command again")
         return {**purge(store, length, str(period), _actor(), dry_run=dry_run).as_dict(), "on_file": True}
 
     report = _on_store(signing_key, on_file,
                        lambda admin: admin.post("/api/purge", older_than=older_than, dry_run=str(dry_run).lower()))
     if "error" in report:  # a 409: an event that does not match its hash stops the purge
         raise fail(report["error"]["message"], 1)
-    if report.pop("on_file", False) and report["purged"] and not report["dry_run"]:
+    if report.pop("on_file", False) and not report["dry_run"] and _has_tombstones(Path(State.db)):
         try:  # DuckDB keeps replaced blocks: rewrite the file so the removed content leaves the disk too
             report["compacted"] = compact(Path(State.db))
         except StoreError as e:

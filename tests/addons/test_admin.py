@@ -7,6 +7,7 @@ no proxy.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -208,5 +209,21 @@ def test_with_an_external_issuer_there_is_no_discovery_and_an_unreachable_one_fa
             assert (await client.get("/jwks")).status_code == 404
             response = await client.get("/api/flows", headers=token(tmp_path, "auditor", groups=["warden-admin"]))
             assert response.status_code == 503, response.text
+
+    run(scenario)
+
+
+def test_an_access_event_keeps_no_secret_and_no_searched_value(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with admin_api(tmp_path) as client:
+            admin = token(tmp_path, "auditor", groups=["warden-admin"])
+            key = "sk-proj-" + "A1b2C3d4" * 4
+            await client.get("/api/flows", params={"text": "4111 1111 1111 1111", "access_token": key,
+                                                   "user": "alice"}, headers=admin)
+            events = (await client.get("/api/events", headers=admin)).json()["events"]
+            first = json.loads(events[0]["record"])["detail"]["query"]
+            assert first["user"] == ["alice"] and first["access_token"] == ["[redacted]"]
+            assert first["text"] == ["sha256:" + hashlib.sha256(b"4111 1111 1111 1111").hexdigest()]
+            assert key not in json.dumps(events) and "4111" not in json.dumps(events)
 
     run(scenario)

@@ -155,6 +155,18 @@ def test_a_changed_member_of_a_zip_is_named_and_an_added_file_refused(recorded, 
     assert [p.split(":")[0] for p in problems] == ["flows.csv", "note.txt"], problems
 
 
+def test_a_zip_with_a_name_twice_is_refused(recorded, tmp_path: Path) -> None:
+    """A forged report put before the genuine one: readers disagree on which copy they show."""
+    folder = make(recorded, tmp_path)
+    target = tmp_path / "twice.zip"
+    with zipfile.ZipFile(target, "w") as z:
+        z.writestr("report.html", b"<h1>all clear</h1>")
+        for path in sorted(folder.iterdir()):
+            z.writestr(path.name, path.read_bytes())
+    problems = check_pack(Pack(target)).problems
+    assert problems == ["report.html: in the pack twice (one reader would show one copy, another the other)"]
+
+
 def test_a_pack_resigned_with_another_key_passes_alone_and_fails_against_the_pinned_key(recorded,
                                                                                          tmp_path: Path) -> None:
     folder = make(recorded, tmp_path)

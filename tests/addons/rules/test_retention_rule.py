@@ -41,3 +41,17 @@ def test_a_bad_period_is_named_with_file_and_field(tmp_path: Path, value: str, m
     with pytest.raises(RulesError) as e:
         load_rules(path)
     assert f"{path}: {message}" in str(e.value)
+
+
+def test_a_purge_by_hand_may_not_go_below_the_rules_retention() -> None:
+    from datetime import timedelta
+
+    from addons.rules.model import purge_period
+
+    assert purge_period(None, "3y") == ("3y", timedelta(days=3 * 365))
+    assert purge_period("4y", "3y")[0] == "4y"
+    with pytest.raises(ValueError, match="shorter than the rules' retention \\(3y\\)"):
+        purge_period("1s", "3y")
+    with pytest.raises(ValueError, match="no retention period"):
+        purge_period(None, None)
+    assert purge_period("90d", None)[1] == timedelta(days=90)  # no retention in the rules: the operator's call

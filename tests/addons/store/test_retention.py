@@ -221,3 +221,43 @@ def test_a_purge_stops_at_an_event_that_does_not_match_its_hash(tmp_path: Path, 
     assert _contents(con, b"rewritten") == 1 and _contents(con, MARKER) >= 3  # nothing was removed
     assert con.execute("SELECT count(*) FROM events WHERE kind = 'purge'").fetchall()[0][0] == 0
     con.close()
+
+
+FORGE = """
+import os, sys, tempfile
+from pathlib import Path
+from addons.store.database import Store
+from addons.store.events import Event, event_digest
+from addons.store.keys import SigningKey
+from addons.store.queries import flow_events
+from addons.store.retention import _tombstone_rows
+from addons.store.tombstones import digests_sha256, kept_sha256
+store = Store(Path(sys.argv[1]), SigningKey.load_or_create(Path(tempfile.mkdtemp()) / "not-the-key"))
+def task(writer):
+    cursor = writer.reader(); batch = flow_events(cursor, sys.argv[2]); cursor.close()
+    digests = [event_digest(e) for e in batch]
+    purge = Event(kind="purge", user="warden:retention", fate="purged", reason="retention 1d", detail={
+        "period": "1d", "cutoff": "2999-01-01T00:00:00", "first_seq": batch[0].seq, "last_seq": batch[-1].seq,
+        "count": len(batch), "digests_sha256": digests_sha256(digests), "kept_sha256": kept_sha256(batch),
+        "held_flows": [], "held_users": [], "spared_held": 0, "kept_form1": 0})
+    writer.append_with_change(purge, _tombstone_rows(writer.head.seq + 1, [e.seq for e in batch], digests))
+store.on_writer(task)
+os._exit(0)  # never close: closing would sign the forged purge, and the forger has no key to sign with
+"""
+
+
+def test_a_purge_forged_on_the_stopped_files_without_the_key_breaks_verify(tmp_path: Path, key: SigningKey) -> None:
+    """Someone who can write the stopped store's files but holds no signing key appends a purge of a held flow and
+    tombstones it: every digest still links, so only the rule that a purge is signed at once catches it."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "w.duckdb"
+    _filled(db, key).close()
+    forged = subprocess.run([sys.executable, "-c", FORGE, str(db), "f-held"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[3])
+    assert forged.returncode == 0, forged.stderr
+    con = connect(db, read_only=True)
+    result = verify_store(con, key.public)
+    con.close()
+    assert result.status == "broken" and "the purge is not signed at once" in (result.problem or "")
