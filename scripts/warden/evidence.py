@@ -24,7 +24,7 @@ from scripts.warden.options import connect, err, fail, out, progress
 
 evidence_app = typer.Typer(no_args_is_help=False)
 
-EXIT_OK, EXIT_BAD, EXIT_UNUSABLE = 0, 1, 2
+EXIT_OK, EXIT_BAD, EXIT_UNUSABLE, EXIT_UNPINNED = 0, 1, 2, 3
 
 
 def _when(option: str, value: str | None):
@@ -121,10 +121,15 @@ def verify_pack(
     pubkey: Annotated[Path | None, typer.Option(help=(
         "The gateway's public key (PEM) obtained out of band: the pack must be signed by it. Without it, compare "
         "the fingerprint printed with the one the operator gave you."))] = None,
+    fingerprint: Annotated[str | None, typer.Option(help=(
+        "The fingerprint of the gateway's key (SHA-256 of the raw key, hex) obtained out of band, instead of "
+        "--pubkey."))] = None,
 ) -> None:
     """Check a pack alone, without the database: every file listed in MANIFEST.sha256 with its SHA-256, no file
     unlisted, the manifest's Ed25519 signature, and (one-interaction packs) each event's proof up to a signed
-    checkpoint. Exit 0 intact, 1 changed (the file is named), 2 unreadable.
+    checkpoint. Exit 0 intact and signed by the pinned key (--pubkey or --fingerprint), 1 changed (the file is
+    named) or signed by another key, 2 unreadable, 3 intact but its signer not pinned (anyone can sign a pack
+    with a key of their own: compare the fingerprint printed with the operator's).
 
     Example: warden evidence verify q1.zip --pubkey gateway-signing.pub
     """
@@ -147,10 +152,17 @@ def verify_pack(
                 result.bad(problem)
     finally:
         opened.close()
+    if result.ok and fingerprint is not None and fingerprint.strip().lower() != result.fingerprint:
+        result.bad(f"signing-key.pub: the pack is signed by key {result.fingerprint}, not by the key of the given "
+                   f"fingerprint {fingerprint.strip().lower()}")
     if not result.ok:
         for problem in result.problems:
             err.print(f"[bold red]BAD[/]: {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD)
-    pinned_note = "the pinned key" if pinned is not None else "compare it with the fingerprint the operator gave you"
-    out.print(f"pack OK: {result.files} files as listed in the signed manifest; signed by key {result.fingerprint} "
-              f"({pinned_note})", highlight=False, soft_wrap=True)
+    if pinned is None and fingerprint is None:
+        out.print(f"pack intact but UNPINNED: {result.files} files as listed in the manifest it carries, signed by key "
+                  f"{result.fingerprint}, which anyone could have made: compare it with the fingerprint the operator "
+                  "gave you, or pass --pubkey/--fingerprint (exit 3)", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_UNPINNED)
+    out.print(f"pack OK: {result.files} files as listed in the signed manifest; signed by the pinned key "
+              f"{result.fingerprint}", highlight=False, soft_wrap=True)
