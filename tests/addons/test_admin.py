@@ -227,3 +227,19 @@ def test_an_access_event_keeps_no_secret_and_no_searched_value(tmp_path: Path) -
             assert key not in json.dumps(events) and "4111" not in json.dumps(events)
 
     run(scenario)
+
+
+def test_a_pack_asked_for_is_on_the_record_with_what_it_exports(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with admin_api(tmp_path) as client:
+            admin = token(tmp_path, "auditor", groups=["warden-admin"])
+            asked = await client.post("/api/evidence", json={"user": "alice", "since": "2026-01-01T00:00:00"},
+                                      headers=admin)
+            assert asked.status_code == 200 and asked.headers["content-type"] == "application/zip"
+            events = (await client.get("/api/events", headers=admin)).json()["events"]
+            exports = [json.loads(e["record"])["detail"] for e in events if e["kind"] == "access"
+                       and e["fate"] == "export"]
+            assert len(exports) == 1 and exports[0]["pack"]["user"] == "alice"
+            assert exports[0]["pack"]["since"].startswith("2026-01-01")
+
+    run(scenario)
