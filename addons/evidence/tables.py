@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from addons.flow import errors
-from addons.store.search import FLOW_COLUMNS, FlowFilter, flows_sql
+from addons.store.search import FLOW_COLUMNS, FlowFilter, flows_sql, period_sql
 
 FORMATS = {"jsonl": "JSON", "csv": "CSV", "parquet": "PARQUET"}
 TABLES = ("flows", "approvals", "refusals")
@@ -57,20 +57,8 @@ def stage(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> None:
     _stage_refusals(con, f)
 
 
-def _period(column: str, f: FlowFilter) -> tuple[str, list[object]]:
-    where: list[str] = []
-    params: list[object] = []
-    if f.since is not None:
-        where.append(f"{column} >= ?")
-        params.append(f.since)
-    if f.until is not None:
-        where.append(f"{column} < ?")
-        params.append(f.until)
-    return "".join(f" AND {w}" for w in where), params
-
-
 def _stage_approvals(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> None:
-    period, params = _period("ts", f)
+    period, params = period_sql("ts", f)
     where: list[str] = []
     if f.user is not None:
         where.append("requester = ?")
@@ -134,7 +122,7 @@ def _stage_refusals(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> None:
     categories = " ".join(f"WHEN '{fate}' THEN '{category}'" for fate, category in fates.items())
     # The admin API and approval steps concern no upstream host, group or entity: a filter on those leaves them out.
     outside = f.host is None and f.group is None and f.entity is None
-    period, params = _period("ts", f)
+    period, params = period_sql("ts", f)
     if f.user is not None:
         period += " AND user = ?"
         params.append(f.user)

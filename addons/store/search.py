@@ -75,6 +75,19 @@ ORDER BY r.seq DESC
 """
 
 
+def period_sql(column: str, f: FlowFilter) -> tuple[str, list[object]]:
+    """`` AND column >= ? AND column < ?`` for the filter's period (what it sets of it), and the parameters."""
+    where: list[str] = []
+    params: list[object] = []
+    if f.since is not None:
+        where.append(f"{column} >= ?")
+        params.append(f.since)
+    if f.until is not None:
+        where.append(f"{column} < ?")
+        params.append(f.until)
+    return "".join(f" AND {w}" for w in where), params
+
+
 def flows_sql(f: FlowFilter) -> tuple[str, list[object]]:
     """The SQL (and its parameters) of one row per flow matching ``f``, columns ``FLOW_COLUMNS``, newest first: what
     ``search_flows`` fetches, and what an evidence pack copies straight to its files (DuckDB ``COPY``)."""
@@ -93,14 +106,10 @@ def flows_sql(f: FlowFilter) -> tuple[str, list[object]]:
     if f.fate is not None:
         where.append("coalesce(last.fate, r.fate, 'incomplete') = ?")
         params.append(f.fate)
-    if f.since is not None:
-        where.append("r.ts >= ?")
-        params.append(f.since)
-    if f.until is not None:
-        where.append("r.ts < ?")
-        params.append(f.until)
     _found(f, where, params)
-    sql = _FLOWS_SQL.format(where="".join(f" AND {w}" for w in where))
+    period, period_params = period_sql("r.ts", f)
+    params += period_params  # in the order of the SQL: the period comes last
+    sql = _FLOWS_SQL.format(where="".join(f" AND {w}" for w in where) + period)
     if f.limit is not None:
         sql += "LIMIT ?\n"
         params.append(f.limit)
