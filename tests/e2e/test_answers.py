@@ -134,10 +134,13 @@ def response_events(gw: Gateway) -> list[dict]:
     """Every response and error event on the record, as the admin API gives them (the record parsed)."""
     found, after = [], -1
     with gw.admin_client() as admin:
-        while page := admin.get("/api/events", params={"after_seq": after}).json()["events"]:
+        while True:  # until the API says no more: each read is itself an event on the record, so never empty
+            answer = admin.get("/api/events", params={"after_seq": after}).json()
+            page = answer["events"]
             found += [{**e, "record": json.loads(e["record"])} for e in page if e["kind"] in ("response", "error")]
+            if not answer["more"]:
+                return found
             after = page[-1]["seq"]
-    return found
 
 
 def test_a_blocked_answer_reaches_the_sdk_as_an_error_naming_the_rule_and_is_not_retried(gw: Gateway,

@@ -61,10 +61,13 @@ def config_events(gw: Gateway) -> list[tuple[str, str]]:
     """(fate, the file's sha256) of every config event on the record, in order."""
     found, after = [], -1
     with gw.admin_client() as admin:
-        while page := admin.get("/api/events", params={"after_seq": after}).json()["events"]:
+        while True:  # until the API says no more: each read is itself an event on the record, so never empty
+            answer = admin.get("/api/events", params={"after_seq": after}).json()
+            page = answer["events"]
             found += [(e["fate"], json.loads(e["record"])["detail"]["sha256"]) for e in page if e["kind"] == "config"]
+            if not answer["more"]:
+                return found
             after = page[-1]["seq"]
-    return found
 
 
 def last_received(upstream, path: str) -> dict:
