@@ -45,7 +45,7 @@ def _json(result) -> dict:
 
 
 def test_purge_holds_and_rotation_through_a_running_gateway(gateway_factory, upstream) -> None:
-    gateway = gateway_factory(rules_for(upstream.port) + "retention: 3y\n")
+    gateway = gateway_factory(rules_for(upstream.port))  # no retention: a purge by hand may take any period
     _chat(gateway, "alice", f"old news {PURGED}")
     _chat(gateway, "bob", f"evidence {HELD}")
     _chat(gateway, "mallory", f"more evidence {HELD}")
