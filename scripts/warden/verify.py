@@ -36,7 +36,9 @@ def verify(
         "head_hash=...' log lines (other lines are ignored). Each must be a checkpoint of the chain."))] = None,
 ) -> None:
     """Check the record: the hash chain from its genesis (seq 0), every checkpoint signature, and that a signed
-    checkpoint covers every event. Through a running gateway, it first has the gateway sign its current head.
+    checkpoint covers every event. On a stopped store every event is hashed here (a worker process per core);
+    through a running gateway, the gateway signs its current head and verifies the file it holds up to it, and the
+    signed heads' keys are checked here against --pubkey's keyring.
     Prints the signed heads (seq, head hash, key id) to compare with the gateway's "warden checkpoint" log lines;
     --heads FILE compares them for you. Events a gateway found unsigned at start-up (a crash, a repair, or an edit
     of the stopped store's files) are named as signed late, apart from those signed in the normal course.
