@@ -128,9 +128,10 @@ class AdminBackend:
         """A POST to the admin API (parameters in the query); ``AdminRefused`` on an error answer."""
         return self._call("POST", path, **params)
 
-    def _call(self, method: str, path: str, **params: Any) -> Any:
+    def _call(self, method: str, path: str, timeout: float | None = 60, **params: Any) -> Any:
         try:
-            response = self.client.request(method, path, params={k: v for k, v in params.items() if v is not None})
+            response = self.client.request(method, path, params={k: v for k, v in params.items() if v is not None},
+                                           timeout=timeout)
         except httpx.HTTPError as e:
             raise BackendError(f"cannot reach the gateway's {self.where}: {e}") from None
         if response.status_code >= 400 and response.status_code not in (409,):
@@ -171,7 +172,7 @@ class AdminBackend:
         checkpoint it signed first, every content hashed, as on a stopped store). Paging millions of events out to
         walk them here would take many times longer and check nothing more: the gateway serves the events either
         way. What the CLI adds: every signed head must be by a key of ``keys`` (the auditor's own)."""
-        data = self._verified if self._verified is not None else self._call("POST", "/api/verify")
+        data = self._verified if self._verified is not None else self._call("POST", "/api/verify", timeout=None)
         self._verified = None
         fields = {f.name for f in dataclasses.fields(Verification)}
         result = Verification(**{k: v for k, v in data.items() if k in fields})
@@ -189,7 +190,7 @@ class AdminBackend:
     def sign_checkpoint(self) -> dict[str, Any] | None:
         """Have the gateway sign its head now and verify its chain up to it (``POST /api/verify``), so a verify covers
         the whole chain; ``verify`` then reports that verification."""
-        self._verified = self._call("POST", "/api/verify")
+        self._verified = self._call("POST", "/api/verify", timeout=None)  # the whole chain: minutes on a large store
         return self._verified["checkpoint"]
 
     def evidence(self, request: PackRequest, target: Path, key: Callable[[], tuple[SigningKey, Keys]],
