@@ -60,7 +60,7 @@ WITH last AS (
          arg_max(record->'entities', seq) AS response_entities,
          arg_max(decision, seq) AS answer_decision,  -- what answer rules did to it (block, mask)
          arg_max(record->>'rule', seq) AS answer_rule
-  FROM events WHERE kind IN ('response', 'error') GROUP BY flow_id
+  FROM events WHERE kind IN ('response', 'error') {narrow} GROUP BY flow_id
 )
 SELECT r.flow_id, r.ts, r.user, r.record->>'client', r.record->>'mode', r.record->>'method',
        r.record->>'scheme', r.host, CAST(r.record->>'port' AS INTEGER), r.record->>'path',
@@ -88,6 +88,23 @@ def period_sql(column: str, f: FlowFilter) -> tuple[str, list[object]]:
     return "".join(f" AND {w}" for w in where), params
 
 
+def _narrowed(f: FlowFilter) -> tuple[str, list[object]]:
+    """How each flow's last answer is looked up only for flows whose request passes the filter's request-side
+    conditions (who, where, when): on a large store, working out the last answer of every flow is most of a search.
+    The outer query applies the same conditions again, so this only saves work."""
+    where, params = [], []
+    for column, value in (('"user"', f.user), ("host", f.host)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    period, period_params = period_sql("ts", f)
+    if not where and not period:
+        return "", []
+    sql = " AND ".join(where) if where else "true"
+    return (f"AND flow_id IN (SELECT flow_id FROM events WHERE kind = 'request' AND {sql}{period})",
+            params + period_params)
+
+
 def flows_sql(f: FlowFilter) -> tuple[str, list[object]]:
     """The SQL (and its parameters) of one row per flow matching ``f``, columns ``FLOW_COLUMNS``, newest first: what
     ``search_flows`` fetches, and what an evidence pack copies straight to its files (DuckDB ``COPY``)."""
@@ -109,7 +126,9 @@ def flows_sql(f: FlowFilter) -> tuple[str, list[object]]:
     _found(f, where, params)
     period, period_params = period_sql("r.ts", f)
     params += period_params  # in the order of the SQL: the period comes last
-    sql = _FLOWS_SQL.format(where="".join(f" AND {w}" for w in where) + period)
+    narrow, narrow_params = _narrowed(f)
+    sql = _FLOWS_SQL.format(narrow=narrow, where="".join(f" AND {w}" for w in where) + period)
+    params = narrow_params + params  # the narrowing comes first in the SQL
     if f.limit is not None:
         sql += "LIMIT ?\n"
         params.append(f.limit)
