@@ -27,7 +27,7 @@ from mitmproxy.connection import ConnectionState
 from mitmproxy.flow import Error as FlowError
 
 from addons.bodies.usage import request_model, response_usage
-from addons.evidence.manifest import fingerprint, public_pem
+from addons.evidence.manifest import fingerprint
 from addons.flow import metrics
 from addons.flow.answers import fail_closed
 from addons.flow.errors import RecordingUnavailable
@@ -53,7 +53,7 @@ from addons.rules.durations import seconds
 from addons.rules.model import current_rules
 from addons.store.database import Store, StoreError
 from addons.store.events import Event
-from addons.store.keys import KeyFileError, OriginalsKey, SigningKey
+from addons.store.keys import KeyFileError, OriginalsKey, SigningKey, public_pem
 from addons.store.redaction import Secrets, redact_event, redact_headers, redact_path
 
 log = logging.getLogger("warden.recorder")

@@ -19,10 +19,10 @@ import duckdb
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from addons.evidence.manifest import Pack, fingerprint, public_pem, sign_folder
+from addons.evidence.manifest import Pack, fingerprint, sign_folder
 from addons.evidence.request import EvidenceError, NoSuchFlow
 from addons.store.events import COLUMN_NAMES, Event, event_from_json, event_to_json
-from addons.store.keys import SigningKey, key_id
+from addons.store.keys import SigningKey, key_id, public_pem
 from addons.store.proofs import InclusionProof, ProofError, prove_inclusion, verify_inclusion
 from addons.store.queries import flow_events, iter_events, iter_events_until
 

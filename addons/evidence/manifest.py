@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from addons.store.keys import SigningKey
+from addons.store.keys import SigningKey, public_pem
 
 MANIFEST = "MANIFEST.sha256"
 SIGNATURE = "MANIFEST.sha256.sig"
@@ -41,10 +41,6 @@ CHUNK = 1 << 20
 def fingerprint(public: Ed25519PublicKey) -> str:
     """SHA-256 of the raw 32-byte public key, hex (``openssl pkey -pubin -outform DER | tail -c 32 | sha256sum``)."""
     return hashlib.sha256(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).hexdigest()
-
-
-def public_pem(public: Ed25519PublicKey) -> bytes:
-    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _sha256(f: IO[bytes]) -> str:

@@ -60,18 +60,11 @@ def stage(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> None:
 def _stage_approvals(con: duckdb.DuckDBPyConnection, f: FlowFilter) -> None:
     period, params = period_sql("ts", f)
     where: list[str] = []
-    if f.user is not None:
-        where.append("requester = ?")
-        params.append(f.user)
-    if f.group is not None:
-        where.append("list_contains(requester_groups, ?)")
-        params.append(f.group)
-    if f.host is not None:
-        where.append("host = ?")
-        params.append(f.host)
-    if f.entity is not None:
-        where.append("(findings->>?) IS NOT NULL")
-        params.append(f.entity)
+    for condition, value in (("requester = ?", f.user), ("list_contains(requester_groups, ?)", f.group),
+                             ("host = ?", f.host), ("(findings->>?) IS NOT NULL", f.entity)):
+        if value is not None:
+            where.append(condition)
+            params.append(value)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE pack_approvals AS
         WITH asked AS (

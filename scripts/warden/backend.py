@@ -215,6 +215,7 @@ class AdminBackend:
         except (ValueError, KeyError, TypeError):
             message = response.text[:200]
         return AdminRefused(f"{self.where}{path}: HTTP {response.status_code}: {message}", response.status_code)
+
     def coverage(self, first_seq: int, last_seq: int) -> Coverage | None:
         """The gateway signs its head first when no checkpoint covers ``last_seq`` yet."""
         try:
