@@ -19,11 +19,10 @@ from addons.store.verification import Keys
 
 
 def build_zip(con: duckdb.DuckDBPyConnection, request: PackRequest, key: SigningKey, target: Path, *, where: str,
-              signed_until: int | None = None, progress: Progress | None = None, keys: Keys = None,
-              path: Path | None = None) -> dict[str, Any]:
+              signed_until: int | None = None, progress: Progress | None = None, keys: Keys = None
+              ) -> dict[str, Any]:
     """Write the pack ``request`` asks for to the zip ``target``, signed with ``key``; returns what it holds.
-    ``keys``: the signing keyring the chain is verified with (default: ``key`` alone); ``path``: the stopped
-    store's file, so that worker processes may hash its events (``addons.store.chainwalk``)."""
+    ``keys``: the signing keyring the chain is verified with (default: ``key`` alone)."""
     with tempfile.TemporaryDirectory(prefix="warden-evidence-") as tmp:
         folder = Path(tmp) / "pack"
         folder.mkdir()
@@ -33,6 +32,6 @@ def build_zip(con: duckdb.DuckDBPyConnection, request: PackRequest, key: Signing
         else:
             assert request.filter is not None
             made = build_pack(con, request.filter, key, folder, where=where, signed_until=signed_until,
-                              progress=progress, keys=keys, path=path)
+                              progress=progress, keys=keys)
         zip_folder(folder, target)
     return made

@@ -1,16 +1,18 @@
-"""Verifying a whole store fast: every event's content hashed in parallel, the chain's structure in one walk.
+"""Verifying a whole store fast: every event's content hashed by DuckDB, the chain's structure in one walk.
 
 ``verify_events`` walks events one by one and recomputes each hash, which on a store of millions of events is
 the cost of verification: building every event and hashing its canonical form. Here the two halves are apart:
 
-1. Content: every row (but tombstones, whose content is gone) is hashed straight from its columns
-   (``canonical_row``) and compared with the hash it carries, in ranges of seq. On a stopped store the ranges go
-   to worker processes, one per core, each with its own read-only connection (DuckDB lets many processes read a
-   file nobody writes); in the gateway, which holds the file, they are hashed in its own thread. The answer is the
-   seqs whose content does not match.
-2. Structure: ``verify_events`` walks light events (seq, time, kind, flow, links, chain form) in chain order and
-   is told which contents matched; events it must read (checkpoints, startup, purge and keys events, tombstones)
-   are read whole and checked by it as before. So the outcome, and every message, is ``verify_events``'s own.
+1. Content: every row (but tombstones, whose content is gone) is hashed from its canonical form, which DuckDB
+   builds from its columns (``CANONICAL_SQL``) and hashes in its own threads, and compared with the hash it
+   carries, in ranges of seq; a row whose hash DuckDB's form does not give is hashed again by ``canonical_row``,
+   the reference. The answer is the seqs whose content does not match. No Python runs per row, so a gateway
+   verifying the file it holds serves on meanwhile.
+2. Structure: ``verify_events`` walks the chain in order. One query (``_WALK``) finds the rows it must take one
+   by one: those it reads whole (checkpoints, startup, purge and keys events, tombstones), any that does not
+   follow on from the row before it, the first whose content did not match; every run of rows between them,
+   found linked one to the next, it passes at once (``LinkedRun``). So the outcome, and every message, is
+   ``verify_events``'s own, and a test holds the two walks to the same answer over every kind of tampering.
 
 Both halves read the same rows: a stopped store does not change, and a running gateway's walk stops at the
 checkpoint it signed first (``until_seq``).
@@ -18,22 +20,18 @@ checkpoint it signed first (``until_seq``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
-from pathlib import Path
 
 import duckdb
 
-from addons.store.events import COLUMN_NAMES, Event, canonical_row, form_hash
-from addons.store.verification import Keys, Verification, verify_events
+from addons.store.events import CANONICAL_SQL, CHAIN_FORMATS, COLUMN_NAMES, Event, canonical_row, form_hash
+from addons.store.verification import Keys, LinkedRun, Verification, verify_events
 
-RANGE = 100_000  # events per unit of content work: a progress step, and a worker's task
-PARALLEL_FROM = 200_000  # events: below this, starting worker processes costs more than it saves
+RANGE = 100_000  # events per content query: a progress step
 # Kinds whose detail the walk reads (checkpoint signatures, unsigned tails, purges, key rotations): read whole.
 READ_WHOLE = ("checkpoint", "startup", "purge", "keys")
 _COLUMNS = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
+_LIGHT = ("seq", "ts", "kind", "flow_id", "prev_hash", "hash")  # what the walk reads of an event it takes light
 # Read whole too: tombstones, and a chain form that is no whole number (the walk names it as it is written).
 _WHOLE = (f"(kind IN {READ_WHOLE!r} OR (record->'tombstone') IS NOT NULL"
           " OR coalesce(json_type(record->'chain_format') NOT IN ('UBIGINT', 'BIGINT'), false))")
@@ -41,11 +39,31 @@ _WHOLE = (f"(kind IN {READ_WHOLE!r} OR (record->'tombstone') IS NOT NULL"
 Progress = Callable[[int], None]
 
 
+# A row's hash recomputed by DuckDB from its canonical form, in the chain form it names (``form_hash``): NULL for
+# a form no version wrote or a link that is not hex.
+_SQL_HASH = f"""
+    CASE coalesce(nullif(TRY_CAST(record->>'chain_format' AS INTEGER), 0), 1)
+      WHEN 2 THEN sha256(try(unhex(prev_hash)) || unhex(sha256({CANONICAL_SQL})))
+      WHEN 1 THEN sha256(encode(prev_hash || chr(10)) || {CANONICAL_SQL})
+    END"""
+
+
 def content_mismatches(con: duckdb.DuckDBPyConnection, first: int, end: int) -> list[int]:
-    """The seqs in ``first``..``end - 1`` whose content does not hash to the hash they carry (tombstones aside)."""
+    """The seqs in ``first``..``end - 1`` whose content does not hash to the hash they carry (tombstones aside).
+    DuckDB builds each row's canonical form (``CANONICAL_SQL``) and hashes it in its own threads, so that a
+    gateway verifying the file it holds keeps Python free to serve; the few rows whose form it writes otherwise
+    (text that is not printable ASCII) are hashed again as ``canonical_row`` writes them, the reference."""
+    suspects = [seq for (seq,) in con.execute(
+        f"SELECT seq FROM events WHERE seq >= ? AND seq < ? AND (record->'tombstone') IS NULL "
+        f"AND hash IS DISTINCT FROM ({_SQL_HASH})", [first, end]).fetchall()]
+    return _reference_mismatches(con, suspects) if suspects else []
+
+
+def _reference_mismatches(con: duckdb.DuckDBPyConnection, seqs: list[int]) -> list[int]:
+    """Of the rows with these seqs, those whose ``canonical_row`` does not hash to the hash they carry."""
     cursor = con.execute(
         f"SELECT {_COLUMNS}, TRY_CAST(record->>'chain_format' AS INTEGER) FROM events "
-        f"WHERE seq >= ? AND seq < ? AND (record->'tombstone') IS NULL", [first, end])
+        f"WHERE seq IN (SELECT unnest(?::BIGINT[])) AND (record->'tombstone') IS NULL", [seqs])
     bad = []
     while rows := cursor.fetchmany(2000):
         for row in rows:
@@ -59,55 +77,71 @@ def content_mismatches(con: duckdb.DuckDBPyConnection, first: int, end: int) -> 
     return bad
 
 
-def _mismatches_in_file(path: str, first: int, end: int) -> list[int]:
-    """A worker's task: ``content_mismatches`` on its own read-only connection to the stopped store."""
-    from addons.store.database import connect  # in the worker: database imports this module's neighbours
-
-    con = connect(path, read_only=True)
-    try:
-        return content_mismatches(con, first, end)
-    finally:
-        con.close()
-
-
-def _ranges(last_seq: int) -> list[tuple[int, int]]:
-    return [(first, min(first + RANGE, last_seq + 1)) for first in range(0, last_seq + 1, RANGE)]
-
-
-def _content(con: duckdb.DuckDBPyConnection, last_seq: int, path: Path | None, progress: Progress) -> set[int]:
-    ranges = _ranges(last_seq)
+def _content(con: duckdb.DuckDBPyConnection, last_seq: int, progress: Progress) -> set[int]:
     bad: set[int] = set()
-    workers = min(os.cpu_count() or 1, len(ranges))
-    if path is None or last_seq + 1 < PARALLEL_FROM or workers < 2:
-        for first, end in ranges:
-            bad.update(content_mismatches(con, first, end))
-            progress(end - first)
-        return bad
-    # spawn, not fork: a forked child would inherit this process's DuckDB connection and its threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        tasks = {pool.submit(_mismatches_in_file, str(path), first, end): end - first for first, end in ranges}
-        for task in as_completed(tasks):
-            bad.update(task.result())
-            progress(tasks[task])
+    for first in range(0, last_seq + 1, RANGE):
+        end = min(first + RANGE, last_seq + 1)
+        bad.update(content_mismatches(con, first, end))
+        progress(end - first)
     return bad
 
 
-def _walked(con: duckdb.DuckDBPyConnection, last_seq: int, progress: Progress) -> Iterator[Event]:
-    """Every event up to ``last_seq`` in chain order: light, or whole where the walk reads its detail. One query on
+_FORM = "coalesce(nullif(TRY_CAST(record->>'chain_format' AS INTEGER), 0), 1)"  # no chain_format, or 0: form 1
+# The walk of a whole chain in one query. Per row up to a seq (in seq order, hash breaking ties): whether the walk
+# takes it alone: a row it reads whole, one that does not follow on from the row before it (a seq missing or
+# doubled, a link or a chain form broken), the first whose content did not match (the second parameter), one
+# tombstones name as their purge, and in doubt any row. Every other row lies in a run of rows linked one to the
+# next, of which only the first and the last are read out. Heavy columns come only for the rows read whole.
+_WALK = f"""
+    WITH chain AS (
+      SELECT seq, ts, kind, flow_id, prev_hash, hash, {_WHOLE} AS whole, {_FORM} AS form,
+             lag(seq) OVER w AS before_seq, lag(hash) OVER w AS before_hash, lag({_FORM}) OVER w AS before_form,
+             row_number() OVER w AS position
+      FROM events WHERE seq <= $last WINDOW w AS (ORDER BY seq, hash)
+    ), marked AS (
+      SELECT *, coalesce(whole OR before_seq IS NULL OR seq <> before_seq + 1 OR prev_hash <> before_hash
+                         OR form NOT IN {tuple(CHAIN_FORMATS)!r} OR form < before_form OR seq = $first_bad
+                         OR seq IN (SELECT TRY_CAST(record->'tombstone'->>'purge_seq' AS BIGINT) FROM events
+                                    WHERE (record->'tombstone') IS NOT NULL), true) AS alone
+      FROM chain
+    ), edged AS (
+      SELECT *, coalesce(lag(alone) OVER p, true) AS run_starts, coalesce(lead(alone) OVER p, true) AS run_ends
+      FROM marked WINDOW p AS (ORDER BY position)
+    ), kept AS (
+      SELECT * FROM edged WHERE alone OR run_starts OR run_ends
+    ), heavy AS (
+      SELECT seq AS whole_seq, hash AS whole_hash, {", ".join(f'"{c}"' for c in COLUMN_NAMES if c not in _LIGHT)}
+      FROM events WHERE seq <= $last AND {_WHOLE}
+    )
+    SELECT k.alone, k.run_starts, k.run_ends, k.whole, k.form,
+           {", ".join(f'{"k" if c in _LIGHT else "h"}."{c}"' for c in COLUMN_NAMES)}
+    FROM kept k LEFT JOIN heavy h ON k.whole AND h.whole_seq = k.seq AND h.whole_hash = k.hash
+    ORDER BY k.position"""
+
+
+def _walked(con: duckdb.DuckDBPyConnection, last_seq: int, first_bad: int, progress: Progress
+            ) -> Iterator[Event | LinkedRun]:
+    """The chain up to ``last_seq`` in order, for ``verify_events``: the rows it must take one by one (whole where
+    it reads their detail, light otherwise), and between them ``LinkedRun``s of rows the query found linked one to
+    the next (``_WALK``). ``first_bad``: the first seq whose content did not match (-1: none). One query on
     ``con`` (a second cursor would be another connection, blind to ``con``'s own transaction)."""
-    light = ("seq", "ts", "kind", "flow_id", "prev_hash", "hash")
-    columns = ", ".join(f'"{c}"' if c in light else f'CASE WHEN whole THEN "{c}" END' for c in COLUMN_NAMES)
-    cursor = con.execute(
-        f"SELECT whole, TRY_CAST(record->>'chain_format' AS INTEGER), {columns} "
-        f"FROM (SELECT *, {_WHOLE} AS whole FROM events WHERE seq <= ?) ORDER BY seq", [last_seq])
-    while rows := cursor.fetchmany(10_000):
-        for whole, chain_format, *row in rows:
-            if whole:
-                yield Event.from_row(row)
-            else:
-                yield Event(kind=row[2], seq=row[0], ts=row[1], flow_id=row[3], prev_hash=row[-2], hash=row[-1],
-                            chain_format=chain_format)
-        progress(len(rows))
+    cursor = con.execute(_WALK, {"last": last_seq, "first_bad": first_bad})
+    start: tuple[int, str, int] | None = None  # the first row of the run being read: seq, prev_hash, form
+    while rows := cursor.fetchmany(1000):
+        for alone, starts, ends, whole, form, *row in rows:
+            if alone:
+                yield Event.from_row(row) if whole else Event(
+                    kind=row[2], seq=row[0], ts=row[1], flow_id=row[3], prev_hash=row[-2], hash=row[-1],
+                    chain_format=form)
+                progress(1)
+                continue
+            if starts:
+                start = (row[0], row[-2], form)
+            if ends:
+                assert start is not None
+                yield LinkedRun(start[0], row[0], start[1], row[-1], start[2], form)
+                progress(row[0] - start[0] + 1)
+                start = None
 
 
 def last_seq_of(con: duckdb.DuckDBPyConnection) -> int:
@@ -115,15 +149,14 @@ def last_seq_of(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def verify_store(con: duckdb.DuckDBPyConnection, keys: Keys, until_seq: int | None = None,
-                 path: Path | None = None, progress: Progress = lambda n: None) -> Verification:
+                 progress: Progress = lambda n: None) -> Verification:
     """The chain of the store ``con`` reads, from its genesis to ``until_seq`` (default: its last event), verified
-    as ``verify_events`` does. ``path``: the stopped store's file, so that worker processes may hash its contents
-    (None: hashed in this process). ``progress(n)``: n more events hashed, then n more walked (twice the count in
+    as ``verify_events`` does. ``progress(n)``: n more events hashed, then n more walked (twice the count in
     all)."""
     last = last_seq_of(con) if until_seq is None else until_seq
-    bad = _content(con, last, path, progress)
+    bad = _content(con, last, progress)
     # The whole events (read whole, e.g. tombstones) are checked by verify_events itself; a light one by the
     # content pass. A seq missing from the rows (removed) or doubled is the walk's to find, as ever.
-    return verify_events(_walked(con, last, progress), keys,
+    return verify_events(_walked(con, last, min(bad, default=-1), progress), keys,
                          content_checked=lambda event: None if event.stored_record is not None
                          else event.seq not in bad)

@@ -178,6 +178,32 @@ def canonical_row(row: tuple) -> bytes:
     return b"[" + b",".join(parts) + b"]"
 
 
+def _sql_value(name: str, sql_type: str) -> str:
+    """One column as ``canonical_row`` writes it, in DuckDB SQL (see ``CANONICAL_SQL``)."""
+    column = f'"{name}"'
+    if sql_type.startswith(("BIGINT", "INTEGER")):
+        return f"coalesce(CAST({column} AS VARCHAR), 'null')"
+    if sql_type.startswith("TIMESTAMP"):
+        return (f"""'"' || strftime({column}, '%Y-%m-%dT%H:%M:%S') || CASE WHEN epoch_us({column}) % 1000000 = 0 """
+                f"""THEN '' ELSE '.' || lpad(CAST(epoch_us({column}) % 1000000 AS VARCHAR), 6, '0') END || '"'""")
+    if sql_type.startswith("BLOB"):
+        return f"""CASE WHEN {column} IS NULL THEN 'null' ELSE '{{"b64":"' || to_base64({column}) || '"}}' END"""
+    # VARCHAR and JSON: as a JSON string with only the backslash and the quote escaped, which is what
+    # ``json.dumps`` writes for printable ASCII; other text comes out otherwise and is hashed by canonical_row.
+    return (f"""CASE WHEN {column} IS NULL THEN 'null' ELSE '"' || replace(replace({column}, '\\', '\\\\'), """
+            f"""'"', '\\"') || '"' END""")
+
+
+CANONICAL_SQL = "encode('[' || " + " || ',' || ".join(
+    _sql_value(name, sql_type) for name, sql_type in COLUMNS if name != "hash") + " || ']')"
+"""A row's canonical form computed by DuckDB (a BLOB), for verifying millions of rows without building each in
+Python: the same bytes as ``canonical_row`` for every row whose text is printable ASCII, other bytes otherwise.
+Its encoding is unambiguous (strings quoted with their quotes and backslashes escaped, base64 in objects,
+numbers and null bare), so when these bytes hash to the hash a row carries they are the bytes that were sealed,
+and the row is as sealed. A row whose bytes do not match must be hashed again by ``canonical_row``, the
+reference, before it is called changed (``addons.store.chainwalk``)."""
+
+
 def canonical(event: Event) -> bytes:
     """The exact bytes hashed for ``event``: every column but ``hash``, in column order."""
     return canonical_row(event.row())

@@ -29,9 +29,10 @@ def events_of_kind(con: duckdb.DuckDBPyConnection, kind: str) -> list[Event]:
 
 
 def iter_events(con: duckdb.DuckDBPyConnection, after_seq: int = -1, batch: int = 500) -> Iterator[Event]:
-    """Every event with ``seq > after_seq`` in chain order, fetched in batches."""
+    """Every event with ``seq > after_seq`` in chain order, fetched in batches. Rows with one seq (a store
+    tampered with) come in the order of their hashes, as ``addons.store.chainwalk`` walks them."""
     cols = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
-    cur = con.execute(f"SELECT {cols} FROM events WHERE seq > ? ORDER BY seq", [after_seq])
+    cur = con.execute(f"SELECT {cols} FROM events WHERE seq > ? ORDER BY seq, hash", [after_seq])
     while rows := cur.fetchmany(batch):
         for row in rows:
             yield Event.from_row(row)

@@ -77,6 +77,11 @@ class PurgeLedger:
         self._waiting[event.tombstone["purge_seq"]].append(event)
         self.tombstones += 1
 
+    def named_within(self, first_seq: int, last_seq: int) -> int | None:
+        """The first seq in ``first_seq``..``last_seq`` that tombstones name as their purge, or None (a run of light
+        events the walk passes at once holds no purge, so no tombstone may name one of them)."""
+        return min((seq for seq in self._waiting if first_seq <= seq <= last_seq), default=None)
+
     def reached(self, event: Event) -> str | None:
         """Call for every event in order: at a purge event (or an event tombstones name as one), why its tombstones
         and what it says of them disagree, or None."""

@@ -65,7 +65,27 @@ class Verification:
         return {"status": self.status, **asdict(self)}
 
 
-def verify_events(events: Iterator[Event], public_key: Keys,
+@dataclass(frozen=True)
+class LinkedRun:
+    """Consecutive events the walk may pass at once, because the store's query found (``addons.store.chainwalk``):
+    their seqs contiguous, each ``prev_hash`` the hash of the event before it, each chain form allowed and none
+    below the one before, every content matching its hash, and none of them a kind the walk reads (checkpoint,
+    startup, purge, keys), a tombstone, or an event a tombstone names as its purge. ``prev_hash``: the first
+    event's; ``hash``: the last's."""
+
+    first_seq: int
+    last_seq: int
+    prev_hash: str
+    hash: str
+    first_form: int
+    last_form: int
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+
+def verify_events(events: Iterator[Event | LinkedRun], public_key: Keys,
                   content_checked: Callable[[Event], bool | None] | None = None) -> Verification:
     """Walk the chain from its genesis: contiguous sequence numbers from 0, linked and recomputed hashes in
     the form each event names (never back from form 2 to 1), tombstones linked by the digest they keep and tied
@@ -74,7 +94,8 @@ def verify_events(events: Iterator[Event], public_key: Keys,
 
     ``content_checked(event)``: whether the event's content was already hashed against its hash elsewhere and
     matched (True) or not (False), or None to hash it here (``addons.store.chainwalk`` hashes a store's rows in
-    parallel and walks light events)."""
+    parallel). A ``LinkedRun`` among the events stands for events already checked one against the next; the walk
+    checks that it follows on from the event before it and passes it at once."""
     result = Verification(ok=True)
     prev_hash, expected_seq, form = GENESIS, 0, 1
     found: list[dict[str, Any]] = []  # ranges startup events name, until a checkpoint signs them
@@ -90,6 +111,21 @@ def verify_events(events: Iterator[Event], public_key: Keys,
         return result
 
     for event in events:
+        if isinstance(event, LinkedRun):
+            why = _run_problem(event, expected_seq, prev_hash, form, ledger)
+            if unsigned_purge is not None:
+                return fail(unsigned_purge, UNSIGNED_PURGE)
+            if why:
+                result.ok = False
+                result.problem = f"events seq={event.first_seq}..{event.last_seq}: {why}"
+                result.bad_seq = event.first_seq
+                return result
+            form = event.last_form
+            result.unsigned_tail += event.count
+            prev_hash, expected_seq = event.hash, event.last_seq + 1
+            result.events += event.count
+            result.head_seq, result.head_hash = event.last_seq, event.hash
+            continue
         if event.seq != expected_seq:
             if expected_seq == 0:
                 return fail(event, "the chain does not begin at its genesis (seq=0): earlier events were removed")
@@ -169,6 +205,20 @@ def verify_events(events: Iterator[Event], public_key: Keys,
 UNSIGNED_PURGE = ("the purge is not signed at once by the checkpoint after it: a purge removes signed content, so "
                   "the gateway signs it at once; an unsigned (or signed-late) purge is what someone without the "
                   "signing key would leave behind")
+
+
+def _run_problem(run: LinkedRun, expected_seq: int, prev_hash: str, form: int, ledger: PurgeLedger) -> str | None:
+    """Why ``run`` may not be passed at once where the walk stands, or None. The query that made it leaves any
+    event that breaks the chain out of a run, so that the walk names it as ever: this answers only if that query
+    was wrong."""
+    if run.first_seq != expected_seq or run.prev_hash != prev_hash:
+        return f"the run does not follow on from seq={expected_seq - 1}"
+    if not (form <= run.first_form <= run.last_form and run.last_form in CHAIN_FORMATS):
+        return f"chain forms {run.first_form}..{run.last_form} are not allowed after format {form}"
+    named = ledger.named_within(run.first_seq, run.last_seq)
+    if named is not None:
+        return f"tombstones name seq={named} as their purge, but it is not a purge event"
+    return None
 
 
 def _keyring(public_key: Keys) -> dict[str, Ed25519PublicKey] | None:

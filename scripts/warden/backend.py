@@ -10,15 +10,11 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 import httpx
 
-from addons.evidence.build import build_zip
-from addons.evidence.pack import Progress
-from addons.evidence.request import PackRequest
-from addons.siem.feed import PAGE, events_page
 from addons.store.chainwalk import verify_store
 from addons.store.database import JournalDamaged, StoreError, StoreInUse, connect
 from addons.store.events import Event, event_from_json
@@ -27,6 +23,10 @@ from addons.store.proofs import Coverage, cover
 from addons.store.queries import flow_events, iter_events, iter_events_until
 from addons.store.search import FlowFilter, search_flows, to_query
 from addons.store.verification import Keys, Verification
+
+if TYPE_CHECKING:  # the evidence code is loaded only by the commands that build packs
+    from addons.evidence.pack import Progress
+    from addons.evidence.request import PackRequest
 
 
 class BackendError(RuntimeError):
@@ -64,9 +64,8 @@ class FileBackend:
         self.where = f"file {path}"
 
     def verify(self, keys: Keys, until_seq: int | None, progress: Callable[[int], None]) -> Verification:
-        """The whole store verified here, its contents hashed by one worker process per core (the file is stopped:
-        nobody writes it, and every worker may read it)."""
-        return verify_store(self.con, keys, until_seq, path=self.path, progress=progress)
+        """The whole store verified here (``addons.store.chainwalk``)."""
+        return verify_store(self.con, keys, until_seq, progress=progress)
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]:
         return search_flows(self.con, f)
@@ -82,6 +81,8 @@ class FileBackend:
                     cursor: str | None = None) -> tuple[list[Event], bool]:
         """A page of events after ``after_seq`` (or from ``since``), and whether more follow (``cursor``: for the
         admin API's record)."""
+        from addons.siem.feed import PAGE, events_page  # here: only warden siem reads pages
+
         page = events_page(self.con, after_seq, since)
         return page, len(page) >= PAGE
 
@@ -93,8 +94,10 @@ class FileBackend:
                  progress: Progress) -> None:
         """Build and sign the pack here, with ``key()`` (the gateway's signing key file, and the keyring beside it
         that verifies checkpoints signed before a rotation)."""
+        from addons.evidence.build import build_zip  # here: only warden evidence builds packs
+
         signing, keys = key()
-        build_zip(self.con, request, signing, target, where=self.where, progress=progress, keys=keys, path=self.path)
+        build_zip(self.con, request, signing, target, where=self.where, progress=progress, keys=keys)
 
     def coverage(self, first_seq: int, last_seq: int) -> Coverage | None:
         return cover(self.con, first_seq, last_seq)

@@ -19,39 +19,59 @@ API (``--admin``) while it runs. Examples::
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from scripts.warden.approvals import approvals_app, grants_app, revoke_app
-from scripts.warden.evidence import evidence_app
-from scripts.warden.flows import flows_app
 from scripts.warden.options import State
-from scripts.warden.replay import replay_app
-from scripts.warden.retention import hold_app, keys_app, purge_app
-from scripts.warden.rules import rules_app
-from scripts.warden.show import show_app
-from scripts.warden.siem import siem_app
-from scripts.warden.tokens import token_app
-from scripts.warden.verify import verify_app
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
-# Nameless sub-apps merge their commands into this one; the order here is the order `warden --help` lists.
-app.add_typer(flows_app)
-app.add_typer(show_app)
-app.add_typer(replay_app)
-app.add_typer(verify_app)
-app.add_typer(token_app)
-app.add_typer(rules_app, name="rules")
-app.add_typer(approvals_app, name="approvals")
-app.add_typer(grants_app, name="grants")
-app.add_typer(revoke_app)
-app.add_typer(siem_app)
-app.add_typer(evidence_app, name="evidence")
-app.add_typer(purge_app)
-app.add_typer(hold_app, name="hold")
-app.add_typer(keys_app, name="keys")
+# Each command, the module that holds it and that module's Typer app: imported when the command runs (or when
+# --help lists them all), so that a search does not first load the policy, PII, replay and evidence code. An app
+# marked True is the command (a group of its own: warden rules ...); the others hold commands by these names.
+# The order here is the order `warden --help` lists.
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "flows": ("scripts.warden.flows", "flows_app", False),
+    "show": ("scripts.warden.show", "show_app", False),
+    "export-flows": ("scripts.warden.replay", "replay_app", False),
+    "replay": ("scripts.warden.replay", "replay_app", False),
+    "verify": ("scripts.warden.verify", "verify_app", False),
+    "repair-journal": ("scripts.warden.verify", "verify_app", False),
+    "token": ("scripts.warden.tokens", "token_app", False),
+    "rules": ("scripts.warden.rules", "rules_app", True),
+    "approvals": ("scripts.warden.approvals", "approvals_app", True),
+    "grants": ("scripts.warden.approvals", "grants_app", True),
+    "revoke": ("scripts.warden.approvals", "revoke_app", False),
+    "siem": ("scripts.warden.siem", "siem_app", False),
+    "evidence": ("scripts.warden.evidence", "evidence_app", True),
+    "purge": ("scripts.warden.retention", "purge_app", False),
+    "hold": ("scripts.warden.retention", "hold_app", True),
+    "keys": ("scripts.warden.retention", "keys_app", True),
+}
+
+
+class Commands(TyperGroup):
+    """``COMMANDS``, each loaded when asked for. (The context and command are typer's own click types, which typer
+    keeps private: hence ``Any``.)"""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *COMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, name, whole = COMMANDS[cmd_name]
+        # Mounted as it would be on this app (its settings, a group by its name or commands merged), then taken out.
+        holder = typer.Typer(**SETTINGS)
+        holder.callback()(lambda: None)  # a group even for one command
+        holder.add_typer(getattr(importlib.import_module(module), name), name=cmd_name if whole else None)
+        return typer.main.get_command(holder).commands[cmd_name]  # type: ignore[attr-defined]
+
+
+SETTINGS: dict[str, Any] = {"add_completion": False, "rich_markup_mode": None}
+app = typer.Typer(cls=Commands, help=__doc__, no_args_is_help=True, **SETTINGS)
 
 
 @app.callback()

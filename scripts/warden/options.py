@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-import yaml
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from addons.rules.model import IdentityConfig
 from addons.store.database import JournalDamaged
 from addons.store.keys import KeyFileError, OriginalsKey
 from scripts.warden.backend import Backend, BackendError, open_backend
+
+if TYPE_CHECKING:
+    from addons.rules.model import IdentityConfig
 
 DEFAULT_ORIGINALS_KEY = Path("certs/warden-originals.key")
 
@@ -41,6 +42,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def identity() -> IdentityConfig:
     """The rules file's ``identity`` section (defaults if the file does not exist); credentials are not resolved."""
+    import yaml  # here, not above: only commands that ask the admin API read the rules (a search starts faster)
+    from pydantic import ValidationError
+
+    from addons.rules.model import IdentityConfig
+
     if not State.rules.exists():
         return IdentityConfig()
     try:

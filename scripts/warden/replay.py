@@ -13,6 +13,7 @@ import difflib
 import json
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -206,6 +207,8 @@ def open_web(path: Path, port: int) -> int:
         raise fail(f"--web {path}: no such flow file (write one with warden export-flows -o {path})")
     token = secrets.token_urlsafe(24)  # only its argon2 hash is on mitmweb's command line
     proc = subprocess.Popen(web_command(path, port, argon2.PasswordHasher().hash(token)))
+    # Stopped (SIGTERM), stop mitmweb too: by default Python would end at once and leave it running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:

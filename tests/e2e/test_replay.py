@@ -16,6 +16,7 @@ import os
 import queue
 import re
 import shlex
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -249,6 +250,9 @@ def test_mitmweb_serves_the_exported_flows_beside_the_running_gateway(
                 page.screenshot(path=str(artifacts(tmp_path) / "mitmweb-flow-list.png"))
             finally:
                 browser.close()
+    # warden stopped (SIGTERM), its mitmweb stopped with it: nothing serves the port any more.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", web_port), timeout=2).close()
     assert sorted(c.split(" · ")[0] for c in comments) == ["alice (dev)", "alice (dev)", "bob (ops)"]
     assert any("block by no-files" in c for c in comments) and any("EMAIL_ADDRESS" in c for c in comments)
     assert gateway.proc.poll() is None
