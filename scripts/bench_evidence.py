@@ -5,7 +5,8 @@ written once through the store's own write path (``scripts/bench_store.py``) and
 for later runs. Then, each timed as the ``warden`` command a user runs (a new process, wall clock):
 
 * on the stopped store: ``warden verify`` (the whole chain from its genesis), a filtered ``warden flows`` search,
-  a full-text ``warden flows --text`` search, and ``warden evidence`` for every flow;
+  a full-text ``warden flows --text`` search, and ``warden evidence`` for every flow; then the same again while a
+  gateway on another store serves a load on the same machine;
 * through a running gateway on that store, while a load process keeps sending requests through it: the same
   commands through its admin API, and the gateway's throughput meanwhile against its throughput idle.
 
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -69,11 +72,13 @@ def stopped(store: Path, work: Path, pub: Path, key: Path) -> dict[str, float]:
     return results
 
 
-def running(store: Path, work: Path, pub: Path, key: Path, seconds: float) -> dict[str, object]:
-    """The same commands through a gateway on ``store``, a load sending requests through it all the while."""
+@contextmanager
+def gateway(store: Path, work: Path, key: Path) -> Iterator[dict[str, object]]:
+    """A gateway recording to ``store`` (with the demo upstream), stopped at the end: its load URL, proxy, admin
+    API and the environment its admin token needs."""
     certs = ROOT / "certs"
     up_port, proxy_port, admin_port = free_port(), free_port(), free_port()
-    rules = work / "rules.yaml"
+    rules = work / f"rules-{store.stem}.yaml"
     rules.write_text(f"upstreams:\n  - name: demo\n    host: localhost\n    port: {up_port}\n"
                      "rules:\n  - name: default\n    action: allow\n")
     settings = {"warden_rules": rules, "warden_db": store, "warden_admin": f"127.0.0.1:{admin_port}",
@@ -82,36 +87,60 @@ def running(store: Path, work: Path, pub: Path, key: Path, seconds: float) -> di
     procs = [start_upstream(certs, up_port, work),
              start([str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "gateway.py"), "--mode", f"regular@{proxy_port}",
                     *mitmdump_common(certs), *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]],
-                   work / "gateway.log")]
-    results: dict[str, object] = {}
+                   work / f"gateway-{store.stem}.log")]
     try:
         wait_port(up_port, procs[0])
         wait_port(admin_port, procs[1], timeout=120)
         token = EmbeddedIssuer.load_or_create(work / "issuer.key").mint("bench", ttl=7200)
-        proxy = f"http://bench:{token}@127.0.0.1:{proxy_port}"
-        url = f"https://localhost:{up_port}/v1/chat/completions"
-        load_args = argparse.Namespace(concurrency=4, seconds=seconds, requests=0)
-        idle = run_load(url, proxy, certs / "mitmproxy-ca-cert.pem", load_args, "throughput")
-        results["rps idle"] = idle["done"] / idle["elapsed"]
-        env = {**os.environ, "WARDEN_ISSUER_KEY": str(work / "issuer.key"), "WARDEN_RULES": str(rules)}
-        admin = f"127.0.0.1:{admin_port}"
-        for name, args in commands(store, work, pub, key).items():
-            console.print(f"running gateway: {name} (under load)...")
-            load = subprocess.Popen(
-                [sys.executable, "-m", "scripts.bench", "load", "--url", url, "--proxy", proxy, "--cafile",
-                 str(certs / "mitmproxy-ca-cert.pem"), "--concurrency", "4", "--seconds", "3600", "--requests", "0"],
-                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            time.sleep(2)
-            results[name], _ = warden(store, *args, admin=admin, env=env)
-            load.terminate()
-            load.wait(timeout=30)
-        busy = run_load(url, proxy, certs / "mitmproxy-ca-cert.pem", load_args, "throughput")
-        results["rps after"] = busy["done"] / busy["elapsed"]
+        yield {"url": f"https://localhost:{up_port}/v1/chat/completions",
+               "proxy": f"http://bench:{token}@127.0.0.1:{proxy_port}", "admin": f"127.0.0.1:{admin_port}",
+               "env": {**os.environ, "WARDEN_ISSUER_KEY": str(work / "issuer.key"), "WARDEN_RULES": str(rules)}}
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
+
+
+@contextmanager
+def loaded(gw: dict[str, object]) -> Iterator[None]:
+    """A load process sending requests through the gateway ``gw`` at 4 concurrent connections, until the end."""
+    load = subprocess.Popen(
+        [sys.executable, "-m", "scripts.bench", "load", "--url", str(gw["url"]), "--proxy", str(gw["proxy"]),
+         "--cafile", str(ROOT / "certs" / "mitmproxy-ca-cert.pem"), "--concurrency", "4", "--seconds", "3600",
+         "--requests", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        yield
+    finally:
+        load.terminate()
+        load.wait(timeout=30)
+
+
+def beside(store: Path, work: Path, pub: Path, key: Path) -> dict[str, float]:
+    """The commands on the stopped store while a gateway on another store serves a load on the same machine."""
+    results = {}
+    with gateway(work / "other.duckdb", work, work / "other-signing.key") as gw, loaded(gw):
+        for name, args in commands(store, work, pub, key).items():
+            console.print(f"stopped store, a gateway serving beside: {name}...")
+            results[name], _ = warden(store, *args)
+    return results
+
+
+def running(store: Path, work: Path, pub: Path, key: Path, seconds: float) -> dict[str, object]:
+    """The same commands through a gateway on ``store``, a load sending requests through it all the while."""
+    results: dict[str, object] = {}
+    cafile = ROOT / "certs" / "mitmproxy-ca-cert.pem"
+    load_args = argparse.Namespace(concurrency=4, seconds=seconds, requests=0)
+    with gateway(store, work, key) as gw:
+        idle = run_load(str(gw["url"]), str(gw["proxy"]), cafile, load_args, "throughput")
+        results["rps idle"] = idle["done"] / idle["elapsed"]
+        for name, args in commands(store, work, pub, key).items():
+            console.print(f"running gateway: {name} (under load)...")
+            with loaded(gw):
+                results[name], _ = warden(store, *args, admin=str(gw["admin"]), env=gw["env"])  # type: ignore[arg-type]
+        busy = run_load(str(gw["url"]), str(gw["proxy"]), cafile, load_args, "throughput")
+        results["rps after"] = busy["done"] / busy["elapsed"]
     return results
 
 
@@ -128,19 +157,23 @@ def main() -> None:
     pub = key.with_suffix(".pub")
     work = Path(tempfile.mkdtemp(prefix="warden-bench-evidence-"))
     off = stopped(args.store, work, pub, key)
+    near = beside(args.store, work, pub, key)
     on = running(args.store, work, pub, key, args.seconds)
-    report(args, made, off, on)
+    report(args, made, off, near, on)
 
 
-def report(args: argparse.Namespace, made: dict | None, off: dict[str, float], on: dict[str, object]) -> None:
+def report(args: argparse.Namespace, made: dict | None, off: dict[str, float], near: dict[str, float],
+           on: dict[str, object]) -> None:
     table = Table(title=f"evidence on {args.flows:,} flows ({args.store})")
-    for column in ("command", "stopped store (s)", "through the gateway, under load (s)", "target (s)"):
+    for column in ("command", "stopped store (s)", "stopped, a gateway serving beside (s)",
+                   "through the gateway, under load (s)", "target (s)"):
         table.add_column(column)
-    lines = ["| command | stopped store | through the running gateway, under load | target |", "|---|---|---|---|"]
+    lines = ["| command | stopped store | stopped, a gateway serving a load beside | through the running gateway, "
+             "under load | target |", "|---|---|---|---|---|"]
     for name, seconds in off.items():
         target = TARGETS.get(name.split()[-1])
         through = on.get(name)
-        row = (name, f"{seconds:.2f}", f"{through:.2f}" if isinstance(through, float) else "-",
+        row = (name, f"{seconds:.2f}", f"{near[name]:.2f}", f"{through:.2f}" if isinstance(through, float) else "-",
                f"< {target:.0f}" if target else "-")
         table.add_row(*row)
         lines.append("| " + " | ".join(row) + " |")
@@ -157,7 +190,7 @@ def report(args: argparse.Namespace, made: dict | None, off: dict[str, float], o
     out.parent.mkdir(exist_ok=True)
     out.write_text(body)
     console.print(f"Markdown for BENCHMARKS.md: {out}")
-    print(json.dumps({"stopped": off, "running": on}))
+    print(json.dumps({"stopped": off, "beside": near, "running": on}))
 
 
 if __name__ == "__main__":
