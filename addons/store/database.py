@@ -33,6 +33,7 @@ from addons.store.events import COLUMNS, GENESIS, Event, checkpoint_message, jou
 from addons.store.journal import Journal, JournalDamaged, StoreError, journal_path, pending_events
 from addons.store.keys import SigningKey
 from addons.store.queries import iter_events
+from addons.store.schema import foreign_objects, schema_sql
 
 log = logging.getLogger("warden.store")
 
@@ -76,11 +77,6 @@ def _settle_on_loop(pending: list[tuple[asyncio.Future, object]]) -> None:
     for future, outcome in pending:
         if not future.done():  # done: the waiter gave up (timeout) or was cancelled
             _resolve(future, outcome)
-
-
-def schema_sql() -> str:
-    cols = ",\n  ".join(f'"{name}" {kind}' for name, kind in COLUMNS)
-    return f"CREATE TABLE IF NOT EXISTS events (\n  {cols}\n)"
 
 
 class StoreInUse(StoreError):
@@ -143,6 +139,10 @@ def _for_writing(path: Path) -> tuple[duckdb.DuckDBPyConnection, dict]:
     con = _open(path)
     try:
         con.execute(schema_sql())
+        foreign = foreign_objects(con)
+        if foreign:  # they would run inside every query of the gateway's, verification's included
+            raise StoreError(f"{path}: the store holds what Warden never writes ({'; '.join(foreign)}): the file was "
+                             "edited. Check it stopped (warden verify reads it without them), then remove them")
         before = _head(con)
         loaded = _load_journal(con, journal_path(path))
     except BaseException:
@@ -199,7 +199,7 @@ class Head:
 
 
 def _head(con: duckdb.DuckDBPyConnection, table: str = "events") -> Head:
-    rows = con.execute(f"SELECT seq, hash, CAST(record->>'chain_format' AS INTEGER) FROM {table} "
+    rows = con.execute(f"SELECT seq, hash, TRY_CAST(record->>'chain_format' AS INTEGER) FROM {table} "
                        "ORDER BY seq DESC LIMIT 1").fetchall()
     return Head(*rows[0]) if rows else Head(-1, GENESIS)
 

@@ -28,11 +28,13 @@ def events_of_kind(con: duckdb.DuckDBPyConnection, kind: str) -> list[Event]:
     return [Event.from_row(r) for r in rows]
 
 
-def iter_events(con: duckdb.DuckDBPyConnection, after_seq: int = -1, batch: int = 500) -> Iterator[Event]:
-    """Every event with ``seq > after_seq`` in chain order, fetched in batches. Rows with one seq (a store
-    tampered with) come in the order of their hashes, as ``addons.store.chainwalk`` walks them."""
+def iter_events(con: duckdb.DuckDBPyConnection, after_seq: int | None = None, batch: int = 500) -> Iterator[Event]:
+    """Every event with ``seq > after_seq`` (None: every event, a negative seq a tamperer wrote included) in chain
+    order, fetched in batches. Rows with one seq (a store tampered with) come in the order of their hashes, as
+    ``addons.store.chainwalk`` walks them."""
     cols = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
-    cur = con.execute(f"SELECT {cols} FROM events WHERE seq > ? ORDER BY seq, hash", [after_seq])
+    cur = con.execute(f"SELECT {cols} FROM events WHERE ? IS NULL OR seq > ? ORDER BY seq, hash",
+                      [after_seq, after_seq])
     while rows := cur.fetchmany(batch):
         for row in rows:
             yield Event.from_row(row)

@@ -206,9 +206,9 @@ def open_web(path: Path, port: int) -> int:
     if not path.is_file():
         raise fail(f"--web {path}: no such flow file (write one with warden export-flows -o {path})")
     token = secrets.token_urlsafe(24)  # only its argon2 hash is on mitmweb's command line
-    proc = subprocess.Popen(web_command(path, port, argon2.PasswordHasher().hash(token)))
     # Stopped (SIGTERM), stop mitmweb too: by default Python would end at once and leave it running.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    proc = subprocess.Popen(web_command(path, port, argon2.PasswordHasher().hash(token)))
     try:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
@@ -226,9 +226,13 @@ def open_web(path: Path, port: int) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        try:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        finally:
+            signal.signal(signal.SIGTERM, before)
