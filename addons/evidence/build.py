@@ -19,10 +19,11 @@ from addons.store.verification import Keys
 
 
 def build_zip(con: duckdb.DuckDBPyConnection, request: PackRequest, key: SigningKey, target: Path, *, where: str,
-              signed_until: int | None = None, progress: Progress | None = None, keys: Keys = None
-              ) -> dict[str, Any]:
+              signed_until: int | None = None, progress: Progress | None = None, keys: Keys = None,
+              hash_here: bool = False) -> dict[str, Any]:
     """Write the pack ``request`` asks for to the zip ``target``, signed with ``key``; returns what it holds.
-    ``keys``: the signing keyring the chain is verified with (default: ``key`` alone)."""
+    ``keys``: the signing keyring the chain is verified with (default: ``key`` alone); ``hash_here``: see
+    ``build_pack``."""
     with tempfile.TemporaryDirectory(prefix="warden-evidence-") as tmp:
         folder = Path(tmp) / "pack"
         folder.mkdir()
@@ -32,6 +33,6 @@ def build_zip(con: duckdb.DuckDBPyConnection, request: PackRequest, key: Signing
         else:
             assert request.filter is not None
             made = build_pack(con, request.filter, key, folder, where=where, signed_until=signed_until,
-                              progress=progress, keys=keys)
+                              progress=progress, keys=keys, hash_here=hash_here)
         zip_folder(folder, target)
     return made

@@ -49,13 +49,14 @@ def covering(heads: list[dict[str, Any]], first_seq: int | None, last_seq: int |
 
 
 def build_pack(con: duckdb.DuckDBPyConnection, f: FlowFilter, key: SigningKey, folder: Path, *, where: str,
-               signed_until: int | None = None, progress: Progress | None = None, keys: Keys = None
-               ) -> dict[str, Any]:
+               signed_until: int | None = None, progress: Progress | None = None, keys: Keys = None,
+               hash_here: bool = False) -> dict[str, Any]:
     """Write the pack for ``f`` into the empty ``folder`` and sign it with ``key``; returns its counts.
 
     ``signed_until``: the seq of a checkpoint the caller had signed just before (a running gateway), so the
     verification covers the whole chain up to it; later events are left to the next pack. ``keys``: the signing
-    keyring the chain is verified with (checkpoints signed before a rotation; default: ``key`` alone)."""
+    keyring the chain is verified with (checkpoints signed before a rotation; default: ``key`` alone).
+    ``hash_here``: the chain's contents hashed by this process's Python (``addons.store.chainwalk``)."""
     progress = progress or Progress()
     f = FlowFilter(**{**vars(f), "limit": None})
     files: list[str] = []
@@ -68,7 +69,8 @@ def build_pack(con: duckdb.DuckDBPyConnection, f: FlowFilter, key: SigningKey, f
         files += tables.copy_out(con, table, folder)
         counts[table] = tables.count(con, table)
     progress.step(STEPS[3])
-    result = verify_store(con, keys if keys is not None else key.public, signed_until, progress=progress.events)
+    result = verify_store(con, keys if keys is not None else key.public, signed_until, progress=progress.events,
+                          hash_here=hash_here)
     facts = gateway_facts(con, f)
     heads = covering(result.heads, facts["first_seq"], facts["last_seq"])
     print_ = fingerprint(key.public)

@@ -140,6 +140,22 @@ def count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return con.execute(f"SELECT count(*) FROM pack_{table}").fetchall()[0][0]
 
 
+# A spreadsheet reads a cell that begins with one of these as a formula ("CSV injection"), and recorded text is the
+# callers' own (a path, a subject a refused token claimed, a reason): in the CSV such a cell begins with a single
+# quote, which spreadsheets show as text. JSONL and Parquet hold every value as recorded.
+FORMULA_START = "^[=+@\\t\\r-]"
+
+
+def _csv_columns(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """``pack_<table>``'s columns for the CSV: text that would begin a formula quoted as text."""
+    columns = []
+    for name, sql_type, *_ in con.execute(f"DESCRIBE pack_{table}").fetchall():
+        column = '"' + name.replace('"', '""') + '"'
+        quoted = f"CASE WHEN regexp_matches({column}, '{FORMULA_START}') THEN '''' || {column} ELSE {column} END"
+        columns.append(f"{quoted} AS {column}" if sql_type == "VARCHAR" else column)
+    return ", ".join(columns)
+
+
 def copy_out(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> list[str]:
     """Write ``pack_<table>`` as ``<table>.jsonl``, ``.csv`` and ``.parquet`` in ``folder``; their names."""
     names = []
@@ -147,6 +163,7 @@ def copy_out(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> list[s
         name = f"{table}.{suffix}"
         target = str(folder / name).replace("'", "''")
         options = "FORMAT JSON" if fmt == "JSON" else f"FORMAT {fmt}" + (", HEADER" if fmt == "CSV" else "")
-        con.execute(f"COPY (SELECT * FROM pack_{table}) TO '{target}' ({options})")
+        columns = _csv_columns(con, table) if fmt == "CSV" else "*"
+        con.execute(f"COPY (SELECT {columns} FROM pack_{table}) TO '{target}' ({options})")
         names.append(name)
     return names

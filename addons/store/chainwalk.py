@@ -52,14 +52,28 @@ _SQL_HASH = f"""
     END"""
 
 
-def content_mismatches(con: duckdb.DuckDBPyConnection, first: int, end: int) -> list[int]:
+def content_mismatches(con: duckdb.DuckDBPyConnection, first: int, end: int, hash_here: bool = False) -> list[int]:
     """The seqs in ``first``..``end - 1`` whose content does not hash to the hash they carry (tombstones aside).
     DuckDB builds each row's canonical form (``CANONICAL_SQL``) and hashes it in its own threads, so that a
-    gateway verifying the file it holds keeps Python free to serve; the few rows whose form it writes otherwise
-    (text that is not printable ASCII) are hashed again as ``canonical_row`` writes them, the reference."""
-    suspects = [seq for (seq,) in con.execute(
-        f"SELECT seq FROM events WHERE seq >= ? AND seq < ? AND (record->'tombstone') IS NULL "
-        f"AND hash IS DISTINCT FROM ({_SQL_HASH})", [first, end]).fetchall()]
+    gateway verifying the file it holds keeps Python free to serve; or, with ``hash_here`` (a process with nothing
+    else to do: the CLI on a stopped store), Python hashes DuckDB's forms, three times faster than DuckDB's sha256
+    here. The few rows whose form DuckDB writes otherwise (text that is not printable ASCII) are hashed again as
+    ``canonical_row`` writes them, the reference."""
+    where = "WHERE seq >= ? AND seq < ? AND (record->'tombstone') IS NULL"
+    if not hash_here:
+        suspects = [seq for (seq,) in con.execute(
+            f"SELECT seq FROM events {where} AND hash IS DISTINCT FROM ({_SQL_HASH})", [first, end]).fetchall()]
+        return _reference_mismatches(con, suspects) if suspects else []
+    cursor = con.execute(f"SELECT seq, {CANONICAL_SQL}, TRY_CAST(record->>'chain_format' AS INTEGER), prev_hash, "
+                         f"hash FROM events {where}", [first, end])
+    suspects = []
+    while rows := cursor.fetchmany(2000):
+        for seq, body, chain_format, prev_hash, carried in rows:
+            try:
+                if body is None or form_hash(prev_hash, chain_format, body) != carried:
+                    suspects.append(seq)
+            except ValueError:  # a form no version wrote, or a link that is not hex: the reference decides
+                suspects.append(seq)
     return _reference_mismatches(con, suspects) if suspects else []
 
 
@@ -81,11 +95,11 @@ def _reference_mismatches(con: duckdb.DuckDBPyConnection, seqs: list[int]) -> li
     return bad
 
 
-def _content(con: duckdb.DuckDBPyConnection, last_seq: int, progress: Progress) -> set[int]:
+def _content(con: duckdb.DuckDBPyConnection, last_seq: int, progress: Progress, hash_here: bool) -> set[int]:
     bad: set[int] = set()
     for first in range(0, last_seq + 1, RANGE):
         end = min(first + RANGE, last_seq + 1)
-        bad.update(content_mismatches(con, first, end))
+        bad.update(content_mismatches(con, first, end, hash_here))
         progress(end - first)
     return bad
 
@@ -153,10 +167,10 @@ def last_seq_of(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def verify_store(con: duckdb.DuckDBPyConnection, keys: Keys, until_seq: int | None = None,
-                 progress: Progress = lambda n: None) -> Verification:
+                 progress: Progress = lambda n: None, hash_here: bool = False) -> Verification:
     """The chain of the store ``con`` reads, from its genesis to ``until_seq`` (default: its last event), verified
     as ``verify_events`` does. ``progress(n)``: n more events hashed, then n more walked (twice the count in
-    all)."""
+    all). ``hash_here``: hash in this process's Python (see ``content_mismatches``)."""
     last = last_seq_of(con) if until_seq is None else until_seq
     foreign = foreign_objects(con)
     if foreign:  # DuckDB's hashing and the walk's query could be made to lie: every event walked in Python
@@ -164,7 +178,7 @@ def verify_store(con: duckdb.DuckDBPyConnection, keys: Keys, until_seq: int | No
         progress(2 * result.events)
         result.notes.append(f"verified event by event: the store holds what Warden never writes ({'; '.join(foreign)})")
         return result
-    bad = _content(con, last, progress)
+    bad = _content(con, last, progress, hash_here)
     # The whole events (read whole, e.g. tombstones) are checked by verify_events itself; a light one by the
     # content pass. A seq missing from the rows (removed) or doubled is the walk's to find, as ever.
     return verify_events(_walked(con, last, min(bad, default=-1), progress), keys,

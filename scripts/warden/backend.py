@@ -64,8 +64,8 @@ class FileBackend:
         self.where = f"file {path}"
 
     def verify(self, keys: Keys, until_seq: int | None, progress: Callable[[int], None]) -> Verification:
-        """The whole store verified here (``addons.store.chainwalk``)."""
-        return verify_store(self.con, keys, until_seq, progress=progress)
+        """The whole store verified here (``addons.store.chainwalk``), hashed by this process: nothing else runs."""
+        return verify_store(self.con, keys, until_seq, progress=progress, hash_here=True)
 
     def flows(self, f: FlowFilter) -> list[dict[str, Any]]:
         return search_flows(self.con, f)
@@ -97,7 +97,8 @@ class FileBackend:
         from addons.evidence.build import build_zip  # here: only warden evidence builds packs
 
         signing, keys = key()
-        build_zip(self.con, request, signing, target, where=self.where, progress=progress, keys=keys)
+        build_zip(self.con, request, signing, target, where=self.where, progress=progress, keys=keys,
+                  hash_here=True)
 
     def coverage(self, first_seq: int, last_seq: int) -> Coverage | None:
         return cover(self.con, first_seq, last_seq)

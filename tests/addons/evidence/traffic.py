@@ -17,7 +17,7 @@ def _identity(sub: str, groups: list[str]) -> dict:
     return {"sub": sub, "email": f"{sub}@example.org", "groups": groups, "method": "proxy-bearer", "kind": "person"}
 
 
-def _flow(n: int, sub: str | None, groups: list[str], *, path: str = "/v1/chat/completions", fate: str = "completed",
+def flow(n: int, sub: str | None, groups: list[str], *, path: str = "/v1/chat/completions", fate: str = "completed",
           status: int = 200, decision: str | None = "allow", rule: str | None = "default", entities=None,
           claimed: str | None = None, minutes: float = 0, approval: dict | None = None) -> list[Event]:
     flow_id = f"flow-{n:03d}"
@@ -49,13 +49,13 @@ def write_traffic(db: Path, key: SigningKey) -> dict[str, list[str]]:
     store = Store(db, key, checkpoint_every=1000)
     store.start()
     events: list[Event] = []
-    events += _flow(1, "alice", ["dev"], minutes=0)
-    events += _flow(2, "alice", ["dev"], minutes=10, entities={"EMAIL_ADDRESS": 2, "PERSON": 1})
-    events += _flow(3, "bob", ["ops", "dev"], minutes=20, path="/v1/files", fate="blocked_by_policy", status=403,
+    events += flow(1, "alice", ["dev"], minutes=0)
+    events += flow(2, "alice", ["dev"], minutes=10, entities={"EMAIL_ADDRESS": 2, "PERSON": 1})
+    events += flow(3, "bob", ["ops", "dev"], minutes=20, path="/v1/files", fate="blocked_by_policy", status=403,
                     decision="block", rule="no-files")
-    events += _flow(4, None, [], minutes=30, fate="unauthenticated", status=407, decision=None, rule=None,
+    events += flow(4, None, [], minutes=30, fate="unauthenticated", status=407, decision=None, rule=None,
                     claimed="mallory")
-    events += _flow(5, "carol", ["finance"], minutes=40)
+    events += flow(5, "carol", ["finance"], minutes=40)
     asked = T0 + timedelta(minutes=50)
     events.append(Event(kind="approval", fate="requested", decision="requested", ts=asked, user="alice",
                         rule="hold-review", flow_id="flow-006", detail={
@@ -74,7 +74,7 @@ def write_traffic(db: Path, key: SigningKey) -> dict[str, list[str]]:
                         detail={"grant": "gr-0001", "approval": "ap-0001", "requester": "alice",
                                 "approvers": ["security"], "until": (asked - datetime(1970, 1, 1)).total_seconds()
                                 + 630}))
-    events += _flow(6, "alice", ["dev"], minutes=51,
+    events += flow(6, "alice", ["dev"], minutes=51,
                     approval={"approval": "ap-0001", "grant": None, "outcome": "passed"})
     events.append(Event(kind="approval", fate="used", decision="used", ts=asked + timedelta(minutes=1, seconds=2),
                         user="alice", rule="hold-review", flow_id="flow-006", detail={"approval": "ap-0001"}))

@@ -45,10 +45,12 @@ def _store(db: Path, key: SigningKey, flows: int = 60) -> None:
 
 
 def _both(db: Path, key: SigningKey) -> tuple[dict, dict]:
-    """verify_events over every event; verify_store."""
+    """verify_events over every event; verify_store, hashing in DuckDB and here (which must agree)."""
     con = connect(db, read_only=True)
     try:
-        return verify_events(iter_events(con), key.public).as_dict(), verify_store(con, key.public).as_dict()
+        slow, fast = verify_events(iter_events(con), key.public).as_dict(), verify_store(con, key.public).as_dict()
+        assert verify_store(con, key.public, hash_here=True).as_dict() == fast
+        return slow, fast
     finally:
         con.close()
 
