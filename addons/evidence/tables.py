@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from addons.evidence.spreadsheet import sql_as_text
 from addons.flow import errors
 from addons.store.search import FLOW_COLUMNS, FlowFilter, flows_sql, period_sql
 
@@ -140,19 +141,13 @@ def count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return con.execute(f"SELECT count(*) FROM pack_{table}").fetchall()[0][0]
 
 
-# A spreadsheet reads a cell that begins with one of these as a formula ("CSV injection"), and recorded text is the
-# callers' own (a path, a subject a refused token claimed, a reason): in the CSV such a cell begins with a single
-# quote, which spreadsheets show as text. JSONL and Parquet hold every value as recorded.
-FORMULA_START = "^[=+@\\t\\r-]"
-
-
 def _csv_columns(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    """``pack_<table>``'s columns for the CSV: text that would begin a formula quoted as text."""
+    """``pack_<table>``'s columns for the CSV: text that would begin a formula in a spreadsheet quoted as text
+    (``addons.evidence.spreadsheet``)."""
     columns = []
     for name, sql_type, *_ in con.execute(f"DESCRIBE pack_{table}").fetchall():
         column = '"' + name.replace('"', '""') + '"'
-        quoted = f"CASE WHEN regexp_matches({column}, '{FORMULA_START}') THEN '''' || {column} ELSE {column} END"
-        columns.append(f"{quoted} AS {column}" if sql_type == "VARCHAR" else column)
+        columns.append(f"{sql_as_text(column)} AS {column}" if sql_type == "VARCHAR" else column)
     return ", ".join(columns)
 
 

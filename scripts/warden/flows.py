@@ -10,6 +10,7 @@ from typing import Annotated, Any, TextIO
 import typer
 from rich.table import Table
 
+from addons.evidence.spreadsheet import as_text
 from addons.store.events import Event
 from addons.store.search import FLOW_COLUMNS, FlowFilter
 from scripts.warden import filters
@@ -71,12 +72,13 @@ def flows(
 
 
 def write_csv(rows: list[dict[str, Any]], stream: TextIO) -> None:
-    """``rows`` (``search_flows``) as CSV: a header of ``FLOW_COLUMNS``; entity counts as JSON text."""
+    """``rows`` (``search_flows``) as CSV: a header of ``FLOW_COLUMNS``; entity counts as JSON text; text that
+    would begin a formula in a spreadsheet quoted as text (``addons.evidence.spreadsheet``)."""
     writer = csv.writer(stream)
     writer.writerow(FLOW_COLUMNS)
     for row in rows:
-        writer.writerow(["" if row[c] is None else json.dumps(row[c]) if isinstance(row[c], dict) else row[c]
-                         for c in FLOW_COLUMNS])
+        writer.writerow(["" if row[c] is None else json.dumps(row[c]) if isinstance(row[c], dict)
+                         else as_text(row[c]) if isinstance(row[c], str) else row[c] for c in FLOW_COLUMNS])
 
 
 def _masked(request: dict | None, response: dict | None) -> str:

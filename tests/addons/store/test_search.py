@@ -116,3 +116,8 @@ def test_csv_has_a_header_and_one_row_per_flow(con) -> None:
     assert tuple(read[0]) == FLOW_COLUMNS
     assert [(r["flow_id"], r["user"], r["status"], r["entities"]) for r in read] == [
         ("f1", "alice", "200", '{"LOCATION": 1}')]
+    rows[0]["user"], rows[0]["path"] = "=HYPERLINK(\"http://evil.example\")", "-1+cmd|' /C calc'!A0"
+    buffer = io.StringIO()
+    write_csv(rows, buffer)
+    [read] = list(csv.DictReader(io.StringIO(buffer.getvalue())))
+    assert (read["user"], read["path"]) == ("'" + rows[0]["user"], "'" + rows[0]["path"])  # text in a spreadsheet
