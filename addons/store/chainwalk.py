@@ -30,15 +30,12 @@ from addons.store.schema import foreign_objects
 from addons.store.verification import Keys, LinkedRun, Verification, verify_events
 
 RANGE = 100_000  # events per content query: a progress step
-# Kinds whose detail the walk reads (checkpoint signatures, unsigned tails, purges, key rotations): read whole.
+# Kinds whose detail the walk reads (checkpoint signatures, unsigned tails, purges, key rotations): read whole. So
+# are tombstones, a chain form written otherwise than 1 or 2, and a record naming its chain form twice (DuckDB
+# reads the first, Python the last): the walk reads such rows as Python does, and names what it finds.
 READ_WHOLE = ("checkpoint", "startup", "purge", "keys")
 _COLUMNS = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
 _LIGHT = ("seq", "ts", "kind", "flow_id", "prev_hash", "hash")  # what the walk reads of an event it takes light
-# Read whole too: tombstones, a chain form written otherwise than 1 or 2, and a record naming its chain form twice
-# (DuckDB reads the first, Python the last): the walk reads such rows as Python does, and names what it finds.
-_WHOLE = (f"(kind IN {READ_WHOLE!r} OR (record->'tombstone') IS NOT NULL"
-          " OR coalesce(record->>'chain_format' NOT IN ('1', '2'), false)"
-          " OR CAST(record AS VARCHAR) LIKE '%\"chain_format\"%\"chain_format\"%')")
 
 Progress = Callable[[int], None]
 
@@ -104,23 +101,33 @@ def _content(con: duckdb.DuckDBPyConnection, last_seq: int, progress: Progress, 
     return bad
 
 
-_FORM = "coalesce(nullif(TRY_CAST(record->>'chain_format' AS INTEGER), 0), 1)"  # no chain_format, or 0: form 1
-# The walk of a whole chain in one query. Per row up to a seq (in seq order, hash breaking ties): whether the walk
-# takes it alone: a row it reads whole, one that does not follow on from the row before it (a seq missing or
-# doubled, a link or a chain form broken), the first whose content did not match (the second parameter), one
-# tombstones name as their purge, and in doubt any row. Every other row lies in a run of rows linked one to the
-# next, of which only the first and the last are read out. Heavy columns come only for the rows read whole.
+# The walk of a whole chain in one query. Each row's record is read once (``facts``): its chain form as written,
+# whether it is a tombstone (and the purge it names), whether it names its chain form twice. Per row up to a seq
+# (in seq order, hash breaking ties): whether the walk takes it alone: a row it reads whole (see ``READ_WHOLE``),
+# one that does not follow on from the row before it (a seq missing or doubled, a link or a chain form broken),
+# the first whose content did not match (the second parameter), one tombstones name as their purge, and in doubt
+# any row. Every other row lies in a run of rows linked one to the next, of which only the first and the last are
+# read out. Heavy columns come only for the rows read whole.
 _WALK = f"""
-    WITH chain AS (
-      SELECT seq, ts, kind, flow_id, prev_hash, hash, {_WHOLE} AS whole, {_FORM} AS form,
-             lag(seq) OVER w AS before_seq, lag(hash) OVER w AS before_hash, lag({_FORM}) OVER w AS before_form,
+    WITH facts AS MATERIALIZED (
+      SELECT seq, ts, kind, flow_id, prev_hash, hash, record->>'chain_format' AS written_form,
+             (record->'tombstone') IS NOT NULL AS stone,
+             TRY_CAST(record->'tombstone'->>'purge_seq' AS BIGINT) AS purge_seq,
+             CAST(record AS VARCHAR) LIKE '%"chain_format"%"chain_format"%' AS form_twice
+      FROM events WHERE seq <= $last
+    ), chain AS (
+      SELECT seq, ts, kind, flow_id, prev_hash, hash,
+             (kind IN {READ_WHOLE!r} OR stone OR coalesce(written_form NOT IN ('1', '2'), false) OR form_twice)
+               AS whole,
+             coalesce(nullif(TRY_CAST(written_form AS INTEGER), 0), 1) AS form,
+             lag(seq) OVER w AS before_seq, lag(hash) OVER w AS before_hash,
+             lag(coalesce(nullif(TRY_CAST(written_form AS INTEGER), 0), 1)) OVER w AS before_form,
              row_number() OVER w AS position
-      FROM events WHERE seq <= $last WINDOW w AS (ORDER BY seq, hash)
+      FROM facts WINDOW w AS (ORDER BY seq, hash)
     ), marked AS (
       SELECT *, coalesce(whole OR before_seq IS NULL OR seq <> before_seq + 1 OR prev_hash <> before_hash
                          OR form NOT IN {tuple(CHAIN_FORMATS)!r} OR form < before_form OR seq = $first_bad
-                         OR seq IN (SELECT TRY_CAST(record->'tombstone'->>'purge_seq' AS BIGINT) FROM events
-                                    WHERE (record->'tombstone') IS NOT NULL), true) AS alone
+                         OR seq IN (SELECT purge_seq FROM facts WHERE stone), true) AS alone
       FROM chain
     ), edged AS (
       SELECT *, coalesce(lag(alone) OVER p, true) AS run_starts, coalesce(lead(alone) OVER p, true) AS run_ends
@@ -129,7 +136,7 @@ _WALK = f"""
       SELECT * FROM edged WHERE alone OR run_starts OR run_ends
     ), heavy AS (
       SELECT seq AS whole_seq, hash AS whole_hash, {", ".join(f'"{c}"' for c in COLUMN_NAMES if c not in _LIGHT)}
-      FROM events WHERE seq <= $last AND {_WHOLE}
+      FROM events WHERE seq IN (SELECT seq FROM kept WHERE whole)
     )
     SELECT k.alone, k.run_starts, k.run_ends, k.whole, k.form,
            {", ".join(f'{"k" if c in _LIGHT else "h"}."{c}"' for c in COLUMN_NAMES)}
