@@ -93,8 +93,8 @@ def verify_events(events: Iterator[Event | LinkedRun], public_key: Keys,
     (after a ``keys`` event that rotated the signing key, with the new key only).
 
     ``content_checked(event)``: whether the event's content was already hashed against its hash elsewhere and
-    matched (True) or not (False), or None to hash it here (``addons.store.chainwalk`` hashes a store's rows in
-    parallel). A ``LinkedRun`` among the events stands for events already checked one against the next; the walk
+    matched (True) or not (False), or None to hash it here (``addons.store.chainwalk`` hashes a store's rows
+    elsewhere). A ``LinkedRun`` among the events stands for events already checked one against the next; the walk
     checks that it follows on from the event before it and passes it at once."""
     result = Verification(ok=True)
     prev_hash, expected_seq, form = GENESIS, 0, 1
